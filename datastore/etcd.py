@@ -1,0 +1,467 @@
+"""The etcd v3 client: the only module that talks gRPC to etcd.
+
+Owns: connections (several endpoints, fail-over, TLS with client
+certificates), the compare-and-swap primitives every racing write uses, and
+watches. Everything above this module speaks KeyValue and the exceptions in
+`datastore.errors`; no pyetcd or grpc type leaks out.
+
+Invariants:
+  * create = txn(version(key) == 0 -> put); update = txn(mod_revision(key)
+    == rev -> put); delete = txn(mod_revision(key) == rev -> delete). A lost
+    compare raises KeyExists / KeyConflict / KeyMissing carrying what etcd
+    holds now; nothing is ever written blind except by `put`.
+  * An operation is retried on the next endpoint only when the failure
+    proves the request never reached a server (UNAVAILABLE). A timeout is
+    ambiguous for writes, so writes surface it instead of retrying.
+
+The client library is etcd-sdk-python (import name `pyetcd`): the etcd3
+package's API with stubs regenerated for protobuf >= 4. See docs/datastore.md
+for the choice and its measured figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import pyetcd
+import pyetcd.exceptions as pyexc
+from pyetcd import etcdrpc
+
+from .config import EtcdConfig
+from .errors import ConnectionFailed, DatastoreError, RevisionCompacted
+
+_log = logging.getLogger(__name__)
+
+# An endpoint that failed is not tried again for this long (pyetcd's default is 300 s,
+# far too long for a cluster where etcd members restart in seconds).
+ENDPOINT_RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int = 0
+    version: int = 0
+
+
+class KeyExists(DatastoreError):
+    def __init__(self, key: str, current: KeyValue | None) -> None:
+        self.key, self.current = key, current
+        super().__init__(f"key already exists: {key}")
+
+
+class KeyMissing(DatastoreError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"key does not exist: {key}")
+
+
+class KeyConflict(DatastoreError):
+    def __init__(self, key: str, expected: int, current: KeyValue | None) -> None:
+        self.key, self.expected, self.current = key, expected, current
+        super().__init__(
+            f"compare-and-swap failed on {key}: expected revision {expected}, "
+            f"found {current.mod_revision if current else 'none'}"
+        )
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    kind: str  # "put" or "delete"
+    key: str
+    value: bytes  # empty for deletes
+    mod_revision: int
+    prev_value: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A transaction guard: `target` of `key` `op` `value` (target: mod/version/create/value)."""
+
+    key: str
+    target: str
+    op: str
+    value: int | bytes
+
+
+@dataclass(frozen=True)
+class Op:
+    """A transaction operation: put (with value), delete or get."""
+
+    kind: str
+    key: str
+    value: bytes = b""
+
+
+def put_op(key: str, value: bytes) -> Op:
+    return Op("put", key, value)
+
+
+def delete_op(key: str) -> Op:
+    return Op("delete", key)
+
+
+def get_op(key: str) -> Op:
+    return Op("get", key)
+
+
+def _kv(kv: object) -> KeyValue:
+    return KeyValue(
+        key=kv.key.decode(),  # type: ignore[attr-defined]
+        value=kv.value,  # type: ignore[attr-defined]
+        mod_revision=kv.mod_revision,  # type: ignore[attr-defined]
+        create_revision=kv.create_revision,  # type: ignore[attr-defined]
+        version=kv.version,  # type: ignore[attr-defined]
+    )
+
+
+def _prefix_end(prefix: str) -> bytes:
+    b = bytearray(prefix.encode())
+    for i in reversed(range(len(b))):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+class EtcdClient:
+    """A thread-safe etcd v3 client with endpoint fail-over.
+
+    Failure handling: a request that fails with UNAVAILABLE marks its endpoint
+    failed for ENDPOINT_RETRY_SECONDS and is re-sent to the next endpoint;
+    when every endpoint has failed, ConnectionFailed names them all.
+    """
+
+    def __init__(self, config: EtcdConfig, timeout: float = 5.0) -> None:
+        self.config = config
+        self.timeout = timeout
+        creds = None
+        if config.tls:
+            try:
+                creds = pyetcd.MultiEndpointEtcd3Client.get_secure_creds(
+                    config.ca_cert_file, config.key_file, config.cert_file
+                ) if config.ca_cert_file else grpc.ssl_channel_credentials()
+            except OSError as exc:
+                raise ConnectionFailed(config.urls, f"cannot read TLS files: {exc}") from None
+        endpoints = [
+            pyetcd.Endpoint(
+                e.host,
+                e.port,
+                secure=creds is not None,
+                creds=creds,
+                time_retry=ENDPOINT_RETRY_SECONDS,
+            )
+            for e in config.endpoints
+        ]
+        self._lock = threading.Lock()
+        try:
+            self._client = pyetcd.MultiEndpointEtcd3Client(
+                endpoints=endpoints,
+                timeout=timeout,
+                user=config.username,
+                password=config.password,
+                failover=True,
+            )
+        except grpc.RpcError as exc:
+            raise ConnectionFailed(config.urls, _rpc_detail(exc)) from None
+        # Start on the first configured endpoint (pyetcd picks one at random).
+        self._client._current_endpoint_label = endpoints[0].netloc
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], object], *, idempotent: bool) -> object:
+        attempts = len(self.config.endpoints) + 1
+        last: Exception | None = None
+        for _ in range(attempts):
+            try:
+                return fn()
+            except pyexc.ConnectionFailedError as exc:
+                last = exc  # UNAVAILABLE: the request never reached a server; safe to resend
+            except pyexc.ConnectionTimeoutError as exc:
+                last = exc
+                if not idempotent:
+                    raise ConnectionFailed(
+                        self.config.urls, "request timed out; its outcome is unknown"
+                    ) from None
+            except pyexc.NoServerAvailableError as exc:
+                last = exc
+                break
+            except pyexc.PreconditionFailedError as exc:
+                raise DatastoreError(f"etcd refused the request: {exc}") from None
+            except pyexc.InternalServerError as exc:
+                last = exc
+            except grpc.RpcError as exc:
+                raise ConnectionFailed(self.config.urls, _rpc_detail(exc)) from None
+            except ValueError as exc:  # pyetcd: "Trying to use a failed node"
+                last = exc
+                break
+        self._reset_failed_endpoints()
+        raise ConnectionFailed(self.config.urls, _describe(last)) from None
+
+    def _reset_failed_endpoints(self) -> None:
+        # After a full round of failures, let the next call try everything again
+        # rather than refusing for ENDPOINT_RETRY_SECONDS.
+        for ep in self._client.endpoints.values():
+            ep.last_failed = 0
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        def do() -> KeyValue | None:
+            resp = self._client.get_response(key)
+            return _kv(resp.kvs[0]) if resp.kvs else None
+
+        return self._call(do, idempotent=True)  # type: ignore[return-value]
+
+    def list(self, prefix: str, revision: int | None = None) -> tuple[list[KeyValue], int]:
+        """All keys under prefix, sorted by key, and the store revision they were read at."""
+
+        def do() -> tuple[list[KeyValue], int]:
+            kwargs = {"sort_order": "ascend", "sort_target": "key"}
+            if revision:
+                kwargs["revision"] = revision
+            resp = self._client.get_prefix_response(prefix, **kwargs)
+            return [_kv(kv) for kv in resp.kvs], resp.header.revision
+
+        try:
+            return self._call(do, idempotent=True)  # type: ignore[return-value]
+        except DatastoreError as exc:
+            if revision and "compacted" in str(exc):
+                raise RevisionCompacted(revision, 0) from None
+            raise
+
+    def revision(self) -> int:
+        """The store's current revision."""
+
+        def do() -> int:
+            return self._client.get_response("\0").header.revision
+
+        return self._call(do, idempotent=True)  # type: ignore[return-value]
+
+    # -- writes ------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes, lease: object | None = None) -> int:
+        """Unconditional write. Only for keys nobody else races on."""
+
+        def do() -> int:
+            return self._client.put(key, value, lease=lease).header.revision
+
+        return self._call(do, idempotent=True)  # type: ignore[return-value]
+
+    def create(self, key: str, value: bytes, lease: object | None = None) -> int:
+        """Create-if-absent. Returns the new mod revision; raises KeyExists."""
+        t = self._client.transactions
+        ok, responses, rev = self._txn(
+            [t.version(key) == 0], [t.put(key, value, lease=lease)], [t.get(key)]
+        )
+        if not ok:
+            raise KeyExists(key, _first_kv(responses))
+        return rev
+
+    def update(self, key: str, value: bytes, mod_revision: int) -> int:
+        """Compare-and-swap on mod revision. Raises KeyConflict or KeyMissing."""
+        t = self._client.transactions
+        ok, responses, rev = self._txn(
+            [t.mod(key) == mod_revision], [t.put(key, value)], [t.get(key)]
+        )
+        if not ok:
+            current = _first_kv(responses)
+            if current is None:
+                raise KeyMissing(key)
+            raise KeyConflict(key, mod_revision, current)
+        return rev
+
+    def delete(self, key: str, mod_revision: int | None = None) -> int:
+        """Compare-and-delete (exact key, never a prefix). Raises KeyConflict/KeyMissing."""
+        t = self._client.transactions
+        if mod_revision is None:
+            guard = [t.version(key) > 0]
+        else:
+            guard = [t.mod(key) == mod_revision]
+        ok, responses, rev = self._txn(guard, [t.delete(key)], [t.get(key)])
+        if not ok:
+            current = _first_kv(responses)
+            if current is None:
+                raise KeyMissing(key)
+            raise KeyConflict(key, mod_revision or 0, current)
+        return rev
+
+    def transaction(
+        self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> tuple[bool, list[list[KeyValue]], int]:
+        """A general multi-key transaction. Returns (succeeded, get results, revision).
+
+        Get results hold one list per `get` op in the branch that ran.
+        """
+        t = self._client.transactions
+        targets = {"mod": t.mod, "version": t.version, "create": t.create, "value": t.value}
+        guards = []
+        for c in compare:
+            target = targets[c.target](c.key)
+            guards.append(
+                {
+                    "==": target == c.value,
+                    "!=": target != c.value,
+                    "<": target < c.value,
+                    ">": target > c.value,
+                }[c.op]
+            )
+
+        def ops(items: Iterable[Op]) -> list[object]:
+            out = []
+            for op in items:
+                if op.kind == "put":
+                    out.append(t.put(op.key, op.value))
+                elif op.kind == "delete":
+                    out.append(t.delete(op.key))
+                else:
+                    out.append(t.get(op.key))
+            return out
+
+        ok, responses, rev = self._txn(guards, ops(success), ops(failure))
+        gets = [
+            [_kv(meta._kv) for _, meta in r] for r in responses if isinstance(r, list)
+        ]
+        return ok, gets, rev
+
+    def _txn(
+        self, compare: list[object], success: list[object], failure: list[object]
+    ) -> tuple[bool, list[object], int]:
+        def do() -> tuple[bool, list[object], int]:
+            client = self._client
+            req = etcdrpc.TxnRequest(
+                compare=[c.build_message() for c in compare],
+                success=client._ops_to_requests(success),
+                failure=client._ops_to_requests(failure),
+            )
+            try:
+                resp = client.kvstub.Txn(
+                    req, client.timeout, credentials=client.call_credentials,
+                    metadata=client.metadata,
+                )
+            except grpc.RpcError as exc:
+                client._manage_grpc_errors(exc)
+                raise  # unreachable: _manage_grpc_errors always raises
+            out: list[object] = []
+            for r in resp.responses:
+                which = r.WhichOneof("response")
+                if which == "response_range":
+                    out.append([(kv.value, _Meta(kv)) for kv in r.response_range.kvs])
+                else:
+                    out.append(r)
+            return resp.succeeded, out, resp.header.revision
+
+        return self._call(do, idempotent=False)  # type: ignore[return-value]
+
+    # -- leases ------------------------------------------------------------------
+
+    def lease(self, ttl: int) -> object:
+        return self._call(lambda: self._client.lease(ttl), idempotent=False)
+
+    # -- watches -----------------------------------------------------------------
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        start_revision: int,
+        on_events: Callable[[list[WatchEvent], int], None],
+        on_error: Callable[[DatastoreError], None],
+    ) -> Callable[[], None]:
+        """Watch everything under prefix from start_revision (inclusive).
+
+        on_events(events, header_revision) is called on the watch thread for each
+        response; on_error once if the stream breaks (RevisionCompacted when etcd
+        no longer has start_revision). Returns a cancel function.
+        """
+
+        def callback(resp: object) -> None:
+            if isinstance(resp, pyexc.RevisionCompactedError):
+                on_error(RevisionCompacted(start_revision, resp.compacted_revision))
+                return
+            if isinstance(resp, BaseException) or resp is None:
+                on_error(ConnectionFailed(self.config.urls, _describe(resp)))
+                return
+            events = []
+            for ev in resp.events:  # type: ignore[attr-defined]
+                kv = ev._event.kv
+                is_delete = ev._event.type == 1
+                events.append(
+                    WatchEvent(
+                        kind="delete" if is_delete else "put",
+                        key=kv.key.decode(),
+                        value=b"" if is_delete else kv.value,
+                        mod_revision=kv.mod_revision,
+                    )
+                )
+            on_events(events, resp.header.revision)  # type: ignore[attr-defined]
+
+        def do() -> int:
+            return self._client.add_watch_prefix_callback(
+                prefix, callback, start_revision=start_revision
+            )
+
+        try:
+            watch_id = self._call(do, idempotent=True)
+        except pyexc.RevisionCompactedError as exc:
+            raise RevisionCompacted(start_revision, exc.compacted_revision) from None
+        except pyexc.WatchTimedOut:
+            raise ConnectionFailed(self.config.urls, "watch creation timed out") from None
+
+        def cancel() -> None:
+            try:
+                self._client.cancel_watch(watch_id)
+            except Exception:  # noqa: BLE001 - cancelling a dead stream is fine
+                pass
+
+        return cancel
+
+    def compact(self, revision: int) -> None:
+        self._call(lambda: self._client.compact(revision, physical=True), idempotent=True)
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Meta:
+    def __init__(self, kv: object) -> None:
+        self._kv = kv
+
+
+def _first_kv(responses: list[object]) -> KeyValue | None:
+    for r in responses:
+        if isinstance(r, list):
+            return _kv(r[0][1]._kv) if r else None
+    return None
+
+
+def _rpc_detail(exc: BaseException | None) -> str:
+    if isinstance(exc, grpc.RpcError):
+        try:
+            return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001
+            return str(exc)
+    return str(exc) if exc else ""
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no endpoint answered"
+    cause = exc.__context__
+    if isinstance(cause, grpc.RpcError):
+        return _rpc_detail(cause)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,46 @@
+"""The etcd client's compare-and-swap primitives and fail-over, against a real etcd."""
+
+import pytest
+
+from datastore.config import load_env
+from datastore.errors import ConnectionFailed
+from datastore.etcd import EtcdClient, KeyConflict, KeyExists, KeyMissing
+
+
+def test_create_update_delete_cas(etcd_client):
+    rev = etcd_client.create("/calico/t/a", b"1")
+    with pytest.raises(KeyExists) as exists:
+        etcd_client.create("/calico/t/a", b"2")
+    assert exists.value.current.value == b"1"
+    rev2 = etcd_client.update("/calico/t/a", b"2", rev)
+    with pytest.raises(KeyConflict) as conflict:
+        etcd_client.update("/calico/t/a", b"3", rev)
+    assert conflict.value.current.mod_revision == rev2
+    with pytest.raises(KeyConflict):
+        etcd_client.delete("/calico/t/a", rev)
+    etcd_client.delete("/calico/t/a", rev2)
+    with pytest.raises(KeyMissing):
+        etcd_client.update("/calico/t/a", b"4", rev2)
+    assert etcd_client.get("/calico/t/a") is None
+
+
+def test_list_is_sorted_and_carries_revision(etcd_client):
+    for k in ("b", "a", "c"):
+        etcd_client.put(f"/calico/t/{k}", k.encode())
+    items, rev = etcd_client.list("/calico/t/")
+    assert [i.key for i in items] == ["/calico/t/a", "/calico/t/b", "/calico/t/c"]
+    assert rev >= max(i.mod_revision for i in items)
+
+
+def test_failover_skips_dead_endpoint(etcd_endpoint):
+    cfg = load_env({"ETCD_ENDPOINTS": f"http://127.0.0.1:1,{etcd_endpoint}"})
+    with EtcdClient(cfg, timeout=2) as client:
+        client.put("/calico/t/fo", b"x")
+        assert client.get("/calico/t/fo").value == b"x"
+
+
+def test_all_endpoints_dead_is_one_clear_error():
+    cfg = load_env({"ETCD_ENDPOINTS": "http://127.0.0.1:1,http://127.0.0.1:2"})
+    with EtcdClient(cfg, timeout=1) as client, pytest.raises(ConnectionFailed) as err:
+        client.get("/calico/x")
+    assert "127.0.0.1:1" in str(err.value) and "127.0.0.1:2" in str(err.value)
