@@ -88,6 +88,28 @@ class Compare:
     target: str
     op: str
     value: int | bytes
+    prefix: bool = False
+
+
+_RESULTS = {"==": 0, ">": 1, "<": 2, "!=": 3}
+_TARGETS = {"version": 0, "create": 1, "mod": 2, "value": 3}
+_TARGET_FIELDS = {"version": "version", "create": "create_revision", "mod": "mod_revision",
+                  "value": "value"}
+
+
+class _RawCompare:
+    """A Compare rendered straight to the protobuf (pyetcd has no range compares)."""
+
+    def __init__(self, c: Compare) -> None:
+        self.c = c
+
+    def build_message(self) -> object:
+        c = self.c
+        msg = etcdrpc.Compare(result=_RESULTS[c.op], target=_TARGETS[c.target], key=c.key.encode())
+        setattr(msg, _TARGET_FIELDS[c.target], c.value)
+        if c.prefix:
+            msg.range_end = _prefix_end(c.key)
+        return msg
 
 
 @dataclass(frozen=True)
@@ -297,24 +319,14 @@ class EtcdClient:
     ) -> tuple[bool, list[list[KeyValue]], int]:
         """A general multi-key transaction. Returns (succeeded, get results, revision).
 
-        Get results hold one list per `get` op in the branch that ran.
+        Get results hold one list per `get` op in the branch that ran. A Compare
+        with `prefix=True` guards every key under `key` (etcd range compare),
+        e.g. "nothing under the pools prefix changed since revision R".
         """
         t = self._client.transactions
-        targets = {"mod": t.mod, "version": t.version, "create": t.create, "value": t.value}
-        guards = []
-        for c in compare:
-            target = targets[c.target](c.key)
-            guards.append(
-                {
-                    "==": target == c.value,
-                    "!=": target != c.value,
-                    "<": target < c.value,
-                    ">": target > c.value,
-                }[c.op]
-            )
 
         def ops(items: Iterable[Op]) -> list[object]:
-            out = []
+            out: list[object] = []
             for op in items:
                 if op.kind == "put":
                     out.append(t.put(op.key, op.value))
@@ -324,10 +336,10 @@ class EtcdClient:
                     out.append(t.get(op.key))
             return out
 
-        ok, responses, rev = self._txn(guards, ops(success), ops(failure))
-        gets = [
-            [_kv(meta._kv) for _, meta in r] for r in responses if isinstance(r, list)
-        ]
+        ok, responses, rev = self._txn(
+            [_RawCompare(c) for c in compare], ops(success), ops(failure)
+        )
+        gets = [[_kv(meta._kv) for _, meta in r] for r in responses if isinstance(r, list)]
         return ok, gets, rev
 
     def _txn(

@@ -1,0 +1,274 @@
+"""`ctl create|apply|replace|delete|get|patch|validate`: resource CRUD with calicoctl's words.
+
+All-or-nothing on bad input: a manifest is read and validated completely,
+then checked against the datastore (existence, pool overlap, immutable
+fields) before the first write, so a bad file leaves etcd byte-identical.
+Only a race lost between the check and the write can stop a batch midway;
+that is reported as calicoctl does ("Partial success: ...").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+import click
+import yaml
+
+from datastore.errors import (
+    DatastoreError,
+    FieldError,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
+    ValidationError,
+)
+from datastore.resources import BGPConfiguration, IPPool, ObjectMeta, Resource, kind_for
+from datastore.store import ResourceStore
+
+from .common import CtlFailure
+from .manifest import ManifestError, load_manifest
+from .printers import OutputError, PrintContext, render
+
+PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted"}
+
+
+def _kind_label(resources: Sequence[Resource]) -> str | None:
+    kinds = {r.kind_name for r in resources}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _load(filename: str) -> list[Resource]:
+    try:
+        return load_manifest(filename).resources
+    except (ManifestError, ValidationError) as exc:
+        raise CtlFailure(f"failed to execute command: {exc}") from None
+
+
+def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
+              skip_exists: bool, skip_not_exists: bool) -> list[Resource]:
+    """Everything that can be known before writing. Returns the resources to write."""
+    todo: list[Resource] = []
+    for res in resources:
+        current = store.find(type(res), res.name, res.namespace)
+        if verb == "create" and current is not None:
+            if skip_exists:
+                continue
+            raise ResourceAlreadyExists(res.kind_name, res.name)
+        if verb in ("replace", "delete") and current is None:
+            if verb == "delete" and skip_not_exists:
+                continue
+            raise ResourceDoesNotExist(res.kind_name, res.name)
+        if verb in ("apply", "replace") and isinstance(res, IPPool) and isinstance(current, IPPool):
+            if res.spec.cidr != current.spec.cidr:
+                raise ValidationError(fields=[FieldError("IPPool.Spec.CIDR", res.spec.cidr,
+                                                         "IPPool CIDR cannot be modified")])
+            if res.spec.blockSize != current.spec.blockSize:
+                raise ValidationError(fields=[FieldError(
+                    "IPPool.Spec.BlockSize", res.spec.blockSize,
+                    "IPPool BlockSize cannot be modified")])
+        todo.append(res)
+    if verb != "delete":
+        _check_pool_overlaps(store, [r for r in todo if isinstance(r, IPPool)])
+    return todo
+
+
+def _check_pool_overlaps(store: ResourceStore, pools: list[IPPool]) -> None:
+    if not pools:
+        return
+    incoming = {p.name: p for p in pools}
+    stored = [p for p in store.list(IPPool) if p.name not in incoming]
+    everything = list(incoming.values()) + stored
+    for i, pool in enumerate(pools):
+        net = ipaddress.ip_network(pool.spec.cidr)
+        for other in everything:
+            if other.name == pool.name or (other in pools and pools.index(other) < i):
+                continue
+            if net.overlaps(ipaddress.ip_network(other.spec.cidr)):
+                raise ValidationError(fields=[FieldError(
+                    "IPPool.Spec.CIDR", pool.spec.cidr,
+                    f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) CIDR "
+                    f"{other.spec.cidr}")])
+
+
+def _run_batch(store: ResourceStore, verb: str, resources: list[Resource],
+               skip_exists: bool = False, skip_not_exists: bool = False) -> None:
+    label = _kind_label(resources)
+    quoted = f" '{label}'" if label else ""
+    if not resources:
+        raise CtlFailure("No resources specified")
+    try:
+        todo = _precheck(store, verb, resources, skip_exists, skip_not_exists)
+    except DatastoreError as exc:
+        if len(resources) == 1:
+            raise CtlFailure(f"failed to {verb}{quoted} resource: [{exc}]") from None
+        raise CtlFailure(f"failed to {verb} any{quoted} resources: [{exc}]") from None
+    done = len(resources) - len(todo)
+    for res in todo:
+        try:
+            _write(store, verb, res)
+        except DatastoreError as exc:
+            if skip_exists and isinstance(exc, ResourceAlreadyExists):
+                done += 1
+                continue
+            if skip_not_exists and isinstance(exc, ResourceDoesNotExist):
+                done += 1
+                continue
+            if done == 0:
+                if len(resources) == 1:
+                    raise CtlFailure(f"failed to {verb}{quoted} resource: [{exc}]") from None
+                raise CtlFailure(f"failed to {verb} any{quoted} resources: [{exc}]") from None
+            raise CtlFailure(
+                f"Partial success: {PAST[verb]} the first {done} out of {len(resources)}"
+                f"{quoted} resources:\nhit error: [{exc}]"
+            ) from None
+        done += 1
+    click.echo(f"Successfully {PAST[verb]} {done}{quoted} resource(s)")
+
+
+def _write(store: ResourceStore, verb: str, res: Resource) -> None:
+    if verb == "create":
+        store.create(res)
+    elif verb == "apply":
+        store.apply(res)
+    elif verb == "replace":
+        store.replace(res)
+    elif verb == "delete":
+        store.delete(type(res), res.name, res.namespace, res.resource_version)
+
+
+def _filename_option(required: bool = True):
+    return click.option("-f", "--filename", required=required, metavar="FILE",
+                        help="Manifest to read (YAML or JSON, multi-document); '-' for stdin.")
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @_filename_option()
+    @click.option("--skip-exists", is_flag=True, help="Treat resources that already exist as created.")
+    @click.pass_obj
+    def create(obj, filename: str, skip_exists: bool) -> None:
+        """Create resources from a file; fails if any already exists."""
+        _run_batch(obj.store, "create", _load(filename), skip_exists=skip_exists)
+
+    @cli.command()
+    @_filename_option()
+    @click.pass_obj
+    def apply(obj, filename: str) -> None:
+        """Create or update resources from a file."""
+        _run_batch(obj.store, "apply", _load(filename))
+
+    @cli.command()
+    @_filename_option()
+    @click.pass_obj
+    def replace(obj, filename: str) -> None:
+        """Update existing resources from a file (checked against resourceVersion if given)."""
+        _run_batch(obj.store, "replace", _load(filename))
+
+    @cli.command()
+    @click.argument("kind", required=False)
+    @click.argument("names", nargs=-1)
+    @_filename_option(required=False)
+    @click.option("--skip-not-exists", is_flag=True, help="Treat missing resources as deleted.")
+    @click.pass_obj
+    def delete(obj, kind: str | None, names: tuple[str, ...], filename: str | None,
+               skip_not_exists: bool) -> None:
+        """Delete resources by KIND NAME... or from a file."""
+        if filename:
+            if kind:
+                raise click.UsageError("give either -f FILE or KIND NAME, not both")
+            resources = _load(filename)
+        else:
+            if not kind or not names:
+                raise click.UsageError("give KIND NAME... or -f FILE")
+            cls = _kind(kind)
+            resources = [_stub(cls, n) for n in names]
+        _run_batch(obj.store, "delete", resources, skip_not_exists=skip_not_exists)
+
+    @cli.command()
+    @click.argument("kind", required=False)
+    @click.argument("names", nargs=-1)
+    @_filename_option(required=False)
+    @click.option("-o", "--output", default="ps", metavar="FORMAT",
+                  help="ps (default), wide, yaml, json or custom-columns=A,B.")
+    @click.pass_obj
+    def get(obj, kind: str | None, names: tuple[str, ...], filename: str | None,
+            output: str) -> None:
+        """Show resources of KIND (all, or the NAMEs given), or those named in a file."""
+        store: ResourceStore = obj.store
+        if filename:
+            wanted = _load(filename)
+            kinds = {type(r) for r in wanted}
+            if len(kinds) != 1:
+                raise CtlFailure("failed to get resources: a file for get must hold one kind")
+            cls = kinds.pop()
+            names = tuple(r.name for r in wanted)
+        elif kind:
+            cls = _kind(kind)
+        else:
+            raise click.UsageError("give a resource KIND (e.g. ippool) or -f FILE")
+        try:
+            if names:
+                items = [store.get(cls, n) for n in names]
+                revision = None
+            else:
+                items, revision = store.list_with_revision(cls)
+            ctx = _print_context(store, cls)
+            text = render(cls, items, output, ctx, single=bool(names), revision=revision)
+        except OutputError as exc:
+            raise CtlFailure(str(exc)) from None
+        except DatastoreError as exc:
+            raise CtlFailure(f"failed to get resources: {exc}") from None
+        click.echo(text, nl=False)
+
+    @cli.command()
+    @click.argument("kind")
+    @click.argument("name")
+    @click.option("-p", "--patch", "patch_text", required=True, metavar="PATCH",
+                  help="A JSON (or YAML) merge patch, e.g. '{\"spec\":{\"disabled\":true}}'.")
+    @click.pass_obj
+    def patch(obj, kind: str, name: str, patch_text: str) -> None:
+        """Merge-patch one resource."""
+        cls = _kind(kind)
+        try:
+            doc = yaml.safe_load(patch_text)
+        except yaml.YAMLError as exc:
+            raise CtlFailure(f"failed to execute command: invalid patch: {exc}") from None
+        if not isinstance(doc, dict):
+            raise CtlFailure("failed to execute command: patch must be a JSON object")
+        try:
+            obj.store.patch(cls, name, doc)
+        except DatastoreError as exc:
+            raise CtlFailure(f"failed to patch '{cls.kind_name}' resource: [{exc}]") from None
+        click.echo(f"Successfully patched 1 '{cls.kind_name}' resource")
+
+    @cli.command()
+    @_filename_option()
+    def validate(filename: str) -> None:
+        """Check a manifest without touching the datastore."""
+        resources = _load(filename)
+        label = _kind_label(resources)
+        quoted = f" '{label}'" if label else ""
+        click.echo(f"Successfully validated {len(resources)}{quoted} resource(s)")
+
+
+def _kind(name: str) -> type[Resource]:
+    try:
+        return kind_for(name)
+    except DatastoreError as exc:
+        raise CtlFailure(str(exc)) from None
+
+
+def _stub(cls: type[Resource], name: str) -> Resource:
+    """A resource carrying only its identity, for delete-by-name."""
+    return cls.model_construct(metadata=ObjectMeta(name=name))
+
+
+def _print_context(store: ResourceStore, cls: type[Resource]) -> PrintContext:
+    if cls.kind_name != "Node":
+        return PrintContext()
+    cfg = store.find(BGPConfiguration, "default")
+    if cfg is None:
+        return PrintContext()
+    asn = cfg.spec.asNumber
+    return PrintContext(global_asn=int(asn) if asn is not None else None, have_bgp_config=True)
+

@@ -1,0 +1,238 @@
+"""Resource model foundations: metadata, strict parsing, Calico-style errors.
+
+Every resource is a pydantic model whose field aliases are Calico's JSON
+names, so a document round-trips byte-for-byte in meaning. Parsing is strict:
+unknown fields are refused (calicoctl's "field in document is not recognized
+or is in the wrong location"), types are not coerced ("26" is not an int).
+`resourceVersion` is never stored: it is the etcd mod revision, filled on read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from ..errors import FieldError, ParseError, ValidationError
+
+API_VERSION = "projectcalico.org/v3"
+
+# DNS-1123 subdomain: what Kubernetes and Calico accept as a resource name.
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+class StrictModel(BaseModel):
+    """No unknown fields, no type coercion, Calico's JSON names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def validate_label_key(key: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+        raise ValueError(f"invalid label key '{key}'")
+    if prefix and (len(prefix) > 253 or not _NAME_RE.match(prefix)):
+        raise ValueError(f"invalid label key prefix '{prefix}'")
+
+
+class ObjectMeta(StrictModel):
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    creationTimestamp: str | None = None
+    resourceVersion: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        for k, v in (labels or {}).items():
+            validate_label_key(k)
+            if len(v) > 63 or not _LABEL_VALUE_RE.match(v):
+                raise ValueError(f"invalid label value '{v}' for key '{k}'")
+        return labels
+
+
+class Resource(StrictModel):
+    """Base of every v3 resource. Subclasses set the ClassVars and `spec`."""
+
+    kind_name: ClassVar[str] = ""
+    plural: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    namespaced: ClassVar[bool] = False
+
+    kind: str = ""
+    apiVersion: str = API_VERSION
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str | None:
+        return self.metadata.namespace
+
+    @property
+    def resource_version(self) -> int | None:
+        rv = self.metadata.resourceVersion
+        return int(rv) if rv else None
+
+    def key(self) -> str:
+        from ..keys import resource_key
+
+        return resource_key(self.plural, self.name, self.namespace if self.namespaced else None)
+
+    def to_stored(self) -> bytes:
+        """The JSON document kept in etcd: resourceVersion blanked (it is the mod revision)."""
+        import json
+
+        doc = self.dump()
+        doc["metadata"].pop("resourceVersion", None)
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_stored(cls, value: bytes, mod_revision: int) -> Resource:
+        import json
+
+        doc = json.loads(value)
+        doc.setdefault("metadata", {})["resourceVersion"] = str(mod_revision)
+        return cls.model_validate(doc)
+
+    def validate_semantics(self) -> list[FieldError]:
+        """Cross-field rules that pydantic field validators cannot express. Pure."""
+        return []
+
+
+# --- reusable field validators -------------------------------------------------------
+
+
+def check_name(kind: str, name: str, namespaced: bool, namespace: str | None) -> None:
+    if not name:
+        raise ValidationError("resource name may not be empty")
+    if len(name) > 253 or not _NAME_RE.match(name):
+        raise ValidationError(
+            fields=[FieldError(f"{kind}.Metadata.Name", name,
+                               "name must consist of lower case alphanumeric characters, '-' "
+                               "or '.', and must start and end with an alphanumeric character")]
+        )
+    if namespace and not namespaced:
+        raise ValidationError(
+            "namespace should not be specified for a non-namespaced resource. "
+            f"{kind} is not a namespaced resource"
+        )
+
+
+ASN_MAX = 4294967295
+
+
+def parse_asn(value: object) -> int:
+    """An AS number as calicoctl accepts it: 0-4294967295, or dotted 'A.B' (AS.dot)."""
+    if isinstance(value, bool):
+        raise ValueError("invalid AS number: expected an integer or 'A.B'")
+    if isinstance(value, int):
+        if 0 <= value <= ASN_MAX:
+            return value
+        raise ValueError("AS number out of range: must be 0-4294967295")
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+", text):
+            return parse_asn(int(text))
+        m = re.fullmatch(r"(\d+)\.(\d+)", text)
+        if m:
+            hi, lo = int(m[1]), int(m[2])
+            if hi <= 65535 and lo <= 65535:
+                return hi * 65536 + lo
+            raise ValueError("AS.dot number out of range: each part must be 0-65535")
+        raise ValueError("invalid AS number: expected an integer or 'A.B'")
+    if isinstance(value, float):
+        raise ValueError("invalid AS number: write dotted AS numbers as a quoted string, e.g. '1.10'")
+    raise ValueError("invalid AS number: expected an integer or 'A.B'")
+
+
+def parse_ip(value: str, version: int | None = None) -> str:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be a valid IP address") from None
+    if version and ip.version != version:
+        raise ValueError(f"must be a valid IPv{version} address")
+    return str(ip)
+
+
+def parse_cidr_with_host(value: str, version: int | None = None) -> str:
+    """An address with its prefix, e.g. 10.0.0.5/24 (host bits allowed, as Node.ipv4Address)."""
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError("must be a valid IP address with prefix length, e.g. 10.0.0.5/24") from None
+    if "/" not in value:
+        raise ValueError("must include the prefix length, e.g. 10.0.0.5/24")
+    if version and iface.version != version:
+        raise ValueError(f"must be an IPv{version} address with prefix")
+    return str(iface)
+
+
+def parse_subnet(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError("must be a valid subnet") from None
+        raise ValueError("is not strictly masked") from None
+
+
+def go_path(kind: str, loc: tuple[int | str, ...]) -> str:
+    """Pydantic's location ('spec','blockSize') as Calico's Go path 'IPPool.Spec.BlockSize'."""
+    parts = [kind]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+            continue
+        parts.append(_GO_NAMES.get(item, item[:1].upper() + item[1:]))
+    return ".".join(parts)
+
+
+_GO_NAMES = {
+    "cidr": "CIDR", "bgp": "BGP", "peerIP": "PeerIP", "asNumber": "ASNumber",
+    "localASNumber": "LocalASNumber", "ipipMode": "IPIPMode", "vxlanMode": "VXLANMode",
+    "ipv4Address": "IPv4Address", "ipv6Address": "IPv6Address",
+    "ipv4IPIPTunnelAddr": "IPv4IPIPTunnelAddr", "ipv4VXLANTunnelAddr": "IPv4VXLANTunnelAddr",
+    "vxlanTunnelMACAddr": "VXLANTunnelMACAddr", "routeReflectorClusterID": "RouteReflectorClusterID",
+    "disableBGPExport": "DisableBGPExport", "ttlSecurity": "TTLSecurity",
+    "serviceClusterIPs": "ServiceClusterIPs", "serviceExternalIPs": "ServiceExternalIPs",
+    "serviceLoadBalancerIPs": "ServiceLoadBalancerIPs",
+}
+
+
+def errors_from_pydantic(kind: str, exc: PydanticValidationError, doc: object) -> ValidationError:
+    fields: list[FieldError] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            return ParseError(
+                "field in document is not recognized or is in the wrong location: "
+                + ".".join(str(p) for p in loc)
+            )
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        value = err.get("input")
+        if isinstance(value, (dict, list)) or err["type"] == "missing":
+            value = "" if err["type"] == "missing" else value
+        fields.append(FieldError(go_path(kind, loc), value, msg))
+    return ValidationError(fields=fields)

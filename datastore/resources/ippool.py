@@ -1,0 +1,133 @@
+"""IPPool: a range pods and tunnel addresses are allocated from, in blocks.
+
+Defaults and rules are libcalico-go's (`clientv3/ippool.go`): modes default to
+Never, blockSize to 26 (v4) / 122 (v6), nodeSelector to all(), allowedUses to
+[Workload, Tunnel]. Rules that need other pools (overlap) or the stored copy
+(CIDR and blockSize immutable) live in the store, not here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .. import selector as selectors
+from ..errors import FieldError
+from .base import Resource, StrictModel
+
+EncapMode = Literal["Never", "Always", "CrossSubnet"]
+AllowedUse = Literal["Workload", "Tunnel", "LoadBalancer"]
+
+LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
+LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+
+def _selector(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        selectors.validate(value)
+    except selectors.SelectorError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class IPPoolSpec(StrictModel):
+    cidr: str
+    vxlanMode: EncapMode = "Never"
+    ipipMode: EncapMode = "Never"
+    natOutgoing: bool | None = None
+    disabled: bool | None = None
+    disableBGPExport: bool | None = None
+    blockSize: int | None = None
+    nodeSelector: str = "all()"
+    namespaceSelector: str | None = None
+    allowedUses: list[AllowedUse] = Field(default_factory=lambda: ["Workload", "Tunnel"])
+    assignmentMode: Literal["Automatic", "Manual"] = "Automatic"
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            if "/" not in value:
+                raise ValueError
+            return str(ipaddress.ip_network(value, strict=True))
+        except ValueError:
+            pass
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError("IPPool CIDR must be a valid subnet") from None
+        if "/" not in value:
+            raise ValueError("IPPool CIDR must be a valid subnet (with a prefix length)")
+        raise ValueError("IPPool CIDR is not strictly masked")
+
+    @field_validator("nodeSelector", "namespaceSelector")
+    @classmethod
+    def _selectors(cls, value: str | None) -> str | None:
+        return _selector(value)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> IPPoolSpec:
+        if self.blockSize is None:
+            self.blockSize = 122 if self.network.version == 6 else 26
+        if self.nodeSelector == "":
+            self.nodeSelector = "all()"
+        return self
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr)
+
+
+class IPPool(Resource):
+    kind_name: ClassVar[str] = "IPPool"
+    plural: ClassVar[str] = "ippools"
+    aliases: ClassVar[tuple[str, ...]] = ("ippool", "ippools", "ipp", "ipps", "pool", "pools")
+
+    kind: Literal["IPPool"] = "IPPool"
+    spec: IPPoolSpec
+
+    def validate_semantics(self) -> list[FieldError]:
+        spec, errs = self.spec, []
+        net = spec.network
+        v6 = net.version == 6
+        if spec.ipipMode != "Never" and spec.vxlanMode != "Never":
+            errs.append(FieldError("IPPool.Spec.IPIPMode", spec.ipipMode,
+                                   "ipipMode and vxlanMode cannot both be enabled"))
+        if v6 and spec.ipipMode != "Never":
+            errs.append(FieldError("IPPool.Spec.IPIPMode", spec.ipipMode,
+                                   "IPIP is not supported on IPv6 pools"))
+        lo, hi = (116, 128) if v6 else (20, 32)
+        assert spec.blockSize is not None
+        if not lo <= spec.blockSize <= hi:
+            errs.append(FieldError(
+                "IPPool.Spec.BlockSize", spec.blockSize,
+                "blockSize must be between 20 and 32 for IPv4 pools, "
+                "and between 116 and 128 for IPv6 pools"))
+        elif net.prefixlen > spec.blockSize:
+            errs.append(FieldError(
+                "IPPool.Spec.CIDR", spec.cidr,
+                "IP pool size is too small for use with Calico IPAM. "
+                "It must be equal to or greater than the block size."))
+        link_local = LINK_LOCAL_V6 if v6 else LINK_LOCAL_V4
+        if net.overlaps(link_local):
+            errs.append(FieldError(
+                "IPPool.Spec.CIDR", spec.cidr,
+                f"IPPool CIDR overlaps with IPv{net.version} link local range {link_local}"))
+        if "LoadBalancer" in spec.allowedUses:
+            if spec.ipipMode != "Never" or spec.vxlanMode != "Never":
+                errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
+                                       "LoadBalancer IP pool cannot have IPIP or VXLAN enabled"))
+            if len(spec.allowedUses) > 1:
+                errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
+                                       "LoadBalancer cannot be combined with other uses"))
+        if not spec.allowedUses:
+            errs.append(FieldError("IPPool.Spec.AllowedUses", "",
+                                   "allowedUses must not be empty"))
+        if len(set(spec.allowedUses)) != len(spec.allowedUses):
+            errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
+                                   "allowedUses must not repeat a use"))
+        return errs

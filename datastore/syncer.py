@@ -1,0 +1,333 @@
+"""The syncer: list-then-watch of etcd prefixes, feeding the agent's calculation.
+
+Owns: one background thread, the watches it creates, and a cache
+{key: (value, mod_revision)} of exactly what it has delivered. Callbacks run on
+that thread only, in order. Like Calico's syncers it reports a status:
+WAIT_FOR_DATASTORE until the first listing, RESYNC while a snapshot (or the
+difference a re-list found) is being delivered, IN_SYNC after it.
+
+Invariants:
+  * All prefixes are listed at one revision R (one consistent snapshot) and
+    watched from R+1; a stream that breaks is re-watched from the last
+    revision it is known to be complete to, plus one. The consumer's state is
+    kept across reconnects: no status change, no re-delivery.
+  * No duplicates: an event at or below its stream's seen revision, or at or
+    below the cached revision of its key, is dropped; so is a delete of a key
+    the consumer never saw.
+  * When etcd has compacted the revision a watch needs, the syncer re-lists
+    and delivers only the difference from its cache (puts for new or changed
+    keys, deletes at the listing's revision for keys that vanished): a
+    consumer never sees a spurious delete-then-add and never misses a delete.
+  * Nothing kills the thread: failures are logged and retried after a backoff
+    that doubles from `retry_interval` to MAX_RETRY_INTERVAL; never a busy loop.
+
+The syncer should have its client to itself: EtcdClient's watch cancel goes to
+whatever stream the client has now, where watch ids restart from 0.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import DatastoreError, RevisionCompacted
+
+if TYPE_CHECKING:
+    from .etcd import EtcdClient, WatchEvent
+
+_log = logging.getLogger(__name__)
+
+MAX_RETRY_INTERVAL = 5.0
+SNAPSHOT_BATCH = 1000
+# etcd (mvcc watchBatchMaxRevs) sends at most 1000 revisions of events per watch
+# response while a watcher catches up, yet stamps the response with the store's
+# current revision. A response with fewer events than this is complete up to its
+# header revision; a larger one is trusted only up to its last event.
+_WATCH_BATCH_MAX_REVS = 1000
+
+
+@dataclass(frozen=True)
+class Update:
+    """One key's change."""
+
+    kind: str  # "put" | "delete"
+    key: str
+    value: bytes  # b"" for delete
+    revision: int  # mod revision of the change (for deletes: the delete's revision)
+
+
+class SyncStatus(enum.Enum):
+    WAIT_FOR_DATASTORE = "wait-for-datastore"
+    RESYNC = "resync"
+    IN_SYNC = "in-sync"
+
+
+class SyncerCallbacks(Protocol):
+    def on_status(self, status: SyncStatus) -> None: ...
+
+    def on_updates(self, updates: list[Update]) -> None: ...
+
+
+@dataclass(frozen=True)
+class _WatchMsg:
+    """What a watch thread hands to the syncer thread."""
+
+    generation: int
+    prefix: str
+    events: list[WatchEvent]
+    header_revision: int
+    error: DatastoreError | None = None
+
+
+_STOP = object()
+
+
+class Syncer:
+    """Keeps a consumer in step with the keys under `prefixes`."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefixes: Sequence[str],
+        callbacks: SyncerCallbacks,
+        *,
+        retry_interval: float = 0.5,
+    ) -> None:
+        if not prefixes:
+            raise ValueError("the syncer needs at least one prefix")
+        self._client = client
+        self._prefixes = list(dict.fromkeys(prefixes))
+        self._callbacks = callbacks
+        self._retry_interval = retry_interval
+        self._backoff = retry_interval
+
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._queue: queue.Queue[_WatchMsg | object] = queue.Queue()
+        self._status_cond = threading.Condition()
+        self._status: SyncStatus | None = None
+
+        # Owned by the syncer thread.
+        self._cache: dict[str, tuple[bytes, int]] = {}
+        self._seen: dict[str, int] = {}  # per prefix: stream complete up to this revision
+        self._cancels: list[Callable[[], None]] = []
+        self._generation = 0  # bumped whenever watches are torn down; older messages are stale
+        self._need_list = True
+        self._need_watch = False
+        self.relists = 0  # listings done (the first snapshot counts); for tests and metrics
+
+    # -- public -----------------------------------------------------------------
+
+    @property
+    def status(self) -> SyncStatus | None:
+        with self._status_cond:
+            return self._status
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("syncer already started")
+        self._thread = threading.Thread(target=self._run, name="tortie-syncer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (after the callback in progress, if any) and cancel the watches."""
+        self._stopping.set()
+        self._queue.put(_STOP)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def wait_in_sync(self, timeout: float) -> bool:
+        """Block until the status is IN_SYNC; False if it is not after `timeout` seconds."""
+        with self._status_cond:
+            return self._status_cond.wait_for(
+                lambda: self._status is SyncStatus.IN_SYNC, timeout=timeout
+            )
+
+    # -- the thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._step()
+                except RevisionCompacted as exc:
+                    _log.info("syncer: %s; re-listing", exc)
+                    self._start_relist()
+                    self._pause()
+                except DatastoreError as exc:
+                    _log.warning("syncer: %s; retrying in %.1fs", exc, self._backoff)
+                    self._pause()
+                except Exception:
+                    _log.exception("syncer: unexpected failure; retrying in %.1fs", self._backoff)
+                    self._pause()
+        finally:
+            self._cancel_watches()
+
+    def _step(self) -> None:
+        if self._need_list:
+            self._resync()
+            self._need_list, self._need_watch = False, True
+            self._backoff = self._retry_interval
+        if self._need_watch:
+            self._watch()
+            self._need_watch = False
+            self._backoff = self._retry_interval
+        msg = self._queue.get()
+        if msg is _STOP:
+            return
+        assert isinstance(msg, _WatchMsg)
+        if msg.generation != self._generation:
+            return  # from watches already torn down; their data will be re-read
+        if msg.error is None:
+            self._on_events(msg)
+        elif isinstance(msg.error, RevisionCompacted):
+            _log.info("syncer: watch on %s: %s; re-listing", msg.prefix, msg.error)
+            self._start_relist()
+        else:
+            _log.warning(
+                "syncer: watch on %s failed (%s); re-watching from revision %d in %.1fs",
+                msg.prefix, msg.error, self._seen[msg.prefix] + 1, self._backoff,
+            )
+            self._cancel_watches()
+            self._need_watch = True
+            self._pause()
+
+    def _pause(self) -> None:
+        self._stopping.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, MAX_RETRY_INTERVAL)
+
+    def _start_relist(self) -> None:
+        self._cancel_watches()
+        self._need_list, self._need_watch = True, False
+        if self._status is not SyncStatus.WAIT_FOR_DATASTORE:
+            self._set_status(SyncStatus.RESYNC)
+
+    # -- listing ----------------------------------------------------------------
+
+    def _resync(self) -> None:
+        """List every prefix at one revision and deliver the difference from the cache."""
+        first, *others = self._prefixes
+        kvs, revision = self._client.list(first)
+        listing = {kv.key: kv for kv in kvs}
+        for prefix in others:
+            more, _ = self._client.list(prefix, revision=revision)
+            listing.update((kv.key, kv) for kv in more)
+        self.relists += 1
+        _log.info(
+            "syncer: listed %d keys at revision %d (listing #%d)",
+            len(listing), revision, self.relists,
+        )
+
+        updates = [
+            Update("put", key, kv.value, kv.mod_revision)
+            for key, kv in listing.items()
+            if self._cache.get(key) != (kv.value, kv.mod_revision)
+        ]
+        updates += [
+            Update("delete", key, b"", revision) for key in self._cache if key not in listing
+        ]
+        updates.sort(key=lambda u: u.key)
+        for u in updates:
+            if u.kind == "put":
+                self._cache[u.key] = (u.value, u.revision)
+            else:
+                del self._cache[u.key]
+        self._seen = dict.fromkeys(self._prefixes, revision)
+
+        self._set_status(SyncStatus.RESYNC)
+        for i in range(0, len(updates), SNAPSHOT_BATCH):
+            self._deliver(updates[i : i + SNAPSHOT_BATCH])
+        self._set_status(SyncStatus.IN_SYNC)
+
+    # -- watching ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        gen = self._generation
+        try:
+            for prefix in self._prefixes:
+                self._cancels.append(
+                    self._client.watch_prefix(
+                        prefix,
+                        self._seen[prefix] + 1,
+                        self._watch_callback(gen, prefix),
+                        self._error_callback(gen, prefix),
+                    )
+                )
+        except BaseException:
+            self._cancel_watches()
+            raise
+        _log.debug("syncer: watching %s", {p: r + 1 for p, r in self._seen.items()})
+
+    def _watch_callback(self, gen: int, prefix: str) -> Callable[[list[WatchEvent], int], None]:
+        def on_events(events: list[WatchEvent], header_revision: int) -> None:
+            self._queue.put(_WatchMsg(gen, prefix, events, header_revision))
+
+        return on_events
+
+    def _error_callback(self, gen: int, prefix: str) -> Callable[[DatastoreError], None]:
+        def on_error(error: DatastoreError) -> None:
+            self._queue.put(_WatchMsg(gen, prefix, [], 0, error))
+
+        return on_error
+
+    def _cancel_watches(self) -> None:
+        """Tear down every watch; messages they still send are ignored."""
+        self._generation += 1
+        cancels, self._cancels = self._cancels, []
+        for cancel in cancels:
+            try:
+                cancel()
+            except Exception:  # noqa: BLE001 - a dead stream has nothing to cancel
+                _log.debug("syncer: cancelling a watch failed", exc_info=True)
+
+    def _on_events(self, msg: _WatchMsg) -> None:
+        seen = self._seen[msg.prefix]
+        updates: list[Update] = []
+        for ev in msg.events:
+            if ev.mod_revision <= seen:
+                continue  # replayed: already delivered, or covered by a listing
+            cached = self._cache.get(ev.key)
+            if cached is not None and ev.mod_revision <= cached[1]:
+                continue
+            if ev.kind == "delete":
+                if cached is None:
+                    continue
+                del self._cache[ev.key]
+                updates.append(Update("delete", ev.key, b"", ev.mod_revision))
+            else:
+                self._cache[ev.key] = (ev.value, ev.mod_revision)
+                updates.append(Update("put", ev.key, ev.value, ev.mod_revision))
+        top = max((ev.mod_revision for ev in msg.events), default=seen)
+        if len(msg.events) < _WATCH_BATCH_MAX_REVS:
+            top = max(top, msg.header_revision)
+        self._seen[msg.prefix] = max(seen, top)
+        self._backoff = self._retry_interval
+        if updates:
+            self._deliver(updates)
+
+    # -- callbacks --------------------------------------------------------------
+
+    def _set_status(self, status: SyncStatus) -> None:
+        if status is self._status:
+            return
+        try:
+            self._callbacks.on_status(status)
+        except Exception:
+            _log.exception("syncer: on_status(%s) raised; carrying on", status.name)
+        with self._status_cond:  # waiters wake after the consumer has heard it
+            self._status = status
+            self._status_cond.notify_all()
+
+    def _deliver(self, updates: list[Update]) -> None:
+        try:
+            self._callbacks.on_updates(updates)
+        except Exception:
+            # The cache already holds these; re-sending would not make a broken
+            # consumer whole, and stopping would starve every other update.
+            _log.exception("syncer: on_updates raised; the batch counts as delivered")
