@@ -40,6 +40,14 @@ _log = logging.getLogger(__name__)
 # far too long for a cluster where etcd members restart in seconds).
 ENDPOINT_RETRY_SECONDS = 2.0
 
+# gRPC's own reconnect backoff (1 s, x1.6, up to 120 s) would keep a restarted etcd
+# unreachable for a long time after it is healthy again; keep it short.
+GRPC_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
 
 @dataclass(frozen=True)
 class KeyValue:
@@ -178,6 +186,7 @@ class EtcdClient:
                 secure=creds is not None,
                 creds=creds,
                 time_retry=ENDPOINT_RETRY_SECONDS,
+                opts=GRPC_CHANNEL_OPTIONS,
             )
             for e in config.endpoints
         ]
@@ -424,10 +433,15 @@ class EtcdClient:
             raise RevisionCompacted(start_revision, exc.compacted_revision) from None
         except pyexc.WatchTimedOut:
             raise ConnectionFailed(self.config.urls, "watch creation timed out") from None
+        # Watch ids restart at 0 on every new gRPC stream: remember which watcher owns
+        # ours so a late cancel never cancels somebody else's watch on a newer stream.
+        watcher = self._client.watcher
 
         def cancel() -> None:
+            if watcher._callbacks.get(watch_id) is not callback:
+                return  # our stream is gone, and our watch with it
             try:
-                self._client.cancel_watch(watch_id)
+                watcher.cancel(watch_id)
             except Exception:  # noqa: BLE001 - cancelling a dead stream is fine
                 pass
 
