@@ -52,6 +52,11 @@ class EtcdMember:
     cluster: str = ""
     log_path: Path | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    # The lab runs several independent clusters on one machine; a per-cluster
+    # token keeps members of one from ever joining another.
+    cluster_token: str = ""
+    # None means the module-level ETCD_BINARY (tests may patch either).
+    binary: str | None = None
 
     def __post_init__(self) -> None:
         self.client_port = self.client_port or free_port()
@@ -71,7 +76,7 @@ class EtcdMember:
 
     def argv(self) -> list[str]:
         argv = [
-            ETCD_BINARY,
+            self.binary or ETCD_BINARY,
             "--name", self.name,
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.client_url,
@@ -85,6 +90,8 @@ class EtcdMember:
             "--logger", "zap",
             "--log-level", "error",
         ]
+        if self.cluster_token:
+            argv += ["--initial-cluster-token", self.cluster_token]
         if self.tls:
             argv += [
                 "--cert-file", self.tls.server_cert,
@@ -97,10 +104,14 @@ class EtcdMember:
         return argv
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700: etcd warns about (and newer versions refuse) a group-readable data dir.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = open(self.log_path or self.data_dir.with_suffix(".log"), "ab")  # noqa: SIM115
+        # stdin from /dev/null: a member started by a short-lived CLI (`tortie-lab up`)
+        # outlives it and must not hold on to the caller's terminal.
         self.proc = subprocess.Popen(
-            self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
 

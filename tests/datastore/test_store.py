@@ -109,7 +109,7 @@ def test_concurrent_overlapping_creates_cannot_both_land(store):
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def creator(name, cidr):
+        def creator(name, cidr, barrier=barrier, outcomes=outcomes):
             barrier.wait()
             try:
                 store.create(make_pool(name, cidr))
@@ -119,7 +119,10 @@ def test_concurrent_overlapping_creates_cannot_both_land(store):
 
         a = threading.Thread(target=creator, args=(f"a{round_}", f"10.{round_}.0.0/16"))
         b = threading.Thread(target=creator, args=(f"b{round_}", f"10.{round_}.128.0/17"))
-        a.start(); b.start(); a.join(); b.join()  # noqa: E702
+        for t in (a, b):
+            t.start()
+        for t in (a, b):
+            t.join()
         assert sorted(outcomes) == ["ok", "refused"]
 
 
