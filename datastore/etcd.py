@@ -209,7 +209,10 @@ class EtcdClient:
     def _call(self, fn: Callable[[], object], *, idempotent: bool) -> object:
         attempts = len(self.config.endpoints) + 1
         last: Exception | None = None
+        first_cause = ""  # the gRPC detail of the first failure says the most
         for _ in range(attempts):
+            if last is not None and not first_cause:
+                first_cause = _describe(last)
             try:
                 return fn()
             except pyexc.ConnectionFailedError as exc:
@@ -233,7 +236,11 @@ class EtcdClient:
                 last = exc
                 break
         self._reset_failed_endpoints()
-        raise ConnectionFailed(self.config.urls, _describe(last)) from None
+        detail = first_cause or _describe(last)
+        if self.config.tls and not self.config.cert_file:
+            detail += " (no client certificate configured: set ETCD_CERT_FILE and ETCD_KEY_FILE"\
+                      " if etcd requires client certificates)"
+        raise ConnectionFailed(self.config.urls, detail) from None
 
     def _reset_failed_endpoints(self) -> None:
         # After a full round of failures, let the next call try everything again
