@@ -17,8 +17,12 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from lab.procs import spawn_recorded
 
 ETCD_BINARY = "etcd"
 
@@ -103,17 +107,23 @@ class EtcdMember:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         return argv
 
-    def start(self) -> None:
+    def start(self, record: Callable[[int], None] | None = None) -> None:
+        """Start the member. With `record`, etcd runs only after record(pid) returned
+        (lab.procs.spawn_recorded), so a crash of the caller never leaks an
+        unrecorded member."""
         # 0700: etcd warns about (and newer versions refuse) a group-readable data dir.
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = open(self.log_path or self.data_dir.with_suffix(".log"), "ab")  # noqa: SIM115
         # stdin from /dev/null: a member started by a short-lived CLI (`tortie-lab up`)
         # outlives it and must not hold on to the caller's terminal.
-        self.proc = subprocess.Popen(
-            self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        kwargs: dict[str, Any] = dict(stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            if record is None:
+                self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, **kwargs)
+            else:
+                self.proc = spawn_recorded(self.argv(), record, **kwargs)
+        finally:
+            log.close()
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -131,24 +141,28 @@ class EtcdMember:
     def log_file(self) -> Path:
         return self.log_path or self.data_dir.with_suffix(".log")
 
-    def healthy(self) -> bool:
+    def healthy(self, probe_timeout: float = 1.0) -> bool:
+        """One /health probe. etcd answers it only once a leader is known, so
+        during an election the probe waits up to `probe_timeout`."""
+        max_time = f"{probe_timeout:g}"
         if self.tls:
             argv = [
-                "curl", "-sf", "--max-time", "1", "--cacert", self.tls.ca,
+                "curl", "-sf", "--max-time", max_time, "--cacert", self.tls.ca,
                 "--cert", self.tls.client_cert, "--key", self.tls.client_key,
                 f"{self.client_url}/health",
             ]
         elif self.netns:
-            argv = ["curl", "-sf", "--max-time", "1", f"{self.client_url}/health"]
+            argv = ["curl", "-sf", "--max-time", max_time, f"{self.client_url}/health"]
         else:
             try:
-                with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"{self.client_url}/health",
+                                            timeout=probe_timeout) as r:
                     return b'"health":"true"' in r.read()
             except OSError:
                 return False
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
-        res = subprocess.run(argv, capture_output=True, timeout=5)
+        res = subprocess.run(argv, capture_output=True, timeout=probe_timeout + 5)
         return res.returncode == 0 and b'"health":"true"' in res.stdout
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:

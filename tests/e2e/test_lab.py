@@ -123,13 +123,16 @@ def test_down_leaves_nothing_behind(make_lab, snapshot) -> None:
     before = snapshot()
     lab = make_lab()
     name = lab.name
+    sleeper = lab.start_process("node2", ["sleep", "300"], role="sleeper")
     pids = recorded_pids(name)
-    assert pids and all(procs.is_ours(*p) for p in pids)
+    assert len(pids) == 2 and all(procs.is_ours(*p) for p in pids)
+    assert sleeper.pid in {pid for pid, _ in pids}
     assert leftovers(name)  # sanity: the check does see a live lab
     lab.down()
     after = snapshot()
     assert leftovers(name) == []
     assert not any(procs.is_ours(*p) for p in pids)
+    assert sleeper.poll() is not None
     assert not {ns for ns in after["netns"] - before["netns"] if ns.startswith(f"{name}-")}
     assert after["links"] - before["links"] == set()
     assert name not in after["run_dir"]
@@ -204,6 +207,21 @@ def test_down_from_fresh_process_after_up_was_killed(lab_names, lab_cli, run_cli
     assert res.returncode == 0, res.stderr
     assert leftovers(name) == []
     assert not any(procs.is_ours(*p) for p in pids)
+
+
+def test_sigterm_during_up_cleans_up(lab_names, lab_cli) -> None:
+    """`tortie-lab up` stopped by SIGTERM mid-way removes what it built and exits 143."""
+    name = lab_names()
+    up = subprocess.Popen([lab_cli, "up", "--name", name, "--etcd-members", "3"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and state.read(name) is None and up.poll() is None:
+        time.sleep(0.002)
+    up.send_signal(signal.SIGTERM)
+    _, err = up.communicate(timeout=30)
+    assert up.returncode == 128 + signal.SIGTERM, err
+    assert "up failed while" in err
+    assert leftovers(name) == []
 
 
 def test_up_over_leftovers_rebuilds(lab_names, run_cli) -> None:

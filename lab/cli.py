@@ -1,0 +1,193 @@
+"""`tortie-lab`: bring a lab up, inspect it, run commands in it, tear it down.
+
+Owns: the command line only; all building is lab.cluster.Lab. Errors become
+one line on stderr and exit code 1. `exec` and `ctl` replace this process with
+the command (`ip netns exec`), so its exit code and signals pass straight through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from lab import netns, state
+from lab.cluster import Lab, teardown
+from lab.errors import LabError, LabNotFound
+from lab.topology import DEFAULT_NAME
+
+log = logging.getLogger("lab")
+
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+name_option = click.option(
+    "--name", "-n", default=DEFAULT_NAME, show_default=True, envvar="TORTIE_LAB",
+    help="Lab name (lowercase letters and digits); also $TORTIE_LAB.",
+)
+
+
+def _fail(err: Exception) -> NoReturn:
+    click.echo(f"tortie-lab: error: {err}", err=True)
+    sys.exit(1)
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    # SystemExit unwinds through Lab.up's cleanup, so a killed `up` leaves nothing.
+    sys.exit(128 + signum)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def main(verbose: int) -> None:
+    """A cluster of network namespaces on this machine: router, etcd and nodes."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO,
+        format="tortie-lab: %(message)s" if not verbose else "%(asctime)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@name_option
+@click.option("--nodes", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--subnets", type=click.IntRange(1), default=2, show_default=True,
+              help="Node subnets (one bridge each), routed by the router namespace.")
+@click.option("--etcd-members", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--underlay", metavar="CIDR",
+              help="IPv4 network the /24 node subnets are carved from, e.g. 10.77.0.0/16 "
+                   "(default: derived from the name, avoiding other labs).")
+def up(name: str, nodes: int, subnets: int, etcd_members: str, underlay: str | None) -> None:
+    """Build the lab (tearing down leftovers of an earlier run of the same name first)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    try:
+        lab = Lab(name, nodes=nodes, subnets=subnets, etcd_members=int(etcd_members),
+                  underlay=underlay).up()
+    except LabError as e:
+        _fail(e)
+    _print_status(lab, lab.status())
+
+
+@main.command()
+@name_option
+def down(name: str) -> None:
+    """Remove the lab: processes, namespaces, interfaces, state. Quiet if it is not there."""
+    try:
+        teardown(name)
+    except LabError as e:
+        _fail(e)
+
+
+@main.command()
+@name_option
+def status(name: str) -> None:
+    """Show namespaces, addresses, processes and etcd health. Exit 1 unless all healthy."""
+    try:
+        lab = Lab.load(name)
+        st = lab.status()
+    except LabNotFound as e:
+        leftovers = [ns for ns in netns.list_netns() if ns.startswith(f"{name}-")]
+        if leftovers:
+            e = LabNotFound(f"{e}; leftover namespaces: {' '.join(leftovers)} "
+                            f"(`tortie-lab down --name {name}` removes them)")
+        _fail(e)
+    except LabError as e:
+        _fail(e)
+    _print_status(lab, st)
+    sys.exit(0 if st["healthy"] else 1)
+
+
+@main.command(name="list")
+def list_() -> None:
+    """List the labs that have state on this machine."""
+    for name, data in state.all_labs().items():
+        plan = data.get("plan", {})
+        click.echo(f"{name}\t{data.get('status', '?')}\t{plan.get('underlay', '?')}\t"
+                   f"{len(plan.get('nodes', []))} nodes\t{','.join(data.get('etcd_endpoints', []))}")
+
+
+@main.command(name="exec", context_settings=PASS_THROUGH)
+@name_option
+@click.argument("node")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name: str, node: str, cmd: tuple[str, ...]) -> None:
+    """Run CMD in NODE's namespace (node1, 2, router, etcd, ...): tortie-lab exec node1 -- ip r
+
+    The exit code is CMD's.
+    """
+    try:
+        ns = Lab.load(name).netns_of(node)
+    except LabError as e:
+        _fail(e)
+    _exec(netns.exec_argv(ns, _strip_dashes(cmd)))
+
+
+@main.command(context_settings=PASS_THROUGH)
+@name_option
+@click.option("--node", default="node1", show_default=True, help="Namespace to run ctl in.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ctl(name: str, node: str, args: tuple[str, ...]) -> None:
+    """Run this installation's `ctl` against the lab's etcd, from inside a node namespace.
+
+    ETCD_ENDPOINTS is set to the lab's endpoints. Use `--` before ctl's own
+    options when they come first: tortie-lab ctl -- --help
+    """
+    # The ctl script of the same virtualenv (not whatever `ctl` PATH finds).
+    script = Path(sys.executable).parent / "ctl"
+    if not script.exists():
+        _fail(LabError(f"no ctl script next to {sys.executable}; is tortie installed there?"))
+    try:
+        lab = Lab.load(name)
+        ns = lab.netns_of(node)
+    except LabError as e:
+        _fail(e)
+    _exec(netns.exec_argv(ns, [str(script), *_strip_dashes(args)]),
+          {"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
+
+
+def _strip_dashes(args: tuple[str, ...]) -> list[str]:
+    # Options stop at the first positional argument, so click hands a `--`
+    # written after NODE through with the command; it is ours, not the command's.
+    return list(args[1:] if args[:1] == ("--",) else args)
+
+
+def _exec(argv: list[str], env: dict[str, str] | None = None) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(argv[0], argv, {**os.environ, **(env or {})})
+    except OSError as e:
+        _fail(LabError(f"cannot run {argv[0]}: {e}"))
+
+
+def _print_status(lab: Lab, st: dict[str, Any]) -> None:
+    ns_ok = st["namespaces"]
+
+    def mark(ns: str) -> str:
+        return "" if ns_ok.get(ns) else "  MISSING"
+
+    click.echo(f"lab {lab.name}: {st['status']}{'' if st['healthy'] else ' (unhealthy)'}, "
+               f"underlay {st['underlay']}, created {st['created']}")
+    gws = " ".join(f"{s.gateway}/24" for s in lab.subnets)
+    click.echo(f"  {'router':<8} {lab.router_netns:<20} {gws}{mark(lab.router_netns)}")
+    procs = {p["name"]: p for p in st["processes"] if p["role"] == "etcd"}
+    for e in lab.etcd:
+        p = procs.get(e.name)
+        run = f"pid {p['pid']} {'running' if p['alive'] else 'STOPPED'}" if p else "no process"
+        health = "healthy" if st["etcd_health"].get(e.client_url) else "UNHEALTHY"
+        click.echo(f"  {e.name:<8} {e.netns:<20} {e.ip}/{e.prefix:<6} {run}, {health}"
+                   f"{mark(e.netns)}")
+    for n in lab.nodes:
+        click.echo(f"  {n.name:<8} {n.netns:<20} {n.cidr:<16} via {n.gateway} "
+                   f"({lab.subnets[n.subnet].cidr}){mark(n.netns)}")
+    others = [p for p in st["processes"] if p["role"] != "etcd"]
+    for p in others:
+        click.echo(f"  {p['name']:<8} {p['netns']:<20} pid {p['pid']} "
+                   f"{'running' if p['alive'] else 'STOPPED'}")
+    click.echo(f"ETCD_ENDPOINTS={','.join(lab.etcd_endpoints)}")
