@@ -151,6 +151,21 @@ def ctl(name: str, node: str, args: tuple[str, ...]) -> None:
           {"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
 
 
+@main.command()
+@click.option("--name", "-n", default="demo", show_default=True, envvar="TORTIE_LAB",
+              help="Lab name for the demo.")
+@click.option("--nodes", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the lab running afterwards.")
+def demo(name: str, nodes: int, keep: bool) -> None:
+    """The README's demo: bring up a lab, apply an IP pool with ctl, show it."""
+    from lab.demo import run_demo
+
+    try:
+        run_demo(name, nodes=nodes, keep=keep)
+    except LabError as e:
+        _fail(e)
+
+
 def _strip_dashes(args: tuple[str, ...]) -> list[str]:
     # Options stop at the first positional argument, so click hands a `--`
     # written after NODE through with the command; it is ours, not the command's.
