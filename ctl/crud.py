@@ -9,7 +9,6 @@ that is reported as calicoctl does ("Partial success: ...").
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 import click
@@ -23,6 +22,7 @@ from datastore.errors import (
     ValidationError,
 )
 from datastore.resources import BGPConfiguration, IPPool, ObjectMeta, Resource, kind_for
+from datastore.resources.ippool import find_overlap
 from datastore.store import ResourceStore
 
 from .common import CtlFailure
@@ -73,21 +73,15 @@ def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
 
 
 def _check_pool_overlaps(store: ResourceStore, pools: list[IPPool]) -> None:
+    """Overlaps among the file's pools and with stored pools of other names."""
     if not pools:
         return
-    incoming = {p.name: p for p in pools}
+    incoming = {p.name for p in pools}
     stored = [p for p in store.list(IPPool) if p.name not in incoming]
-    everything = list(incoming.values()) + stored
     for i, pool in enumerate(pools):
-        net = ipaddress.ip_network(pool.spec.cidr)
-        for other in everything:
-            if other.name == pool.name or (other in pools and pools.index(other) < i):
-                continue
-            if net.overlaps(ipaddress.ip_network(other.spec.cidr)):
-                raise ValidationError(fields=[FieldError(
-                    "IPPool.Spec.CIDR", pool.spec.cidr,
-                    f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) CIDR "
-                    f"{other.spec.cidr}")])
+        overlap = find_overlap(pool, [*pools[i + 1:], *stored])
+        if overlap:
+            raise ValidationError(fields=[overlap])
 
 
 def _run_batch(store: ResourceStore, verb: str, resources: list[Resource],

@@ -16,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
 import logging
 import uuid
@@ -33,6 +32,7 @@ from .errors import (
 from .etcd import Compare, EtcdClient, KeyConflict, KeyExists, KeyMissing, KeyValue, Op
 from .keys import resource_key, resource_prefix
 from .resources import IPAMConfiguration, IPPool, Resource, parse_document
+from .resources.ippool import find_overlap
 
 _log = logging.getLogger(__name__)
 
@@ -238,15 +238,9 @@ class ResourceStore:
         if not isinstance(res, IPPool):
             return [], 0
         pools, rev = self.list_with_revision(IPPool)
-        net = ipaddress.ip_network(res.spec.cidr)
-        for other in pools:
-            if other.name == res.name:
-                continue
-            if net.overlaps(ipaddress.ip_network(other.spec.cidr)):
-                raise ValidationError(fields=[FieldError(
-                    "IPPool.Spec.CIDR", res.spec.cidr,
-                    f"IPPool({res.name}) CIDR overlaps with IPPool({other.name}) CIDR "
-                    f"{other.spec.cidr}")])
+        overlap = find_overlap(res, pools)
+        if overlap:
+            raise ValidationError(fields=[overlap])
         # No pool key may have changed since the listing we just checked against.
         return [Compare(resource_prefix(IPPool.plural), "mod", "<", rev + 1, prefix=True)], rev
 

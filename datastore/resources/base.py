@@ -183,6 +183,19 @@ def parse_cidr_with_host(value: str, version: int | None = None) -> str:
     return str(iface)
 
 
+def check_selector(value: str | None) -> str | None:
+    """A pydantic field check for Calico selector strings (None passes)."""
+    from .. import selector as selectors
+
+    if value is None:
+        return None
+    try:
+        selectors.validate(value)
+    except selectors.SelectorError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 def parse_subnet(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))

@@ -14,23 +14,14 @@ from typing import ClassVar, Literal
 
 from pydantic import field_validator
 
-from .. import selector as selectors
 from ..errors import FieldError
-from .base import Resource, StrictModel, parse_asn, parse_ip, parse_subnet
+from .base import Resource, StrictModel, check_selector, parse_asn, parse_ip, parse_subnet
 
 DEFAULT_AS_NUMBER = 64512
 _DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _COMMUNITY_RE = re.compile(r"^(\d+):(\d+)(:(\d+))?$")
 
 
-def _selector(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        selectors.validate(value)
-    except selectors.SelectorError as exc:
-        raise ValueError(str(exc)) from None
-    return value
 
 
 def _duration(value: str | None) -> str | None:
@@ -105,7 +96,7 @@ class BGPPeerSpec(StrictModel):
     @field_validator("nodeSelector", "peerSelector", "localWorkloadSelector")
     @classmethod
     def _selectors(cls, v: str | None) -> str | None:
-        return _selector(v)
+        return check_selector(v)
 
     @field_validator("maxRestartTime", "keepaliveTime")
     @classmethod

@@ -9,13 +9,13 @@ Never, blockSize to 26 (v4) / 122 (v6), nodeSelector to all(), allowedUses to
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .. import selector as selectors
 from ..errors import FieldError
-from .base import Resource, StrictModel
+from .base import Resource, StrictModel, check_selector
 
 EncapMode = Literal["Never", "Always", "CrossSubnet"]
 AllowedUse = Literal["Workload", "Tunnel", "LoadBalancer"]
@@ -24,14 +24,6 @@ LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
 LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 
-def _selector(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        selectors.validate(value)
-    except selectors.SelectorError as exc:
-        raise ValueError(str(exc)) from None
-    return value
 
 
 class IPPoolSpec(StrictModel):
@@ -67,7 +59,7 @@ class IPPoolSpec(StrictModel):
     @field_validator("nodeSelector", "namespaceSelector")
     @classmethod
     def _selectors(cls, value: str | None) -> str | None:
-        return _selector(value)
+        return check_selector(value)
 
     @model_validator(mode="after")
     def _defaults(self) -> IPPoolSpec:
@@ -131,3 +123,15 @@ class IPPool(Resource):
             errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
                                    "allowedUses must not repeat a use"))
         return errs
+
+
+def find_overlap(pool: IPPool, others: Iterable[IPPool]) -> FieldError | None:
+    """The first pool among `others` (other names) whose CIDR overlaps `pool`'s. Pure."""
+    net = pool.spec.network
+    for other in others:
+        if other.name != pool.name and net.overlaps(other.spec.network):
+            return FieldError(
+                "IPPool.Spec.CIDR", pool.spec.cidr,
+                f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) CIDR "
+                f"{other.spec.cidr}")
+    return None
