@@ -1,0 +1,1 @@
+"""tortie's node agent (Felix-like): startup, pure calculation, dataplane writers."""
