@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(etcd-server etcd-client iproute2 iptables ipset iputils-ping tcpdump bird2 frr
-          openssl curl procps python3-venv)
+          openssl curl procps python3-venv kmod user-mode-linux)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
