@@ -22,6 +22,7 @@ from datastore.resources import (
     IPPool,
     Node,
     Resource,
+    WorkloadEndpoint,
 )
 
 
@@ -112,6 +113,24 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
             "MESHENABLED": lambda r, c: "-" if r.spec.nodeToNodeMeshEnabled is None
             else _b(r.spec.nodeToNodeMeshEnabled),
             "ASNUMBER": lambda r, c: _dash(r.spec.asNumber),
+        },
+    ),
+    WorkloadEndpoint: (
+        ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        ["NAMESPACE", "NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"],
+        {
+            "NAMESPACE": lambda r, c: r.namespace or "",
+            "NAME": lambda r, c: r.name,
+            # calicoctl shows the pod for Kubernetes endpoints, which leave workload empty.
+            "WORKLOAD": lambda r, c: r.spec.workload or r.spec.pod or "",
+            "ORCHESTRATOR": lambda r, c: r.spec.orchestrator or "",
+            "POD": lambda r, c: r.spec.pod or "",
+            "NODE": lambda r, c: r.spec.node or "",
+            "NETWORKS": lambda r, c: ",".join(r.spec.ipNetworks or ()),
+            "INTERFACE": lambda r, c: r.spec.interfaceName or "",
+            "MAC": lambda r, c: r.spec.mac or "",
+            "PROFILES": lambda r, c: ",".join(r.spec.profiles or ()),
+            "NATS": lambda r, c: ",".join(str(n) for n in r.spec.ipNATs or ()),
         },
     ),
     IPAMConfiguration: (

@@ -17,16 +17,18 @@ from .bgp import DEFAULT_AS_NUMBER, BGPConfiguration, BGPPeer
 from .ipamconfig import IPAMConfiguration
 from .ippool import IPPool
 from .node import Node
+from .workloadendpoint import WorkloadEndpoint
 
 KINDS: dict[str, type[Resource]] = {
-    cls.kind_name: cls for cls in (IPPool, Node, BGPPeer, BGPConfiguration, IPAMConfiguration)
+    cls.kind_name: cls for cls in (IPPool, Node, BGPPeer, BGPConfiguration, IPAMConfiguration,
+                               WorkloadEndpoint)
 }
 _BY_ALIAS = {alias: cls for cls in KINDS.values() for alias in (*cls.aliases, cls.kind_name.lower())}
 
 __all__ = [
     "API_VERSION", "DEFAULT_AS_NUMBER", "KINDS", "BGPConfiguration", "BGPPeer",
     "IPAMConfiguration", "IPPool", "Node", "ObjectMeta", "Resource", "kind_for",
-    "parse_document", "register",
+    "parse_document", "register", "WorkloadEndpoint",
 ]
 
 

@@ -21,7 +21,7 @@ from ..errors import FieldError, ParseError, ValidationError
 API_VERSION = "projectcalico.org/v3"
 
 # DNS-1123 subdomain: what Kubernetes and Calico accept as a resource name.
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
@@ -39,7 +39,7 @@ def validate_label_key(key: str) -> None:
     prefix, _, name = key.rpartition("/")
     if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
         raise ValueError(f"invalid label key '{key}'")
-    if prefix and (len(prefix) > 253 or not _NAME_RE.match(prefix)):
+    if prefix and (len(prefix) > 253 or not NAME_RE.match(prefix)):
         raise ValueError(f"invalid label key prefix '{prefix}'")
 
 
@@ -120,7 +120,7 @@ class Resource(StrictModel):
 def check_name(kind: str, name: str, namespaced: bool, namespace: str | None) -> None:
     if not name:
         raise ValidationError("resource name may not be empty")
-    if len(name) > 253 or not _NAME_RE.match(name):
+    if len(name) > 253 or not NAME_RE.match(name):
         raise ValidationError(
             fields=[FieldError(f"{kind}.Metadata.Name", name,
                                "name must consist of lower case alphanumeric characters, '-' "
@@ -214,11 +214,13 @@ def go_path(kind: str, loc: tuple[int | str, ...]) -> str:
         if isinstance(item, int):
             parts[-1] += f"[{item}]"
             continue
-        parts.append(_GO_NAMES.get(item, item[:1].upper() + item[1:]))
+        parts.append(GO_NAMES.get(item, item[:1].upper() + item[1:]))
     return ".".join(parts)
 
 
-_GO_NAMES = {
+# Go struct names for JSON fields whose capitalisation is not just the first letter;
+# kinds defined elsewhere add theirs at import.
+GO_NAMES = {
     "cidr": "CIDR", "bgp": "BGP", "peerIP": "PeerIP", "asNumber": "ASNumber",
     "localASNumber": "LocalASNumber", "ipipMode": "IPIPMode", "vxlanMode": "VXLANMode",
     "ipv4Address": "IPv4Address", "ipv6Address": "IPv6Address",

@@ -1,0 +1,49 @@
+"""The whole calculation: cluster state + local node + config -> DesiredDataplane. Pure.
+
+`calculate` is a function of its arguments only (no I/O, clock or logging):
+the agent calls it after every batch of syncer updates and hands the result
+to the dataplane managers, which apply only differences. Because it is pure,
+"a change recomputes exactly what depends on it" holds by construction and is
+tested by diffing the results before and after a change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..types import DesiredDataplane
+from .config import CalcConfig
+from .routes import plan_routes
+from .rules import plan_rules
+from .state import ClusterState
+
+
+@dataclass(frozen=True)
+class Calculation:
+    dataplane: DesiredDataplane
+    # Why parts of the cluster are not programmed (missing addresses, conflicts,
+    # unreadable values), sorted; the agent logs changes to this list.
+    problems: tuple[str, ...]
+
+
+def calculate(state: ClusterState, local_node: str, config: CalcConfig) -> Calculation:
+    routing = plan_routes(state, local_node, config)
+    rules = plan_rules(
+        list(routing.pools), [state.nodes[n] for n in sorted(state.nodes)],
+        routing.vxlan, routing.ipip,
+        nat_outgoing=config.nat_outgoing, random_fully=config.masquerade_random_fully,
+        vxlan_port=config.vxlan_port, external_nodes_cidrs=config.external_nodes_cidrs,
+    )
+    dataplane = DesiredDataplane(
+        routes=routing.routes, neighbors=routing.neighbors, fdb=routing.fdb,
+        vxlan=routing.vxlan, ipip=routing.ipip,
+        ipsets=rules.ipsets, chains=rules.chains, hooks=rules.hooks,
+        workload_interfaces=routing.workload_interfaces,
+    )
+    problems = sorted(set(routing.problems) | set(state.problems))
+    return Calculation(dataplane=dataplane, problems=tuple(problems))
+
+
+def desired_dataplane(state: ClusterState, local_node: str, config: CalcConfig) -> DesiredDataplane:
+    """The desired dataplane of `local_node` (see agent/calc/routes.py and rules.py for rules)."""
+    return calculate(state, local_node, config).dataplane

@@ -1,0 +1,444 @@
+"""ClusterState: the calculation's in-memory index of the synced cluster.
+
+Owns the parsed, minimal form of every datastore value the route calculation
+reads (pools, nodes, IPAM blocks, block affinities, workload endpoints) plus
+the routes learned over BGP. It is fed syncer `Update`s in order and keeps
+nothing else: no I/O, no logging, no clock.
+
+Invariants:
+  * Every stored value is a frozen, already-validated record: the calculation
+    never parses and never meets malformed data.
+  * A value that cannot be read (bad JSON, fails validation, unknown affinity
+    state) is treated as if its key were deleted, and a message naming the key
+    is kept in `problems` until that key is fixed or deleted. Felix's syncer
+    update processors likewise turn an unparseable value into a deletion.
+  * `apply` reports which facets really changed (a re-put of an equal value
+    changes nothing), so a caller may skip recomputing.
+  * Keys the calculation does not read are ignored silently.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from datastore.keys import parse_affinity_key, parse_block_key, parse_resource_key
+from datastore.resources import IPPool, Node, WorkloadEndpoint
+from datastore.syncer import Update
+
+from ..types import PROTO_BOOT, Route, RouteClass
+from .prefixes import dotted
+from .vtep import vtep_mac
+
+NEVER = "Never"
+ALWAYS = "Always"
+CROSS_SUBNET = "CrossSubnet"
+
+# Block affinity states (libcalico-go model/block_affinity.go). An empty state is what
+# affinities written before states existed carry; confd treats it like confirmed.
+AFFINITY_CONFIRMED = "confirmed"
+AFFINITY_PENDING = "pending"
+AFFINITY_PENDING_DELETION = "pendingDeletion"
+_AFFINITY_STATES = {AFFINITY_CONFIRMED, AFFINITY_PENDING, AFFINITY_PENDING_DELETION}
+
+
+class Facet(enum.StrEnum):
+    """The parts of the cluster state a change can touch."""
+
+    POOLS = "pools"
+    NODES = "nodes"
+    BLOCKS = "blocks"
+    AFFINITIES = "affinities"
+    WORKLOADS = "workloads"
+    LEARNED_ROUTES = "learned-routes"
+
+
+class Encapsulation(enum.StrEnum):
+    VXLAN = "vxlan"
+    IPIP = "ipip"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    """What the calculation needs of an IPPool."""
+
+    name: str
+    cidr: str  # canonical
+    version: int
+    base: int  # network address as an int
+    prefixlen: int
+    vxlan_mode: str
+    ipip_mode: str
+    nat_outgoing: bool
+    disabled: bool
+    load_balancer_only: bool
+
+    @property
+    def encapsulation(self) -> Encapsulation:
+        # IPPool validation refuses both modes on; VXLAN first keeps this total anyway.
+        if self.vxlan_mode != NEVER:
+            return Encapsulation.VXLAN
+        if self.ipip_mode != NEVER:
+            return Encapsulation.IPIP
+        return Encapsulation.NONE
+
+    @property
+    def cross_subnet(self) -> bool:
+        """CrossSubnet in the encapsulation the pool uses (l3_route_resolver.go)."""
+        mode = {Encapsulation.VXLAN: self.vxlan_mode, Encapsulation.IPIP: self.ipip_mode}
+        return mode.get(self.encapsulation) == CROSS_SUBNET
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What the calculation needs of a Node: its IPv4 address and prefix, tunnel endpoints.
+
+    Addresses are kept both as text (for the dataplane types) and as ints (for
+    prefix arithmetic), computed once here rather than on every calculation.
+    """
+
+    name: str
+    ipv4_interface: ipaddress.IPv4Interface | None  # spec.bgp.ipv4Address, e.g. 10.0.0.5/24
+    ip: str | None
+    ip_int: int | None
+    ipip_tunnel_address: str | None
+    ipip_tunnel_int: int | None
+    vxlan_tunnel_address: str | None
+    vxlan_tunnel_int: int | None
+    vtep_mac: str  # spec.vxlanTunnelMACAddr, else derived from the name (agent/calc/vtep.py)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    """An IPAM block: its CIDR, the affinity its document names, who holds which address.
+
+    `allocations_by_node` lists, per node named in an allocation's attributes
+    (`secondary.node`, Calico's AttrNode), the allocated addresses as ints, sorted.
+    Allocations that name no node cannot be routed and are not kept.
+    """
+
+    cidr: str  # canonical
+    version: int
+    base: int
+    prefixlen: int
+    affinity_node: str | None  # "host:<node>" -> node; "virtual:..." or none -> None
+    allocations_by_node: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadInfo:
+    """What the calculation needs of a WorkloadEndpoint.
+
+    `local_routes` are the routes the endpoint gets on its own node, built once
+    when it changes: on a node with thousands of pods, building them on every
+    calculation would dominate its cost.
+    """
+
+    namespace: str
+    name: str
+    node: str | None
+    interface: str | None
+    ipv4: tuple[int, ...]  # the IPv4 addresses, sorted
+    local_routes: tuple[Route, ...]
+    mac: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedRoute:
+    """A best path learned over BGP (filled in by the BGP side through the agent)."""
+
+    prefix: str
+    next_hop: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedLearnedRoute:
+    cidr: str  # canonical
+    base: int
+    prefixlen: int
+    next_hop: str
+    next_hop_int: int
+    peer: str
+
+
+class ClusterState:
+    """The calculation's view of the cluster, updated from syncer Updates. Not thread-safe."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, PoolInfo] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+        self.blocks: dict[str, BlockInfo] = {}  # by canonical CIDR
+        # (node, block CIDR) -> state, for host affinities that are not deleted.
+        self.affinities: dict[tuple[str, str], str] = {}
+        self.workloads: dict[tuple[str, str], WorkloadInfo] = {}  # by (namespace, name)
+        self.workloads_by_node: dict[str | None, dict[tuple[str, str], WorkloadInfo]] = {}
+        self.learned_routes: tuple[ParsedLearnedRoute, ...] = ()
+        self._confirmed: dict[str, set[str]] = {}  # block CIDR -> nodes with confirmed affinity
+        self._problems: dict[str, str] = {}
+
+    # -- reading --------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[str]:
+        """Why some values are being ignored, one line per key, sorted."""
+        return [f"{key}: {msg}" for key, msg in sorted(self._problems.items())]
+
+    def confirmed_holders(self, cidr: str) -> tuple[str, ...]:
+        """The nodes holding a confirmed affinity for block `cidr`, sorted."""
+        return tuple(sorted(self._confirmed.get(cidr, ())))
+
+    def confirmed_cidrs(self) -> list[str]:
+        """Every block CIDR some node holds a confirmed affinity for."""
+        return list(self._confirmed)
+
+    # -- updating -------------------------------------------------------------------
+
+    def apply(self, updates: Iterable[Update]) -> set[Facet]:
+        """Fold syncer updates in, in order. Returns the facets whose content changed."""
+        changed: set[Facet] = set()
+        for update in updates:
+            facet = self._apply_one(update)
+            if facet is not None:
+                changed.add(facet)
+        return changed
+
+    def set_learned_routes(self, routes: Iterable[LearnedRoute]) -> set[Facet]:
+        """Replace the BGP-learned routes (the RIB's best paths). IPv6 ones are not used yet."""
+        for key in [k for k in self._problems if k.startswith("learned:")]:
+            del self._problems[key]
+        parsed: set[ParsedLearnedRoute] = set()
+        for route in routes:
+            try:
+                net = ipaddress.ip_network(route.prefix, strict=False)
+                hop = ipaddress.ip_address(route.next_hop)
+            except ValueError as exc:
+                self._problems[f"learned:{route.prefix} via {route.next_hop}"] = str(exc)
+                continue
+            if net.version != 4 or hop.version != 4:
+                continue
+            parsed.add(ParsedLearnedRoute(
+                cidr=str(net), base=int(net.network_address), prefixlen=net.prefixlen,
+                next_hop=str(hop), next_hop_int=int(hop), peer=route.peer))
+        new = tuple(sorted(parsed, key=lambda r: (r.base, r.prefixlen, r.next_hop_int, r.peer)))
+        if new == self.learned_routes:
+            return set()
+        self.learned_routes = new
+        return {Facet.LEARNED_ROUTES}
+
+    def _apply_one(self, update: Update) -> Facet | None:
+        key = update.key
+        resource = parse_resource_key(key)
+        if resource is not None:
+            plural, namespace, name = resource
+            if plural == IPPool.plural and namespace is None:
+                return self._replace(self.pools, name, update, Facet.POOLS,
+                                     lambda: _parse_pool(name, update))
+            if plural == Node.plural and namespace is None:
+                return self._replace(self.nodes, name, update, Facet.NODES,
+                                     lambda: _parse_node(name, update))
+            if plural == WorkloadEndpoint.plural and namespace is not None:
+                return self._apply_workload(namespace, name, update)
+            return None
+        cidr = parse_block_key(key)
+        if cidr is not None:
+            canonical = _canonical_cidr(cidr)
+            if canonical is None:
+                self._problems[key] = "ignored: the key does not name a valid CIDR"
+                return None
+            return self._replace(self.blocks, canonical, update, Facet.BLOCKS,
+                                 lambda: _parse_block(canonical, update.value))
+        affinity = parse_affinity_key(key)
+        if affinity is not None:
+            return self._apply_affinity(*affinity, update)
+        return None
+
+    def _value_of(self, update: Update, parse: Callable[[], Any]) -> Any:
+        """The parsed value a put carries (None for a delete or an unreadable value)."""
+        if update.kind != "put":
+            self._problems.pop(update.key, None)
+            return None
+        try:
+            value = parse()
+        except Exception as exc:  # any malformed input must be survivable
+            self._problems[update.key] = f"ignored: {_one_line(exc)}"
+            return None
+        self._problems.pop(update.key, None)
+        return value
+
+    def _replace(self, table: dict[Any, Any], ident: Any, update: Update, facet: Facet,
+                 parse: Callable[[], Any]) -> Facet | None:
+        value = self._value_of(update, parse)
+        old = table.pop(ident, None)
+        if value is not None:
+            table[ident] = value
+        return facet if old != value else None
+
+    def _apply_workload(self, namespace: str, name: str, update: Update) -> Facet | None:
+        ident = (namespace, name)
+        old = self.workloads.get(ident)
+        facet = self._replace(self.workloads, ident, update, Facet.WORKLOADS,
+                              lambda: _parse_workload(namespace, name, update))
+        if old is not None:
+            by_node = self.workloads_by_node[old.node]
+            del by_node[ident]
+            if not by_node:
+                del self.workloads_by_node[old.node]
+        new = self.workloads.get(ident)
+        if new is not None:
+            self.workloads_by_node.setdefault(new.node, {})[ident] = new
+        return facet
+
+    def _apply_affinity(self, affinity_type: str, node: str, cidr: str,
+                        update: Update) -> Facet | None:
+        if affinity_type != "host":
+            return None  # virtual (LoadBalancer) affinities route nothing
+        canonical = _canonical_cidr(cidr)
+        if canonical is None:
+            self._problems[update.key] = "ignored: the key does not name a valid CIDR"
+            return None
+        ident = (node, canonical)
+        facet = self._replace(self.affinities, ident, update, Facet.AFFINITIES,
+                              lambda: _parse_affinity_state(update.value))
+        holders = self._confirmed.setdefault(canonical, set())
+        if self.affinities.get(ident) == AFFINITY_CONFIRMED:
+            holders.add(node)
+        else:
+            holders.discard(node)
+        if not holders:
+            del self._confirmed[canonical]
+        return facet
+
+
+# -- parsers (raise on bad input; ClusterState turns that into a problem) ---------------
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _canonical_cidr(cidr: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(cidr))
+    except ValueError:
+        return None
+
+
+def _address_int(text: str | None) -> int | None:
+    return int(ipaddress.ip_address(text)) if text else None
+
+
+def _parse_pool(name: str, update: Update) -> PoolInfo:
+    pool = IPPool.from_stored(update.value, update.revision)
+    assert isinstance(pool, IPPool)
+    errs = pool.validate_semantics()
+    if errs:
+        raise ValueError("; ".join(str(e) for e in errs))
+    spec = pool.spec
+    net = spec.network
+    return PoolInfo(
+        name=name, cidr=str(net), version=net.version, base=int(net.network_address),
+        prefixlen=net.prefixlen, vxlan_mode=spec.vxlanMode, ipip_mode=spec.ipipMode,
+        nat_outgoing=bool(spec.natOutgoing), disabled=bool(spec.disabled),
+        load_balancer_only=spec.allowedUses == ["LoadBalancer"],
+    )
+
+
+def _parse_node(name: str, update: Update) -> NodeInfo:
+    node = Node.from_stored(update.value, update.revision)
+    assert isinstance(node, Node)
+    bgp = node.spec.bgp
+    iface = ipaddress.IPv4Interface(bgp.ipv4Address) if bgp and bgp.ipv4Address else None
+    ipip = bgp.ipv4IPIPTunnelAddr if bgp else None
+    vxlan = node.spec.ipv4VXLANTunnelAddr
+    return NodeInfo(
+        name=name,
+        ipv4_interface=iface,
+        ip=str(iface.ip) if iface else None,
+        ip_int=int(iface.ip) if iface else None,
+        ipip_tunnel_address=ipip or None,
+        ipip_tunnel_int=_address_int(ipip),
+        vxlan_tunnel_address=vxlan or None,
+        vxlan_tunnel_int=_address_int(vxlan),
+        vtep_mac=vtep_mac(name, node.spec.vxlanTunnelMACAddr),
+    )
+
+
+def _parse_workload(namespace: str, name: str, update: Update) -> WorkloadInfo:
+    wep = WorkloadEndpoint.from_stored(update.value, update.revision)
+    assert isinstance(wep, WorkloadEndpoint)
+    errs = wep.validate_semantics()
+    if errs:
+        raise ValueError("; ".join(str(e) for e in errs))
+    spec = wep.spec
+    v4 = sorted({
+        int(net.network_address) for net in map(ipaddress.ip_network, spec.ipNetworks or ())
+        if net.version == 4
+    })
+    routes: tuple[Route, ...] = ()
+    if spec.interfaceName:
+        # Felix's workload route (endpoint_mgr.go): on the cali interface, scope link,
+        # DeviceRouteProtocol (boot), so `ip route` shows "10.65.0.2 dev caliX scope link".
+        routes = tuple(Route(f"{dotted(a)}/32", RouteClass.LOCAL_WORKLOAD, dev=spec.interfaceName,
+                             scope="link", proto=PROTO_BOOT) for a in v4)
+    return WorkloadInfo(namespace=namespace, name=name, node=spec.node,
+                        interface=spec.interfaceName, ipv4=tuple(v4), local_routes=routes,
+                        mac=spec.mac)
+
+
+def _parse_affinity_state(value: bytes) -> str | None:
+    doc = json.loads(value)
+    if not isinstance(doc, dict):
+        raise ValueError("an affinity must be a JSON object")
+    if doc.get("deleted") is True:
+        return None
+    state = doc.get("state") or AFFINITY_CONFIRMED
+    if state not in _AFFINITY_STATES:
+        raise ValueError(f"unknown affinity state {state!r}")
+    return str(state)
+
+
+def _parse_block(cidr: str, value: bytes) -> BlockInfo | None:
+    """The few fields of Calico's AllocationBlock JSON the routes depend on."""
+    doc = json.loads(value)
+    if not isinstance(doc, dict):
+        raise ValueError("a block must be a JSON object")
+    if doc.get("deleted") is True:
+        return None
+    net = ipaddress.ip_network(cidr)
+    doc_cidr = doc.get("cidr")
+    if doc_cidr is not None and ipaddress.ip_network(str(doc_cidr), strict=False) != net:
+        raise ValueError(f"block document says cidr {doc_cidr}, its key says {cidr}")
+    affinity = doc.get("affinity")
+    if affinity is not None and not isinstance(affinity, str):
+        raise ValueError(f"affinity must be a string, got {affinity!r}")
+    affinity_node = None
+    if affinity and affinity.startswith("host:") and len(affinity) > len("host:"):
+        affinity_node = affinity[len("host:"):]
+    allocations = doc.get("allocations") or []
+    attributes = doc.get("attributes") or []
+    if not isinstance(allocations, list) or not isinstance(attributes, list):
+        raise ValueError("allocations and attributes must be lists")
+    base = int(net.network_address)
+    by_node: dict[str, list[int]] = {}
+    for ordinal, attr_index in enumerate(allocations[: net.num_addresses]):
+        if attr_index is None:
+            continue
+        if (not isinstance(attr_index, int) or isinstance(attr_index, bool)
+                or not 0 <= attr_index < len(attributes)):
+            raise ValueError(f"allocation {ordinal} points at no attribute ({attr_index!r})")
+        attrs = attributes[attr_index]
+        secondary = attrs.get("secondary") if isinstance(attrs, dict) else None
+        node = secondary.get("node") if isinstance(secondary, dict) else None
+        if isinstance(node, str) and node:
+            by_node.setdefault(node, []).append(base + ordinal)
+    return BlockInfo(
+        cidr=cidr, version=net.version, base=base, prefixlen=net.prefixlen,
+        affinity_node=affinity_node,
+        allocations_by_node=tuple((node, tuple(ips)) for node, ips in sorted(by_node.items())),
+    )
