@@ -130,6 +130,11 @@ def _write(store: ResourceStore, verb: str, res: Resource) -> None:
         store.delete(type(res), res.name, res.namespace, res.resource_version)
 
 
+_namespace_option = click.option(
+    "-n", "--namespace", default=None, metavar="NS",
+    help="Namespace of namespaced kinds such as workloadendpoints (default: default).")
+
+
 def _filename_option(required: bool = True):
     return click.option("-f", "--filename", required=required, metavar="FILE",
                         help="Manifest to read (YAML or JSON, multi-document); '-' for stdin.")
@@ -163,9 +168,10 @@ def register(cli: click.Group) -> None:
     @click.argument("names", nargs=-1)
     @_filename_option(required=False)
     @click.option("--skip-not-exists", is_flag=True, help="Treat missing resources as deleted.")
+    @_namespace_option
     @click.pass_obj
     def delete(obj, kind: str | None, names: tuple[str, ...], filename: str | None,
-               skip_not_exists: bool) -> None:
+               skip_not_exists: bool, namespace: str | None) -> None:
         """Delete resources by KIND NAME... or from a file."""
         if filename:
             if kind:
@@ -175,7 +181,8 @@ def register(cli: click.Group) -> None:
             if not kind or not names:
                 raise click.UsageError("give KIND NAME... or -f FILE")
             cls = _kind(kind)
-            resources = [_stub(cls, n) for n in names]
+            ns = (namespace or "default") if cls.namespaced else None
+            resources = [_stub(cls, n, ns) for n in names]
         _run_batch(obj.store, "delete", resources, skip_not_exists=skip_not_exists)
 
     @cli.command()
@@ -184,9 +191,12 @@ def register(cli: click.Group) -> None:
     @_filename_option(required=False)
     @click.option("-o", "--output", default="ps", metavar="FORMAT",
                   help="ps (default), wide, yaml, json or custom-columns=A,B.")
+    @_namespace_option
+    @click.option("-A", "--all-namespaces", is_flag=True,
+                  help="List namespaced resources of every namespace.")
     @click.pass_obj
     def get(obj, kind: str | None, names: tuple[str, ...], filename: str | None,
-            output: str) -> None:
+            output: str, namespace: str | None, all_namespaces: bool) -> None:
         """Show resources of KIND (all, or the NAMEs given), or those named in a file."""
         store: ResourceStore = obj.store
         if filename:
@@ -200,12 +210,16 @@ def register(cli: click.Group) -> None:
             cls = _kind(kind)
         else:
             raise click.UsageError("give a resource KIND (e.g. ippool) or -f FILE")
+        ns = None
+        if cls.namespaced and not all_namespaces:
+            ns = namespace or "default"
         try:
             if names:
-                items = [store.get(cls, n) for n in names]
+                items = [store.get(cls, n, ns or "default" if cls.namespaced else None)
+                         for n in names]
                 revision = None
             else:
-                items, revision = store.list_with_revision(cls)
+                items, revision = store.list_with_revision(cls, ns)
             ctx = _print_context(store, cls)
             text = render(cls, items, output, ctx, single=bool(names), revision=revision)
         except OutputError as exc:
@@ -252,9 +266,10 @@ def _kind(name: str) -> type[Resource]:
         raise CtlFailure(str(exc)) from None
 
 
-def _stub(cls: type[Resource], name: str) -> Resource:
+def _stub(cls: type[Resource], name: str, namespace: str | None) -> Resource:
     """A resource carrying only its identity, for delete-by-name."""
-    return cls.model_construct(metadata=ObjectMeta(name=name))
+    return cls.model_construct(metadata=ObjectMeta(name=name, namespace=namespace))
+
 
 
 def _print_context(store: ResourceStore, cls: type[Resource]) -> PrintContext:

@@ -166,3 +166,32 @@ def test_validate_writes_nothing(ctl, etcd_client):
     before = dump(etcd_client)
     assert ctl(["validate", "-f", "-"], MANIFEST).out == "Successfully validated 1 'IPPool' resource(s)\n"
     assert dump(etcd_client) == before
+
+
+WEP = b"""apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata:
+  name: node1-k8s-pod1-eth0
+  namespace: %s
+spec:
+  node: node1
+  orchestrator: k8s
+  pod: pod1
+  endpoint: eth0
+  interfaceName: cali0123456789a
+  ipNetworks: [10.65.0.2/32]
+"""
+
+
+def test_namespaced_workload_endpoints(ctl):
+    assert ctl(["create", "-f", "-"], WEP % b"default").rc == 0
+    assert ctl(["create", "-f", "-"], WEP % b"prod").rc == 0
+    default_only = ctl(["get", "weps"]).out
+    assert "default" in default_only and "prod" not in default_only
+    everything = ctl(["get", "weps", "-A"]).out
+    assert "default" in everything and "prod" in everything
+    one = ctl(["get", "wep", "node1-k8s-pod1-eth0", "-n", "prod", "-o", "json"])
+    assert json.loads(one.out)["metadata"]["namespace"] == "prod"
+    assert ctl(["delete", "wep", "node1-k8s-pod1-eth0", "-n", "prod"]).rc == 0
+    assert "prod" not in ctl(["get", "weps", "-A"]).out
+    assert ctl(["delete", "wep", "node1-k8s-pod1-eth0"]).rc == 0
