@@ -1,0 +1,82 @@
+"""Block affinities: which node a block belongs to, and the claim/release state machine. Pure.
+
+Stored at /calico/ipam/v2/host/<node>/ipv4/block/<cidr-with-dash> as
+`{"state": "confirmed", "deleted": false}` (Calico's form, verbatim).
+
+    ∅ ──claim──▶ pending ──block created──▶ confirmed ──release──▶ pendingDeletion ──▶ ∅
+                  │  ▲                                                 │
+                  │  └── retake (an interrupted claim of the same node) │
+                  └──▶ ∅ (block lost to another node)                   └──▶ confirmed
+                                                                          (block not empty)
+
+Only `confirmed` makes a node the owner of a block: a `pending` affinity is
+treated as absent (for allocation, for routes, for `ipam check`), so a claim
+interrupted by a crash never makes a node advertise a block it does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+PENDING = "pending"
+CONFIRMED = "confirmed"
+PENDING_DELETION = "pendingDeletion"
+STATES = (PENDING, CONFIRMED, PENDING_DELETION)
+
+# state -> states it may move to (None = the key is deleted).
+TRANSITIONS: dict[str | None, frozenset[str | None]] = {
+    None: frozenset({PENDING}),
+    PENDING: frozenset({PENDING, CONFIRMED, None}),
+    CONFIRMED: frozenset({PENDING_DELETION}),
+    PENDING_DELETION: frozenset({None, CONFIRMED, PENDING}),
+}
+
+
+class InvalidTransition(ValueError):
+    def __init__(self, current: str | None, target: str | None) -> None:
+        self.current, self.target = current, target
+        super().__init__(f"block affinity cannot go from {current or 'absent'} to "
+                         f"{target or 'absent'}")
+
+
+@dataclass(frozen=True)
+class Affinity:
+    state: str
+    deleted: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps({"state": self.state, "deleted": self.deleted},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Affinity:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ValueError("affinity document is not an object")
+        # Affinities written before the state field existed are confirmed (Calico's rule).
+        state = doc.get("state") or CONFIRMED
+        if state not in STATES:
+            raise ValueError(f"unknown affinity state '{state}'")
+        return cls(state, bool(doc.get("deleted", False)))
+
+    @property
+    def owns_block(self) -> bool:
+        """Does this affinity make its node the block's owner? Only when confirmed."""
+        return self.state == CONFIRMED and not self.deleted
+
+
+def transition(current: Affinity | None, target: str | None) -> Affinity | None:
+    """The affinity after moving to `target` (None = delete); InvalidTransition if illegal."""
+    now = current.state if current is not None else None
+    if target not in TRANSITIONS[now]:
+        raise InvalidTransition(now, target)
+    return None if target is None else Affinity(target)
+
+
+PENDING_DOC = Affinity(PENDING).to_json()
+CONFIRMED_DOC = Affinity(CONFIRMED).to_json()
+PENDING_DELETION_DOC = Affinity(PENDING_DELETION).to_json()
