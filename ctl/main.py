@@ -102,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 1
+    except click.UsageError as exc:
+        # One line, like every other failure; the help text is one flag away.
+        where = exc.ctx.command_path if exc.ctx else "ctl"
+        click.echo(f"{exc.format_message()} (see '{where} --help')", err=True)
+        return 1
     except click.ClickException as exc:
-        exc.show()
+        click.echo(exc.format_message(), err=True)
         return 1
     except DatastoreError as exc:
         click.echo(str(exc), err=True)

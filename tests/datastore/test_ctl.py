@@ -195,3 +195,11 @@ def test_namespaced_workload_endpoints(ctl):
     assert ctl(["delete", "wep", "node1-k8s-pod1-eth0", "-n", "prod"]).rc == 0
     assert "prod" not in ctl(["get", "weps", "-A"]).out
     assert ctl(["delete", "wep", "node1-k8s-pod1-eth0"]).rc == 0
+
+
+def test_usage_errors_are_one_line(ctl):
+    res = ctl(["apply"])
+    assert res.rc == 1 and res.err.count("\n") == 1
+    assert "Missing option '-f' / '--filename'" in res.err and "ctl apply --help" in res.err
+    res = ctl(["frobnicate"])
+    assert res.rc == 1 and res.err.count("\n") == 1 and "No such command 'frobnicate'" in res.err
