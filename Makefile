@@ -16,3 +16,4 @@ lint: setup
 bench: setup
 	.venv/bin/python bench/datastore.py
 	.venv/bin/python bench/ipam.py
+	.venv/bin/python bench/routes.py

@@ -1,0 +1,28 @@
+"""agent.dataplane: the kernel writers (the only part of the agent that needs root).
+
+One writer per kernel object kind. Each keeps its desired state and the last
+kernel state it knows, writes only the difference, marks what it owns and
+never touches anything else. A failed apply is returned (never raised), leaves
+the writer dirty, and the next apply retries; `resync()` forces a re-read
+(the agent calls it periodically) and `on_interface_change(name)` re-reads what
+depends on one interface (the link monitor's events).
+
+    routes.RouteTable        main-table IPv4 routes: proto 80 anywhere, any route on
+                             cali*; `ip -force -batch` writes, raw-netlink reads
+    neighbors.NeighborTable  permanent neighbours and `self` FDB entries on vxlan.calico
+    tunnels.VXLANManager     the vxlan.calico device (recreated when incompatible)
+    tunnels.IPIPManager      tunl0 (the ipip fallback device): address, MTU, up/down
+    sysctls.SysctlManager    ip_forward and the per-workload-interface sysctls
+    monitor.LinkMonitor      netlink link/address events -> callback(ifname, event)
+    driver.KernelDataplane   all of the above, fed a DesiredDataplane, applied in order
+    iptables, ipsets         (written separately) chains/hooks and ipsets
+
+Apply order (driver.KernelDataplane.apply), so that referents exist:
+    devices -> sysctls -> neighbours/FDB -> routes        for additions
+    routes -> neighbours/FDB -> devices                   for removals
+A device that is created, recreated or deleted is announced to the other
+writers, because the kernel dropped the routes and neighbours that were on it.
+
+Every writer takes `netns=None|"name"`: tests and the lab run them inside a
+network namespace (`ip -n NAME`, or a worker thread that entered it).
+"""

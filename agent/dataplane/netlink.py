@@ -1,0 +1,275 @@
+"""agent.dataplane.netlink: the fast read path for routes (a minimal RTNETLINK dump).
+
+Owns: `RtnlSocket`, which dumps IPv4 routes and links over a raw NETLINK_ROUTE
+socket and decodes only the attributes the route writer compares (dst, oif,
+gateway, priority, table, metrics/mtu). Read-only: nothing here writes.
+
+Why not pyroute2 for this one read: dumping and decoding 10,000 routes with
+pyroute2 0.9.7 took 1.26 s plus 0.43 s to pull the attributes out (measured
+here), more than the whole 1 s budget for a restart resync; this decoder reads
+the same dump in ~0.07 s. pyroute2 is still used for everything else
+(neighbours, FDB, links, the monitor), where counts are small. The socket is
+created inside the namespace (`netns.open_socket`) and is then usable from any
+thread, unlike a pyroute2 0.9 socket.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
+
+from agent.dataplane.errors import NetlinkError
+from agent.dataplane.netns import open_socket
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_GET_STRICT_CHK = 12
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+RTM_NEWROUTE = 24
+RTM_GETROUTE = 26
+
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP = 0x300
+
+RTA_DST = 1
+RTA_OIF = 4
+RTA_GATEWAY = 5
+RTA_PRIORITY = 6
+RTA_METRICS = 8
+RTA_MULTIPATH = 9
+RTA_TABLE = 15
+RTAX_MTU = 2
+IFLA_IFNAME = 3
+IFLA_EXT_MASK = 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+
+T = TypeVar("T")
+
+RT_TABLE_MAIN = 254
+RTNH_F_ONLINK = 4
+
+_HDR = struct.Struct("=IHHII")  # nlmsghdr
+_RTM = struct.Struct("=BBBBBBBBI")  # rtmsg
+_IFI = struct.Struct("=BxHiII")  # ifinfomsg
+_RTA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_ERR = struct.Struct("=i")
+
+
+class RawRoute(NamedTuple):
+    """One IPv4 route as the kernel dumped it (numbers, not names)."""
+
+    dst: str  # "a.b.c.d/len"
+    table: int
+    proto: int
+    scope: int
+    type: int
+    flags: int
+    tos: int
+    oif: int | None
+    gateway: str | None
+    priority: int
+    mtu: int | None
+    multipath: bool
+
+
+def _attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, payload start, payload end) for each rtattr in data[off:end]."""
+    while off + 4 <= end:
+        ln, typ = _RTA.unpack_from(data, off)
+        if ln < 4:
+            return
+        yield typ & 0x3FFF, off + 4, off + ln
+        off += (ln + 3) & ~3
+
+
+def _rta(typ: int, payload: bytes) -> bytes:
+    ln = 4 + len(payload)
+    return _RTA.pack(ln, typ) + payload + b"\0" * ((-ln) % 4)
+
+
+class RtnlSocket:
+    """A NETLINK_ROUTE socket in one namespace; one request at a time (locked)."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._strict = False
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            s = open_socket(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.settimeout(30.0)  # the kernel always answers; never hang the agent if not
+            s.bind((0, 0))
+            try:
+                # Kernel-side filtering of dumps by oif (Linux >= 4.20); without
+                # it we filter in Python.
+                s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+                self._strict = True
+            except OSError:
+                self._strict = False
+            self._sock = s
+        return self._sock
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _request(self, msg_type: int, flags: int, body: bytes, op: str) -> Iterator[tuple[int, bytes, int, int]]:
+        """Send one request; yield (type, buffer, payload offset, end) per answer message."""
+        sock = self._socket()
+        self._seq += 1
+        seq = self._seq
+        try:
+            sock.send(_HDR.pack(_HDR.size + len(body), msg_type, flags, seq, 0) + body)
+        except OSError as e:
+            self._drop()
+            raise NetlinkError(op, e.errno, e.strerror or str(e)) from e
+        intr = False
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except OSError as e:  # includes the timeout
+                self._drop()
+                raise NetlinkError(op, e.errno, e.strerror or str(e)) from e
+            off = 0
+            n = len(data)
+            while off + _HDR.size <= n:
+                ln, typ, mflags, mseq, _pid = _HDR.unpack_from(data, off)
+                if ln < _HDR.size:
+                    break
+                end = off + ln
+                if mseq != seq:
+                    off += (ln + 3) & ~3
+                    continue
+                if mflags & NLM_F_DUMP_INTR:
+                    intr = True
+                if typ == NLMSG_DONE:
+                    if intr:
+                        raise _DumpInterrupted
+                    return
+                if typ == NLMSG_ERROR:
+                    (code,) = _ERR.unpack_from(data, off + _HDR.size)
+                    if code == 0:  # ACK
+                        return
+                    raise NetlinkError(op, -code, os.strerror(-code))
+                yield typ, data, off + _HDR.size, end
+                if not (mflags & NLM_F_MULTI):
+                    return
+                off += (ln + 3) & ~3
+
+    def _drop(self) -> None:
+        """Forget a socket that failed (the caller holds the lock); the next request opens another."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        # A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) may be
+        # inconsistent: do it again, as iproute2 does.
+        for _ in range(5):
+            try:
+                with self._lock:
+                    return fn(*args)
+            except _DumpInterrupted:
+                continue
+        raise NetlinkError("dump", errno_mod.EINTR, "dump kept being interrupted")
+
+    def dump_links(self) -> dict[int, str]:
+        """ifindex -> name for every link."""
+        return self._retrying(self._dump_links)
+
+    def _dump_links(self) -> dict[int, str]:
+        body = _IFI.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rta(
+            IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS)
+        )
+        out: dict[int, str] = {}
+        for typ, data, off, end in self._request(
+            RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body, "link dump"
+        ):
+            if typ != RTM_NEWLINK:
+                continue
+            _fam, _type, index, _flags, _change = _IFI.unpack_from(data, off)
+            for at, a, b in _attrs(data, off + _IFI.size, end):
+                if at == IFLA_IFNAME:
+                    out[index] = data[a:b].split(b"\0", 1)[0].decode()
+        return out
+
+    def link_index(self, name: str) -> int | None:
+        """The ifindex of `name`, or None if there is no such link."""
+        body = _IFI.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rta(IFLA_IFNAME, name.encode() + b"\0")
+        try:
+            with self._lock:
+                for typ, data, off, _end in self._request(RTM_GETLINK, NLM_F_REQUEST, body, "link get"):
+                    if typ == RTM_NEWLINK:
+                        return _IFI.unpack_from(data, off)[2]
+        except NetlinkError as e:
+            if e.errno == errno_mod.ENODEV:
+                return None
+            raise
+        return None
+
+    def dump_routes(self, oif: int | None = None) -> list[RawRoute]:
+        """Every IPv4 route in every table (filter by table yourself); optionally only those via `oif`."""
+        return self._retrying(self._dump_routes, oif)
+
+    def _dump_routes(self, oif: int | None) -> list[RawRoute]:
+        self._socket()  # opened first: it decides whether the kernel can filter
+        body = _RTM.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        if oif is not None and self._strict:
+            body += _rta(RTA_OIF, _U32.pack(oif))
+        out: list[RawRoute] = []
+        inet_ntoa = socket.inet_ntoa
+        u32 = _U32.unpack_from
+        for typ, data, off, end in self._request(
+            RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, body, "route dump"
+        ):
+            if typ != RTM_NEWROUTE:
+                continue
+            fam, dlen, _slen, tos, table, proto, scope, rtype, flags = _RTM.unpack_from(data, off)
+            if fam != socket.AF_INET:
+                continue
+            dst = "0.0.0.0"
+            r_oif = gw = mtu = None
+            prio = 0
+            multipath = False
+            for at, a, b in _attrs(data, off + _RTM.size, end):
+                if at == RTA_DST:
+                    dst = inet_ntoa(data[a:a + 4])
+                elif at == RTA_OIF:
+                    r_oif = u32(data, a)[0]
+                elif at == RTA_GATEWAY:
+                    gw = inet_ntoa(data[a:a + 4])
+                elif at == RTA_PRIORITY:
+                    prio = u32(data, a)[0]
+                elif at == RTA_TABLE:
+                    table = u32(data, a)[0]
+                elif at == RTA_METRICS:
+                    for mt, ma, _mb in _attrs(data, a, b):
+                        if mt == RTAX_MTU:
+                            mtu = u32(data, ma)[0]
+                elif at == RTA_MULTIPATH:
+                    multipath = True
+            if oif is not None and r_oif != oif:
+                continue
+            out.append(RawRoute(f"{dst}/{dlen}", table, proto, scope, rtype, flags, tos,
+                                r_oif, gw, prio, mtu, multipath))
+        return out
+
+
+class _DumpInterrupted(Exception):
+    pass

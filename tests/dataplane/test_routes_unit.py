@@ -1,0 +1,360 @@
+"""RouteTable without a kernel: rendering, parsing and the diff, against FakeRouteKernel."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from agent.dataplane.common import parse_batch_errors
+from agent.dataplane.errors import CommandError
+from agent.dataplane.netlink import RawRoute
+from agent.dataplane.routes import (
+    KernelRoute,
+    RouteTable,
+    kernel_route,
+    render_delete,
+    render_replace,
+)
+from agent.types import PROTO_BOOT, PROTO_TORTIE, Route, RouteClass
+from tests.dataplane.fakes import FakeRouteKernel
+
+WL = Route("10.65.0.2/32", RouteClass.LOCAL_WORKLOAD, dev="cali1234567890a", scope="link",
+           proto=PROTO_BOOT)
+BH = Route("10.65.0.0/26", RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole")
+VX = Route("10.65.1.0/26", RouteClass.VXLAN_TUNNEL, dev="vxlan.calico", gateway="10.65.1.0",
+           onlink=True, mtu=1450)
+SAME = Route("10.65.2.0/26", RouteClass.VXLAN_SAME_SUBNET, dev="eth0", gateway="192.168.0.6",
+             onlink=True)
+BGP = Route("172.20.0.0/16", RouteClass.BGP_LEARNED, gateway="192.168.0.254")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def table(fake: FakeRouteKernel, **kw: object) -> RouteTable:
+    kw.setdefault("clock", Clock())
+    return RouteTable(kernel=fake, **kw)  # type: ignore[arg-type]
+
+
+def fake_with_links() -> FakeRouteKernel:
+    return FakeRouteKernel(links=["eth0", "vxlan.calico", "cali1234567890a", "cali2"])
+
+
+# -- rendering -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route, line", [
+    (WL, "route replace 10.65.0.2/32 dev cali1234567890a proto 3 scope link"),
+    (BH, "route replace blackhole 10.65.0.0/26 proto 80"),
+    (VX, "route replace 10.65.1.0/26 via 10.65.1.0 dev vxlan.calico proto 80 scope global "
+         "onlink mtu 1450"),
+    (SAME, "route replace 10.65.2.0/26 via 192.168.0.6 dev eth0 proto 80 scope global onlink"),
+    (BGP, "route replace 172.20.0.0/16 via 192.168.0.254 proto 80 scope global"),
+])
+def test_render_replace(route: Route, line: str) -> None:
+    assert render_replace(route) == line
+
+
+def test_render_delete_pins_proto_metric_and_type() -> None:
+    assert render_delete(KernelRoute("10.65.0.2/32", 0, dev="cali1", proto=3)) == \
+        "route del 10.65.0.2/32 proto 3"
+    assert render_delete(KernelRoute("10.65.0.2/32", 1024, dev="cali1", proto=3)) == \
+        "route del 10.65.0.2/32 proto 3 metric 1024"
+    assert render_delete(KernelRoute("10.65.0.0/26", 0, type="blackhole")) == \
+        "route del blackhole 10.65.0.0/26 proto 80"
+
+
+def test_parse_batch_errors_attributes_messages_to_lines() -> None:
+    stderr = (
+        'Cannot find device "caliNOPE"\nCommand failed -:2\n'
+        "RTNETLINK answers: No such process\nCommand failed -:3\n"
+        "Error: Nexthop has invalid gateway.\nCommand failed -:4\n"
+        "trailing noise\n"
+    )
+    errors, rest = parse_batch_errors(stderr)
+    assert errors == {
+        1: 'Cannot find device "caliNOPE"',
+        2: "RTNETLINK answers: No such process",
+        3: "Error: Nexthop has invalid gateway.",
+    }
+    assert rest == "trailing noise"
+
+
+def test_kernel_route_decoding() -> None:
+    links = {3: "cali1", 5: "vxlan.calico"}
+    raw = RawRoute("10.65.1.0/26", 254, 80, 0, 1, 4 | 16, 0, 5, "10.65.1.0", 0, 1450, False)
+    assert kernel_route(raw, links) == KernelRoute(
+        "10.65.1.0/26", 0, "unicast", "vxlan.calico", "10.65.1.0", True, "universe", 80, 1450)
+    wl = RawRoute("10.65.0.2/32", 254, 3, 253, 1, 0, 0, 3, None, 1024, None, False)
+    assert kernel_route(wl, links) == KernelRoute(
+        "10.65.0.2/32", 1024, "unicast", "cali1", None, False, "link", 3, None)
+    local = RawRoute("127.0.0.1/32", 255, 2, 254, 2, 0, 0, 1, None, 0, None, False)
+    assert kernel_route(local, links) is None  # local table: never looked at
+    tos = raw._replace(tos=4)
+    assert kernel_route(tos, links) is None
+
+
+def test_kernel_route_matches_only_the_fields_we_set() -> None:
+    assert KernelRoute.from_route(VX).matches(VX)
+    assert not KernelRoute.from_route(VX).matches(
+        Route(VX.dst, VX.route_class, dev=VX.dev, gateway=VX.gateway, onlink=True, mtu=1400))
+    assert not KernelRoute(WL.dst, 1024, "unicast", WL.dev, None, False, "link", 3).matches(WL)
+
+
+# -- the diff ---------------------------------------------------------------------
+
+
+def test_cold_start_writes_everything_once_then_nothing() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    rt.set_desired([WL, BH, VX, SAME, BGP])
+    res = rt.apply()
+    assert (res.writes, res.deletes, res.errors) == (5, 0, ())
+    assert {KernelRoute.from_route(r) for r in (WL, BH, VX, SAME, BGP)} == fake.table()
+    again = rt.apply()
+    assert again.mutations == 0
+    assert len(fake.batches) == 1
+    assert fake.dumps == 1  # the steady state reads nothing
+
+
+def test_restart_with_the_same_desired_writes_nothing() -> None:
+    fake = fake_with_links()
+    first = table(fake)
+    first.set_desired([WL, BH, VX, SAME, BGP])
+    first.apply()
+    batches = len(fake.batches)
+    fresh = table(fake)
+    fresh.set_desired([BGP, SAME, VX, BH, WL])
+    res = fresh.apply()
+    assert res.mutations == 0 and res.ok
+    assert len(fake.batches) == batches
+    assert fresh.counters.writes == 0
+
+
+def test_a_change_writes_only_the_difference() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    rt.set_desired([WL, BH, VX])
+    rt.apply()
+    moved = Route(VX.dst, VX.route_class, dev="vxlan.calico", gateway="10.65.1.1", onlink=True,
+                  mtu=1450)
+    rt.set_desired([WL, moved, SAME])  # BH gone, VX changed, SAME new
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (2, 1)
+    assert fake.batches[-1] == [
+        "route del blackhole 10.65.0.0/26 proto 80",
+        render_replace(moved),
+        render_replace(SAME),
+    ]
+
+
+def test_class_only_change_is_not_a_write() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    rt.set_desired([SAME])
+    rt.apply()
+    rt.set_desired([Route(SAME.dst, RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.6",
+                          onlink=True)])
+    assert rt.apply().mutations == 0
+
+
+def test_lowest_class_wins_a_destination() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    blackhole = Route("10.65.0.2/32", RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole")
+    rt.set_desired([blackhole, WL])
+    rt.apply()
+    assert fake.table() == {KernelRoute.from_route(WL)}
+
+
+def test_foreign_routes_are_never_touched(caplog: pytest.LogCaptureFixture) -> None:
+    kernel_default = KernelRoute("0.0.0.0/0", 0, "unicast", "eth0", "192.168.0.254", proto=4)
+    subnet = KernelRoute("192.168.0.0/24", 0, "unicast", "eth0", None, False, "link", 2)
+    static_in_the_way = KernelRoute(BH.dst, 0, "unicast", "eth0", "192.168.0.9", proto=4)
+    bird_other_metric = KernelRoute(VX.dst, 100, "unicast", "eth0", "192.168.0.7", proto=12)
+    fake = FakeRouteKernel([kernel_default, subnet, static_in_the_way, bird_other_metric],
+                           links=["eth0", "vxlan.calico", "cali1234567890a"])
+    rt = table(fake)
+    rt.set_desired([BH, VX])
+    with caplog.at_level(logging.WARNING, logger="agent.dataplane.routes"):
+        res = rt.apply()
+    assert res.ok and res.writes == 1 and res.skipped == 1  # VX written, BH blocked
+    assert {kernel_default, subnet, static_in_the_way, bird_other_metric} <= fake.table()
+    assert any("foreign route" in r.message and BH.dst in r.message for r in caplog.records)
+    # Warned once, not on every resync.
+    caplog.clear()
+    rt.resync()
+    with caplog.at_level(logging.WARNING, logger="agent.dataplane.routes"):
+        assert rt.apply().mutations == 0
+    assert not caplog.records
+    # The foreign route goes away: ours is programmed at the next resync.
+    del fake.routes[(BH.dst, 0)]
+    rt.resync()
+    assert rt.apply().writes == 1
+    assert KernelRoute.from_route(BH) in fake.table()
+
+
+def test_stale_routes_we_own_are_removed() -> None:
+    stale_cni = KernelRoute("10.65.0.9/32", 0, "unicast", "cali2", None, False, "link", 3)
+    stale_ours = KernelRoute("10.65.9.0/26", 0, "blackhole", None, proto=80)
+    old_metric = KernelRoute(WL.dst, 1024, "unicast", WL.dev, None, False, "link", 3)
+    foreign = KernelRoute("10.99.0.0/16", 0, "unicast", "eth0", "192.168.0.3", proto=4)
+    fake = FakeRouteKernel([stale_cni, stale_ours, old_metric, foreign],
+                           links=["eth0", "cali1234567890a", "cali2"])
+    rt = table(fake)
+    rt.set_desired([WL])
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (1, 3)
+    assert fake.table() == {KernelRoute.from_route(WL), foreign}
+
+
+def test_drift_is_repaired_at_resync_not_before() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    rt.set_desired([WL, BH])
+    rt.apply()
+    del fake.routes[(BH.dst, 0)]  # someone deletes a route by hand
+    assert rt.apply().mutations == 0  # not noticed: no full dump in the steady state
+    rt.resync()
+    assert rt.apply().writes == 1
+    assert KernelRoute.from_route(BH) in fake.table()
+
+
+def test_periodic_resync_follows_the_clock() -> None:
+    fake = fake_with_links()
+    clock = Clock()
+    rt = table(fake, clock=clock, resync_interval=90.0)
+    rt.set_desired([BH])
+    rt.apply()
+    del fake.routes[(BH.dst, 0)]
+    clock.now += 89
+    assert rt.apply().writes == 0
+    clock.now += 2
+    assert rt.apply().writes == 1
+    assert fake.dumps == 2
+
+
+def test_vanished_interface_is_not_an_error_and_comes_back() -> None:
+    fake = FakeRouteKernel(links=["eth0"])
+    rt = table(fake)
+    rt.set_desired([WL, BH])
+    res = rt.apply()
+    assert res.ok and res.writes == 1 and res.skipped == 1
+    assert rt.counters.vanished == 1
+    assert not rt.dirty  # not retried in a loop
+    assert rt.apply().mutations == 0
+    fake.links.add(WL.dev)
+    rt.on_interface_change(WL.dev)
+    res = rt.apply()
+    assert res.writes == 1 and fake.dumps == 1 and fake.dev_dumps == 1
+    assert KernelRoute.from_route(WL) in fake.table()
+    # It vanishes again: the kernel took its route; the rescan notices, nothing to write.
+    fake.remove_link(WL.dev)
+    rt.on_interface_change(WL.dev)
+    assert rt.apply().ok
+    assert (WL.dst, 0) not in fake.routes
+
+
+def test_failed_line_is_an_error_retried_next_apply() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    fake.fail["10.65.1.0/26"] = "Error: Nexthop device is not up."
+    rt.set_desired([WL, VX])
+    res = rt.apply()
+    assert res.writes == 1 and len(res.errors) == 1
+    err = res.errors[0]
+    assert isinstance(err, CommandError) and "not up" in err.stderr and err.line == render_replace(VX)
+    assert rt.dirty and fake.dumps == 2  # the failed destination was re-read
+    del fake.fail["10.65.1.0/26"]
+    res = rt.apply()
+    assert res.ok and res.writes == 1
+    assert fake.batches[-1] == [render_replace(VX)]
+
+
+def test_batch_that_cannot_run_marks_everything_for_retry() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    rt.set_desired([WL, BH])
+    fake.broken = CommandError(["ip", "-batch", "-"], 255, "Cannot open network namespace")
+    res = rt.apply()
+    assert not res.ok and res.mutations == 0
+    fake.broken = None
+    assert rt.apply().writes == 2
+
+
+def test_stale_route_on_a_new_interface_waits_for_the_grace_period() -> None:
+    clock = Clock()
+    fake = FakeRouteKernel(links=["eth0"])
+    rt = table(fake, clock=clock, cleanup_grace=10.0)
+    rt.apply()
+    # The CNI plugin creates an interface and its route before the datastore knows the pod.
+    fake.links.add("cali2")
+    cni = KernelRoute("10.65.0.9/32", 0, "unicast", "cali2", None, False, "link", 3)
+    fake.add(cni)
+    rt.on_interface_change("cali2")
+    res = rt.apply()
+    assert res.deletes == 0 and res.skipped == 1 and res.retry_after == pytest.approx(10.0)
+    clock.now += 5
+    assert rt.apply().deletes == 0
+    clock.now += 6
+    res = rt.apply()
+    assert res.deletes == 1 and res.retry_after is None
+    assert cni not in fake.table()
+
+
+def test_desired_routes_that_would_not_be_ours_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    not_ours = Route("10.70.0.0/24", RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.5",
+                     proto=PROTO_BOOT)
+    malformed = Route("10.71.0.0/24", RouteClass.NO_ENCAP)  # unicast with no dev, no gateway
+    with caplog.at_level(logging.ERROR, logger="agent.dataplane.routes"):
+        rt.set_desired([not_ours, malformed, BH])
+    assert rt.counters.rejected == 2
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+    assert rt.apply().writes == 1
+
+
+def test_remove_everything_deletes_only_ours() -> None:
+    foreign = KernelRoute("10.99.0.0/16", 0, "unicast", "eth0", "192.168.0.3", proto=4)
+    fake = FakeRouteKernel([foreign], links=["eth0", "vxlan.calico", "cali1234567890a"])
+    rt = table(fake)
+    rt.set_desired([WL, BH, VX])
+    rt.apply()
+    rt.set_desired([])
+    res = rt.apply()
+    assert res.deletes == 3
+    assert fake.table() == {foreign}
+
+
+def test_counters_and_classes() -> None:
+    fake = fake_with_links()
+    rt = table(fake)
+    rt.set_desired([WL, BH, VX])
+    rt.apply()
+    assert rt.routes_by_class() == {RouteClass.LOCAL_WORKLOAD: 1,
+                                    RouteClass.IPAM_BLOCK_BLACKHOLE: 1,
+                                    RouteClass.VXLAN_TUNNEL: 1}
+    assert rt.counters.writes == 3 and rt.counters.full_dumps == 1
+    assert PROTO_TORTIE == 80
+
+
+def test_gateway_only_route_accepts_the_kernel_chosen_device() -> None:
+    fake = fake_with_links()
+    fake.add(KernelRoute(BGP.dst, 0, "unicast", "eth0", BGP.gateway, proto=80))
+    rt = table(fake)
+    rt.set_desired([BGP])
+    assert rt.apply().mutations == 0
+
+
+@pytest.mark.parametrize("dst", ["10.65.0.5/26", "10.65.0.2", "fd00::/64", "10.065.0.0/26"])
+def test_non_canonical_destinations_are_rejected(dst: str) -> None:
+    rt = table(fake_with_links())
+    rt.set_desired([Route(dst, RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole")])
+    assert rt.counters.rejected == 1 and not rt.desired

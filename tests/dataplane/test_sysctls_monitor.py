@@ -1,0 +1,99 @@
+"""Sysctls and the link monitor against a real kernel (root, a throwaway netns)."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.dataplane.monitor import LinkMonitor
+from agent.dataplane.sysctls import SysctlManager
+from tests.dataplane.helpers import add_veth, sh
+
+pytestmark = pytest.mark.root
+
+
+def read_sysctl(ns: str, rel: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, "cat", f"/proc/sys/{rel}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_workload_interface_sysctls_in_the_namespace(netns: str) -> None:
+    add_veth(netns, "cali1234567890a")
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    host_forward = forward.read_text().strip()
+    mgr = SysctlManager(netns)
+    try:
+        mgr.set_desired(["cali1234567890a", "caliabsent"])
+        res = mgr.apply()
+        # ip_forward=1 (written first) also turns on forwarding on every
+        # interface, so that one is already right when its turn comes.
+        assert res.ok and res.writes == 4 and res.skipped == 1, res
+        for rel, want in [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/cali1234567890a/proxy_arp", "1"),
+            ("net/ipv4/conf/cali1234567890a/forwarding", "1"),
+            ("net/ipv4/conf/cali1234567890a/route_localnet", "1"),
+            ("net/ipv4/neigh/cali1234567890a/proxy_delay", "0"),
+        ]:
+            assert read_sysctl(netns, rel) == want, rel
+        assert mgr.apply().writes == 0
+        fresh = SysctlManager(netns)
+        fresh.set_desired(["cali1234567890a"])
+        assert fresh.apply().writes == 0
+        fresh.close()
+    finally:
+        mgr.close()
+    # Only the namespace was touched.
+    assert forward.read_text().strip() == host_forward
+
+
+def _wait_for(q: queue.Queue[tuple[str, str]], want: tuple[str, str], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            ev = q.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        seen.append(ev)
+        if ev == want:
+            return
+    raise AssertionError(f"no {want} within {timeout}s; saw {seen}")
+
+
+def test_monitor_sees_cali_interfaces_and_parent_changes(netns: str, uplink: str) -> None:
+    events: queue.Queue[tuple[str, str]] = queue.Queue()
+    mon = LinkMonitor(lambda name, ev: events.put((name, ev)), netns)
+    mon.watch("eth0")
+    mon.start()
+    try:
+        sh(netns, "link", "add", "cali1234567890a", "type", "veth", "peer", "name", "notcali0")
+        _wait_for(events, ("cali1234567890a", "added"))
+        sh(netns, "link", "set", "notcali0", "up")
+        sh(netns, "link", "set", "cali1234567890a", "up")
+        _wait_for(events, ("cali1234567890a", "up"))
+        sh(netns, "addr", "add", "192.168.0.50/24", "dev", "eth0")
+        _wait_for(events, ("eth0", "address"))
+        sh(netns, "link", "del", "cali1234567890a")
+        _wait_for(events, ("cali1234567890a", "removed"))
+        # Nothing about interfaces we do not care about.
+        sh(netns, "link", "add", "other0", "type", "veth", "peer", "name", "other1")
+        time.sleep(0.3)
+        names = set()
+        while not events.empty():
+            names.add(events.get()[0])
+        assert not names & {"notcali0", "other0", "other1"}, names
+    finally:
+        mon.stop()
+    assert not mon.running
+
+
+def test_monitor_in_a_missing_namespace_fails_to_start() -> None:
+    mon = LinkMonitor(lambda name, ev: None, "td-no-such-ns")
+    with pytest.raises(Exception, match="td-no-such-ns"):
+        mon.start()
+    assert not mon.running
