@@ -1,0 +1,375 @@
+"""`tortie-agent`: the node agent's main loop, datastore in, kernel out.
+
+Threads: the syncer (etcd list+watch) and the link monitor only put events on
+a queue. One loop thread owns the ClusterState, the pure calculation and every
+dataplane writer (none of them is thread-safe, by design).
+
+Invariants:
+  * nothing is programmed before the syncer's first IN_SYNC;
+  * a failed apply marks the dataplane dirty and is retried with backoff
+    (1 s doubling to 30 s); it never exits the agent;
+  * periodic resyncs repair drift: routes/devices every ROUTEREFRESHINTERVAL,
+    iptables every IPTABLESREFRESHINTERVAL, ipsets every IPSETSREFRESHINTERVAL;
+  * with etcd unreachable the kernel stays exactly as it is, readiness turns
+    false and the syncer reconnects with backoff;
+  * SIGTERM stops the loop and leaves routes, devices and rules in place.
+Apply order (Felix's): ipsets create/update -> devices, neighbours, routes ->
+iptables tables -> ipset deletions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent import config as agent_config
+from agent.autodetect import list_interfaces
+from agent.calc import CalcConfig, ClusterState, calculate
+from agent.dataplane.driver import KernelDataplane
+from agent.dataplane.ipsets import IPSets
+from agent.dataplane.iptables import IptablesTable, detect_backend
+from agent.dataplane.monitor import LinkMonitor
+from agent.health import HealthAggregator, HealthServer, Metrics, probe
+from agent.startup import StartupResult, redetect, run_startup
+from datastore.config import load_env
+from datastore.errors import DatastoreError
+from datastore.etcd import EtcdClient
+from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
+from datastore.store import ResourceStore
+from datastore.syncer import Syncer, SyncStatus, Update
+
+_log = logging.getLogger("agent")
+
+TABLES = ("nat", "filter")
+MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+
+
+@dataclass
+class LoopStats:
+    """What the loop did; for tests, metrics and the restart-writes-nothing check."""
+
+    applies: int = 0
+    kernel_writes: int = 0
+    apply_errors: int = 0
+    calculations: int = 0
+    in_sync: bool = False
+    problems: tuple[str, ...] = ()
+    last_error: str = ""
+    writes_by_writer: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, config: agent_config.AgentConfig, client: EtcdClient, *,
+                 netns: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.client = client
+        self.store = ResourceStore(client)
+        self.netns = netns
+        self.clock = clock
+        self.health = HealthAggregator()
+        self.metrics = Metrics()
+        self.stats = LoopStats()
+        self.nodename = ""
+        self._events: queue.Queue[tuple] = queue.Queue()
+        self._stop = threading.Event()
+        self._state = ClusterState()
+        self._dirty_calc = True
+        self._dirty_apply = True
+        self._retry_at = 0.0
+        self._backoff = MIN_BACKOFF
+        self._parent: str | None = None
+        self._host_mtu: int | None = None
+        for name in ("datastore", "dataplane"):
+            self.health.register(name)
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def start_up(self) -> StartupResult:
+        """calico-node's start-up, retried with backoff while etcd is unreachable."""
+        delay = MIN_BACKOFF
+        while not self._stop.is_set():
+            try:
+                result = run_startup(self.store, self.config, netns=self.netns)
+                self.nodename = result.nodename
+                self.health.report("datastore", ready=False, detail="waiting for in-sync")
+                return result
+            except DatastoreError as exc:
+                self.health.report("datastore", ready=False, detail=str(exc))
+                _log.warning("start-up: datastore not ready (%s); retrying in %.0fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        raise SystemExit(0)
+
+    # -- event sources --------------------------------------------------------------
+
+    def on_status(self, status: SyncStatus) -> None:
+        self._events.put(("status", status))
+
+    def on_updates(self, updates: list[Update]) -> None:
+        self._events.put(("updates", updates))
+
+    def on_link(self, name: str, event: str) -> None:
+        self._events.put(("link", name, event))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.put(("stop",))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, *, serve_health: bool = True) -> None:
+        result = self.start_up()
+        _log.info("node %s: IPv4 %s; starting the dataplane loop", self.nodename,
+                  result.node.ipv4_address)
+        server = None
+        if serve_health and self.config.health_enabled:
+            server = HealthServer(self.health, self.metrics, self.config.health_host,
+                                  self.config.health_port).start()
+        self.dataplane = KernelDataplane(self.netns)
+        backend = detect_backend(self.netns)
+        _log.info("iptables backend: %s", backend)
+        self.tables = {t: IptablesTable(t, backend, self.netns) for t in TABLES}
+        self.ipsets = IPSets(self.netns)
+        monitor = LinkMonitor(self.on_link, self.netns)
+        syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
+        try:
+            monitor.start()
+            syncer.start()
+            self._loop()
+        finally:
+            syncer.stop()
+            monitor.stop()
+            self.dataplane.close()
+            if server:
+                server.stop()
+            _log.info("agent stopped; the dataplane is left as it is")
+
+    def _loop(self) -> None:
+        now = self.clock()
+        timers = {
+            "routes": now + self.config.route_refresh_interval,
+            "iptables": now + self.config.iptables_refresh_interval,
+            "ipsets": now + self.config.ipsets_refresh_interval,
+            "redetect": now + self.config.autodetect_poll_interval,
+        }
+        while not self._stop.is_set():
+            wait = max(0.0, min(timers.values()) - self.clock())
+            if self._dirty_apply and self.stats.in_sync:
+                wait = min(wait, max(0.0, self._retry_at - self.clock()))
+            self._drain(wait)
+            if self._stop.is_set():
+                break
+            self._run_timers(timers)
+            if self.stats.in_sync and (self._dirty_calc or self._dirty_apply) \
+                    and self.clock() >= self._retry_at:
+                self._calculate_and_apply()
+
+    def _drain(self, wait: float) -> None:
+        try:
+            events = [self._events.get(timeout=wait)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        for ev in events:
+            kind = ev[0]
+            if kind == "updates":
+                if self._state.apply(ev[1]):
+                    self._dirty_calc = True
+            elif kind == "status":
+                self._on_sync_status(ev[1])
+            elif kind == "link":
+                _log.debug("link %s: %s", ev[1], ev[2])
+                self.dataplane.on_interface_change(ev[1])
+                if ev[1] == self._parent:
+                    self._host_mtu = None  # re-read: the parent's MTU may have changed
+                    self._dirty_calc = True
+                self._dirty_apply = True
+
+    def _on_sync_status(self, status: SyncStatus) -> None:
+        in_sync = status is SyncStatus.IN_SYNC
+        if in_sync and not self.stats.in_sync:
+            _log.info("datastore in sync: programming the dataplane")
+        elif not in_sync and self.stats.in_sync:
+            _log.warning("datastore %s: keeping the dataplane as it is", status.name)
+        # Once in sync, a resync (re-list after compaction) keeps programming from the
+        # state we have; only before the first snapshot is nothing programmed.
+        self.stats.in_sync = self.stats.in_sync or in_sync
+        self.metrics.datastore_connected.set(1 if in_sync else 0)
+        self.health.report("datastore", ready=in_sync,
+                           detail="" if in_sync else f"datastore {status.name.lower()}")
+
+    def _run_timers(self, timers: dict[str, float]) -> None:
+        now = self.clock()
+        if now >= timers["routes"]:
+            self.dataplane.resync()
+            self.metrics.resyncs.labels("routes").inc()
+            self._dirty_apply = True
+            timers["routes"] = now + self.config.route_refresh_interval
+        if now >= timers["iptables"]:
+            for table in self.tables.values():
+                table.resync()
+            self.metrics.resyncs.labels("iptables").inc()
+            self._dirty_apply = True
+            timers["iptables"] = now + self.config.iptables_refresh_interval
+        if now >= timers["ipsets"]:
+            self.ipsets.resync()
+            self.metrics.resyncs.labels("ipsets").inc()
+            self._dirty_apply = True
+            timers["ipsets"] = now + self.config.ipsets_refresh_interval
+        if now >= timers["redetect"]:
+            timers["redetect"] = now + self.config.autodetect_poll_interval
+            try:
+                res = redetect(self.store, self.config, self.nodename, netns=self.netns)
+                if res.changed:
+                    _log.info("node %s: addresses updated (IPv4 %s)", self.nodename,
+                              res.node.ipv4_address)
+            except Exception as exc:  # noqa: BLE001 - re-detection failing must not stop routing
+                _log.warning("re-detection failed: %s", exc)
+
+    # -- calculation and apply -------------------------------------------------------
+
+    def _calc_config(self) -> CalcConfig:
+        node = self._state.nodes.get(self.nodename)
+        node_ip = node.ip if node else None
+        parent = _interface_holding(node_ip, self.netns) if node_ip else None
+        if parent != self._parent:
+            _log.info("parent interface: %s (holds the node IP %s)", parent, node_ip)
+            self._parent, self._host_mtu = parent, None
+        if parent and self._host_mtu is None:
+            self._host_mtu = _link_mtu(parent, self.netns)
+        return CalcConfig(
+            host_mtu=self._host_mtu or 1460,
+            ipip_mtu=self.config.ipip_mtu or None,
+            vxlan_mtu=self.config.vxlan_mtu or None,
+            vxlan_vni=self.config.vxlan_vni,
+            vxlan_port=self.config.vxlan_port,
+            parent_interface=parent,
+        )
+
+    def _calculate_and_apply(self) -> None:
+        if self._dirty_calc:
+            calc = calculate(self._state, self.nodename, self._calc_config())
+            self.stats.calculations += 1
+            if calc.problems != self.stats.problems:
+                for problem in sorted(set(calc.problems) - set(self.stats.problems)):
+                    _log.warning("not programmed: %s", problem)
+                self.stats.problems = calc.problems
+            desired = calc.dataplane
+            self.dataplane.set_desired(desired)
+            self.ipsets.set_desired(desired.ipsets)
+            for table in self.tables.values():
+                table.set_desired(desired.chains, desired.hooks)
+            for cls, count in _count_by_class(desired).items():
+                self.metrics.routes.labels(cls).set(count)
+            self._dirty_calc = False
+            self._dirty_apply = True
+        started = self.clock()
+        results = {"ipsets": self.ipsets.apply()}
+        kernel = self.dataplane.apply()
+        results.update(kernel.results)
+        for name, table in self.tables.items():
+            results[f"iptables-{name}"] = table.apply()
+        results["ipset-deletions"] = self.ipsets.apply_deletions()
+        self.metrics.apply_seconds.observe(self.clock() - started)
+        self.stats.applies += 1
+        errors = []
+        for name, res in results.items():
+            writes = getattr(res, "mutations", None)
+            if writes is None:
+                writes = getattr(res, "writes", 0)
+            if writes:
+                self.metrics.kernel_writes.labels(name).inc(writes)
+                self.stats.kernel_writes += writes
+                self.stats.writes_by_writer[name] = self.stats.writes_by_writer.get(name, 0) + writes
+            for err in res.errors:
+                errors.append(f"{name}: {err}")
+                self.metrics.apply_errors.labels(name).inc()
+        if errors:
+            self.stats.apply_errors += 1
+            self.stats.last_error = errors[0]
+            self.metrics.last_error.set(time.time())
+            _log.warning("dataplane apply failed (%d errors; retrying in %.0fs): %s",
+                         len(errors), self._backoff, "; ".join(errors[:3]))
+            self._retry_at = self.clock() + self._backoff
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+            self.health.report("dataplane", ready=False, detail=errors[0])
+        else:
+            self._dirty_apply = False
+            self._backoff = MIN_BACKOFF
+            self.health.report("dataplane", ready=True)
+
+
+def _count_by_class(desired) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for route in desired.routes:
+        counts[route.route_class.name] = counts.get(route.route_class.name, 0) + 1
+    return counts
+
+
+def _interface_holding(ip: str, netns: str | None) -> str | None:
+    for iface in list_interfaces(netns):
+        if any(str(a.ip) == ip for a in iface.addresses):
+            return iface.name
+    return None
+
+
+def _link_mtu(name: str, netns: str | None) -> int | None:
+    argv = ["ip", "-j", "link", "show", "dev", name]
+    if netns:
+        argv[1:1] = ["-n", netns]
+    res = subprocess.run(argv, capture_output=True, text=True)
+    try:
+        return int(json.loads(res.stdout)[0]["mtu"])
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tortie-agent", description=__doc__.split("\n")[0])
+    ap.add_argument("--live", action="store_true", help="probe a running agent's liveness")
+    ap.add_argument("--ready", action="store_true", help="probe a running agent's readiness")
+    args = ap.parse_args(argv)
+    try:
+        cfg = agent_config.load()
+    except agent_config.StartupError as exc:
+        print(f"tortie-agent: {exc}", file=sys.stderr)
+        return 1
+    if args.live or args.ready:
+        ok, reason = probe("live" if args.live else "ready", cfg.health_host, cfg.health_port)
+        print(reason)
+        return 0 if ok else 1
+    logging.basicConfig(level=cfg.log_level, stream=sys.stderr,
+                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    try:
+        client = EtcdClient(load_env())
+    except DatastoreError as exc:
+        print(f"tortie-agent: {exc}", file=sys.stderr)
+        return 1
+    agent = Agent(cfg, client)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop())
+    try:
+        agent.run()
+    except agent_config.StartupError as exc:
+        _log.error("start-up failed: %s", exc)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
