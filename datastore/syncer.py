@@ -10,7 +10,8 @@ Invariants:
   * All prefixes are listed at one revision R (one consistent snapshot) and
     watched from R+1; a stream that breaks is re-watched from the last
     revision it is known to be complete to, plus one. The consumer's state is
-    kept across reconnects: no status change, no re-delivery.
+    kept across reconnects (no re-delivery); the status reads
+    WAIT_FOR_DATASTORE while disconnected and IN_SYNC again once re-watched.
   * No duplicates: an event at or below its stream's seen revision, or at or
     below the cached revision of its key, is dropped; so is a delete of a key
     the consumer never saw.
@@ -162,6 +163,7 @@ class Syncer:
                     self._pause()
                 except DatastoreError as exc:
                     _log.warning("syncer: %s; retrying in %.1fs", exc, self._backoff)
+                    self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
                     self._pause()
                 except Exception:
                     _log.exception("syncer: unexpected failure; retrying in %.1fs", self._backoff)
@@ -178,6 +180,9 @@ class Syncer:
             self._watch()
             self._need_watch = False
             self._backoff = self._retry_interval
+            if self._status is SyncStatus.WAIT_FOR_DATASTORE:
+                # Reconnected from where we left off: what was delivered is current again.
+                self._set_status(SyncStatus.IN_SYNC)
         msg = self._queue.get()
         if msg is _STOP:
             return
@@ -196,6 +201,8 @@ class Syncer:
             )
             self._cancel_watches()
             self._need_watch = True
+            # Tell consumers the datastore is gone (for readiness); they keep their state.
+            self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
             self._pause()
 
     def _pause(self) -> None:

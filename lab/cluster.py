@@ -384,6 +384,19 @@ class Lab:
         self._popens.append(p)
         return p
 
+    def start_etcd(self, member: str | int) -> None:
+        """Start a member stopped by stop_etcd again, on its kept data dir, and wait for health."""
+        if isinstance(member, int):
+            member = self.plan.etcd[member - 1].name
+        for m in self._members:
+            if m.name == member:
+                e = next(x for x in self.plan.etcd if x.name == member)
+                m.start(record=lambda pid, m=m, e=e: self._record_process(
+                    pid, "etcd", e.name, e.netns, m.argv()))
+                self._wait_etcd_healthy()
+                return
+        raise LabError(f"lab {self.name} has no etcd member {member!r} started by this process")
+
     def stop_etcd(self, member: str | int, sig: int = signal.SIGTERM) -> None:
         """Stop one etcd member (by name, e.g. "etcd2", or 1-based index), e.g. to test fail-over."""
         if isinstance(member, int):
