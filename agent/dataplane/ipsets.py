@@ -29,10 +29,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from agent.dataplane.errors import CommandError
 from agent.dataplane.iptables import ApplyResult, Runner, in_netns, run_command
 from agent.types import IPSet
 
@@ -50,22 +50,16 @@ __all__ = ["IPSetError", "IPSets", "ApplyResult", "SetState", "parse_save",
            "render_deletions"]
 
 
-class IPSetError(Exception):
-    """A failed ipset command, with what it was given and what it said."""
+class IPSetError(CommandError):
+    """A failed ipset command: argv, return code, stderr and the input line it points at."""
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str,
                  failed_line: str | None = None) -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        self.failed_line = failed_line
-        super().__init__(str(self))
+        super().__init__(argv, returncode, stderr, line=failed_line)
 
-    def __str__(self) -> str:
-        msg = f"{shlex.join(self.argv)} exited {self.returncode}: {self.stderr.strip()}"
-        if self.failed_line:
-            msg += f" (input line: {self.failed_line})"
-        return msg
+    @property
+    def failed_line(self) -> str | None:
+        return self.line
 
 
 def is_owned(name: str) -> bool:

@@ -46,6 +46,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.dataplane.errors import CommandError
 from agent.types import Chain, Hook
 
 _log = logging.getLogger(__name__)
@@ -71,22 +72,16 @@ COMMAND_TIMEOUT_S = 60.0
 LEGACY_RULES_THRESHOLD = 10
 
 
-class IptablesError(Exception):
-    """A failed iptables command, with what it was given and what it said."""
+class IptablesError(CommandError):
+    """A failed iptables command: argv, return code, stderr and the input line it points at."""
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str,
                  failed_line: str | None = None) -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        self.failed_line = failed_line
-        super().__init__(str(self))
+        super().__init__(argv, returncode, stderr, line=failed_line)
 
-    def __str__(self) -> str:
-        msg = f"{shlex.join(self.argv)} exited {self.returncode}: {self.stderr.strip()}"
-        if self.failed_line:
-            msg += f" (input line: {self.failed_line})"
-        return msg
+    @property
+    def failed_line(self) -> str | None:
+        return self.line
 
 
 @dataclass(frozen=True)
