@@ -87,6 +87,7 @@ class Agent:
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
         self._parent: str | None = None
+        self._parent_for_ip: str | None = None  # the node IP self._parent was looked up for
         self._host_mtu: int | None = None
         for name in ("datastore", "dataplane"):
             self.health.register(name)
@@ -139,28 +140,37 @@ class Agent:
         _log.info("iptables backend: %s", backend)
         self.tables = {t: IptablesTable(t, backend, self.netns) for t in TABLES}
         self.ipsets = IPSets(self.netns)
-        monitor = LinkMonitor(self.on_link, self.netns)
+        self.monitor = LinkMonitor(self.on_link, self.netns)
         syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
         try:
-            monitor.start()
+            self.monitor.start()
             syncer.start()
             self._loop()
         finally:
             syncer.stop()
-            monitor.stop()
+            self.monitor.stop()
             self.dataplane.close()
             if server:
                 server.stop()
             _log.info("agent stopped; the dataplane is left as it is")
 
+    def _resyncs(self) -> dict[str, tuple[float, Callable[[], None]]]:
+        """Periodic full re-reads of kernel state, by kind: (interval, what to call)."""
+        def tables() -> None:
+            for table in self.tables.values():
+                table.resync()
+
+        return {
+            "routes": (self.config.route_refresh_interval, self.dataplane.resync),
+            "iptables": (self.config.iptables_refresh_interval, tables),
+            "ipsets": (self.config.ipsets_refresh_interval, self.ipsets.resync),
+        }
+
     def _loop(self) -> None:
         now = self.clock()
-        timers = {
-            "routes": now + self.config.route_refresh_interval,
-            "iptables": now + self.config.iptables_refresh_interval,
-            "ipsets": now + self.config.ipsets_refresh_interval,
-            "redetect": now + self.config.autodetect_poll_interval,
-        }
+        resyncs = self._resyncs()
+        timers = {kind: now + interval for kind, (interval, _) in resyncs.items()}
+        timers["redetect"] = now + self.config.autodetect_poll_interval
         while not self._stop.is_set():
             wait = max(0.0, min(timers.values()) - self.clock())
             if self._dirty_apply and self.stats.in_sync:
@@ -168,7 +178,7 @@ class Agent:
             self._drain(wait)
             if self._stop.is_set():
                 break
-            self._run_timers(timers)
+            self._run_timers(timers, resyncs)
             if self.stats.in_sync and (self._dirty_calc or self._dirty_apply) \
                     and self.clock() >= self._retry_at:
                 self._calculate_and_apply()
@@ -194,7 +204,8 @@ class Agent:
                 _log.debug("link %s: %s", ev[1], ev[2])
                 self.dataplane.on_interface_change(ev[1])
                 if ev[1] == self._parent:
-                    self._host_mtu = None  # re-read: the parent's MTU may have changed
+                    # Its MTU or addresses may have changed: look the parent up again.
+                    self._parent_for_ip = None
                     self._dirty_calc = True
                 self._dirty_apply = True
 
@@ -211,24 +222,15 @@ class Agent:
         self.health.report("datastore", ready=in_sync,
                            detail="" if in_sync else f"datastore {status.name.lower()}")
 
-    def _run_timers(self, timers: dict[str, float]) -> None:
+    def _run_timers(self, timers: dict[str, float],
+                    resyncs: dict[str, tuple[float, Callable[[], None]]]) -> None:
         now = self.clock()
-        if now >= timers["routes"]:
-            self.dataplane.resync()
-            self.metrics.resyncs.labels("routes").inc()
-            self._dirty_apply = True
-            timers["routes"] = now + self.config.route_refresh_interval
-        if now >= timers["iptables"]:
-            for table in self.tables.values():
-                table.resync()
-            self.metrics.resyncs.labels("iptables").inc()
-            self._dirty_apply = True
-            timers["iptables"] = now + self.config.iptables_refresh_interval
-        if now >= timers["ipsets"]:
-            self.ipsets.resync()
-            self.metrics.resyncs.labels("ipsets").inc()
-            self._dirty_apply = True
-            timers["ipsets"] = now + self.config.ipsets_refresh_interval
+        for kind, (interval, resync) in resyncs.items():
+            if now >= timers[kind]:
+                resync()
+                self.metrics.resyncs.labels(kind).inc()
+                self._dirty_apply = True
+                timers[kind] = now + interval
         if now >= timers["redetect"]:
             timers["redetect"] = now + self.config.autodetect_poll_interval
             try:
@@ -244,12 +246,17 @@ class Agent:
     def _calc_config(self) -> CalcConfig:
         node = self._state.nodes.get(self.nodename)
         node_ip = node.ip if node else None
-        parent = _interface_holding(node_ip, self.netns) if node_ip else None
-        if parent != self._parent:
-            _log.info("parent interface: %s (holds the node IP %s)", parent, node_ip)
-            self._parent, self._host_mtu = parent, None
-        if parent and self._host_mtu is None:
-            self._host_mtu = _link_mtu(parent, self.netns)
+        if node_ip != self._parent_for_ip:
+            # Only when the node IP changed or the parent's link changed: not per batch.
+            parent = _interface_holding(node_ip, self.netns) if node_ip else None
+            if parent != self._parent:
+                _log.info("parent interface: %s (holds the node IP %s)", parent, node_ip)
+                if parent:
+                    self.monitor.watch(parent)
+            # A miss is not cached: the address may not be on an interface yet.
+            self._parent, self._parent_for_ip = parent, node_ip if parent else None
+            self._host_mtu = _link_mtu(parent, self.netns) if parent else None
+        parent = self._parent
         return CalcConfig(
             host_mtu=self._host_mtu or 1460,
             ipip_mtu=self.config.ipip_mtu or None,
@@ -287,9 +294,7 @@ class Agent:
         self.stats.applies += 1
         errors = []
         for name, res in results.items():
-            writes = getattr(res, "mutations", None)
-            if writes is None:
-                writes = getattr(res, "writes", 0)
+            writes = res.mutations
             if writes:
                 self.metrics.kernel_writes.labels(name).inc(writes)
                 self.stats.kernel_writes += writes

@@ -52,6 +52,19 @@ class ApplyResult:
         return self.writes + self.deletes
 
 
+# iptables-restore says "line: 3" / "line 3", ipset restore "Error in line 3".
+_INPUT_LINE_RE = re.compile(r"[Ll]ine:? (\d+)")
+
+
+def failed_input_line(stderr: str, text: str) -> str | None:
+    """The restore/batch input line an error message points at, if it names one."""
+    m = _INPUT_LINE_RE.search(stderr)
+    lines = text.splitlines()
+    if m and 0 < int(m.group(1)) <= len(lines):
+        return lines[int(m.group(1)) - 1]
+    return None
+
+
 def ip_argv(netns: str | None, *args: str) -> list[str]:
     argv = [IP]
     if netns:

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from agent.dataplane.common import ApplyResult, failed_input_line
 from agent.dataplane.errors import CommandError
-from agent.dataplane.iptables import ApplyResult, Runner, in_netns, run_command
+from agent.dataplane.iptables import Runner, in_netns, run_command
 from agent.types import IPSet
 
 _log = logging.getLogger(__name__)
@@ -273,17 +273,6 @@ def render_deletions(names: Sequence[str]) -> str:
     return "".join(f"destroy {n}\n" for n in names)
 
 
-_LINE_RE = re.compile(r"[Ll]ine (\d+)")
-
-
-def failed_input_line(stderr: str, text: str) -> str | None:
-    m = _LINE_RE.search(stderr)
-    lines = text.splitlines()
-    if m and 0 < int(m.group(1)) <= len(lines):
-        return lines[int(m.group(1)) - 1]
-    return None
-
-
 # --- the writer ----------------------------------------------------------------------------
 
 
@@ -356,8 +345,8 @@ class IPSets:
         except IPSetError as exc:
             _log.error("ipset: %s", exc)
             self._kernel = None
-            return ApplyResult(writes, (exc,))
-        return ApplyResult(writes)
+            return ApplyResult(writes=writes, errors=(exc,))
+        return ApplyResult(writes=writes)
 
     def apply_deletions(self) -> ApplyResult:
         """Destroy our sets that are no longer desired (call after iptables dropped references).
@@ -369,7 +358,7 @@ class IPSets:
             kernel = self._kernel_view()
         except IPSetError as exc:
             self._kernel = None
-            return ApplyResult(0, (exc,))
+            return ApplyResult(errors=(exc,))
         names = plan_deletions(self._desired, kernel)
         if not names:
             return ApplyResult()
@@ -382,7 +371,7 @@ class IPSets:
         else:
             for n in names:
                 kernel.pop(n, None)
-            return ApplyResult(1)
+            return ApplyResult(writes=1)
         # ipset restore stops at the first failing line: find out what is left
         # and try each set on its own.
         writes, errors = 1, []
@@ -400,7 +389,7 @@ class IPSets:
         except IPSetError as exc:
             self._kernel = None
             errors.append(exc)
-        return ApplyResult(writes, tuple(errors))
+        return ApplyResult(writes=writes, errors=tuple(errors))
 
     def _log_change(self, c: SetChange, have: SetState | None) -> None:
         if c.how == "create":

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.dataplane.common import ApplyResult, failed_input_line
 from agent.dataplane.errors import CommandError
 from agent.types import Chain, Hook
 
@@ -82,18 +82,6 @@ class IptablesError(CommandError):
     @property
     def failed_line(self) -> str | None:
         return self.line
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What one apply did: kernel write commands run, and the errors met (none: converged)."""
-
-    writes: int = 0
-    errors: tuple[Exception, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 Runner = Callable[[Sequence[str], str | None], subprocess.CompletedProcess[str]]
@@ -403,18 +391,6 @@ def scratch_inputs(table: str, chains: Mapping[str, Sequence[str]],
     return "\n".join(ipset_lines) + ("\n" if ipset_lines else ""), "\n".join(out) + "\n"
 
 
-_LINE_RE = re.compile(r"line:? (\d+)")
-
-
-def failed_input_line(stderr: str, text: str) -> str | None:
-    """The restore input line an error message points at, if it names one."""
-    m = _LINE_RE.search(stderr)
-    lines = text.splitlines()
-    if m and 0 < int(m.group(1)) <= len(lines):
-        return lines[int(m.group(1)) - 1]
-    return None
-
-
 # --- the writer ----------------------------------------------------------------------------
 
 
@@ -520,9 +496,9 @@ class IptablesTable:
         except IptablesError as exc:
             _log.error("iptables %s: %s", self.table, exc)
             self._kernel = None
-            return ApplyResult(writes, (exc,))
+            return ApplyResult(writes=writes, errors=(exc,))
         self._prune_canon()
-        return ApplyResult(writes)
+        return ApplyResult(writes=writes)
 
     def read_kernel(self) -> TableState:
         """The table as the kernel has it now (for tests and diagnostics)."""
