@@ -16,13 +16,12 @@ import yaml
 
 from datastore.errors import (
     DatastoreError,
-    FieldError,
     ResourceAlreadyExists,
     ResourceDoesNotExist,
     ValidationError,
 )
 from datastore.resources import BGPConfiguration, IPPool, ObjectMeta, Resource, kind_for
-from datastore.resources.ippool import find_overlap
+from datastore.resources.ippool import find_overlap, immutable_changes
 from datastore.store import ResourceStore
 
 from .common import CtlFailure
@@ -59,13 +58,9 @@ def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
                 continue
             raise ResourceDoesNotExist(res.kind_name, res.name)
         if verb in ("apply", "replace") and isinstance(res, IPPool) and isinstance(current, IPPool):
-            if res.spec.cidr != current.spec.cidr:
-                raise ValidationError(fields=[FieldError("IPPool.Spec.CIDR", res.spec.cidr,
-                                                         "IPPool CIDR cannot be modified")])
-            if res.spec.blockSize != current.spec.blockSize:
-                raise ValidationError(fields=[FieldError(
-                    "IPPool.Spec.BlockSize", res.spec.blockSize,
-                    "IPPool BlockSize cannot be modified")])
+            changes = immutable_changes(res, current)
+            if changes:
+                raise ValidationError(fields=changes)
         todo.append(res)
     if verb != "delete":
         _check_pool_overlaps(store, [r for r in todo if isinstance(r, IPPool)])

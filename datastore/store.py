@@ -16,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -29,10 +28,10 @@ from .errors import (
     UpdateConflict,
     ValidationError,
 )
-from .etcd import Compare, EtcdClient, KeyConflict, KeyExists, KeyMissing, KeyValue, Op
+from .etcd import Compare, EtcdClient, KeyConflict, KeyMissing, KeyValue, Op
 from .keys import resource_key, resource_prefix
 from .resources import IPAMConfiguration, IPPool, Resource, parse_document
-from .resources.ippool import find_overlap
+from .resources.ippool import find_overlap, immutable_changes
 
 _log = logging.getLogger(__name__)
 
@@ -224,12 +223,7 @@ class ResourceStore:
         """Re-validate (the model may have been built in code) plus stored-state rules."""
         errs = res.validate_semantics()
         if isinstance(res, IPPool) and isinstance(current, IPPool):
-            if res.spec.cidr != current.spec.cidr:
-                errs.append(FieldError("IPPool.Spec.CIDR", res.spec.cidr,
-                                       "IPPool CIDR cannot be modified"))
-            if res.spec.blockSize != current.spec.blockSize:
-                errs.append(FieldError("IPPool.Spec.BlockSize", res.spec.blockSize,
-                                       "IPPool BlockSize cannot be modified"))
+            errs += immutable_changes(res, current)
         if errs:
             raise ValidationError(fields=errs)
 
@@ -256,9 +250,3 @@ def _merge_patch(target: Any, patch: Any) -> Any:
             result[k] = _merge_patch(result.get(k), v)
     return result
 
-
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, separators=(",", ":"))
-
-
-__all__ = ["ResourceStore", "KeyExists"]

@@ -125,6 +125,17 @@ class IPPool(Resource):
         return errs
 
 
+def immutable_changes(new: IPPool, current: IPPool) -> list[FieldError]:
+    """Changes an update may not make to a stored pool (CIDR, blockSize). Pure."""
+    errs = []
+    if new.spec.cidr != current.spec.cidr:
+        errs.append(FieldError("IPPool.Spec.CIDR", new.spec.cidr, "IPPool CIDR cannot be modified"))
+    if new.spec.blockSize != current.spec.blockSize:
+        errs.append(FieldError("IPPool.Spec.BlockSize", new.spec.blockSize,
+                               "IPPool BlockSize cannot be modified"))
+    return errs
+
+
 def find_overlap(pool: IPPool, others: Iterable[IPPool]) -> FieldError | None:
     """The first pool among `others` (other names) whose CIDR overlaps `pool`'s. Pure."""
     net = pool.spec.network
