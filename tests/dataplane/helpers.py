@@ -29,6 +29,15 @@ def sh(ns: str, *args: str, check: bool = True) -> str:
     return res.stdout
 
 
+def ns_exec(ns: str, *argv: str, input: str | None = None, check: bool = True) -> str:
+    """Run any command inside `ns` (`ip netns exec`); its stdout."""
+    res = subprocess.run(["ip", "netns", "exec", ns, *argv], input=input,
+                         capture_output=True, text=True, check=False)
+    if check:
+        assert res.returncode == 0, f"{argv}: {res.stderr}"
+    return res.stdout
+
+
 def routes(ns: str, *filters: str) -> list[str]:
     """`ip route show` lines, whitespace-normalised."""
     return [" ".join(line.split()) for line in sh(ns, "route", "show", *filters).splitlines()]

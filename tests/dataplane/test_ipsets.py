@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from agent.dataplane.ipsets import IPSetError, IPSets
 from agent.dataplane.iptables import run_command
 from agent.types import IPSet
+from tests.dataplane.helpers import ns_exec
 
 pytestmark = pytest.mark.root
 
@@ -31,16 +31,9 @@ def need_root(*binaries: str) -> None:
             pytest.skip(f"{b} not installed")
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A fresh network namespace, removed (with its sets) whatever happens."""
-    need_root()
-    name = "ti" + uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+@pytest.fixture(autouse=True)
+def _needs() -> None:
+    need_root()  # the namespace itself comes from conftest's `netns` fixture
 
 
 @pytest.fixture
@@ -52,12 +45,7 @@ def iptables() -> str:
     pytest.skip("no iptables binary installed")
 
 
-def sh(ns: str, *argv: str, input: str | None = None, check: bool = True) -> str:
-    res = subprocess.run(["ip", "netns", "exec", ns, *argv], input=input,
-                         capture_output=True, text=True, check=False)
-    if check:
-        assert res.returncode == 0, f"{argv}: {res.stderr}"
-    return res.stdout
+sh = ns_exec
 
 
 def members(ns: str, name: str) -> list[str]:
