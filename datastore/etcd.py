@@ -355,7 +355,7 @@ class EtcdClient:
         ok, responses, rev = self._txn(
             [_RawCompare(c) for c in compare], ops(success), ops(failure)
         )
-        gets = [[_kv(meta._kv) for _, meta in r] for r in responses if isinstance(r, list)]
+        gets = [r for r in responses if isinstance(r, list)]
         return ok, gets, rev
 
     def _txn(
@@ -380,7 +380,7 @@ class EtcdClient:
             for r in resp.responses:
                 which = r.WhichOneof("response")
                 if which == "response_range":
-                    out.append([(kv.value, _Meta(kv)) for kv in r.response_range.kvs])
+                    out.append([_kv(kv) for kv in r.response_range.kvs])
                 else:
                     out.append(r)
             return resp.succeeded, out, resp.header.revision
@@ -470,15 +470,10 @@ class EtcdClient:
         self.close()
 
 
-class _Meta:
-    def __init__(self, kv: object) -> None:
-        self._kv = kv
-
-
 def _first_kv(responses: list[object]) -> KeyValue | None:
     for r in responses:
         if isinstance(r, list):
-            return _kv(r[0][1]._kv) if r else None
+            return r[0] if r else None
     return None
 
 
