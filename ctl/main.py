@@ -80,13 +80,9 @@ def version(obj: CtlContext) -> None:
 
 
 def _register() -> None:
-    from . import crud
+    from . import crud, ipam
 
     crud.register(cli)
-    try:
-        from . import ipam  # added by the IPAM work; optional until then
-    except ImportError:
-        return
     ipam.register(cli)
 
 
