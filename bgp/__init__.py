@@ -1,0 +1,1 @@
+"""BGP: peering plan from the datastore, ExaBGP sidecar, RIB, route reflection, status."""
