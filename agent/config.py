@@ -156,6 +156,13 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _hold_time(text: str) -> int:
+    value = _int_in(0, 65535)(text)
+    if value in (1, 2):
+        raise _Invalid("a hold time must be 0 or at least 3 seconds (RFC 4271)")
+    return value
+
+
 def _mtu(text: str) -> int:
     value = _int_in(0, 65535)(text)
     if 0 < value < 68:
@@ -283,6 +290,16 @@ SETTINGS: tuple[Setting, ...] = (
             "bird or exabgp: BGP networking (tortie's speaker is ExaBGP; `bird` is accepted so "
             "Calico manifests work unchanged). vxlan: no BGP, VXLAN only. none: policy only, "
             "the node's IP and AS are not configured.", _one_of(NETWORKING_BACKENDS)),
+    Setting("TORTIE_BGP_SIDECAR", "bgp_sidecar", "bool", False, "false",
+            "With BGP networking: true when a separate `tortie-bgp` process (the chart's "
+            "sidecar container) runs the BGP side; the agent then follows its learned routes "
+            "over the control socket instead of running ExaBGP itself.", parse_bool),
+    Setting("TORTIE_BGP_HOLD_TIME", "bgp_hold_time", "seconds", 240, "240",
+            "BGP hold time of mesh sessions and of BGPPeers without keepaliveTime (BIRD's "
+            "default, which Calico inherits; 0 or at least 3).", _hold_time),
+    Setting("TORTIE_RUN_DIR", "run_dir", "path", "/var/run/tortie", "/var/run/tortie",
+            "Where the agent keeps runtime files: ExaBGP's configuration and log under "
+            "bgp/<node name>/.", _string),
     Setting("DISABLE_NODE_IP_CHECK", "disable_node_ip_check", "bool", False, "false",
             "Skip the check that no other Node uses this node's address.", parse_bool),
     Setting("CALICO_K8S_NODE_REF", "k8s_node_ref", "string", None, "(unset)",
@@ -334,6 +351,9 @@ class AgentConfig:
     autodetect_poll_interval: float = 60.0
     as_number: int | None = None
     networking_backend: str = "bird"
+    bgp_sidecar: bool = False
+    bgp_hold_time: int = 240
+    run_dir: str = "/var/run/tortie"
     disable_node_ip_check: bool = False
     k8s_node_ref: str | None = None
     health_enabled: bool = False

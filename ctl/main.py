@@ -80,10 +80,11 @@ def version(obj: CtlContext) -> None:
 
 
 def _register() -> None:
-    from . import crud, ipam
+    from . import crud, ipam, node
 
     crud.register(cli)
     ipam.register(cli)
+    node.register(cli)
 
 
 _register()
