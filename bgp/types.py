@@ -137,7 +137,8 @@ class PeerPlan:
     peer_port: int = DEFAULT_PORT
     local_address: str | None = None  # sourceAddress UseNodeIP: the node's IPv4
     passive: bool = False  # wait for the peer to connect
-    password: str | None = None  # resolved clear text; lives only in memory and the conf file
+    # Resolved clear text; lives only in memory and the conf file, never in a log line.
+    password: str | None = field(default=None, repr=False)
     hold_time: int = DEFAULT_HOLD_TIME
     restart_time: int | None = None  # graceful-restart time to advertise; None: 120 s
     ttl_security: int | None = None  # GTSM hop count
@@ -159,7 +160,7 @@ class NodePlan:
     node_ip: str  # the node's IPv4: next hop self for the routes it originates
     router_id: str
     local_as: int
-    listen_address: str | None
+    listen_address: str | None  # always the node IP (Calico's bindMode NodeIP, always)
     listen_port: int = DEFAULT_PORT
     cluster_id: str | None = None  # routeReflectorClusterID: this node is a reflector
     peers: tuple[PeerPlan, ...] = ()  # sorted by name
