@@ -17,3 +17,4 @@ bench: setup
 	.venv/bin/python bench/datastore.py
 	.venv/bin/python bench/ipam.py
 	.venv/bin/python bench/routes.py
+	.venv/bin/python bench/bgp.py

@@ -2,7 +2,8 @@
 
 Modules: topology (names and addresses, pure), cluster (the Lab class: up,
 down, exec), state (the state file), netns (iproute2 wrappers), procs
-(PID + start-time bookkeeping), etcd (etcd members), cli (`tortie-lab`).
+(PID + start-time bookkeeping), etcd (etcd members), routers (BIRD and FRR in lab
+namespaces), cli (`tortie-lab`).
 See docs/lab.md.
 """
 

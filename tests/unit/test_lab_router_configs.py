@@ -1,0 +1,63 @@
+"""lab.routers config helpers: pure text; BIRD's own parser (`bird -p`) accepts what they render."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.routers import bird_peer, bird_proto_name, bird_route_reflector, frr_tor
+
+
+def bird_parses(text: str, tmp_path: Path) -> None:
+    if not shutil.which("bird"):
+        pytest.skip("BIRD not installed (apt package bird2)")
+    conf = tmp_path / "bird.conf"
+    conf.write_text(text)
+    res = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr + "\n" + text
+
+
+def test_bird_peer_generator(tmp_path: Path) -> None:
+    text = bird_peer("10.1.1.1", 65000, [("10.1.1.11", 64512, "10.1.1.1")],
+                     ["172.16.0.0/26", "192.0.2.0/24 via 10.1.1.11"], disabled=True)
+    bird_parses(text, tmp_path)
+    assert "route 172.16.0.0/26 blackhole;" in text
+    assert "route 192.0.2.0/24 via 10.1.1.11;" in text
+    assert "disabled;" in text and "protocol kernel" not in text
+    assert f"protocol bgp {bird_proto_name('10.1.1.11')} from peer" in text
+
+
+def test_bird_peer_receiver_installs_only_bgp_routes(tmp_path: Path) -> None:
+    text = bird_peer("10.1.1.11", 64512, [("10.1.1.1", 65000, "10.1.1.11")],
+                     install_learned=True, password="s3cret", multihop=True)
+    bird_parses(text, tmp_path)
+    assert "export where source = RTS_BGP;" in text.split("protocol kernel", 1)[1]
+    assert 'password "s3cret";' in text and "multihop;" in text
+
+
+def test_bird_route_reflector(tmp_path: Path) -> None:
+    text = bird_route_reflector("10.1.1.1", 64512, [("10.1.1.11", "10.1.1.1"),
+                                                    ("10.1.2.11", "10.1.2.1")],
+                                cluster_id="1.1.1.1", hold_time=9, password="pw")
+    bird_parses(text, tmp_path)
+    assert "rr client;" in text and "rr cluster id 1.1.1.1;" in text
+    assert "export where source = RTS_BGP;" in text and "multihop;" in text
+    assert "neighbor 10.1.2.11 as 64512; source address 10.1.2.1;" in text
+
+
+def test_bird_rejects_quotes_in_passwords() -> None:
+    with pytest.raises(ValueError):
+        bird_peer("10.1.1.1", 1, [], password='a"b')
+
+
+def test_frr_tor() -> None:
+    text = frr_tor("10.1.1.11", 65001, [("10.1.1.1", 65000), ("10.1.1.12", 65001)],
+                   ["198.51.100.0/24"], hold_time=9, password="pw")
+    assert "router bgp 65001" in text and " no bgp ebgp-requires-policy" in text
+    assert " timers bgp 3 9" in text and "  network 198.51.100.0/24" in text
+    assert " neighbor 10.1.1.1 ebgp-multihop 255" in text
+    assert "neighbor 10.1.1.12 ebgp-multihop" not in text  # iBGP: no TTL games
+    assert " neighbor 10.1.1.12 password pw" in text
