@@ -13,6 +13,10 @@ Invariants:
   * with etcd unreachable the kernel stays exactly as it is, readiness turns
     false and the syncer reconnects with backoff;
   * SIGTERM stops the loop and leaves routes, devices and rules in place.
+BGP (CALICO_NETWORKING_BACKEND bird or exabgp): the BGP side runs in-process
+(bgp.daemon) or, with TORTIE_BGP_SIDECAR, in a separate `tortie-bgp` whose
+control socket the agent follows. Either way its best paths arrive on the
+queue and become the ClusterState's learned routes.
 Apply order (Felix's): ipsets create/update -> devices, neighbours, routes ->
 iptables tables -> ipset deletions.
 """
@@ -30,16 +34,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent import config as agent_config
 from agent.autodetect import list_interfaces
-from agent.calc import CalcConfig, ClusterState, calculate
+from agent.calc import CalcConfig, ClusterState, LearnedRoute, calculate
 from agent.dataplane.driver import KernelDataplane
 from agent.dataplane.ipsets import IPSets
 from agent.dataplane.iptables import IptablesTable, detect_backend
 from agent.dataplane.monitor import LinkMonitor
 from agent.health import HealthAggregator, HealthServer, Metrics, probe
 from agent.startup import StartupResult, redetect, run_startup
+from bgp.control import DEFAULT_NAME as BGP_CONTROL_NAME
+from bgp.control import follow_routes
+from bgp.daemon import BGPDaemon
 from datastore.config import load_env
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
@@ -118,6 +126,9 @@ class Agent:
     def on_updates(self, updates: list[Update]) -> None:
         self._events.put(("updates", updates))
 
+    def on_learned(self, routes: list[tuple[str, str, str]]) -> None:
+        self._events.put(("learned", routes))
+
     def on_link(self, name: str, event: str) -> None:
         self._events.put(("link", name, event))
 
@@ -142,17 +153,35 @@ class Agent:
         self.ipsets = IPSets(self.netns)
         self.monitor = LinkMonitor(self.on_link, self.netns)
         syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
+        stop_bgp = self._start_bgp()
         try:
             self.monitor.start()
             syncer.start()
             self._loop()
         finally:
+            stop_bgp()
             syncer.stop()
             self.monitor.stop()
             self.dataplane.close()
             if server:
                 server.stop()
             _log.info("agent stopped; the dataplane is left as it is")
+
+    def _start_bgp(self) -> Callable[[], None]:
+        """Start the BGP side (or follow the sidecar's); returns how to stop it."""
+        if not self.config.bgp_enabled or self.netns is not None:
+            return lambda: None
+        if self.config.bgp_sidecar:
+            _log.info("BGP runs in the tortie-bgp sidecar: following its learned routes")
+            stop = threading.Event()
+            threading.Thread(target=follow_routes, args=(BGP_CONTROL_NAME, self.on_learned, stop),
+                             name="bgp-follow", daemon=True).start()
+            return stop.set
+        daemon = BGPDaemon(self.client, self.nodename,
+                           workdir=Path(self.config.run_dir) / "bgp" / self.nodename,
+                           on_routes=self.on_learned, hold_time=self.config.bgp_hold_time)
+        daemon.start()
+        return daemon.stop
 
     def _resyncs(self) -> dict[str, tuple[float, Callable[[], None]]]:
         """Periodic full re-reads of kernel state, by kind: (interval, what to call)."""
@@ -200,6 +229,9 @@ class Agent:
                     self._dirty_calc = True
             elif kind == "status":
                 self._on_sync_status(ev[1])
+            elif kind == "learned":
+                if self._state.set_learned_routes(LearnedRoute(*r) for r in ev[1]):
+                    self._dirty_calc = True
             elif kind == "link":
                 _log.debug("link %s: %s", ev[1], ev[2])
                 self.dataplane.on_interface_change(ev[1])

@@ -81,6 +81,9 @@ def _neighbor(peer: PeerPlan, router_id: str, process_name: str) -> list[str]:
         "    neighbor-changes;",
         "    receive {", "        parsed;", "        update;", "        open;",
         "        notification;", "    }",
+        # The NOTIFICATIONs we send (hold timer expired, ...): a session closed by one
+        # is not a graceful restart, so the daemon must hear of it.
+        "    send {", "        parsed;", "        notification;", "    }",
         "}",
     ]
     return [f"neighbor {peer.peer_ip} {{", *("    " + line for line in body), "}"]

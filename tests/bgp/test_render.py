@@ -67,6 +67,10 @@ neighbor 10.0.0.2 {{
             open;
             notification;
         }}
+        send {{
+            parsed;
+            notification;
+        }}
     }}
 }}
 """
@@ -182,7 +186,7 @@ print(json.dumps(out))
 """
 
 API_FLAGS = ["neighbor-changes", "processes", "receive-notification", "receive-open",
-             "receive-parsed", "receive-update"]
+             "receive-parsed", "receive-update", "send-notification", "send-parsed"]
 
 
 def exabgp_validate(path: Path) -> None:

@@ -1,0 +1,383 @@
+"""The BGP side of a node: datastore in, ExaBGP sessions, best paths out.
+
+`BGPDaemon` runs in `tortie-agent` (CALICO_NETWORKING_BACKEND `bird`, Calico's
+default, or `exabgp`) or alone as `tortie-bgp` (the chart's sidecar, whose
+agent then follows the routes over the control socket).
+
+Threads: the syncer, the speaker's reader and the control server only put
+events on a queue; one loop thread owns the view, the plan, the RIB, the
+adj-RIB-out and the status book.
+
+Invariants:
+  * nothing is configured or announced before the syncer's first IN_SYNC;
+  * ExaBGP is reconfigured only when the plan changes (equal plans render
+    equal text), and a reload leaves unchanged sessions alone;
+  * each route change is sent to ExaBGP once (ExaBGP keeps its adj-RIB-out
+    across session flaps); everything is re-sent only to a new ExaBGP process;
+  * when a session drops without a NOTIFICATION and the peer advertised
+    graceful restart, its routes stay (stale) until it sends End-of-RIB after
+    coming back or its restart time passes; otherwise they go at once;
+  * when ExaBGP itself dies, the routes learned so far are kept as stale (the
+    kernel keeps forwarding, as BIRD's `persist` does) while it restarts;
+  * the best paths handed out change only when some prefix's best path did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from datastore.errors import DatastoreError
+from datastore.etcd import EtcdClient
+from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
+from datastore.syncer import Syncer, SyncStatus, Update
+
+from .control import DEFAULT_NAME, ControlServer, Route
+from .export import ExportPolicy, diff, pool_exporter
+from .plan import plan_node
+from .render import render_config, speaker_env
+from .rib import Rib
+from .secrets import SecretsDir
+from .speaker import ExaBGPSpeaker
+from .status import PeerStatusBook, status_key
+from .types import (
+    DEFAULT_HOLD_TIME,
+    EndOfRib,
+    NeighborTable,
+    NodePlan,
+    OutRoute,
+    PeerNotification,
+    PeerOpen,
+    PeerState,
+    RouteUpdate,
+    SpeakerStarted,
+    SpeakerStopped,
+)
+
+_log = logging.getLogger(__name__)
+
+NEIGHBOR_POLL = 2.0  # seconds between `show neighbor json` polls (status only)
+STATUS_REFRESH = 10.0  # the etcd copy is rewritten at least this often while anything runs
+STATUS_MIN_GAP = 1.0  # and at most this often
+
+
+class BGPDaemon:
+    def __init__(self, client: EtcdClient, nodename: str, *, workdir: Path,
+                 on_routes: Callable[[list[Route]], None] | None = None,
+                 control_name: str | None = DEFAULT_NAME,
+                 hold_time: int = DEFAULT_HOLD_TIME,
+                 password_for: Callable | None = None,
+                 publish_status: bool = True,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        from .view import BGPView
+
+        self.client = client
+        self.nodename = nodename
+        self.workdir = workdir
+        self.on_routes = on_routes
+        self.hold_time = hold_time
+        self.password_for = password_for or SecretsDir.from_env()
+        self.publish_status = publish_status
+        self.clock, self.wall = clock, wall
+        self.view = BGPView(nodename)
+        self.book = PeerStatusBook()
+        self.plan: NodePlan | None = None
+        self.rib: Rib | None = None
+        self.in_sync = False
+        self.speaker = ExaBGPSpeaker(workdir, self._events_put)
+        self.control = ControlServer(control_name, self.status) if control_name else None
+        self._events: queue.Queue[tuple] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._view_dirty = True
+        self._routes_dirty = True
+        # Export is patched per changed prefix; these force the next pass to rebuild it.
+        self._full_export = True
+        self._changed: set[str] = set()
+        self._policy: ExportPolicy | None = None
+        self._local: set[str] = set()
+        self._sent: dict[str, dict[str, OutRoute]] = {}  # adj-RIB-out as sent to ExaBGP
+        self._opens: dict[str, PeerOpen] = {}
+        self._notified: set[str] = set()  # peers whose session is closing with a NOTIFICATION
+        self._best_sent: list[Route] | None = None
+        self._status_lock = threading.Lock()
+        self._status_doc: dict = {}
+        self._status_dirty = True
+        self._status_written = -1e9
+        self._announced_count = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _events_put(self, event: object) -> None:
+        self._events.put(("speaker", event))
+
+    def on_status(self, status: SyncStatus) -> None:
+        self._events.put(("sync", status))
+
+    def on_updates(self, updates: list[Update]) -> None:
+        self._events.put(("updates", updates))
+
+    def start(self) -> BGPDaemon:
+        self._thread = threading.Thread(target=self.run, name="bgp", daemon=True)
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler)."""
+        self._stop.set()
+        self._events.put(("stop",))
+
+    def stop(self) -> None:
+        self.request_stop()
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join(timeout=15)
+
+    def run(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
+        if self.control:
+            self.control.start()
+        syncer.start()
+        try:
+            self._loop()
+        finally:
+            syncer.stop()
+            self.speaker.stop()
+            if self.control:
+                self.control.close()
+            self._delete_status()
+            _log.info("BGP stopped")
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_poll = self.clock()
+        while not self._stop.is_set():
+            now = self.clock()
+            deadlines = [next_poll, self._status_written + STATUS_REFRESH]
+            if self.rib and self.rib.next_deadline() is not None:
+                deadlines.append(self.rib.next_deadline())
+            self._drain(max(0.0, min(deadlines) - now))
+            if self._stop.is_set():
+                return
+            now = self.clock()
+            if self.rib:
+                self._rib_changed(self.rib.sweep(now))
+            if self.in_sync and self._view_dirty:
+                self._replan()
+            if self.plan and self._routes_dirty:
+                self._update_routes()
+            if now >= next_poll:
+                next_poll = now + NEIGHBOR_POLL
+                if self.plan and self.book.speaker_running:
+                    self.speaker.request_neighbors()
+            self._refresh_status(now)
+
+    def _drain(self, wait: float) -> None:
+        try:
+            events = [self._events.get(timeout=wait)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        for ev in events:
+            if ev[0] == "updates":
+                self._view_dirty |= self.view.apply(ev[1])
+            elif ev[0] == "sync":
+                if ev[1] is SyncStatus.IN_SYNC and not self.in_sync:
+                    _log.info("datastore in sync: configuring BGP")
+                    self.in_sync = True
+            elif ev[0] == "speaker":
+                self._on_speaker(ev[1])
+
+    # -- datastore -> plan -> ExaBGP ------------------------------------------------------
+
+    def _replan(self) -> None:
+        self._view_dirty = False
+        self._routes_dirty = self._full_export = True
+        plan = plan_node(self.nodename, self.view.nodes, self.view.peers.values(),
+                         self.view.configs, password_for=self.password_for,
+                         hold_time=self.hold_time)
+        if plan == self.plan:
+            return
+        previous = self.plan
+        for problem in sorted(set(plan.problems if plan else ()) -
+                              set(self.plan.problems if self.plan else ())):
+            _log.warning("BGP peering left out: %s", problem)
+        self.plan = plan
+        self.book.set_plan(plan, self.wall())
+        self._status_dirty = True
+        if plan is None:
+            _log.warning("node %s has no IPv4 address in the datastore: BGP is idle",
+                         self.nodename)
+            self.speaker.stop()
+            self._sent.clear()
+            return
+        if self.rib is None:
+            self.rib = Rib(plan.router_id, plan.cluster_id, plan.local_as)
+        else:
+            self.rib.set_identity(plan.router_id, plan.cluster_id, plan.local_as)
+        _log.info("BGP plan: router id %s, AS %s, %d peers%s", plan.router_id, plan.local_as,
+                  len(plan.peers), f", reflector for cluster {plan.cluster_id}"
+                  if plan.cluster_id else "")
+        # Peers that went away, or whose identity changed (ExaBGP then starts them with an
+        # empty adj-RIB-out): forget what was sent to them and what they sent us.
+        old = {p.peer_ip: _identity(p, previous) for p in previous.peers} if previous else {}
+        configured = {p.peer_ip: _identity(p, plan) for p in plan.peers}
+        for ip in list(self._sent):
+            if ip not in configured or old.get(ip) != configured[ip]:
+                del self._sent[ip]
+        for ip in self.rib.peers():
+            if ip not in configured:
+                self.rib.peer_down(ip, self.clock(), graceful=False)
+        self.speaker.configure(render_config(plan, self.speaker.api_argv()), speaker_env(plan))
+
+    def _update_routes(self) -> None:
+        self._routes_dirty = False
+        plan, rib = self.plan, self.rib
+        assert plan is not None and rib is not None
+        if self.book.speaker_running:
+            if self._full_export or self._policy is None:
+                exportable = pool_exporter(self.view.pool_export_rules())
+                self._local = {p for p in self.view.local_prefixes() if exportable(p)}
+                self._policy = ExportPolicy(plan, exportable, rib.router_ids())
+                desired = self._policy.routes_out(self._local, rib.best_paths())
+                announce, withdraw = diff(self._sent, desired)
+                self._sent = desired
+            else:
+                announce, withdraw = self._policy.patch(self._sent, self._changed, self._local,
+                                                        rib.best_paths())
+            self._full_export = False
+            self._changed = set()
+            for peer, prefixes in withdraw.items():
+                self.speaker.withdraw(peer, prefixes)
+            for peer, routes in announce.items():
+                self.speaker.announce(peer, routes)
+        self.book.set_counts({p.peer_ip: (rib.received_count(p.peer_ip),
+                                          len(self._sent.get(p.peer_ip, ())))
+                              for p in plan.peers})
+        self._status_dirty = True
+        best = sorted((prefix, path.attrs.next_hop, path.peer)
+                      for prefix, path in rib.best_paths().items())
+        if best != self._best_sent:
+            self._best_sent = best
+            if self.on_routes:
+                self.on_routes(best)
+            if self.control:
+                self.control.publish_routes(best)
+
+    def _rib_changed(self, prefixes: set[str]) -> None:
+        if prefixes:
+            self._changed |= prefixes
+            self._routes_dirty = True
+
+    # -- ExaBGP events --------------------------------------------------------------------
+
+    def _on_speaker(self, ev: object) -> None:
+        now, wall = self.clock(), self.wall()
+        rib = self.rib
+        if isinstance(ev, RouteUpdate):
+            if rib:
+                self._rib_changed(rib.update(ev.peer, ev.announced, ev.withdrawn))
+            self._status_dirty = True
+        elif isinstance(ev, PeerState):
+            self.book.on_state(ev, wall)
+            self._status_dirty = True
+            if ev.state == "up" and rib:
+                self._peer_up(ev.peer)
+            elif ev.state == "down" and rib:
+                graceful = ev.peer not in self._notified
+                self._notified.discard(ev.peer)
+                _log.info("BGP session with %s down (%s)%s", ev.peer, ev.reason or "no reason",
+                          "; keeping its routes while it restarts" if graceful else "")
+                self._rib_changed(rib.peer_down(ev.peer, now, graceful=graceful))
+        elif isinstance(ev, PeerOpen):
+            self._opens[ev.peer] = ev
+        elif isinstance(ev, EndOfRib):
+            if rib:
+                self._rib_changed(rib.end_of_rib(ev.peer))
+        elif isinstance(ev, PeerNotification):
+            self._notified.add(ev.peer)
+            self.book.on_notification(ev)
+            self._status_dirty = True
+        elif isinstance(ev, NeighborTable):
+            self.book.on_table(ev, wall)
+            self._status_dirty = True
+        elif isinstance(ev, SpeakerStarted):
+            _log.info("ExaBGP running (generation %d): announcing everything", ev.generation)
+            self.book.on_speaker(True, wall)
+            self._sent = {}
+            self._routes_dirty = self._full_export = True
+            self._status_dirty = True
+        elif isinstance(ev, SpeakerStopped):
+            _log.warning("ExaBGP stopped (%s); keeping learned routes while it restarts",
+                         ev.reason)
+            self.book.on_speaker(False, wall, ev.reason)
+            self._status_dirty = True
+            if rib:
+                for peer in rib.peers():
+                    self._rib_changed(rib.peer_down(peer, now, graceful=True))
+
+    def _peer_up(self, peer: str) -> None:
+        assert self.rib is not None and self.plan is not None
+        opened = self._opens.get(peer)
+        spec = next((p for p in self.plan.peers if p.peer_ip == peer), None)
+        if spec is None:
+            return
+        self._rib_changed(self.rib.peer_up(
+            peer, router_id=opened.router_id if opened else peer,
+            peer_as=opened.asn if opened else spec.peer_as, local_as=spec.local_as,
+            restart_time=opened.restart_time if opened else None))
+        self._routes_dirty = self._full_export = True  # its router id joins the export policy
+        self._notified.discard(peer)
+        _log.info("BGP session with %s (%s) established", peer, spec.name)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """The latest status document (called from the control server's threads)."""
+        with self._status_lock:
+            return self._status_doc
+
+    def _refresh_status(self, now: float) -> None:
+        if not self._status_dirty and now < self._status_written + STATUS_REFRESH:
+            return
+        doc = self.book.snapshot(self.nodename, self.wall())
+        with self._status_lock:
+            self._status_doc = doc
+        if now < self._status_written + STATUS_MIN_GAP and self._status_dirty:
+            return  # the etcd copy follows within STATUS_MIN_GAP
+        self._status_dirty = False
+        self._status_written = now
+        if self.publish_status and self.in_sync:
+            try:
+                self.client.put(status_key(self.nodename), json.dumps(doc).encode())
+            except DatastoreError as exc:
+                _log.debug("BGP status not published: %s", exc)
+
+    def _delete_status(self) -> None:
+        if self.publish_status:
+            try:
+                self.client.delete(status_key(self.nodename))
+            except DatastoreError:
+                pass
+
+
+def default_workdir(nodename: str) -> Path:
+    base = Path(os.environ.get("TORTIE_RUN_DIR", "/var/run/tortie"))
+    return base / "bgp" / nodename
+
+
+def _identity(peer, plan: NodePlan) -> tuple:
+    """What makes ExaBGP treat a neighbour as new on reload (and drop its adj-RIB-out)."""
+    return (peer.peer_ip, peer.local_address, peer.peer_as, peer.local_as, plan.router_id)
