@@ -97,6 +97,7 @@ class Agent:
         self._parent: str | None = None
         self._parent_for_ip: str | None = None  # the node IP self._parent was looked up for
         self._host_mtu: int | None = None
+        self._bgp_running = False  # BGP carries IPIP/no-encap routes (agent/calc/routes.py)
         for name in ("datastore", "dataplane"):
             self.health.register(name)
 
@@ -173,10 +174,12 @@ class Agent:
             return lambda: None
         if self.config.bgp_sidecar:
             _log.info("BGP runs in the tortie-bgp sidecar: following its learned routes")
+            self._bgp_running = True
             stop = threading.Event()
             threading.Thread(target=follow_routes, args=(BGP_CONTROL_NAME, self.on_learned, stop),
                              name="bgp-follow", daemon=True).start()
             return stop.set
+        self._bgp_running = True
         daemon = BGPDaemon(self.client, self.nodename,
                            workdir=Path(self.config.run_dir) / "bgp" / self.nodename,
                            on_routes=self.on_learned, hold_time=self.config.bgp_hold_time)
@@ -296,6 +299,7 @@ class Agent:
             vxlan_vni=self.config.vxlan_vni,
             vxlan_port=self.config.vxlan_port,
             parent_interface=parent,
+            datastore_cluster_routes=not self._bgp_running,
         )
 
     def _calculate_and_apply(self) -> None:

@@ -33,6 +33,9 @@ class CalcConfig:
     nat_outgoing: bool = True
     # MASQUERADE --random-fully, when the kernel supports it (Felix checks the features).
     masquerade_random_fully: bool = True
+    # Route other nodes' IPIP and no-encap blocks from the datastore. True without BGP;
+    # with BGP those routes come from the learned best paths only (agent/calc/routes.py).
+    datastore_cluster_routes: bool = True
     # Felix's ExternalNodesCIDRList: extra sources allowed to send IPIP.
     external_nodes_cidrs: tuple[str, ...] = ()
 

@@ -59,6 +59,13 @@ BGP-learned routes (best paths from the RIB):
   * inside no pool: `<prefix> via <next hop> proto 80` (BGP_LEARNED) and no
     device: the kernel resolves the next hop.
 
+Who routes what. VXLAN pools are always routed from the datastore (Felix's
+VXLAN manager). IPIP and no-encap pools are routed from the datastore only
+with CalcConfig.datastore_cluster_routes (BGP off: Felix HEAD's
+programClusterRoutes); with BGP on they are routed from the learned routes
+alone, as BIRD does in Calico, so a node whose sessions drop loses its routes
+everywhere (and a route never outlives the session that carries it).
+
 Devices. vxlan.calico when some IPv4 pool (disabled ones too) has a VXLAN
 mode other than Never and the local node has an IPv4 address and a VXLAN
 tunnel address and the parent interface is known; tunl0 when some IPv4 pool
@@ -290,6 +297,8 @@ def _route_to_node(ctx: _Context, dst: str, pool: PoolInfo, node_ip: int,
 
 
 def _route_to_named_node(ctx: _Context, dst: str, pool: PoolInfo, node_name: str) -> Route | None:
+    if pool.encapsulation is not Encapsulation.VXLAN and not ctx.config.datastore_cluster_routes:
+        return None  # BGP carries these (see Who routes what)
     node = ctx.state.nodes.get(node_name)
     if node is None or node.ip_int is None:
         why = "is not in the datastore" if node is None else "has no IPv4 address"

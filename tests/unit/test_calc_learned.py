@@ -91,3 +91,20 @@ def test_several_paths_for_one_prefix_resolve_deterministically():
     c.learn((LEARNED_EXTERNAL, "10.0.0.253"), (LEARNED_EXTERNAL, "10.0.0.254"))
     assert c.routes() == first
     assert "192.168.50.0/24 via 10.0.0.253 proto 80" in first
+
+
+def test_with_bgp_ipip_and_no_encap_blocks_are_routed_from_learned_routes_only():
+    from dataclasses import replace
+
+    from .test_calc_state import CONFIG
+
+    bgp = replace(CONFIG, datastore_cluster_routes=False)
+    for p in (pool("p", "10.65.0.0/16", ipip="Always"), pool("p", "10.65.0.0/16")):
+        c = cluster(p)
+        assert not any(r.startswith("10.65.1.0/26") for r in c.routes(config=bgp))
+        assert "blackhole 10.65.0.0/26 proto 80" in c.routes(config=bgp)  # local: unchanged
+        c.learn(("10.65.1.0/26", "10.0.0.6"))
+        assert any(r.startswith("10.65.1.0/26 via 10.0.0.6") for r in c.routes(config=bgp))
+    # VXLAN pools stay the datastore's, BGP or not.
+    c = cluster(pool("p", "10.65.0.0/16", vxlan="Always"))
+    assert c.routes(config=bgp) == c.routes()

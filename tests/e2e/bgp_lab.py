@@ -1,0 +1,108 @@
+"""Helpers for BGP end-to-end tests: agents with BGP networking in a lab, and their status.
+
+Agents run with CALICO_NETWORKING_BACKEND=bird (Calico's default name; tortie's
+speaker is ExaBGP), a short hold time so failures show within seconds, and
+runtime files and BGP secrets under the lab's state dir.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lab import Lab
+
+from .pods import BIN, ctl
+
+HOLD_TIME = 9
+
+
+def agent_env(lab: Lab, node: str, **extra: str) -> dict[str, str]:
+    state = Path(lab.state_dir)
+    return {
+        "ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node, "IP": "autodetect",
+        "CALICO_NETWORKING_BACKEND": "bird", "FELIX_HEALTHENABLED": "true",
+        "NO_DEFAULT_POOLS": "true", "TORTIE_BGP_HOLD_TIME": str(HOLD_TIME),
+        "TORTIE_RUN_DIR": str(state / "run"), "TORTIE_BGP_SECRETS_DIR": str(state / "secrets"),
+        "CALICO_NODENAME_FILE": str(state / f"{node}.nodename"),
+        **extra,
+    }
+
+
+def start_agent(lab: Lab, node: str, **extra: str):
+    return lab.start_process(node, [str(BIN / "tortie-agent")], role="agent",
+                             name=f"agent-{node}", env=agent_env(lab, node, **extra))
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "",
+             every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
+    def ready() -> bool:
+        res = lab.exec(node, [str(BIN / "tortie-agent"), "--ready"], check=False,
+                       env=agent_env(lab, node))
+        return res.returncode == 0
+    try:
+        wait_for(ready, timeout, f"agent on {node} to be ready")
+    except AssertionError:
+        log = Path(lab.state_dir) / f"agent-{node}.log"
+        raise AssertionError(f"agent on {node} not ready:\n{log.read_text()[-3000:]}") from None
+
+
+def node_status(lab: Lab, node: str, *args: str) -> str:
+    res = lab.exec(node, [str(BIN / "ctl"), "node", "status", *args], check=False,
+                   env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
+    return res.stdout + res.stderr
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The data rows of the tables in `ctl node status` output, as lists of cells."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| PEER") and \
+                not line.startswith("| NODE"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def established(lab: Lab, node: str) -> list[list[str]]:
+    return [r for r in table_rows(node_status(lab, node)) if r[2] == "up"]
+
+
+def routes(lab: Lab, node: str) -> str:
+    return lab.exec(node, ["ip", "route"]).stdout
+
+
+def apply(lab: Lab, manifest: str) -> str:
+    return ctl(lab, ["apply", "-f", "-"], stdin=manifest)
+
+
+def write_secret(lab: Lab, name: str, key: str, value: str) -> None:
+    path = Path(lab.state_dir) / "secrets" / name / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value)
+
+
+def speaker_pid(lab: Lab, node: str) -> int | None:
+    """The PID of the ExaBGP that node's agent started (found by its config path)."""
+    conf = f"/run/bgp/{node}/exabgp.conf"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "exabgp" in cmd and str(lab.state_dir) in cmd and cmd.rstrip().endswith(conf):
+            return int(proc.name)
+    return None
