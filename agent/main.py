@@ -38,7 +38,7 @@ from pathlib import Path
 
 from agent import config as agent_config
 from agent.autodetect import list_interfaces
-from agent.calc import CalcConfig, ClusterState, LearnedRoute, calculate
+from agent.calc import CalcConfig, ClusterState, calculate
 from agent.dataplane.driver import KernelDataplane
 from agent.dataplane.ipsets import IPSets
 from agent.dataplane.iptables import IptablesTable, detect_backend
@@ -225,6 +225,11 @@ class Agent:
                 events.append(self._events.get_nowait())
             except queue.Empty:
                 break
+        # Learned routes come as whole snapshots: only the newest of a drained batch counts.
+        learned = [i for i, ev in enumerate(events) if ev[0] == "learned"]
+        if len(learned) > 1:
+            stale = set(learned[:-1])
+            events = [ev for i, ev in enumerate(events) if i not in stale]
         for ev in events:
             kind = ev[0]
             if kind == "updates":
@@ -233,7 +238,7 @@ class Agent:
             elif kind == "status":
                 self._on_sync_status(ev[1])
             elif kind == "learned":
-                if self._state.set_learned_routes(LearnedRoute(*r) for r in ev[1]):
+                if self._state.set_learned_routes(ev[1]):  # (prefix, next hop, peer) tuples
                     self._dirty_calc = True
             elif kind == "link":
                 _log.debug("link %s: %s", ev[1], ev[2])

@@ -324,7 +324,8 @@ spec:
 
 
 def start_agents(lab: Lab, nodes: list[LabNode], timeout: float = 60.0) -> None:
-    procs = {node.name: lab.start_process(node.name, [str(BIN / "tortie-agent")], role="agent",
+    wrap = os.environ.get("BENCH_AGENT_WRAP", "").split()  # e.g. a profiler command line
+    procs = {node.name: lab.start_process(node.name, [*wrap, str(BIN / "tortie-agent")], role="agent",
                                           name=f"agent-{node.name}", env=agent_env(lab, node.name))
              for node in nodes}
     for node in nodes:

@@ -270,6 +270,8 @@ class BGPDaemon:
         best = sorted((prefix, path.attrs.next_hop, path.peer)
                       for prefix, path in rib.best_paths().items())
         if best != self._best_sent:
+            if abs(len(best) - len(self._best_sent or ())) >= 100:
+                _log.info("BGP best paths: %d (was %d)", len(best), len(self._best_sent or ()))
             self._best_sent = best
             if self.on_routes:
                 self.on_routes(best)
