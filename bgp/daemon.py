@@ -148,10 +148,12 @@ class BGPDaemon:
         try:
             self._loop()
         finally:
-            syncer.stop()
+            # ExaBGP first: its peers then see the session close (graceful restart keeps
+            # our routes there), and nothing below can hold it up.
             self.speaker.stop()
             if self.control:
                 self.control.close()
+            syncer.stop()
             self._delete_status()
             _log.info("BGP stopped")
 
@@ -368,11 +370,16 @@ class BGPDaemon:
                 _log.debug("BGP status not published: %s", exc)
 
     def _delete_status(self) -> None:
-        if self.publish_status:
+        """Best effort, bounded: a stopping node must not wait on an etcd that is gone."""
+        def delete() -> None:
             try:
                 self.client.delete(status_key(self.nodename))
             except DatastoreError:
                 pass
+        if self.publish_status and self.in_sync:
+            worker = threading.Thread(target=delete, name="bgp-status-delete", daemon=True)
+            worker.start()
+            worker.join(timeout=1.0)
 
 
 def default_workdir(nodename: str) -> Path:

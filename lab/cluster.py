@@ -452,11 +452,8 @@ def teardown(
     check_name(name)
     data = state.read(name, run_dir) or {}
     stopped = 0
-    # Popen handles first: stopping through them also reaps our own children.
-    for m in members:
-        if m.proc is not None and m.proc.poll() is None:
-            stopped += 1
-        m.stop()
+    # Popen handles first: stopping through them also reaps our own children. Agents
+    # before etcd, so they shut down (and stop their ExaBGP) while etcd still answers.
     for p in popens:
         if p.poll() is None:
             p.terminate()
@@ -466,6 +463,10 @@ def teardown(
                 p.kill()
                 p.wait()
             stopped += 1
+    for m in members:
+        if m.proc is not None and m.proc.poll() is None:
+            stopped += 1
+        m.stop()
     for rec in data.get("processes", []):
         if rec.get("start_time") is not None and procs.terminate(rec["pid"], rec["start_time"]):
             stopped += 1
