@@ -1,42 +1,90 @@
-"""The README's demo: a lab cluster, an IP pool applied through ctl, the result shown.
+"""The README's demo: a 3-node cluster across 2 subnets, pods through the CNI plugin, BGP.
 
-Owns nothing lasting: the lab it brings up is torn down at the end (and on any
-failure) unless `keep` is set. Later issues extend the demo with agents, BGP
-and pods; each step prints what it does so a newcomer can follow along.
+Steps, each printed as it runs: lab up; an IP pool (VXLAN CrossSubnet,
+natOutgoing) applied with ctl; tortie-agent on every node (BGP full mesh over
+ExaBGP); the CNI plugin installed and 2 pods per node created through it,
+exactly as a runtime calls it; then node1's `ctl node status`, `ctl get
+ippool -o wide`, `ctl ipam show --show-blocks`, and a ping matrix between all
+pods ending with `ping matrix: <ok>/<total> ok`. Owns nothing lasting: the
+lab is torn down at the end and on any failure, unless `keep` is set.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 
+from lab import agents, pods
 from lab.cluster import Lab
 
 EXAMPLE_POOL = """apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata:
-  name: ippool-ipip-cross-subnet-1
+  name: default-ipv4-ippool
 spec:
-  cidr: 192.168.0.0/16
-  ipipMode: CrossSubnet
+  cidr: 10.244.0.0/16
+  blockSize: 26
+  vxlanMode: CrossSubnet
   natOutgoing: true
 """
+PODS_PER_NODE = 2
 
 
 def _step(text: str) -> None:
     click.secho(f"==> {text}", bold=True)
 
 
-def _ctl(lab: Lab, args: list[str], stdin: str | None = None) -> str:
+def _ctl(lab: Lab, args: list[str], stdin: str | None = None, node: str = "node1") -> str:
     script = str(Path(sys.executable).with_name("ctl"))
-    click.echo(f"$ ctl {' '.join(args)}")
-    res = lab.exec("node1", [script, *args], env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)},
-                   input=stdin)
-    click.echo(res.stdout, nl=False)
+    click.echo(f"{node}$ ctl {' '.join(args)}")
+    res = lab.exec(node, [script, *args], env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)},
+                   input=stdin, check=False)
+    click.echo(res.stdout + res.stderr, nl=False)
     return res.stdout
+
+
+def _sessions_up(lab: Lab, node: str, want: int) -> bool:
+    script = str(Path(sys.executable).with_name("ctl"))
+    out = lab.exec(node, [script, "node", "status"], check=False).stdout
+    return sum(1 for line in out.splitlines() if "| up " in line) >= want
+
+
+def _wait(what: str, predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    click.echo(f"    (gave up waiting for {what} after {timeout:.0f}s)")
+    return False
+
+
+def _ping_matrix(all_pods: list[pods.PodInfo]) -> tuple[int, int]:
+    pairs = [(a, b) for a in all_pods for b in all_pods if a is not b]
+
+    def reach(pair: tuple[pods.PodInfo, pods.PodInfo]) -> bool:
+        a, b = pair
+        deadline = time.monotonic() + 15  # routes may still be landing on the first pings
+        while not pods.ping(a, b.ip):
+            if time.monotonic() > deadline:
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = {(a.name, b.name): ok
+                   for (a, b), ok in zip(pairs, pool.map(reach, pairs), strict=True)}
+    width = max(len(p.name) for p in all_pods)
+    click.echo(" " * (width + 1) + " ".join(p.name.rjust(width) for p in all_pods))
+    for a in all_pods:
+        cells = ["-" if a is b else ("ok" if results[(a.name, b.name)] else "FAIL")
+                 for b in all_pods]
+        click.echo(a.name.ljust(width + 1) + " ".join(c.rjust(width) for c in cells))
+    ok = sum(results.values())
+    return ok, len(results)
 
 
 def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) -> None:
@@ -50,13 +98,37 @@ def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) ->
                    f"{', '.join(lab.etcd_endpoints)}")
         for n in lab.nodes:
             click.echo(f"    {n.name:<6} {n.cidr:<16} subnet {lab.subnets[n.subnet].cidr}")
-        _step("applying the example IP pool from node1 (ctl apply -f -)")
+        _step("applying the IP pool from node1 (ctl apply -f -)")
         click.echo(EXAMPLE_POOL.rstrip())
         _ctl(lab, ["apply", "-f", "-"], EXAMPLE_POOL)
-        _step("reading it back")
+        _step("starting tortie-agent on every node (BGP full mesh over ExaBGP)")
+        for n in lab.nodes:
+            agents.start_agent(lab, n.name)
+        for n in lab.nodes:
+            agents.wait_ready(lab, n.name)
+            click.echo(f"    {n.name}: ready")
+        _step(f"creating {PODS_PER_NODE} pods per node through the CNI plugin (tortie-cni)")
+        all_pods = []
+        for n in lab.nodes:
+            pods.install_cni(lab, n.name)
+            for i in range(1, PODS_PER_NODE + 1):
+                pod = pods.add_pod(lab, n.name, "default", f"{n.name}-pod{i}")
+                click.echo(f"    {pod.namespace}/{pod.name:<12} {pod.ip:<14} on {pod.node} "
+                           f"({pod.iface})")
+                all_pods.append(pod)
+        _step("waiting for the BGP sessions")
+        _wait("BGP sessions on node1",
+              lambda: _sessions_up(lab, "node1", len(lab.nodes) - 1), timeout=30)
+        _step("node1's BGP status")
+        _ctl(lab, ["node", "status"])
+        _step("the pool and its blocks")
         _ctl(lab, ["get", "ippool", "-o", "wide"])
+        _ctl(lab, ["ipam", "show", "--show-blocks"])
+        _step(f"ping matrix between all {len(all_pods)} pods")
+        ok, total = _ping_matrix(all_pods)
+        click.echo(f"ping matrix: {ok}/{total} ok")
         if keep:
-            _step(f"lab '{name}' left running: tortie-lab ctl --name {name} get ippool; "
+            _step(f"lab '{name}' left running: tortie-lab exec --name {name} node1 -- ip route; "
                   f"tortie-lab down --name {name}")
             return
     except BaseException:

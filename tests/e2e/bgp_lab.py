@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab import Lab
+from lab import agents as lab_agents
 
 from .pods import BIN, ctl
 
@@ -19,20 +20,11 @@ HOLD_TIME = 9
 
 
 def agent_env(lab: Lab, node: str, **extra: str) -> dict[str, str]:
-    state = Path(lab.state_dir)
-    return {
-        "ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node, "IP": "autodetect",
-        "CALICO_NETWORKING_BACKEND": "bird", "FELIX_HEALTHENABLED": "true",
-        "NO_DEFAULT_POOLS": "true", "TORTIE_BGP_HOLD_TIME": str(HOLD_TIME),
-        "TORTIE_RUN_DIR": str(state / "run"), "TORTIE_BGP_SECRETS_DIR": str(state / "secrets"),
-        "CALICO_NODENAME_FILE": str(state / f"{node}.nodename"),
-        **extra,
-    }
+    return lab_agents.agent_env(lab, node, hold_time=HOLD_TIME, **extra)
 
 
 def start_agent(lab: Lab, node: str, **extra: str):
-    return lab.start_process(node, [str(BIN / "tortie-agent")], role="agent",
-                             name=f"agent-{node}", env=agent_env(lab, node, **extra))
+    return lab_agents.start_agent(lab, node, hold_time=HOLD_TIME, **extra)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "",
@@ -48,15 +40,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str =
 
 
 def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
-    def ready() -> bool:
-        res = lab.exec(node, [str(BIN / "tortie-agent"), "--ready"], check=False,
-                       env=agent_env(lab, node))
-        return res.returncode == 0
-    try:
-        wait_for(ready, timeout, f"agent on {node} to be ready")
-    except AssertionError:
-        log = Path(lab.state_dir) / f"agent-{node}.log"
-        raise AssertionError(f"agent on {node} not ready:\n{log.read_text()[-3000:]}") from None
+    lab_agents.wait_ready(lab, node, timeout)
 
 
 def node_status(lab: Lab, node: str, *args: str) -> str:

@@ -1,7 +1,9 @@
-"""The README's demo command, end to end: lab up, pool applied through ctl, shown, torn down."""
+"""The README's demo command, end to end: 3 nodes across 2 subnets, agents with BGP, pods
+through the CNI plugin, the status tables, a full ping matrix, and nothing left behind."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -9,26 +11,32 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
-def test_demo_prints_pool_and_leaves_nothing(lab_cli, lab_names, snapshot):
+def test_demo_shows_bgp_pools_blocks_and_a_full_ping_matrix(lab_cli, lab_names, snapshot):
     before = snapshot()
     name = lab_names()
     res = subprocess.run([lab_cli, "demo", "--name", name], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert "Successfully applied 1 'IPPool' resource(s)" in res.stdout
-    rows = [line.split() for line in res.stdout.splitlines()]
-    assert ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT",
-            "SELECTOR"] in rows
-    assert ["ippool-ipip-cross-subnet-1", "192.168.0.0/16", "true", "CrossSubnet", "Never",
-            "false", "false", "all()"] in rows
+                         timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    out = res.stdout
+    assert "tortie process is running." in out
+    mesh = [line for line in out.splitlines() if "| node-to-node mesh | up " in line]
+    assert len(mesh) == 2 and all("Established" in line for line in mesh), out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["default-ipv4-ippool", "10.244.0.0/16", "true", "Never", "CrossSubnet", "false",
+            "false", "all()"] in rows
+    blocks = re.findall(r"^\| Block +\| (10\.244\.\S+/26) ", out, re.M)
+    assert len(blocks) == 3, out  # one block per node: 2 pods and the VXLAN tunnel address
+    assert out.rstrip().splitlines()[-2] == "ping matrix: 30/30 ok" or \
+        "ping matrix: 30/30 ok" in out.splitlines()
+    assert "FAIL" not in out
     assert snapshot() == before
 
 
 def test_demo_keep_leaves_a_usable_lab(lab_cli, lab_names):
     name = lab_names()  # the fixture tears it down afterwards
     res = subprocess.run([lab_cli, "demo", "--name", name, "--keep"], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=240)
     assert res.returncode == 0, res.stderr
     got = subprocess.run([lab_cli, "ctl", "--name", name, "get", "ippool"], capture_output=True,
                          text=True, timeout=60)
-    assert got.returncode == 0 and "ippool-ipip-cross-subnet-1" in got.stdout
+    assert got.returncode == 0 and "default-ipv4-ippool" in got.stdout

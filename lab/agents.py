@@ -1,0 +1,53 @@
+"""tortie-agent on lab nodes: the environment a node's agent runs with, start and readiness.
+
+Owns the lab's agent conventions: every agent registers under its lab node's
+name, autodetects its address, reads the lab's etcd, keeps its runtime files
+(ExaBGP's config and log, the CNI MTU file) and BGP secrets under the lab's
+state dir, serves health on the node's own loopback, and is recorded by the
+lab so `down()` stops it (and with it its ExaBGP) by PID.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab.cluster import Lab
+from lab.errors import LabError
+
+BIN = Path(sys.executable).parent
+
+
+def agent_env(lab: Lab, node: str, *, backend: str = "bird", hold_time: int = 9,
+              **extra: str) -> dict[str, str]:
+    state = Path(lab.state_dir)
+    return {
+        "ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node, "IP": "autodetect",
+        "CALICO_NETWORKING_BACKEND": backend, "FELIX_HEALTHENABLED": "true",
+        "NO_DEFAULT_POOLS": "true", "TORTIE_BGP_HOLD_TIME": str(hold_time),
+        "TORTIE_RUN_DIR": str(state / "run"), "TORTIE_BGP_SECRETS_DIR": str(state / "secrets"),
+        "CALICO_NODENAME_FILE": str(state / f"{node}.nodename"),
+        **extra,
+    }
+
+
+def start_agent(lab: Lab, node: str, **env: str) -> subprocess.Popen:
+    """Start tortie-agent on `node` (keyword arguments go to agent_env)."""
+    return lab.start_process(node, [str(BIN / "tortie-agent")], role="agent",
+                             name=f"agent-{node}", env=agent_env(lab, node, **env))
+
+
+def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
+    """Until the agent on `node` reports ready; LabError with its log tail otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = lab.exec(node, [str(BIN / "tortie-agent"), "--ready"], check=False,
+                       env=agent_env(lab, node))
+        if res.returncode == 0:
+            return
+        time.sleep(0.2)
+    log = Path(lab.state_dir) / f"agent-{node}.log"
+    tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+    raise LabError(f"agent on {node} not ready after {timeout:.0f}s:\n{tail}")
