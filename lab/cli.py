@@ -166,6 +166,68 @@ def demo(name: str, nodes: int, keep: bool) -> None:
         _fail(e)
 
 
+@main.group()
+def pod() -> None:
+    """Pods made through the CNI plugin (lab/pods.py): add, del, list."""
+
+
+@pod.command(name="add")
+@name_option
+@click.option("--node", default="node1", show_default=True)
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--port", "ports", multiple=True, metavar="HOST:POD[/PROTO]",
+              help="Map a host port to the pod through portmap (repeatable).")
+@click.argument("pod_name")
+def pod_add(name: str, node: str, namespace: str, ports: tuple[str, ...], pod_name: str) -> None:
+    """Create pod POD_NAME on a node: its namespace, then the conflist's ADD."""
+    from lab import pods
+
+    mappings = []
+    for spec in ports:
+        try:
+            hp, rest = spec.split(":", 1)
+            cp, _, proto = rest.partition("/")
+            mappings.append({"hostPort": int(hp), "containerPort": int(cp),
+                             "protocol": proto or "tcp"})
+        except ValueError:
+            _fail(LabError(f"--port {spec!r} is not HOST:POD[/PROTO], e.g. 8080:80/tcp"))
+    try:
+        info = pods.add_pod(Lab.load(name), node, namespace, pod_name, port_mappings=mappings)
+    except LabError as e:
+        _fail(e)
+    click.echo(f"{info.namespace}/{info.name}\t{info.node}\t{info.ip}\t{info.iface}\t"
+               f"{info.netns}")
+
+
+@pod.command(name="del")
+@name_option
+@click.option("--namespace", default="default", show_default=True)
+@click.argument("pod_name")
+def pod_del(name: str, namespace: str, pod_name: str) -> None:
+    """Delete pod POD_NAME: the conflist's DEL, then its namespace. Quiet if absent."""
+    from lab import pods
+
+    try:
+        pods.delete_pod(Lab.load(name), pod_name, namespace)
+    except LabError as e:
+        _fail(e)
+
+
+@pod.command(name="list")
+@name_option
+def pod_list(name: str) -> None:
+    """List the lab's pods: namespace/name, node, address, host interface, netns."""
+    from lab import pods
+
+    try:
+        found = pods.list_pods(Lab.load(name))
+    except LabError as e:
+        _fail(e)
+    for info in found:
+        click.echo(f"{info.namespace}/{info.name}\t{info.node}\t{info.ip}\t{info.iface}\t"
+                   f"{info.netns}")
+
+
 def _strip_dashes(args: tuple[str, ...]) -> list[str]:
     # Options stop at the first positional argument, so click hands a `--`
     # written after NODE through with the command; it is ours, not the command's.

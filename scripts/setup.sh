@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(etcd-server etcd-client iproute2 iptables ipset iputils-ping tcpdump bird2 frr
-          openssl curl procps python3-venv kmod user-mode-linux)
+          openssl curl procps python3-venv kmod user-mode-linux
+          containernetworking-plugins podman runc busybox-static)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

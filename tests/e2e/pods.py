@@ -1,7 +1,10 @@
-"""Test pods for the lab until the CNI plugin exists: a network namespace wired to a node
-by a cali veth exactly as Calico's CNI plugin does, an address from tortie's IPAM (via
-ctl), and a WorkloadEndpoint written through ctl. Names carry the lab's prefix so
-`lab.down()` removes them."""
+"""Test pods for the lab, wired by the real CNI plugin exactly as a runtime wires them.
+
+A thin adapter over lab.pods (which runs tortie's conflist ADD inside the
+node's namespace): the signatures here are the ones the e2e tests were
+written against. Pod namespaces carry the lab's prefix so `lab.down()`
+removes them.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import Lab
+from lab import pods as lab_pods
 
 BIN = Path(sys.executable).parent
 
@@ -36,40 +40,8 @@ class Pod:
 
 
 def add_pod(lab: Lab, node: str, pod: str, namespace: str = "default") -> Pod:
-    node_ns = lab.netns_of(node)
-    pod_ns = f"{lab.name}-{pod}"
-    ip = ctl(lab, ["ipam", "assign", "--node", node, "--handle", f"test.{pod}"]).split()[0]
-    iface = veth_name(namespace, pod)
-    sh = [
-        f"ip netns add {pod_ns}",
-        f"ip -n {pod_ns} link set lo up",
-        f"ip link add {iface} netns {node_ns} type veth peer name eth0 netns {pod_ns}",
-        f"ip -n {node_ns} link set {iface} address ee:ee:ee:ee:ee:ee up",
-        f"ip -n {pod_ns} addr add {ip}/32 dev eth0",
-        f"ip -n {pod_ns} link set eth0 up",
-        f"ip -n {pod_ns} route add 169.254.1.1 dev eth0 scope link",
-        f"ip -n {pod_ns} route add default via 169.254.1.1 dev eth0",
-    ]
-    for cmd in sh:
-        subprocess.run(cmd.split(), check=True, capture_output=True)
-    mac = subprocess.run(["ip", "-n", pod_ns, "-br", "link", "show", "eth0"], check=True,
-                         capture_output=True, text=True).stdout.split()[2]
-    ctl(lab, ["apply", "-f", "-"], stdin=f"""apiVersion: projectcalico.org/v3
-kind: WorkloadEndpoint
-metadata:
-  name: {node}-k8s-{pod}-eth0
-  namespace: {namespace}
-  labels: {{app: {pod}}}
-spec:
-  node: {node}
-  orchestrator: k8s
-  pod: {pod}
-  endpoint: eth0
-  interfaceName: {iface}
-  mac: {mac}
-  ipNetworks: [{ip}/32]
-""")
-    return Pod(pod, node, pod_ns, ip, iface)
+    info = lab_pods.add_pod(lab, node, namespace, pod, labels={"app": pod})
+    return Pod(info.name, info.node, info.netns, info.ip, info.iface)
 
 
 def ping(src: Pod, dst_ip: str, count: int = 1, wait: int = 2) -> bool:

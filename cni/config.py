@@ -1,0 +1,350 @@
+"""The network configuration (the JSON on stdin), parsed and validated. Pure, except the
+two small readers at the end (`node_name`, `pod_mtu`), which read one file each.
+
+Keys are Calico's (calico.md §9 row 69; cni-plugin/pkg/types NetConf), so a
+Calico conflist works once `type`/`ipam.type` say tortie:
+
+  cniVersion, name, type         required (spec)
+  ipam.type                      required: tortie-ipam, or any IPAM plugin in CNI_PATH
+  ipam.assign_ipv4 / assign_ipv6 "true"/"false" (or booleans); IPv4 only for now
+  ipam.ipv4_pools                Calico's pool restriction: refused (code 2) until the
+                                 allocator can restrict pools
+  ipam.routes                    routes tortie-ipam returns when used by another plugin
+  mtu                            veth MTU; 0 or absent: the agent's MTU file, else 1450
+  mtu_file                       tortie: where the agent publishes the MTU
+                                 (default /var/lib/calico/mtu, Calico's file)
+  etcd_endpoints, etcd_ca_cert_file, etcd_cert_file, etcd_key_file,
+  etcd_username, etcd_password   the datastore; absent keys fall back to ETCD_* env
+  datastore_type                 only "etcdv3" (code 2 otherwise)
+  nodename, nodename_file, nodename_file_optional
+                                 node name: nodename > the file the agent writes
+                                 (/var/lib/calico/nodename) > host name if optional
+  log_level, log_file_path       debug|info|warning|error; a file to append to
+  cni_server_socket              tortie: the node's CNI server (cni/server.py); "" off
+  policy, kubernetes, ...        accepted and ignored (Calico keys tortie has no use for)
+  args.cni.labels / .ips         CONVENTIONS.md: WorkloadEndpoint labels, requested IPs
+  prevResult, runtimeConfig      from the runtime
+
+Unknown keys are ignored: runtimes and chained plugins add their own.
+Validation errors name the key and value (InvalidConfig, code 7).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from .errors import (
+    DecodingFailure,
+    InvalidConfig,
+    TryAgainLater,
+    UnsupportedField,
+)
+from .spec import Result, RouteConfig, check_version, valid_network_name
+
+_log = logging.getLogger(__name__)
+
+TORTIE_TYPE = "tortie"
+TORTIE_IPAM = "tortie-ipam"
+DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
+DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
+DEFAULT_SERVER_SOCKET = "/var/run/tortie/cni.sock"
+# With nothing configured and nothing published: the VXLAN MTU of a 1500-byte network.
+# It is also safe under IPIP (1480) and without encapsulation, only 50 bytes short there.
+FALLBACK_MTU = 1450
+MIN_MTU, MAX_MTU = 68, 65535
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+              "warn": logging.WARNING, "error": logging.ERROR, "panic": logging.CRITICAL,
+              "fatal": logging.CRITICAL}
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class IpamConf(NamedTuple):
+    type: str
+    routes: tuple[RouteConfig, ...] = ()
+    raw: Mapping[str, Any] = _EMPTY
+
+
+class EtcdSettings(NamedTuple):
+    """The datastore keys of the configuration (None: not given, the ETCD_* env decides)."""
+
+    endpoints: str | None = None
+    ca_cert_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def as_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """ETCD_* variables for datastore.config.load_env: the configuration wins over env."""
+        env = {k: v for k, v in environ.items() if k.startswith(("ETCD_", "CALICO_ETCD_"))}
+        for name, value in (("ETCD_ENDPOINTS", self.endpoints),
+                            ("ETCD_CA_CERT_FILE", self.ca_cert_file),
+                            ("ETCD_CERT_FILE", self.cert_file), ("ETCD_KEY_FILE", self.key_file),
+                            ("ETCD_USERNAME", self.username), ("ETCD_PASSWORD", self.password)):
+            if value:
+                env.pop(f"CALICO_{name}", None)  # it would beat the plain name in load_env
+                env[name] = value
+        return env
+
+
+class NetConf(NamedTuple):
+    cni_version: str
+    name: str
+    type: str
+    ipam: IpamConf | None
+    mtu: int = 0
+    mtu_file: str = DEFAULT_MTU_FILE
+    etcd: EtcdSettings = EtcdSettings()
+    nodename: str | None = None
+    nodename_file: str = DEFAULT_NODENAME_FILE
+    nodename_file_optional: bool = False
+    log_level: str = "info"
+    log_file_path: str | None = None
+    server_socket: str = DEFAULT_SERVER_SOCKET
+    labels: Mapping[str, str] = _EMPTY
+    requested_ips: tuple[str, ...] = ()
+    prev_result: Result | None = None
+    raw: Mapping[str, Any] = _EMPTY  # the document, for delegates
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """stdin bytes -> a JSON object (DecodingFailure otherwise)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        head = data[:60].decode(errors="replace")
+        raise DecodingFailure(f"network configuration on stdin is not JSON: {exc}",
+                              f"stdin starts with {head!r}" if data else "stdin is empty") from None
+    if not isinstance(doc, dict):
+        raise DecodingFailure("network configuration on stdin is not a JSON object, "
+                              f"but a {type(doc).__name__}")
+    return doc
+
+
+def version_of(doc: Mapping[str, Any]) -> str:
+    """cniVersion, required and supported (InvalidConfig / IncompatibleVersion)."""
+    if "cniVersion" not in doc:
+        raise InvalidConfig("network configuration has no cniVersion: it is required, e.g. "
+                            '"cniVersion": "1.0.0"')
+    if not isinstance(doc["cniVersion"], str):
+        raise InvalidConfig(f"cniVersion={json.dumps(doc['cniVersion'])} must be a string "
+                            'such as "1.0.0"')
+    return check_version(doc["cniVersion"])
+
+
+def _str(doc: Mapping[str, Any], key: str, path: str = "") -> str | None:
+    value = doc.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidConfig(f"{path or key}={json.dumps(value)} must be a string")
+    return value
+
+
+def _flag(doc: Mapping[str, Any], key: str, default: bool, path: str) -> bool:
+    """Calico writes booleans as strings ("true"); accept both."""
+    value = doc.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidConfig(f"{path}={json.dumps(value)} must be true or false")
+
+
+def parse_ipam(doc: Mapping[str, Any], required: bool = True) -> IpamConf | None:
+    raw = doc.get("ipam")
+    if raw is None:
+        if required:
+            raise InvalidConfig('network configuration has no ipam section: it is required, '
+                                'e.g. "ipam": {"type": "tortie-ipam"}')
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidConfig(f"ipam={json.dumps(raw)} must be an object with a type")
+    ipam_type = _str(raw, "type", "ipam.type")
+    if not ipam_type:
+        raise InvalidConfig('ipam.type is missing: name the IPAM plugin, e.g. "tortie-ipam"')
+    if ipam_type == TORTIE_IPAM:
+        if not _flag(raw, "assign_ipv4", True, "ipam.assign_ipv4"):
+            raise UnsupportedField("ipam.assign_ipv4", raw["assign_ipv4"],
+                                   "tortie assigns IPv4 addresses only, so it cannot be off")
+        if _flag(raw, "assign_ipv6", False, "ipam.assign_ipv6"):
+            raise UnsupportedField("ipam.assign_ipv6", raw["assign_ipv6"],
+                                   "tortie does not assign IPv6 addresses yet")
+        for key in ("ipv4_pools", "ipv6_pools"):
+            if raw.get(key):
+                raise UnsupportedField(f"ipam.{key}", raw[key],
+                                       "restricting pools is not supported yet; select pools "
+                                       "with the IPPool nodeSelector instead")
+    return IpamConf(ipam_type, _routes(raw.get("routes"), "ipam.routes"), raw)
+
+
+def _routes(value: object, path: str) -> tuple[RouteConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidConfig(f"{path}={json.dumps(value)} must be a list of {{\"dst\": CIDR}}")
+    import ipaddress  # here, not at the top: most invocations never need it
+
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("dst"), str):
+            raise InvalidConfig(f"{path}[{i}]={json.dumps(item)} must be {{\"dst\": CIDR}}")
+        try:
+            dst = str(ipaddress.ip_network(item["dst"], strict=False))
+            gw = str(ipaddress.ip_address(item["gw"])) if item.get("gw") else None
+        except ValueError as exc:
+            raise InvalidConfig(f"{path}[{i}]={json.dumps(item)}: {exc}") from None
+        out.append(RouteConfig(dst, gw))
+    return tuple(out)
+
+
+def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
+    """Validate the configuration of tortie-cni (main_plugin) or tortie-ipam."""
+    doc = decode(data)
+    version = version_of(doc)
+    name = _str(doc, "name")
+    if not name:
+        raise InvalidConfig('network configuration has no name: it is required, e.g. '
+                            '"name": "k8s-pod-network"')
+    if not valid_network_name(name):
+        raise InvalidConfig(f"name={json.dumps(name)} is not a valid network name: start with a "
+                            "letter or digit, then letters, digits, '_', '.' and '-'")
+    plugin_type = _str(doc, "type") or ""
+    if not plugin_type:
+        raise InvalidConfig("network configuration has no type: it is required")
+    ipam = parse_ipam(doc, required=True)
+    dtype = _str(doc, "datastore_type")
+    if dtype not in (None, "etcdv3"):
+        raise UnsupportedField("datastore_type", dtype, "tortie keeps its data in etcd (etcdv3)")
+
+    mtu = doc.get("mtu", 0)
+    if mtu is None:
+        mtu = 0
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or (mtu and not
+                                                            MIN_MTU <= mtu <= MAX_MTU):
+        raise InvalidConfig(f"mtu={json.dumps(mtu)} must be an integer between {MIN_MTU} and "
+                            f"{MAX_MTU}, or 0 for the MTU the agent publishes")
+
+    level = (_str(doc, "log_level") or "info").lower()
+    if level not in LOG_LEVELS:
+        raise InvalidConfig(f"log_level={json.dumps(doc['log_level'])} must be one of "
+                            "debug, info, warning, error")
+
+    etcd = EtcdSettings(*(_str(doc, k) for k in (
+        "etcd_endpoints", "etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file",
+        "etcd_username", "etcd_password")))
+    if doc.get("etcd_discovery_srv"):
+        raise UnsupportedField("etcd_discovery_srv", doc["etcd_discovery_srv"],
+                               "list the endpoints in etcd_endpoints")
+
+    labels, ips = _runtime_args(doc.get("args"))
+    prev = None
+    if doc.get("prevResult") is not None:
+        prev = Result.from_dict(doc["prevResult"])
+    server = doc.get("cni_server_socket", DEFAULT_SERVER_SOCKET)
+    if not isinstance(server, str):
+        raise InvalidConfig(f"cni_server_socket={json.dumps(server)} must be a path, or \"\" "
+                            "to never use a CNI server")
+    return NetConf(
+        cni_version=version, name=name, type=plugin_type, ipam=ipam, mtu=mtu,
+        mtu_file=_str(doc, "mtu_file") or DEFAULT_MTU_FILE, etcd=etcd,
+        nodename=_str(doc, "nodename"),
+        nodename_file=_str(doc, "nodename_file") or DEFAULT_NODENAME_FILE,
+        nodename_file_optional=_flag(doc, "nodename_file_optional", False,
+                                     "nodename_file_optional"),
+        log_level=level, log_file_path=_str(doc, "log_file_path"), server_socket=server,
+        labels=labels, requested_ips=ips, prev_result=prev, raw=doc,
+    )
+
+
+def _runtime_args(args: object) -> tuple[dict[str, str], tuple[str, ...]]:
+    """`args.cni.labels` ([{key, value}]) and `args.cni.ips` (CONVENTIONS.md)."""
+    if not isinstance(args, dict) or not isinstance(args.get("cni"), dict):
+        return {}, ()
+    cni = args["cni"]
+    labels: dict[str, str] = {}
+    for i, item in enumerate(cni.get("labels") or ()):
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) \
+                or not isinstance(item.get("value"), str):
+            raise InvalidConfig(f"args.cni.labels[{i}]={json.dumps(item)} must be "
+                                '{"key": "...", "value": "..."}')
+        labels[item["key"]] = item["value"]
+    ips = []
+    for i, item in enumerate(cni.get("ips") or ()):
+        ips.append(parse_requested_ip(item, f"args.cni.ips[{i}]"))
+    return labels, tuple(ips)
+
+
+def parse_requested_ip(value: object, what: str) -> str:
+    """A requested address: '10.65.0.7' or '10.65.0.7/24' (the prefix is ignored)."""
+    import ipaddress
+
+    try:
+        iface = ipaddress.ip_interface(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise InvalidConfig(f"{what}={json.dumps(value)} is not an IP address") from None
+    if iface.version != 4:
+        raise InvalidConfig(f"{what}={json.dumps(value)}: tortie assigns IPv4 addresses only")
+    return str(iface.ip)
+
+
+# -- the two values read from files ----------------------------------------------------------
+
+
+def node_name(conf: NetConf) -> str:
+    """calico-node's name for this node: nodename > nodename_file > host name (if optional).
+
+    Without an explicit name the file written by the agent is required, as in
+    Calico: a pod wired under the wrong node name would get its address from
+    another node's blocks and never be routed. Its absence usually means the
+    agent has not started yet, hence TryAgainLater.
+    """
+    if conf.nodename:
+        return conf.nodename.strip()
+    try:
+        with open(conf.nodename_file) as f:
+            stored = f.read().strip()
+        if stored:
+            return stored
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        _log.warning("cannot read node name file %s: %s", conf.nodename_file, exc)
+    if conf.nodename_file_optional:
+        return socket.gethostname().strip().lower()
+    raise TryAgainLater(
+        f"no node name: nodename is not set and the node name file {conf.nodename_file} does "
+        "not exist; is the tortie agent running on this node? (set nodename in the network "
+        "configuration, or nodename_file_optional: true to use the host name)")
+
+
+def pod_mtu(conf: NetConf) -> tuple[int, str]:
+    """(MTU, where it came from): the configured mtu, else the agent's MTU file, else 1450."""
+    if conf.mtu:
+        return conf.mtu, "mtu"
+    try:
+        with open(conf.mtu_file) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return FALLBACK_MTU, "default"
+    except OSError as exc:
+        _log.warning("cannot read MTU file %s: %s; using %d", conf.mtu_file, exc, FALLBACK_MTU)
+        return FALLBACK_MTU, "default"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not MIN_MTU <= value <= MAX_MTU:
+        _log.warning("MTU file %s holds %r, not an MTU; using %d", conf.mtu_file, text,
+                     FALLBACK_MTU)
+        return FALLBACK_MTU, "default"
+    return value, f"file {conf.mtu_file}"

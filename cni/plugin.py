@@ -1,0 +1,236 @@
+"""`tortie-cni`: the CNI plugin (ADD, DEL, CHECK, VERSION) that wires pods Calico's way.
+
+ADD, in order, each step undone if a later one fails (reverse order):
+  1. validate everything that needs no side effect: the configuration, CNI_ARGS,
+     the node name, the workload's names, that CNI_NETNS exists;
+  2. IPAM: an address for handle `<network>.<CNI_CONTAINERID>` (undo: release it);
+  3. the veth, addresses, routes and sysctls (cni/wiring.py) (undo: delete the veth);
+  4. the WorkloadEndpoint (create or replace); the agent takes over from here;
+  5. print the result: host and container interfaces, the /32, a default route.
+A failed ADD therefore leaves no address allocated and no interface behind;
+the error says what failed, and the rollback's own failures (if any) are in
+its details (a later DEL, which runtimes always send, finishes the job).
+A retried ADD gets the same address (the handle already holds it), a fresh
+veth and the same endpoint: the same result.
+
+DEL removes the interface from the container side, the endpoint (only if it
+is still this container's) and the handle's addresses; each step tolerates
+what is already gone, and all are attempted even if one fails (the first
+failure is reported, so the runtime retries).
+
+CHECK (cniVersion >= 0.4.0) compares the interfaces, addresses, routes, the
+IPAM handle and the endpoint with prevResult, reporting every difference.
+
+The heavy imports (etcd, IPAM, resource models) happen only when the
+datastore is first needed: see cni/backend.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import config, wiring
+from .backend import LazyBackend
+from .errors import (
+    CheckFailed,
+    CniError,
+    ContainerUnknown,
+    IncompatibleVersion,
+    InvalidConfig,
+    NoAddresses,
+    TryAgainLater,
+)
+from .ipam import Ipam, find_plugin, make_ipam, requested_ips
+from .naming import GATEWAY, HOST_MAC, Workload, endpoint_document, identify
+from .skel import configure_logging, run
+from .spec import (
+    CniEnv,
+    Interface,
+    IPConfig,
+    Result,
+    RouteConfig,
+    parse_cni_args,
+    supports_check,
+)
+
+_log = logging.getLogger(__name__)
+
+
+class Invocation:
+    """What every command needs: the parsed configuration, the workload, the backend."""
+
+    def __init__(self, env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
+        self.env = env
+        self.environ = environ
+        self.conf = config.parse(data)
+        configure_logging(config.LOG_LEVELS[self.conf.log_level], self.conf.log_file_path)
+        self.cni_args = parse_cni_args(env.args)
+        if self.conf.ipam is not None and self.conf.ipam.type != config.TORTIE_IPAM:
+            find_plugin(self.conf.ipam.type, env.path)  # an unknown IPAM type fails first
+        self.backend = LazyBackend(self.conf.etcd, environ, self.conf.server_socket)
+
+    def workload(self) -> Workload:
+        node = config.node_name(self.conf)
+        return identify(self.conf.name, node, self.env.container_id, self.env.ifname,
+                        self.cni_args)
+
+    def ipam(self, workload: Workload) -> Ipam:
+        return make_ipam(self.conf, self.env, self.environ, workload, self.backend,
+                         requested_ips(self.cni_args, self.conf) if self.env.command == "ADD"
+                         else ())
+
+
+def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
+    """Run rollback steps newest first; return what could not be undone."""
+    failed = []
+    for what, step in reversed(steps):
+        try:
+            step()
+            _log.info("rolled back: %s", what)
+        except Exception as exc:  # noqa: BLE001 - keep undoing; the caller reports
+            _log.error("rollback of %s failed: %s", what, exc)
+            failed.append(f"{what}: {exc}")
+    return failed
+
+
+def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, Any]:
+    inv = Invocation(env, data, environ)
+    conf = inv.conf
+    w = inv.workload()
+    if not wiring.netns_exists(env.netns):
+        raise ContainerUnknown(f"the container's network namespace {env.netns} does not exist")
+    mtu, mtu_source = config.pod_mtu(conf)
+    ipam = inv.ipam(w)
+    undo: list[tuple[str, Callable[[], object]]] = []
+    try:
+        ipam_result = ipam.add()
+        undo.append((f"the address(es) of handle {w.handle_id}", ipam.delete))
+        v4 = tuple(ip.ip for ip in ipam_result.ips if ip.version == "4")
+        if not v4:
+            raise NoAddresses(f"IPAM ({conf.ipam.type if conf.ipam else '?'}) returned no IPv4 "
+                              f"address for {w.describe()}")
+        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns, mtu, w.container_mac, v4)
+        undo.append((f"host interface {plan.host_ifname}",
+                     lambda: wiring.remove_host_veth(plan.host_ifname)))
+        wiring.wire(plan)
+        inv.backend().put_endpoint(
+            endpoint_document(w, [f"{ip}/32" for ip in v4], conf.labels))
+    except BaseException as exc:
+        failed = _undo(undo)
+        if failed and isinstance(exc, CniError):
+            exc.details = "; ".join(filter(None, [exc.details, "rollback incomplete (a DEL "
+                                                   "will finish it): " + "; ".join(failed)]))
+        raise
+    finally:
+        inv.backend.close()
+    _log.info("%s: %s on %s (mtu %d from %s), endpoint %s/%s", w.describe(),
+              ", ".join(v4), plan.host_ifname, mtu, mtu_source, w.namespace, w.endpoint_name)
+    result = Result(
+        interfaces=(Interface(plan.host_ifname, HOST_MAC),
+                    Interface(env.ifname, w.container_mac, env.netns)),
+        ips=tuple(IPConfig(f"{ip}/32", None, 1) for ip in v4),
+        routes=(RouteConfig("0.0.0.0/0", GATEWAY),),
+    )
+    return result.to_dict(conf.cni_version)
+
+
+def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
+    inv = Invocation(env, data, environ)
+    errors: list[CniError] = []
+    try:
+        w = inv.workload()
+    except TryAgainLater as exc:
+        # No node name yet (the agent has not written it): the endpoint's name is
+        # unknown, but the interface and the handle's addresses can go now. Report
+        # the error so that the runtime retries and the endpoint follows.
+        errors.append(exc)
+        w = identify(inv.conf.name, "unknown", env.container_id, env.ifname, inv.cni_args)
+
+    def attempt(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except CniError as exc:
+            _log.error("DEL step failed: %s", exc)
+            errors.append(exc)
+
+    try:
+        if env.netns:
+            attempt(lambda: wiring.unwire(env.netns, env.ifname))
+        if not errors:
+            attempt(lambda: inv.backend().delete_endpoint(w.namespace, w.endpoint_name,
+                                                          w.container_id))
+        attempt(lambda: inv.ipam(w).delete())
+    finally:
+        inv.backend.close()
+    if errors:
+        raise errors[0]
+    _log.info("%s: deleted", w.describe())
+
+
+def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
+    inv = Invocation(env, data, environ)
+    conf = inv.conf
+    if not supports_check(conf.cni_version):
+        raise IncompatibleVersion(f"CHECK is not defined for cniVersion {conf.cni_version}; "
+                                  "it exists from 0.4.0")
+    prev = conf.prev_result
+    if prev is None:
+        raise InvalidConfig("CHECK needs prevResult (the result of ADD) in the network "
+                            "configuration")
+    w = inv.workload()
+    if not wiring.netns_exists(env.netns):
+        raise ContainerUnknown(f"the container's network namespace {env.netns} does not exist")
+    problems: list[str] = []
+    names = [i.name for i in prev.interfaces]
+    for want in (w.veth_name, env.ifname):
+        if want not in names:
+            problems.append(f"prevResult lists no interface {want} (it lists "
+                            f"{', '.join(names) or 'none'})")
+    v4 = tuple(ip.ip for ip in prev.ips if ip.version == "4")
+    if not v4:
+        problems.append("prevResult has no IPv4 address")
+    try:
+        try:
+            inv.ipam(w).check(prev)
+        except CheckFailed as exc:
+            problems.append(exc.msg)
+        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns, 0, w.container_mac, v4)
+        problems += wiring.problems(plan, wiring.observe(plan))
+        wep = inv.backend().get_endpoint(w.namespace, w.endpoint_name)
+    finally:
+        inv.backend.close()
+    if wep is None:
+        problems.append(f"WorkloadEndpoint {w.namespace}/{w.endpoint_name} does not exist")
+    else:
+        spec = wep.get("spec") or {}
+        nets = sorted(spec.get("ipNetworks") or ())
+        if nets != sorted(f"{ip}/32" for ip in v4):
+            problems.append(f"WorkloadEndpoint {w.namespace}/{w.endpoint_name} has ipNetworks "
+                            f"{', '.join(nets) or 'none'}, not {', '.join(v4)}")
+        if spec.get("interfaceName") != w.veth_name:
+            problems.append(f"WorkloadEndpoint {w.namespace}/{w.endpoint_name} names interface "
+                            f"{spec.get('interfaceName')}, not {w.veth_name}")
+    if problems:
+        raise CheckFailed(f"CHECK of {w.describe()} failed: " + "; ".join(problems))
+    return None
+
+
+def handlers(environ: Mapping[str, str]) -> dict[str, Callable[[CniEnv, bytes], Any]]:
+    return {
+        "ADD": lambda env, data: cmd_add(env, data, environ),
+        "DEL": lambda env, data: cmd_del(env, data, environ),
+        "CHECK": lambda env, data: cmd_check(env, data, environ),
+    }
+
+
+def main() -> None:
+    environ = dict(os.environ)
+    sys.exit(run(handlers(environ), environ=environ, program="tortie-cni"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Pods in the lab, made the way a container runtime makes them: through the CNI plugin.
+
+Owns: the lab's CNI installation and a minimal CNI runtime (libcni's conflist
+semantics, enough for the e2e tests, the benchmark and the demo).
+
+  * `install_cni(lab, node)` runs tortie-install-cni for a node: launchers in
+    <state>/cni/bin (shared), the node's conflist in <state>/cni/<node>/net.d
+    (nodename, the lab's etcd, a per-node log file, MTU file and CNI server
+    socket), tortie followed by portmap.
+  * `add_pod(lab, node, namespace, name)` creates the pod's network namespace
+    `<lab>-pod-<namespace>-<name>` (so `lab.down()` removes it), brings its
+    loopback up and runs the conflist's ADD inside the node's namespace, each
+    plugin with the previous one's result as prevResult and the runtimeConfig
+    its capabilities ask for, exactly as libcni does. The result is kept in
+    <state>/cni/<node>/pods/ for DEL (a runtime's result cache).
+  * `delete_pod` runs DEL in reverse order with that prevResult, then removes
+    the namespace; it is idempotent.
+  * `start_cni_server(lab, node)` runs the node's CNI server (cni/server.py)
+    as a recorded lab process; without one the plugin talks to etcd itself.
+
+A failed ADD is undone like a runtime undoes it (DEL of the whole list, the
+namespace removed) and raises PodError carrying the plugin's CNI error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import netns
+from lab.cluster import Lab
+from lab.errors import LabError
+from lab.topology import LabNode
+
+REFERENCE_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
+CONF_NAME = "10-tortie.conflist"
+BIN = Path(sys.executable).parent
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class PodError(LabError):
+    """A CNI command failed; `code` and `cni_msg` are the plugin's error object."""
+
+    def __init__(self, message: str, code: int | None = None, cni_msg: str = "") -> None:
+        super().__init__(message)
+        self.code, self.cni_msg = code, cni_msg
+
+
+@dataclass
+class PodInfo:
+    name: str
+    namespace: str
+    node: str
+    netns: str          # the pod's namespace name (ip netns)
+    ip: str
+    iface: str          # the host-side veth
+    container_id: str
+    mac: str = ""
+    result: dict[str, Any] = field(default_factory=dict)  # the conflist's final result
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- paths and installation ------------------------------------------------------------------
+
+
+def cni_dir(lab: Lab) -> Path:
+    return lab.state_dir / "cni"
+
+
+def bin_dir(lab: Lab) -> Path:
+    return cni_dir(lab) / "bin"
+
+
+def node_dir(lab: Lab, node: str) -> Path:
+    return cni_dir(lab) / node
+
+
+def conf_path(lab: Lab, node: str) -> Path:
+    return node_dir(lab, node) / "net.d" / CONF_NAME
+
+
+def socket_path(lab: Lab, node: str) -> Path:
+    return node_dir(lab, node) / "cni.sock"
+
+
+def mtu_file(lab: Lab, node: str) -> Path:
+    """Where the node's agent publishes the pod MTU (the plugin reads it when mtu is 0)."""
+    return node_dir(lab, node) / "mtu"
+
+
+def cni_path(lab: Lab) -> str:
+    return f"{bin_dir(lab)}:{REFERENCE_PLUGINS}"
+
+
+def _node_name(lab: Lab, node: str | LabNode) -> str:
+    return node.name if isinstance(node, LabNode) else lab.node(node).name
+
+
+def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str = "info",
+                portmap: bool = True) -> Path:
+    """Install (idempotently) the plugins and `node`'s conflist; returns the conflist path."""
+    name = _node_name(lab, node)
+    argv = [str(BIN / "tortie-install-cni"), "--bin-dir", str(bin_dir(lab)),
+            "--conf-dir", str(conf_path(lab, name).parent), "--conf-name", CONF_NAME,
+            "--nodename", name, "--mtu", str(mtu), "--mtu-file", str(mtu_file(lab, name)),
+            "--etcd-endpoints", ",".join(lab.etcd_endpoints), "--log-level", log_level,
+            "--log-file-path", str(node_dir(lab, name) / "cni.log"),
+            "--server-socket", str(socket_path(lab, name)), "--python", sys.executable]
+    if not portmap:
+        argv.append("--no-portmap")
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LabError(f"installing the CNI plugin for {name} failed: {res.stderr.strip()}")
+    return conf_path(lab, name)
+
+
+def start_cni_server(lab: Lab, node: str | LabNode, timeout: float = 15.0) -> subprocess.Popen:
+    """Run `node`'s CNI server (recorded: `lab.down()` stops it); waits for its socket."""
+    name = _node_name(lab, node)
+    sock = socket_path(lab, name)
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    proc = lab.start_process(
+        name, [sys.executable, "-m", "cni.server", "--socket", str(sock),
+               "--etcd-endpoints", ",".join(lab.etcd_endpoints)],
+        role="cni-server", name=f"cni-server-{name}")
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if proc.poll() is not None:
+            log = lab.state_dir / f"cni-server-{name}.log"
+            raise LabError(f"the CNI server of {name} exited with {proc.returncode}: "
+                           f"{log.read_text()[-500:] if log.exists() else ''}")
+        if time.monotonic() > deadline:
+            raise LabError(f"the CNI server of {name} did not open {sock} in {timeout:g}s")
+        time.sleep(0.02)
+    return proc
+
+
+# -- a minimal CNI runtime -------------------------------------------------------------------
+
+
+def _find(plugin_type: str, path: str) -> str:
+    for directory in path.split(":"):
+        candidate = os.path.join(directory, plugin_type)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise PodError(f"no CNI plugin {plugin_type!r} in {path}")
+
+
+def plugin_configs(conflist: Mapping[str, Any], runtime_config: Mapping[str, Any],
+                   labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each plugin's network configuration as libcni builds it (without prevResult). Pure.
+
+    `labels` travel as `args.cni.labels` (CONVENTIONS.md), which tortie turns into
+    WorkloadEndpoint labels."""
+    out = []
+    for plugin in conflist["plugins"]:
+        conf = {**plugin, "cniVersion": conflist["cniVersion"], "name": conflist["name"]}
+        if labels:
+            conf["args"] = {"cni": {"labels": [{"key": k, "value": v}
+                                               for k, v in labels.items()]}}
+        caps = {c for c, on in (plugin.get("capabilities") or {}).items() if on}
+        rc = {k: v for k, v in runtime_config.items() if k in caps}
+        if rc:
+            conf["runtimeConfig"] = rc
+        out.append(conf)
+    return out
+
+
+def exec_plugin(lab: Lab, node: str, conf: Mapping[str, Any], command: str,
+                env: Mapping[str, str]) -> dict[str, Any] | None:
+    """Run one plugin inside the node's namespace; its result, or PodError with its error."""
+    binary = _find(conf["type"], env["CNI_PATH"])
+    res = lab.exec(node, [binary], check=False, input=json.dumps(conf),
+                   env={**env, "CNI_COMMAND": command})
+    out = res.stdout.strip()
+    if res.returncode != 0:
+        try:
+            err = json.loads(out)
+            code, msg = err.get("code"), err.get("msg", "")
+        except ValueError:
+            code, msg = None, out or res.stderr.strip()
+        raise PodError(f"CNI {command} of plugin {conf['type']} failed"
+                       f"{f' (code {code})' if code is not None else ''}: {msg}", code, msg)
+    return json.loads(out) if out else None
+
+
+def run_conflist(lab: Lab, node: str, conflist: Mapping[str, Any], command: str,
+                 env: Mapping[str, str], runtime_config: Mapping[str, Any] | None = None,
+                 prev: Mapping[str, Any] | None = None,
+                 labels: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """ADD in order (prevResult chained), DEL in reverse, CHECK in order (libcni)."""
+    confs = plugin_configs(conflist, runtime_config or {}, labels)
+    if command == "ADD":
+        result: dict[str, Any] | None = None
+        for conf in confs:
+            if result is not None:
+                conf["prevResult"] = result
+            result = exec_plugin(lab, node, conf, "ADD", env) or result
+        return result
+    errors = []
+    for conf in (reversed(confs) if command == "DEL" else confs):
+        if prev is not None:
+            conf["prevResult"] = prev
+        try:
+            exec_plugin(lab, node, conf, command, env)
+        except PodError as exc:
+            if command != "DEL":
+                raise
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return None
+
+
+# -- pods ------------------------------------------------------------------------------------
+
+
+def pod_netns(lab: Lab, namespace: str, name: str) -> str:
+    return f"{lab.name}-pod-{namespace}-{name}"
+
+
+def _record_path(lab: Lab, node: str, namespace: str, name: str) -> Path:
+    return node_dir(lab, node) / "pods" / f"{namespace}_{name}.json"
+
+
+def _env(lab: Lab, pod: PodInfo, ifname: str = "eth0") -> dict[str, str]:
+    return {
+        "CNI_CONTAINERID": pod.container_id,
+        "CNI_NETNS": f"{netns.NETNS_DIR}/{pod.netns}",
+        "CNI_IFNAME": ifname,
+        "CNI_PATH": cni_path(lab),
+        "CNI_ARGS": (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};"
+                     f"K8S_POD_NAME={pod.name};K8S_POD_INFRA_CONTAINER_ID={pod.container_id}"),
+    }
+
+
+def _load_conflist(lab: Lab, node: str) -> dict[str, Any]:
+    path = conf_path(lab, node)
+    if not path.exists():
+        install_cni(lab, node)
+    return json.loads(path.read_text())
+
+
+def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str = "pod",
+            *, port_mappings: Sequence[Mapping[str, Any]] = (),
+            labels: Mapping[str, str] | None = None,
+            container_id: str | None = None) -> PodInfo:
+    """Create pod `namespace/name` on `node` through the CNI plugin (see the module docstring).
+
+    port_mappings: portmap's runtimeConfig entries, e.g.
+    [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]; labels: the
+    WorkloadEndpoint's labels (as a runtime would pass the pod's).
+    """
+    node_name = _node_name(lab, node)
+    for what, value in (("namespace", namespace), ("pod name", name)):
+        if not _NAME_RE.match(value):
+            raise PodError(f"{what} {value!r} is invalid: lower-case letters, digits, '-', '.'")
+    record = _record_path(lab, node_name, namespace, name)
+    if record.exists():
+        raise PodError(f"pod {namespace}/{name} already exists on {node_name}")
+    conflist = _load_conflist(lab, node_name)
+    pod = PodInfo(name, namespace, node_name, pod_netns(lab, namespace, name), "", "",
+                  container_id or uuid.uuid4().hex, port_mappings=[dict(p) for p in port_mappings])
+    netns.batch([f"netns add {pod.netns}"])
+    env = _env(lab, pod)
+    runtime_config = {"portMappings": pod.port_mappings} if pod.port_mappings else {}
+    try:
+        netns.batch(["link set lo up"], pod.netns)
+        result = run_conflist(lab, node_name, conflist, "ADD", env, runtime_config,
+                              labels=labels) or {}
+    except BaseException:
+        try:  # what a runtime does after a failed ADD: DEL, then drop the sandbox
+            run_conflist(lab, node_name, conflist, "DEL", env, runtime_config)
+        except PodError:
+            pass
+        netns.batch([f"netns del {pod.netns}"], force=True)
+        raise
+    pod.result = result
+    pod.ip = result["ips"][0]["address"].split("/")[0]
+    host = [i for i in result.get("interfaces", ()) if not i.get("sandbox")]
+    inside = [i for i in result.get("interfaces", ()) if i.get("sandbox")]
+    pod.iface = host[0]["name"] if host else ""
+    pod.mac = inside[0].get("mac", "") if inside else ""
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(asdict(pod), indent=1))
+    return pod
+
+
+def list_pods(lab: Lab, node: str | None = None) -> list[PodInfo]:
+    out = []
+    nodes = [node] if node else [n.name for n in lab.nodes]
+    for n in nodes:
+        directory = node_dir(lab, n) / "pods"
+        if directory.is_dir():
+            out += [PodInfo(**json.loads(p.read_text())) for p in sorted(directory.glob("*.json"))]
+    return out
+
+
+def find_pod(lab: Lab, namespace: str, name: str) -> PodInfo | None:
+    for pod in list_pods(lab):
+        if (pod.namespace, pod.name) == (namespace, name):
+            return pod
+    return None
+
+
+def check_pod(lab: Lab, pod: PodInfo) -> None:
+    """The conflist's CHECK with the stored result (PodError if something differs)."""
+    run_conflist(lab, pod.node, _load_conflist(lab, pod.node), "CHECK", _env(lab, pod),
+                 {"portMappings": pod.port_mappings} if pod.port_mappings else {}, pod.result)
+
+
+def delete_pod(lab: Lab, pod: PodInfo | str, namespace: str = "default") -> bool:
+    """DEL the pod (by PodInfo or name) and remove its namespace. False if it was not there."""
+    if isinstance(pod, str):
+        found = find_pod(lab, namespace, pod)
+        if found is None:
+            return False
+        pod = found
+    conflist = _load_conflist(lab, pod.node)
+    run_conflist(lab, pod.node, conflist, "DEL", _env(lab, pod),
+                 {"portMappings": pod.port_mappings} if pod.port_mappings else {}, pod.result)
+    netns.batch([f"netns del {pod.netns}"], force=True)
+    _record_path(lab, pod.node, pod.namespace, pod.name).unlink(missing_ok=True)
+    return True
+
+
+def pod_exec(pod: PodInfo, argv: Sequence[str], check: bool = False, timeout: float = 30,
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(netns.exec_argv(pod.netns, argv), capture_output=True, text=True,
+                          check=check, timeout=timeout)
+
+
+def ping(pod: PodInfo, ip: str, count: int = 1, wait: int = 2) -> bool:
+    return pod_exec(pod, ["ping", "-c", str(count), "-W", str(wait), "-q", ip]).returncode == 0

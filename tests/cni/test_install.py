@@ -1,0 +1,88 @@
+"""tortie-install-cni: launchers and conflist, atomic and idempotent (no root needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cni import install
+
+BIN = Path(sys.executable).parent
+
+
+def run_install(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "tortie-install-cni"), "--bin-dir", str(tmp_path / "bin"),
+         "--conf-dir", str(tmp_path / "net.d"), *args],
+        capture_output=True, text=True, env={"PATH": os.environ["PATH"], **(env or {})})
+
+
+def test_default_conflist_chains_portmap() -> None:
+    doc = install.render_conflist(install.Settings(nodename="node1", mtu=1400,
+                                                   etcd_endpoints="http://e:2379"))
+    assert doc["name"] == "k8s-pod-network" and doc["cniVersion"] == "1.0.0"
+    main, portmap = doc["plugins"]
+    assert main["type"] == "tortie" and main["ipam"] == {"type": "tortie-ipam"}
+    assert (main["nodename"], main["mtu"], main["etcd_endpoints"]) == ("node1", 1400,
+                                                                      "http://e:2379")
+    assert portmap == {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}
+    with_bw = install.render_conflist(install.Settings(portmap=False, bandwidth=True))
+    assert [p["type"] for p in with_bw["plugins"]] == ["tortie", "bandwidth"]
+
+
+def test_template_placeholders() -> None:
+    template = json.dumps({"name": "net", "cniVersion": "0.3.1", "plugins": [
+        {"type": "tortie", "nodename": "__KUBERNETES_NODE_NAME__", "mtu": 0,
+         "etcd_endpoints": "__ETCD_ENDPOINTS__", "ipam": {"type": "tortie-ipam"}}]})
+    template = template.replace('"mtu": 0', '"mtu": __CNI_MTU__')
+    doc = install.render_template(template, install.Settings(nodename="n7", mtu=1410,
+                                                             etcd_endpoints="http://x:1"))
+    assert doc["plugins"][0]["nodename"] == "n7" and doc["plugins"][0]["mtu"] == 1410
+    with pytest.raises(install.InstallError, match="not JSON"):
+        install.render_template("{", install.Settings())
+    with pytest.raises(install.InstallError, match="first plugin"):
+        install.render_template('{"plugins": [{"type": "bridge"}]}', install.Settings())
+
+
+def test_install_writes_launchers_and_conflist_once(tmp_path: Path) -> None:
+    res = run_install(tmp_path, "--nodename", "node1", "--etcd-endpoints", "http://e:2379")
+    assert res.returncode == 0, res.stderr
+    for name in ("tortie", "tortie-ipam"):
+        path = tmp_path / "bin" / name
+        assert os.access(path, os.X_OK)
+        assert path.read_text().startswith(f"#!{sys.executable} -IS\n")
+    conflist = json.loads((tmp_path / "net.d" / "10-tortie.conflist").read_text())
+    assert conflist["plugins"][0]["nodename"] == "node1"
+    again = run_install(tmp_path, "--nodename", "node1", "--etcd-endpoints", "http://e:2379")
+    assert "already up to date" in again.stdout
+    assert not [p for p in (tmp_path / "bin").iterdir() if p.name.startswith(".tortie-")]
+
+
+def test_installed_launchers_answer_version(tmp_path: Path) -> None:
+    assert run_install(tmp_path).returncode == 0
+    for name in ("tortie", "tortie-ipam"):
+        res = subprocess.run([str(tmp_path / "bin" / name)], env={"CNI_COMMAND": "VERSION"},
+                             capture_output=True, text=True, input="")
+        assert res.returncode == 0, res.stderr
+        assert "1.0.0" in json.loads(res.stdout)["supportedVersions"]
+
+
+def test_environment_configures_like_calicos_install_cni(tmp_path: Path) -> None:
+    env = {"KUBERNETES_NODE_NAME": "k1", "CNI_MTU": "1300", "ETCD_ENDPOINTS": "http://e:1",
+           "CNI_CONF_NAME": "05-x.conflist", "SKIP_CNI_BINARIES": "true"}
+    assert run_install(tmp_path, env=env).returncode == 0
+    assert not (tmp_path / "bin").exists()
+    main = json.loads((tmp_path / "net.d" / "05-x.conflist").read_text())["plugins"][0]
+    assert (main["nodename"], main["mtu"], main["etcd_endpoints"]) == ("k1", 1300, "http://e:1")
+
+
+def test_bad_template_writes_nothing(tmp_path: Path) -> None:
+    res = run_install(tmp_path, env={"CNI_NETWORK_CONFIG": '{"plugins": [{"type": "bridge"}]}'})
+    assert res.returncode == 1 and "first plugin" in res.stderr
+    assert not (tmp_path / "net.d").exists()

@@ -1,0 +1,120 @@
+"""The CNI server and the plugin's backends against a real etcd (no root: no interfaces).
+
+The same operations through LocalBackend and through CniServer + RemoteBackend
+give the same answers, errors keep their CNI codes across the socket, and the
+client refuses a server that serves another datastore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cni.backend import LocalBackend
+from cni.config import EtcdSettings
+from cni.errors import InvalidConfig, NoAddresses
+from cni.naming import endpoint_document, identify
+from cni.server import CniServer, RemoteBackend, connect
+from datastore.resources import parse_document
+from datastore.store import ResourceStore
+
+
+@pytest.fixture
+def settings(etcd_endpoint: str, etcd_client) -> EtcdSettings:
+    ResourceStore(etcd_client).create(parse_document({
+        "apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "p"},
+        "spec": {"cidr": "10.77.0.0/24", "blockSize": 29}}))
+    return EtcdSettings(endpoints=etcd_endpoint)
+
+
+@pytest.fixture
+def server(settings: EtcdSettings, tmp_path: Path) -> Iterator[CniServer]:
+    srv = CniServer(str(tmp_path / "run" / "cni.sock"), settings, {}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["local", "remote"])
+def backend(request, settings: EtcdSettings, server: CniServer):
+    if request.param == "local":
+        b = LocalBackend(settings, {})
+    else:
+        b = RemoteBackend(server.path, settings, {})
+    yield b
+    b.close()
+
+
+def test_assign_is_idempotent_per_handle_and_release_too(backend) -> None:
+    w = identify("net", "node1", "cid1", "eth0", {"K8S_POD_NAMESPACE": "ns",
+                                                  "K8S_POD_NAME": "p1"})
+    first = backend.assign(w)
+    assert len(first) == 1 and first[0].startswith("10.77.0.")
+    assert backend.assign(w) == first
+    assert backend.addresses(w.handle_id) == first
+    assert backend.release(w.handle_id) == first
+    assert backend.release(w.handle_id) == []
+    assert backend.addresses(w.handle_id) == []
+
+
+def test_requested_address_and_its_errors(backend) -> None:
+    w = identify("net", "node1", "cid2", "eth0", {})
+    assert backend.assign(w, ["10.77.0.9"]) == ["10.77.0.9"]
+    other = identify("net", "node1", "cid3", "eth0", {})
+    with pytest.raises(NoAddresses, match="10.77.0.9 is already assigned") as err:
+        backend.assign(other, ["10.77.0.9"])
+    assert err.value.code == 100
+    with pytest.raises(NoAddresses, match="not in a configured pool"):
+        backend.assign(other, ["192.168.1.1"])
+    backend.release(w.handle_id)
+
+
+def test_endpoints_belong_to_their_container(backend) -> None:
+    old = identify("net", "node1", "old", "eth0", {"K8S_POD_NAMESPACE": "ns",
+                                                   "K8S_POD_NAME": "web"})
+    new = old._replace(cni_container_id="new", container_id="new")
+    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"], {}))
+    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"], {}))  # a retried ADD
+    backend.put_endpoint(endpoint_document(new, ["10.77.0.2/32"], {}))  # a new sandbox
+    doc = backend.get_endpoint("ns", old.endpoint_name)
+    assert doc["spec"]["containerID"] == "new" and doc["spec"]["ipNetworks"] == ["10.77.0.2/32"]
+    assert backend.delete_endpoint("ns", old.endpoint_name, "old") is False
+    assert backend.delete_endpoint("ns", old.endpoint_name, "new") is True
+    assert backend.delete_endpoint("ns", old.endpoint_name, "new") is False
+    assert backend.get_endpoint("ns", old.endpoint_name) is None
+
+
+def test_an_invalid_endpoint_is_invalid_config(backend) -> None:
+    w = identify("net", "node1", "c", "eth0", {})
+    doc = endpoint_document(w, ["10.77.0.1/32"], {"bad key!": "x"})
+    with pytest.raises(InvalidConfig, match="WorkloadEndpoint default/node1-cni-c-eth0"):
+        backend.put_endpoint(doc)
+
+
+def test_client_refuses_a_server_of_another_datastore(server: CniServer) -> None:
+    assert connect(server.path, EtcdSettings(endpoints="http://127.0.0.9:2379"), {}) is None
+    assert connect(server.path + ".missing", EtcdSettings(), {}) is None
+
+
+def test_a_second_server_on_the_same_socket_is_refused(server: CniServer,
+                                                       settings: EtcdSettings) -> None:
+    with pytest.raises(RuntimeError, match="already listening"):
+        CniServer(server.path, settings, {}).start()
+
+
+def test_a_stale_socket_is_replaced(settings: EtcdSettings, tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "stale.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()  # the file stays; nobody listens
+    srv = CniServer(str(path), settings, {}).start()
+    try:
+        client = connect(str(path), settings, {})
+        assert client is not None
+        client.close()
+    finally:
+        srv.stop()
+    assert not path.exists()

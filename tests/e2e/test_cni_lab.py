@@ -1,0 +1,232 @@
+"""The CNI plugin end to end in the lab: real runtimes, real agents, traffic across nodes.
+
+A 2-node lab across 2 subnets with a VXLAN pool, an agent and a CNI server on
+each node. Pods are made three ways: by the lab's libcni-like runtime
+(lab.pods), by that runtime chaining the reference `portmap` plugin after
+tortie (a host port reaches a pod), and by podman with its CNI network
+backend (an image imported from a local busybox tar; no registry).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import Lab
+from lab import pods as lab_pods
+
+from .pods import BIN, ctl
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+POOL = """apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec:
+  cidr: 10.246.0.0/16
+  blockSize: 26
+  vxlanMode: Always
+  natOutgoing: true
+"""
+
+
+def agent_env(lab: Lab, node: str) -> dict[str, str]:
+    return {
+        "ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node, "IP": "autodetect",
+        "CALICO_NETWORKING_BACKEND": "vxlan", "FELIX_HEALTHENABLED": "true",
+        "NO_DEFAULT_POOLS": "true",
+        "CALICO_NODENAME_FILE": str(Path(lab.state_dir) / f"{node}.nodename"),
+    }
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def agent_ready(lab: Lab, node: str) -> bool:
+    res = lab.exec(node, [str(BIN / "tortie-agent"), "--ready"], check=False,
+                   env=agent_env(lab, node))
+    return res.returncode == 0
+
+
+def workload_links(lab: Lab, node: str) -> list[str]:
+    names = [line.split(":")[1].strip().split("@")[0]
+             for line in lab.exec(node, ["ip", "-o", "link"]).stdout.splitlines()]
+    return [n for n in names if n.startswith("cali")]
+
+
+def ping(pod: lab_pods.PodInfo, ip: str, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab_pods.ping(pod, ip):
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_env: None) -> Iterator[Lab]:
+    from .conftest import _lab_name
+
+    lab = Lab(_lab_name(), nodes=2, subnets=2).up()
+    try:
+        ctl(lab, ["apply", "-f", "-"], stdin=POOL)
+        for n in lab.nodes:
+            lab.start_process(n.name, [str(BIN / "tortie-agent")], role="agent",
+                              name=f"agent-{n.name}", env=agent_env(lab, n.name))
+            lab_pods.install_cni(lab, n.name)
+            lab_pods.start_cni_server(lab, n.name)
+        for n in lab.nodes:
+            wait_for(lambda n=n: agent_ready(lab, n.name), what=f"agent on {n.name}")
+        yield lab
+    finally:
+        lab.down()
+
+
+def test_pods_on_two_nodes(cluster: Lab) -> None:
+    lab = cluster
+    a = lab_pods.add_pod(lab, "node1", "default", "alpha")
+    b = lab_pods.add_pod(lab, "node2", "team-b", "beta")
+    try:
+        assert a.ip.startswith("10.246.") and b.ip.startswith("10.246.")
+        assert ping(a, b.ip) and ping(b, a.ip)
+        lab_pods.check_pod(lab, a)
+        lab_pods.check_pod(lab, b)
+        weps = ctl(lab, ["get", "workloadendpoints", "-A", "-o", "yaml"])
+        assert "node1-k8s-alpha-eth0" in weps and "node2-k8s-beta-eth0" in weps
+        route = lab.exec("node1", ["ip", "route", "show", a.ip]).stdout
+        assert f"dev {a.iface} scope link" in route
+    finally:
+        lab_pods.delete_pod(lab, a)
+        lab_pods.delete_pod(lab, b)
+    assert not lab_pods.delete_pod(lab, "alpha")  # already gone: quietly False
+    assert workload_links(lab, "node1") == [] and workload_links(lab, "node2") == []
+    assert "Check complete; found 0 problems." in ctl(lab, ["ipam", "check"])
+
+
+def test_portmap_maps_a_host_port_to_a_pod(cluster: Lab, tmp_path: Path) -> None:
+    lab = cluster
+    node1, node2 = lab.nodes
+    web = lab_pods.add_pod(lab, "node1", "default", "web", port_mappings=[
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}])
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "index.html").write_text(f"hello from {web.name}\n")
+    httpd = subprocess.Popen(["ip", "netns", "exec", web.netns, "busybox", "httpd", "-f",
+                              "-p", "80", "-h", str(docroot)])
+    try:
+        def fetch() -> str:
+            return lab.exec("node2", ["curl", "-s", "--max-time", "3",
+                                      f"http://{node1.ip}:8080/index.html"], check=False).stdout
+
+        wait_for(lambda: "hello from web" in fetch(), timeout=20, what="the mapped port")
+        nat = lab.exec("node1", ["iptables-save", "-t", "nat"]).stdout
+        assert "CNI-HOSTPORT-DNAT" in nat and f"{web.ip}:80" in nat
+    finally:
+        httpd.terminate()
+        httpd.wait(10)
+        lab_pods.delete_pod(lab, web)
+    nat = lab.exec("node1", ["iptables-save", "-t", "nat"]).stdout
+    assert f"{web.ip}:80" not in nat  # portmap's DEL ran too
+
+
+def test_tortie_lab_pod_commands(cluster: Lab, lab_cli: str) -> None:
+    lab = cluster
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([lab_cli, "pod", *args, "--name", lab.name], capture_output=True,
+                              text=True, timeout=120)
+
+    added = cli("add", "--node", "node2", "--namespace", "web", "--port", "8081:80", "front")
+    assert added.returncode == 0, added.stderr
+    ns_name, node, ip, iface, netns = added.stdout.split()
+    assert (ns_name, node, netns) == ("web/front", "node2", f"{lab.name}-pod-web-front")
+    assert ip.startswith("10.246.") and iface.startswith("cali")
+    assert "web/front\tnode2" in cli("list").stdout
+    bad = cli("add", "--port", "80", "other")
+    assert bad.returncode == 1 and "HOST:POD" in bad.stderr
+    assert cli("del", "--namespace", "web", "front").returncode == 0
+    assert cli("list").stdout == ""
+    assert cli("del", "--namespace", "web", "front").returncode == 0  # quiet when absent
+
+
+@pytest.fixture
+def podman(cluster: Lab) -> Iterator:
+    """Runs podman (CNI backend, runc, vfs, all state in one temporary directory) in node1's
+    namespace."""
+    for tool in ("podman", "runc", "busybox"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed (apt packages podman runc busybox-static)")
+    lab = cluster
+    conf_dir = lab_pods.conf_path(lab, "node1").parent
+    # podman refuses a run root longer than 50 characters: pytest's tmp_path is too deep.
+    state = Path(tempfile.mkdtemp(prefix="tcni-podman-", dir="/tmp"))
+    (state / "containers.conf").write_text(f"""[network]
+network_backend = "cni"
+network_config_dir = "{conf_dir}"
+cni_plugin_dirs = ["{lab_pods.bin_dir(lab)}", "{lab_pods.REFERENCE_PLUGINS}"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{state}/events.log"
+tmp_dir = "{state}/tmp"
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+""")
+    env = {**os.environ, "CONTAINERS_CONF": str(state / "containers.conf")}
+    # nsenter, not `ip netns exec`: the latter remounts /sys, which the OCI runtime refuses.
+    base = ["nsenter", f"--net=/run/netns/{lab.netns_of('node1')}", "podman",
+            "--root", str(state / "root"), "--runroot", str(state / "runroot"),
+            "--storage-driver", "vfs"]
+
+    def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        res = subprocess.run([*base, *args], env=env, capture_output=True, text=True,
+                             timeout=timeout)
+        if check:
+            assert res.returncode == 0, f"podman {' '.join(args)}: {res.stdout}{res.stderr}"
+        return res
+
+    rootfs = state / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "ip", "ping", "sleep", "cat"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(state / "busybox.tar"), "."],
+                   check=True)
+    run("import", str(state / "busybox.tar"), "localhost/tortie-busybox:test")
+    yield run
+    run("rm", "--all", "--force", check=False)
+    run("rmi", "--all", "--force", check=False)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def test_podman_runs_a_container_on_the_tortie_network(cluster: Lab, podman) -> None:
+    lab = cluster
+    network = "k8s-pod-network"
+    remote = lab_pods.add_pod(lab, "node2", "default", "target")
+    try:
+        res = podman("run", "--rm", "--name", "boxone", "--network", network,
+                     "localhost/tortie-busybox:test", "sh", "-c",
+                     f"ip -4 addr show eth0; ip route; ping -c 3 -W 2 {remote.ip}")
+        out = res.stdout
+        assert "inet 10.246." in out and "/32" in out, out
+        assert "default via 169.254.1.1 dev eth0" in out, out
+        assert "3 packets transmitted" in out and " 0% packet loss" in out, out
+        # podman passed K8S_POD_NAME=boxone only: a pod in namespace default
+        assert "boxone" not in ctl(lab, ["get", "wep", "-A"])  # --rm: its DEL ran
+    finally:
+        lab_pods.delete_pod(lab, remote)
+    assert workload_links(lab, "node1") == [] and workload_links(lab, "node2") == []
+    assert "Check complete; found 0 problems." in ctl(lab, ["ipam", "check"])
