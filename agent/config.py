@@ -297,6 +297,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TORTIE_BGP_HOLD_TIME", "bgp_hold_time", "seconds", 240, "240",
             "BGP hold time of mesh sessions and of BGPPeers without keepaliveTime (BIRD's "
             "default, which Calico inherits; 0 or at least 3).", _hold_time),
+    Setting("CALICO_MTU_FILE", "mtu_file", "path", "/var/lib/calico/mtu", "/var/lib/calico/mtu",
+            "Where the agent publishes the pod MTU (the smallest MTU of the tunnels in use, "
+            "else the host MTU) for the CNI plugin, as calico-node writes it.", _string),
     Setting("TORTIE_RUN_DIR", "run_dir", "path", "/var/run/tortie", "/var/run/tortie",
             "Where the agent keeps runtime files: ExaBGP's configuration and log under "
             "bgp/<node name>/.", _string),
@@ -353,6 +356,7 @@ class AgentConfig:
     networking_backend: str = "bird"
     bgp_sidecar: bool = False
     bgp_hold_time: int = 240
+    mtu_file: str = "/var/lib/calico/mtu"
     run_dir: str = "/var/run/tortie"
     disable_node_ip_check: bool = False
     k8s_node_ref: str | None = None

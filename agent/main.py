@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -97,6 +98,7 @@ class Agent:
         self._parent: str | None = None
         self._parent_for_ip: str | None = None  # the node IP self._parent was looked up for
         self._host_mtu: int | None = None
+        self._mtu_written: int | None = None
         self._bgp_running = False  # BGP carries IPIP/no-encap routes (agent/calc/routes.py)
         for name in ("datastore", "dataplane"):
             self.health.register(name)
@@ -185,6 +187,22 @@ class Agent:
                            on_routes=self.on_learned, hold_time=self.config.bgp_hold_time)
         daemon.start()
         return daemon.stop
+
+    def _publish_mtu(self, desired) -> None:
+        """Write the pod MTU for the CNI plugin when it changes (atomically, like Calico)."""
+        mtu = pod_mtu(desired, self._host_mtu or 1460)
+        if mtu == self._mtu_written:
+            return
+        path = Path(self.config.mtu_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(f"{mtu}\n")
+            os.replace(tmp, path)
+            self._mtu_written = mtu
+            _log.info("pod MTU %d published to %s", mtu, path)
+        except OSError as exc:
+            _log.warning("cannot publish the pod MTU to %s: %s", path, exc)
 
     def _resyncs(self) -> dict[str, tuple[float, Callable[[], None]]]:
         """Periodic full re-reads of kernel state, by kind: (interval, what to call)."""
@@ -320,6 +338,7 @@ class Agent:
             self.ipsets.set_desired(desired.ipsets)
             for table in self.tables.values():
                 table.set_desired(desired.chains, desired.hooks)
+            self._publish_mtu(desired)
             for cls, count in _count_by_class(desired).items():
                 self.metrics.routes.labels(cls).set(count)
             self._dirty_calc = False
@@ -356,6 +375,12 @@ class Agent:
             self._dirty_apply = False
             self._backoff = MIN_BACKOFF
             self.health.report("dataplane", ready=True)
+
+
+def pod_mtu(desired, host_mtu: int) -> int:
+    """The MTU pods should use: the smallest of the tunnels in use, else the host's."""
+    mtus = [dev.mtu for dev in (desired.vxlan, desired.ipip) if dev is not None and dev.mtu]
+    return min(mtus) if mtus else host_mtu
 
 
 def _count_by_class(desired) -> dict[str, int]:

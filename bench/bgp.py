@@ -307,6 +307,7 @@ def agent_env(lab: Lab, node: str) -> dict[str, str]:
         "CALICO_NETWORKING_BACKEND": "bird", "FELIX_HEALTHENABLED": "true",
         "NO_DEFAULT_POOLS": "true",
         "CALICO_NODENAME_FILE": str(lab.state_dir / f"{node}.nodename"),
+        "CALICO_MTU_FILE": str(lab.state_dir / "cni" / node / "mtu"),
         "TORTIE_RUN_DIR": str(lab.state_dir / "run"),
     }
 

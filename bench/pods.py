@@ -58,7 +58,8 @@ def agent_env(lab: Lab, node: str) -> dict[str, str]:
     return {"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node,
             "IP": "autodetect", "CALICO_NETWORKING_BACKEND": "vxlan", "NO_DEFAULT_POOLS": "true",
             "FELIX_HEALTHENABLED": "true",
-            "CALICO_NODENAME_FILE": str(lab.state_dir / f"{node}.nodename")}
+            "CALICO_NODENAME_FILE": str(lab.state_dir / f"{node}.nodename"),
+            "CALICO_MTU_FILE": str(lab.state_dir / "cni" / node / "mtu")}
 
 
 def wait(predicate, timeout: float, what: str) -> None:

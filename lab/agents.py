@@ -29,6 +29,7 @@ def agent_env(lab: Lab, node: str, *, backend: str = "bird", hold_time: int = 9,
         "NO_DEFAULT_POOLS": "true", "TORTIE_BGP_HOLD_TIME": str(hold_time),
         "TORTIE_RUN_DIR": str(state / "run"), "TORTIE_BGP_SECRETS_DIR": str(state / "secrets"),
         "CALICO_NODENAME_FILE": str(state / f"{node}.nodename"),
+        "CALICO_MTU_FILE": str(state / "cni" / node / "mtu"),  # = lab.pods.mtu_file
         **extra,
     }
 

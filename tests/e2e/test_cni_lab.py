@@ -43,6 +43,7 @@ def agent_env(lab: Lab, node: str) -> dict[str, str]:
         "CALICO_NETWORKING_BACKEND": "vxlan", "FELIX_HEALTHENABLED": "true",
         "NO_DEFAULT_POOLS": "true",
         "CALICO_NODENAME_FILE": str(Path(lab.state_dir) / f"{node}.nodename"),
+        "CALICO_MTU_FILE": str(Path(lab.state_dir) / "cni" / node / "mtu"),
     }
 
 

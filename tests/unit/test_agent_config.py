@@ -187,3 +187,15 @@ def test_detection_methods_are_kept_as_written() -> None:
                 "IP6_AUTODETECTION_METHOD": "can-reach=2001:db8::1"})
     assert cfg.ip_autodetection_method == "interface=eth0, ens.*"
     assert cfg.ip6_autodetection_method == "can-reach=2001:db8::1"
+
+
+def test_pod_mtu_is_the_smallest_tunnel_mtu_else_the_host_mtu() -> None:
+    from agent.main import pod_mtu
+    from agent.types import DesiredDataplane, IPIPDevice, VXLANDevice
+
+    vxlan = VXLANDevice(name="vxlan.calico", vni=4096, port=4789, local_ip="10.0.0.1",
+                        parent="eth0", mac="66:00:00:00:00:01", address="10.244.0.0", mtu=1450)
+    ipip = IPIPDevice(name="tunl0", address=None, mtu=1480)
+    assert pod_mtu(DesiredDataplane(), 1500) == 1500
+    assert pod_mtu(DesiredDataplane(ipip=ipip), 1500) == 1480
+    assert pod_mtu(DesiredDataplane(vxlan=vxlan, ipip=ipip), 1500) == 1450
