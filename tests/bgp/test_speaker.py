@@ -8,6 +8,7 @@ These tests are also the evidence for the ExaBGP facts in bgp/speaker.py's docst
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bgp.relay import RELAY_MARK
-from bgp.speaker import RELAY, ExaBGPSpeaker
+from bgp.speaker import LAUNCHER, RELAY, ExaBGPSpeaker
 from bgp.types import (
     NeighborTable,
     OutRoute,
@@ -314,3 +315,140 @@ def test_relay_copies_both_ways_and_says_who_it_is():
             if f is not None:
                 f.close()
         shutil.rmtree(path.parent)
+
+
+# -- the receive path: the launcher's decode/encode patches --------------------------------
+
+_DIFFERENTIAL = r"""
+import json, struct, sys
+from exabgp.environment import getenv
+from exabgp.logger import log
+log.init(getenv())
+from exabgp.bgp.message import Action, Message
+from exabgp.bgp.message.direction import Direction
+from exabgp.bgp.message.notification import Notify
+from exabgp.bgp.message.open.asn import ASN
+from exabgp.bgp.message.open.capability.negotiated import Negotiated
+from exabgp.bgp.message.update.nlri import NLRI
+from exabgp.bgp.neighbor import Neighbor
+from exabgp.protocol.family import AFI, SAFI
+from exabgp.protocol.ip import IP
+from exabgp.reactor.api.response import Response
+
+def nlri_cases():
+    tail = bytes([24, 10, 1, 2])  # the next NLRI: must be left over untouched
+    for mask in range(33):
+        size = (mask + 7) // 8
+        body = bytes((0xA5 + i * 17) & 0xFF for i in range(size))  # host bits set too
+        yield bytes([mask]) + body + tail
+        yield bytes([mask]) + body
+        if size:
+            yield bytes([mask]) + body[:-1]  # truncated
+    yield b""
+    for mask in (33, 40, 64, 255):
+        yield bytes([mask]) + bytes(16)
+
+def decode_all():
+    out = []
+    for data in nlri_cases():
+        for action in (Action.ANNOUNCE, Action.WITHDRAW):
+            for safi, addpath in ((SAFI.unicast, False), (SAFI.unicast, True), (SAFI.multicast, False)):
+                raw = (b"\0\0\0\7" + data) if addpath else data
+                try:
+                    nlri, left = NLRI.unpack_nlri(AFI.ipv4, safi, raw, action, addpath)
+                    out.append([type(nlri).__name__, nlri.cidr.prefix(), nlri.cidr.pack_nlri().hex(),
+                                int(nlri.afi), int(nlri.safi), int(nlri.action), str(nlri.path_info),
+                                nlri.index().hex(), left.hex()])
+                except Notify as exc:
+                    out.append(["notify", exc.code, exc.subcode])
+    return out
+
+def encode_all():
+    n = Neighbor()
+    n["peer-address"], n["local-address"] = IP.create("10.0.0.1"), IP.create("10.0.0.2")
+    n["local-as"], n["peer-as"] = ASN(64512), ASN(65000)
+    neg = Negotiated(n)
+    neg.asn4 = True
+    attrs = (bytes([0x40, 1, 1, 0]) + bytes([0x40, 2, 6, 2, 1]) + struct.pack("!I", 65000)
+             + bytes([0x40, 3, 4, 10, 0, 0, 1]))
+    announce = b"".join(bytes([m]) + bytes([10, m, 7, 9][:(m + 7) // 8]) for m in (0, 8, 17, 26, 32))
+    withdraw = bytes([26, 192, 168, 1, 64, 32, 192, 168, 1, 1])
+    enc = Response.JSON("5.0.15")
+    out = []
+    for w, a in ((b"", announce), (withdraw, b""), (withdraw, announce)):
+        body = struct.pack("!H", len(w)) + w + struct.pack("!H", len(attrs) if a else 0) + (attrs if a else b"") + a
+        update = Message.unpack(Message.CODE.UPDATE, body, Direction.IN, neg)
+        out.append(str(enc._update(update)["message"]))
+        json.loads("{" + out[-1].strip()[1:-1].strip() + "}")  # the text is valid JSON
+    return out, n["adj-rib-in"]
+
+stock = decode_all(), encode_all()
+exec(sys.stdin.read().split("from exabgp.application.main import main")[0])
+patched = decode_all(), encode_all()
+print(json.dumps({"stock": stock, "patched": patched}))
+"""
+
+
+def test_launcher_receive_patches_decode_and_encode_like_stock():
+    """The launcher's IPv4-unicast NLRI decoder and JSON encoder give what stock 5.0.15
+    gives (every mask, truncated and bad ones, ADD-PATH and other families falling
+    through), and only the adj-RIB-in default changes."""
+    res = subprocess.run([sys.executable, "-c", _DIFFERENTIAL], input=LAUNCHER, text=True,
+                         capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "not patched" not in res.stderr
+    out = json.loads(res.stdout)
+    (stock_nlris, (stock_json, stock_rib_in)) = out["stock"]
+    (nlris, (texts, rib_in)) = out["patched"]
+    assert len(nlris) == len(stock_nlris) > 300
+    assert nlris == stock_nlris
+    assert sum(1 for n in nlris if n[0] == "notify") > 50  # the bad ones are still refused
+    assert texts == stock_json and '"nlri": "10.0.0.0/8"' in texts[0]
+    assert stock_rib_in is True and rib_in is False
+
+
+BIRD_AS = 65000
+
+
+def _bird_conf(routes: list[str]) -> str:
+    statics = "".join(f"  route {r} blackhole;\n" for r in routes)
+    return (f"router id {B_A};\nprotocol device {{ }}\n"
+            f"protocol static {{\n  ipv4;\n{statics}}}\n"
+            f"protocol bgp gen {{\n  local {B_A} as {BIRD_AS};\n  neighbor {A_B} as {AS};\n"
+            "  hold time 9;\n  connect delay time 1;\n"
+            "  ipv4 { import none; export all; };\n}\n")
+
+
+def test_ten_thousand_routes_from_bird_received_and_withdrawn(make_speaker, topology):
+    """Receive path end to end, as in bench/bgp.py: BIRD packs 256 /26 per UPDATE; odd
+    prefix lengths and withdrawals go through the launcher's decoder too."""
+    if not shutil.which("bird") or not shutil.which("birdc"):
+        pytest.skip("bird/birdc not installed")
+    a, ea = make_speaker(topology.a, "a")
+    start(a, A_B, [dict(peer=B_A, local=A_B, peer_as=BIRD_AS, passive=True)], A_B)
+    ea.wait(SpeakerStarted)
+    odd = ["0.0.0.0/0", "10.0.0.0/8", "172.31.128.0/17", "192.0.2.1/32", "198.51.100.0/25"]
+    routes = prefixes(10_000) + odd
+    d = Path(tempfile.mkdtemp(prefix="tbgpspk-bird-"))
+    conf, ctl = d / "bird.conf", d / "bird.ctl"
+    conf.write_text(_bird_conf(routes))
+    bird = subprocess.Popen(["ip", "netns", "exec", topology.b, "bird", "-f", "-c", str(conf),
+                             "-s", str(ctl)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        up(ea, B_A, timeout=20)
+        rib = wait_rib(ea, lambda rib: len(rib) == len(routes), timeout=30)
+        assert set(rib) == set(routes)
+        assert set(rib.values()) == {PathAttributes(next_hop=B_A, as_path=(BIRD_AS,))}
+        assert max(len(e.announced) for e in ea.of(RouteUpdate)) >= 200  # packed, as from BIRD
+        keep = routes[::2]
+        conf.write_text(_bird_conf(keep))
+        res = subprocess.run(["birdc", "-s", str(ctl), "configure"], capture_output=True,
+                             text=True, timeout=30)
+        assert "Reconfigured" in res.stdout, res.stdout + res.stderr
+        rib = wait_rib(ea, lambda rib: len(rib) == len(keep), timeout=30)
+        assert set(rib) == set(keep)
+        assert sum(len(e.withdrawn) for e in ea.of(RouteUpdate)) == len(routes) - len(keep)
+    finally:
+        bird.terminate()
+        bird.wait(10)
+        shutil.rmtree(d, ignore_errors=True)
