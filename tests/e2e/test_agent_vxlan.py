@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import agents as lab_agents
+
 from .pods import BIN, Pod, add_pod, ctl, ping
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -31,13 +33,7 @@ spec:
 
 
 def agent_env(lab, node: str) -> dict[str, str]:
-    return {
-        "ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node, "IP": "autodetect",
-        "CALICO_NETWORKING_BACKEND": "vxlan", "FELIX_HEALTHENABLED": "true",
-        "NO_DEFAULT_POOLS": "true",
-        "CALICO_NODENAME_FILE": str(Path(lab.state_dir) / f"{node}.nodename"),
-        "CALICO_MTU_FILE": str(Path(lab.state_dir) / "cni" / node / "mtu"),
-    }
+    return lab_agents.agent_env(lab, node, backend="vxlan")
 
 
 def start_agent(lab, node: str):

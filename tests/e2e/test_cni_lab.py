@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from lab import Lab
+from lab import agents as lab_agents
 from lab import pods as lab_pods
 
 from .pods import BIN, ctl
@@ -38,13 +39,7 @@ spec:
 
 
 def agent_env(lab: Lab, node: str) -> dict[str, str]:
-    return {
-        "ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "NODENAME": node, "IP": "autodetect",
-        "CALICO_NETWORKING_BACKEND": "vxlan", "FELIX_HEALTHENABLED": "true",
-        "NO_DEFAULT_POOLS": "true",
-        "CALICO_NODENAME_FILE": str(Path(lab.state_dir) / f"{node}.nodename"),
-        "CALICO_MTU_FILE": str(Path(lab.state_dir) / "cni" / node / "mtu"),
-    }
+    return lab_agents.agent_env(lab, node, backend="vxlan")
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:
