@@ -21,32 +21,12 @@ from bgp.control import DEFAULT_NAME, query_status
 from bgp.status import STATUS_PREFIX
 
 from .common import CtlFailure
+from .tablewriter import render_table
 
 PROCESS_NAMES = ("tortie-agent", "tortie-bgp")
 STALE_AFTER = 60.0  # seconds without a report before --all marks a node stale
 HEADINGS = ["Peer address", "Peer type", "State", "Since", "Info"]
 WIDE_HEADINGS = ["Prefixes received", "Prefixes sent"]
-
-
-def tablewriter(headings: Sequence[str], rows: Sequence[Sequence[str]],
-                right: frozenset[int] = frozenset()) -> str:
-    """Go tablewriter's default ASCII table: centred upper-case headings, left cells."""
-    cols = len(headings)
-    heads = [h.upper() for h in headings]
-    widths = [max([len(heads[i])] + [len(r[i]) for r in rows]) for i in range(cols)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def centre(text: str, width: int) -> str:
-        gap = width - len(text)
-        return " " * (gap // 2) + text + " " * (gap - gap // 2)
-
-    out = [line, "| " + " | ".join(centre(h, w) for h, w in zip(heads, widths, strict=True)) + " |", line]
-    for r in rows:
-        cells = [(c.rjust(w) if i in right else c.ljust(w))
-                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        out.append("| " + " | ".join(cells) + " |")
-    out.append(line)
-    return "\n".join(out)
 
 
 def format_since(moment: float, now: float) -> str:
@@ -72,8 +52,9 @@ def render_local(doc: dict | None, now: float, wide: bool) -> str:
     peers = doc.get("peers") or []
     if peers:
         headings = HEADINGS + (WIDE_HEADINGS if wide else [])
-        parts.append(tablewriter(headings, [peer_cells(p, now, wide) for p in peers],
-                                 frozenset({5, 6}) if wide else frozenset()))
+        # No wrapping: scripts (and the e2e tests) read one row per peer.
+        parts.append(render_table(headings, [peer_cells(p, now, wide) for p in peers],
+                                  wrap=None).rstrip("\n"))
     else:
         parts.append("No IPv4 peers found.")
     if doc.get("speaker") == "stopped":
@@ -95,7 +76,7 @@ def render_all(docs: Sequence[dict], now: float, wide: bool) -> str:
     if not rows:
         return "No IPv4 peers found on any node.\n"
     headings = ["Node", *HEADINGS, *(WIDE_HEADINGS if wide else [])]
-    text = tablewriter(headings, rows, frozenset({6, 7}) if wide else frozenset())
+    text = render_table(headings, rows, wrap=None).rstrip("\n")
     return "\n".join(["IPv4 BGP status of every node", text, *notes, ""])
 
 
