@@ -54,7 +54,7 @@ from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
 from datastore.store import ResourceStore
-from datastore.syncer import Syncer, SyncStatus, Update
+from datastore.syncer import Syncer, SyncStatus, Update, drain_events
 
 _log = logging.getLogger("agent")
 
@@ -234,15 +234,7 @@ class Agent:
                 self._calculate_and_apply()
 
     def _drain(self, wait: float) -> None:
-        try:
-            events = [self._events.get(timeout=wait)]
-        except queue.Empty:
-            return
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                break
+        events = drain_events(self._events, wait)
         # Learned routes come as whole snapshots: only the newest of a drained batch counts.
         learned = [i for i, ev in enumerate(events) if ev[0] == "learned"]
         if len(learned) > 1:

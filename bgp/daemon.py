@@ -36,7 +36,7 @@ from pathlib import Path
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
-from datastore.syncer import Syncer, SyncStatus, Update
+from datastore.syncer import Syncer, SyncStatus, Update, drain_events
 
 from .control import DEFAULT_NAME, ControlServer, Route
 from .export import ExportPolicy, diff, pool_exporter
@@ -59,6 +59,7 @@ from .types import (
     SpeakerStarted,
     SpeakerStopped,
 )
+from .view import BGPView
 
 _log = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ class BGPDaemon:
                  publish_status: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
-        from .view import BGPView
-
         self.client = client
         self.nodename = nodename
         self.workdir = workdir
@@ -111,7 +110,6 @@ class BGPDaemon:
         self._status_doc: dict = {}
         self._status_dirty = True
         self._status_written = -1e9
-        self._announced_count = 0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -183,15 +181,7 @@ class BGPDaemon:
             self._refresh_status(now)
 
     def _drain(self, wait: float) -> None:
-        try:
-            events = [self._events.get(timeout=wait)]
-        except queue.Empty:
-            return
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                break
+        events = drain_events(self._events, wait)
         for ev in events:
             if ev[0] == "updates":
                 self._view_dirty |= self.view.apply(ev[1])

@@ -338,3 +338,17 @@ class Syncer:
             # The cache already holds these; re-sending would not make a broken
             # consumer whole, and stopping would starve every other update.
             _log.exception("syncer: on_updates raised; the batch counts as delivered")
+
+
+def drain_events(events: queue.Queue, wait: float) -> list:
+    """For the loops fed by syncer callbacks: wait up to `wait` seconds for one event,
+    then take every event already queued, so a burst is handled as one batch."""
+    try:
+        batch = [events.get(timeout=wait)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            batch.append(events.get_nowait())
+        except queue.Empty:
+            return batch

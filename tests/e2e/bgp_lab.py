@@ -7,6 +7,7 @@ runtime files and BGP secrets under the lab's state dir.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,3 +91,25 @@ def speaker_pid(lab: Lab, node: str) -> int | None:
         if "exabgp" in cmd and str(lab.state_dir) in cmd and cmd.rstrip().endswith(conf):
             return int(proc.name)
     return None
+
+
+# A pool without encapsulation: pods on different nodes reach each other only
+# through routes learned over BGP (`<block> via <node> dev eth0 proto 80 onlink`).
+NO_ENCAP_POOL = """apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
+"""
+
+
+def block_of(ip: str) -> str:
+    return str(ipaddress.ip_network(f"{ip}/26", strict=False))
+
+
+def node_ip(lab: Lab, name: str) -> str:
+    return next(n.ip for n in lab.nodes if n.name == name)
+
+
+def has_block_route(lab: Lab, node: str, block: str, via: str) -> bool:
+    return any(line.startswith(f"{block} via {via} dev eth0 proto 80")
+               for line in routes(lab, node).splitlines())

@@ -9,7 +9,6 @@ disconnected node's routes go within the hold time.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import subprocess
@@ -20,8 +19,12 @@ import pytest
 
 from .bgp_lab import (
     HOLD_TIME,
+    NO_ENCAP_POOL,
     apply,
+    block_of,
     established,
+    has_block_route,
+    node_ip,
     node_status,
     routes,
     speaker_pid,
@@ -34,16 +37,9 @@ from .pods import add_pod, ping
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
-POOL = """apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
-"""
+POOL = NO_ENCAP_POOL
 NODES = ("node1", "node2", "node3", "node4")
 
-
-def block_of(ip: str) -> str:
-    return str(ipaddress.ip_network(f"{ip}/26", strict=False))
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +61,6 @@ def mesh(lab_env):
         lab.down()
 
 
-def node_ip(lab, name: str) -> str:
-    return next(n.ip for n in lab.nodes if n.name == name)
-
-
-def has_block_route(lab, node: str, block: str, via: str) -> bool:
-    return any(line.startswith(f"{block} via {via} dev eth0 proto 80")
-               for line in routes(lab, node).splitlines())
 
 
 def test_every_node_has_three_established_mesh_peers(mesh):

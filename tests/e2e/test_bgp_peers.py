@@ -21,7 +21,6 @@ Two labs, one per module fixture:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import shutil
 import subprocess
@@ -43,7 +42,11 @@ from lab.routers import (
 
 from .bgp_lab import (
     HOLD_TIME,
+    NO_ENCAP_POOL,
     apply,
+    block_of,
+    has_block_route,
+    node_ip,
     node_status,
     routes,
     start_agent,
@@ -56,11 +59,7 @@ from .pods import add_pod, ctl, ping
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
-POOL = """apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
-"""
+POOL = NO_ENCAP_POOL
 MESH_OFF = """apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
 metadata: {name: default}
@@ -80,17 +79,7 @@ MD5_NET = "203.0.113.0/24"  # announced by the BIRD peer with a password
 RR_NODES = ("node1", "node2")
 
 
-def block_of(ip: str) -> str:
-    return str(ipaddress.ip_network(f"{ip}/26", strict=False))
 
-
-def node_ip(lab: Lab, name: str) -> str:
-    return next(n.ip for n in lab.nodes if n.name == name)
-
-
-def has_block_route(lab: Lab, node: str, block: str, via: str) -> bool:
-    return any(line.startswith(f"{block} via {via} dev eth0 proto 80")
-               for line in routes(lab, node).splitlines())
 
 
 def peer_rows(lab: Lab, node: str) -> dict[str, list[str]]:

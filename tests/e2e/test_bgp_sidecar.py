@@ -3,22 +3,25 @@ agent with TORTIE_BGP_SIDECAR=true following its learned routes over the control
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
 from lab import agents
 
-from .bgp_lab import HOLD_TIME, apply, established, node_status, routes, wait_for
+from .bgp_lab import (
+    HOLD_TIME,
+    NO_ENCAP_POOL,
+    apply,
+    block_of,
+    established,
+    node_status,
+    routes,
+    wait_for,
+)
 from .pods import add_pod, ping
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
-POOL = """apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
-"""
+POOL = NO_ENCAP_POOL
 
 
 def test_sidecar_speaks_bgp_and_the_agent_installs_what_it_learns(make_lab):
@@ -36,8 +39,7 @@ def test_sidecar_speaks_bgp_and_the_agent_installs_what_it_learns(make_lab):
     wait_for(lambda: len(established(lab, "node2")) == 1, what="node2's sidecar session up")
     assert "tortie process is running." in node_status(lab, "node2")
     node1, node2 = (n.ip for n in lab.nodes)
-    block1 = str(ipaddress.ip_network(f"{pods['node1'].ip}/26", strict=False))
-    block2 = str(ipaddress.ip_network(f"{pods['node2'].ip}/26", strict=False))
+    block1, block2 = block_of(pods["node1"].ip), block_of(pods["node2"].ip)
     # node2's agent programs what its sidecar learned; node1 learns what the sidecar announces.
     wait_for(lambda: f"{block1} via {node1} dev eth0 proto 80" in routes(lab, "node2"),
              what="node1's block on node2, from the sidecar")
