@@ -19,9 +19,7 @@ calico-ipam, which reads the same network configuration.
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from . import config
@@ -29,7 +27,7 @@ from .backend import LazyBackend
 from .errors import IncompatibleVersion, InvalidConfig
 from .ipam import TortieIpam, requested_ips
 from .naming import identify
-from .skel import configure_logging, run
+from .skel import configure_logging, plugin_main
 from .spec import CniEnv, parse_cni_args, supports_check
 
 
@@ -78,17 +76,8 @@ def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
         backend.close()
 
 
-def handlers(environ: Mapping[str, str]) -> dict[str, Callable[[CniEnv, bytes], Any]]:
-    return {
-        "ADD": lambda env, data: cmd_add(env, data, environ),
-        "DEL": lambda env, data: cmd_del(env, data, environ),
-        "CHECK": lambda env, data: cmd_check(env, data, environ),
-    }
-
-
 def main() -> None:
-    environ = dict(os.environ)
-    sys.exit(run(handlers(environ), environ=environ, program="tortie-ipam"))
+    plugin_main("tortie-ipam", cmd_add, cmd_del, cmd_check)
 
 
 if __name__ == "__main__":

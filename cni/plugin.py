@@ -28,8 +28,6 @@ datastore is first needed: see cni/backend.py.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +44,7 @@ from .errors import (
 )
 from .ipam import Ipam, find_plugin, make_ipam, requested_ips
 from .naming import GATEWAY, HOST_MAC, Workload, endpoint_document, identify
-from .skel import configure_logging, run
+from .skel import configure_logging, plugin_main
 from .spec import (
     CniEnv,
     Interface,
@@ -219,17 +217,8 @@ def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
     return None
 
 
-def handlers(environ: Mapping[str, str]) -> dict[str, Callable[[CniEnv, bytes], Any]]:
-    return {
-        "ADD": lambda env, data: cmd_add(env, data, environ),
-        "DEL": lambda env, data: cmd_del(env, data, environ),
-        "CHECK": lambda env, data: cmd_check(env, data, environ),
-    }
-
-
 def main() -> None:
-    environ = dict(os.environ)
-    sys.exit(run(handlers(environ), environ=environ, program="tortie-cni"))
+    plugin_main("tortie-cni", cmd_add, cmd_del, cmd_check)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,17 @@ def run(handlers: Mapping[str, Handler], *, environ: Mapping[str, str] | None = 
         return 1
     finally:
         stdout.flush()
+
+
+Command = Callable[[CniEnv, bytes, Mapping[str, str]], "dict[str, Any] | None"]
+
+
+def plugin_main(program: str, add: Command, delete: Command, check: Command) -> None:
+    """A plugin's entry point: its three commands over this process's environment."""
+    environ = dict(os.environ)
+    handlers: dict[str, Handler] = {
+        "ADD": lambda env, data: add(env, data, environ),
+        "DEL": lambda env, data: delete(env, data, environ),
+        "CHECK": lambda env, data: check(env, data, environ),
+    }
+    sys.exit(run(handlers, environ=environ, program=program))
