@@ -9,6 +9,12 @@ removals):
     additions:  devices (vxlan.calico, tunl0) -> sysctls -> neighbours/FDB -> routes
     removals:   routes -> neighbours/FDB -> devices
 
+Inputs: `set_desired(DesiredDataplane)`, the whole datastore-derived state,
+handed to every writer; and `update_learned_routes(changes)`, a delta of
+BGP-learned routes ({dst: Route, or None to remove it}) handed to the
+RouteTable alone, which merges the two (a datastore route wins its
+destination; agent/dataplane/routes.py). Both take effect at the next apply().
+
 A device that was created, recreated or deleted is reported to the other
 writers (`on_interface_change`), since the kernel dropped what they had on it.
 iptables and ipsets are written by their own managers (agent/dataplane/
@@ -18,6 +24,7 @@ iptables.py, ipsets.py), which the agent loop applies alongside.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agent.dataplane.common import ApplyResult
@@ -25,7 +32,7 @@ from agent.dataplane.neighbors import NeighborTable
 from agent.dataplane.routes import RouteTable
 from agent.dataplane.sysctls import SysctlManager
 from agent.dataplane.tunnels import IPIPManager, VXLANManager
-from agent.types import DesiredDataplane
+from agent.types import DesiredDataplane, Route
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +82,10 @@ class KernelDataplane:
         self.sysctls.set_desired(d.workload_interfaces)
         self.neighbors.set_desired(d.neighbors, d.fdb)
         self.routes.set_desired(d.routes)
+
+    def update_learned_routes(self, changes: Mapping[str, Route | None]) -> None:
+        """A delta of learned routes, {dst: route or None}: see RouteTable.update_learned."""
+        self.routes.update_learned(changes)
 
     def resync(self) -> None:
         for w in (self.vxlan, self.ipip, self.sysctls, self.neighbors, self.routes):

@@ -1,5 +1,21 @@
 """agent.dataplane.routes: RouteTable, the only writer of main-table IPv4 routes.
 
+What it programs: the effective desired set, merged from two inputs.
+  * `set_desired(routes)`: the whole set calculated from the datastore
+    (workload /32s, block blackholes, VXLAN/IPIP/no-encap routes, ...), a few
+    hundred routes at most. Each call replaces the previous one; cost O(routes).
+    Two of them for one destination: the lowest RouteClass wins (ties broken
+    by the route's text), as in Felix.
+  * `update_learned(changes)`: a DELTA of BGP-learned routes (10,000+ from a
+    top-of-rack router), {dst: route, or None to remove it}; cost O(changes),
+    whatever the number of learned routes held.
+  For each destination the datastore's route wins over a learned one, whatever
+  their classes (the datastore knows which node owns a block; BGP only adds
+  what it does not know); with no datastore route the learned one is used. A
+  datastore route coming or going at a learned destination switches between
+  the two with one write. `desired` and `routes_by_class()` are that merge,
+  maintained in place: neither input ever re-diffs the other.
+
 What it owns (Felix's MainTableOwnershipPolicy, felix/routetable/ownershippol):
   * every route with protocol 80 (PROTO_TORTIE), on any device, including
     vxlan.calico and tunl0;
@@ -267,7 +283,9 @@ class RouteTableCounters:
     conflicts: int = 0  # times a foreign route was found where we wanted ours
     vanished: int = 0  # routes dropped because their interface had gone
     deferred: int = 0  # stale-route deletions held back by the grace period
-    rejected: int = 0  # desired routes left out by the last set_desired (malformed / not ownable)
+    # Routes left out (malformed / not ownable): those of the last set_desired plus
+    # the learned routes currently rejected.
+    rejected: int = 0
 
 
 @dataclass
@@ -292,7 +310,8 @@ def _precedence(r: Route) -> tuple[int, str]:
 
 
 class RouteTable:
-    """Converges the main routing table to `set_desired()` on each `apply()`.
+    """Converges the main routing table to `set_desired()` merged with `update_learned()`
+    on each `apply()` (see the module docstring for the precedence).
 
     Not thread-safe: call it from the agent's dataplane loop only (the link
     monitor's callback should queue `on_interface_change` for that loop).
@@ -314,7 +333,12 @@ class RouteTable:
         self._resync_interval = resync_interval
         self._grace = cleanup_grace
         self._clock = clock
-        self._desired: dict[str, Route] = {}
+        # The two inputs, and their merge (maintained in place, never rebuilt:
+        # it can hold 10,000 learned routes).
+        self._datastore: dict[str, Route] = {}  # set_desired's winner per destination
+        self._learned: dict[str, Route] = {}  # valid learned routes
+        self._desired: dict[str, Route] = {}  # effective: _datastore, else _learned
+        self._class_counts: Counter[RouteClass] = Counter()  # of _desired, for metrics
         self._desired_by_dev: dict[str, set[str]] = defaultdict(set)
         self._kernel: dict[str, dict[int, KernelRoute]] = {}
         self._kernel_by_dev: dict[str, set[str]] = defaultdict(set)
@@ -325,7 +349,8 @@ class RouteTable:
         self._dev_changed_at: dict[str, float] = {}
         self._deferred: dict[str, float] = {}
         self._conflicts: set[str] = set()
-        self._rejected: set[Route] = set()
+        self._rejected: set[Route] = set()  # by the last set_desired
+        self._learned_rejected: dict[str, Route] = {}  # learned key -> its rejected route
         self._last_input: Iterable[Route] | None = None
         self.counters = RouteTableCounters()
 
@@ -346,7 +371,8 @@ class RouteTable:
         return None
 
     def set_desired(self, routes: Iterable[Route]) -> None:
-        """Replace the whole desired set. Cost O(routes); marks only the differences dirty.
+        """Replace the whole datastore set. Cost O(routes), whatever the number of
+        learned routes; marks only the destinations whose effective route changed.
 
         A route that is malformed, or that tortie could not recognise as its
         own once written (not proto 80 and not on a workload interface), is
@@ -356,19 +382,22 @@ class RouteTable:
             return  # the very same collection (e.g. an unchanged frozenset from calc)
         new: dict[str, Route] = {}
         rejected: set[Route] = set()
+        # Destinations where some input route is not the very object held before:
+        # the only ones whose winner (or its class) can have changed.
         maybe_changed: list[str] = []
-        old = self._desired
+        old = self._datastore
         for r in routes:
             dst = r.dst
             prev = old.get(dst)
-            if prev is not r and prev != r:
-                # New or changed: validate it (an unchanged route was valid before).
-                problem = self.problem(r)
-                if problem:
-                    rejected.add(r)
-                    if r not in self._rejected:
-                        _log.error("not programming route %r: %s", r.describe(), problem)
-                    continue
+            if prev is not r:
+                if prev != r:
+                    # New or changed: validate it (an equal route was valid before).
+                    problem = self.problem(r)
+                    if problem:
+                        rejected.add(r)
+                        if r not in self._rejected:
+                            _log.error("not programming route %r: %s", r.describe(), problem)
+                        continue
                 maybe_changed.append(dst)
             cur = new.get(dst)
             if cur is not None:
@@ -376,19 +405,96 @@ class RouteTable:
                     _log.debug("route %s: %s wins over %s", dst, r.route_class.name,
                                cur.route_class.name)
                     new[dst] = r
-                    maybe_changed.append(dst)
                 continue
             new[dst] = r
-        self.counters.rejected = len(rejected)
         self._rejected = rejected
+        self._datastore = new
         for dst in maybe_changed:
-            prev, r = old.get(dst), new[dst]
-            if prev is None or prev != r:
-                self._mark_desired_change(dst, prev, r)
+            if new[dst] is not old.get(dst):
+                self._update_effective(dst)
         for dst in old.keys() - new.keys():
-            self._mark_desired_change(dst, old[dst], None)
-        self._desired = new
+            self._update_effective(dst)
+        self._count_rejected()
         self._last_input = routes if isinstance(routes, frozenset) else None
+
+    def update_learned(self, changes: Mapping[str, Route | None]) -> None:
+        """Apply a delta of learned routes: {dst: route, or None to remove it}.
+
+        Cost O(len(changes)), however many learned routes are held; an
+        unchanged route costs a dict lookup. A route that `problem()` refuses,
+        or whose key is not its dst, is logged once and counts as absent (the
+        previous learned route for that key is removed).
+        """
+        learned = self._learned
+        bad = self._learned_rejected
+        datastore = self._datastore
+        for dst, r in changes.items():
+            prev = learned.get(dst)
+            if r is None:
+                bad.pop(dst, None)
+                if prev is not None:
+                    del learned[dst]
+                    if dst not in datastore:
+                        self._set_effective(dst, None)
+                continue
+            if prev is r:
+                continue
+            if prev is not None and prev == r:
+                # The same route (perhaps another class): keep the new object.
+                learned[dst] = r
+                if dst not in datastore:
+                    self._set_effective(dst, r)  # no write: only the class can differ
+                continue
+            was_bad = bad.get(dst)
+            if was_bad is not None and (was_bad is r or was_bad == r):
+                continue  # still the same rejected route: already logged and counted
+            problem = (f"learned under key {dst!r}, which is not its destination"
+                       if r.dst != dst else self.problem(r))
+            if problem:
+                bad[dst] = r
+                _log.error("not programming learned route %r: %s", r.describe(), problem)
+                if prev is not None:
+                    del learned[dst]
+                    if dst not in datastore:
+                        self._set_effective(dst, None)
+                continue
+            if was_bad is not None:
+                del bad[dst]
+            learned[dst] = r
+            if dst not in datastore:
+                self._set_effective(dst, r)
+        self._count_rejected()
+
+    def _count_rejected(self) -> None:
+        self.counters.rejected = len(self._rejected) + len(self._learned_rejected)
+
+    def _update_effective(self, dst: str) -> None:
+        """Recompute the effective route of `dst` after its datastore route changed."""
+        want = self._datastore.get(dst)
+        if want is None:
+            want = self._learned.get(dst)
+        elif dst in self._learned and _log.isEnabledFor(logging.DEBUG):
+            _log.debug("route %s: the datastore's %r overrides the learned %r", dst,
+                       want.describe(), self._learned[dst].describe())
+        self._set_effective(dst, want)
+
+    def _set_effective(self, dst: str, want: Route | None) -> None:
+        """Make `want` the effective route of `dst`; dirty only if it really changed."""
+        cur = self._desired.get(dst)
+        if cur is want:
+            return
+        counts = self._class_counts
+        if cur is not None:
+            counts[cur.route_class] -= 1
+        if want is None:
+            if cur is not None:
+                del self._desired[dst]
+                self._mark_desired_change(dst, cur, None)
+            return
+        counts[want.route_class] += 1
+        self._desired[dst] = want  # also when equal: the class may differ
+        if cur is None or cur != want:
+            self._mark_desired_change(dst, cur, want)
 
     def _mark_desired_change(self, dst: str, prev: Route | None, new: Route | None) -> None:
         self._dirty.add(dst)
@@ -427,8 +533,8 @@ class RouteTable:
         return self._desired
 
     def routes_by_class(self) -> dict[RouteClass, int]:
-        """Desired routes per class (for metrics)."""
-        return dict(Counter(r.route_class for r in self._desired.values()))
+        """Effective desired routes per class (for metrics). O(classes): kept up to date."""
+        return {cls: n for cls, n in self._class_counts.items() if n}
 
     def kernel_routes(self) -> list[KernelRoute]:
         """Last-known kernel routes (owned and foreign), for debugging."""

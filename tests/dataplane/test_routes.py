@@ -145,6 +145,34 @@ def test_an_interface_vanishing_mid_apply_is_not_an_error(netns: str, rt: RouteT
     assert "10.65.0.9 dev cali2 proto 80 scope link" in routes(netns)
 
 
+def test_learned_route_yields_to_the_datastore_and_comes_back(netns: str, rt: RouteTable) -> None:
+    # BGP learned a route for a block the datastore also routes (IPIP_SAME_SUBNET
+    # would beat SAME's class were both from the datastore: the datastore's still wins).
+    learned = Route(SAME.dst, RouteClass.IPIP_SAME_SUBNET, gateway="192.168.0.254")
+    rt.set_desired([WL])
+    rt.update_learned({learned.dst: learned})
+    res = rt.apply()
+    assert res.ok and res.writes == 2, res
+    assert "10.65.2.0/26 via 192.168.0.254 dev eth0 proto 80" in routes(netns)
+    rt.set_desired([WL, SAME])
+    res = rt.apply()
+    assert res.ok and (res.writes, res.deletes) == (1, 0), res
+    table = routes(netns, SAME.dst)
+    assert table == [SAME.describe()], table
+    rt.set_desired([WL])
+    res = rt.apply()
+    assert res.ok and (res.writes, res.deletes) == (1, 0), res
+    assert routes(netns, SAME.dst) == ["10.65.2.0/26 via 192.168.0.254 dev eth0 proto 80"]
+    # Withdrawn by BGP: gone; the workload route stays; a resync finds nothing to fix.
+    rt.update_learned({learned.dst: None})
+    res = rt.apply()
+    assert res.ok and (res.writes, res.deletes) == (0, 1), res
+    assert routes(netns, SAME.dst) == []
+    assert "10.65.0.2 dev cali1234567890a scope link" in routes(netns)
+    rt.resync()
+    assert rt.apply().mutations == 0
+
+
 @pytest.mark.slow
 def test_thousand_routes_then_restart_then_removal(netns: str, rt: RouteTable) -> None:
     many = [Route(f"10.{64 + i // 250}.{i % 250}.0/26", RouteClass.NO_ENCAP, dev="eth0",

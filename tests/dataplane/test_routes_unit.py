@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.dataplane.common import parse_batch_errors
 from agent.dataplane.errors import CommandError
@@ -12,6 +17,7 @@ from agent.dataplane.netlink import RawRoute
 from agent.dataplane.routes import (
     KernelRoute,
     RouteTable,
+    _precedence,
     kernel_route,
     render_delete,
     render_replace,
@@ -358,3 +364,334 @@ def test_non_canonical_destinations_are_rejected(dst: str) -> None:
     rt = table(fake_with_links())
     rt.set_desired([Route(dst, RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole")])
     assert rt.counters.rejected == 1 and not rt.desired
+
+
+# -- learned routes: the second input, merged under the datastore's ------------------
+
+# A learned route for a destination the datastore may route too, and one only BGP knows.
+LEARNED_BLOCK = Route("10.65.4.0/26", RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.7",
+                      onlink=True)
+DS_BLOCK = Route("10.65.4.0/26", RouteClass.IPIP_TUNNEL, dev="tunl0", gateway="192.168.0.8",
+                 onlink=True, mtu=1480)
+LEARNED_TOR = Route("172.21.0.0/16", RouteClass.BGP_LEARNED, gateway="192.168.0.254")
+
+
+def learned_fake() -> FakeRouteKernel:
+    return FakeRouteKernel(links=["eth0", "tunl0", "vxlan.calico", "cali1234567890a"])
+
+
+def test_learned_route_is_programmed_then_removed_by_none() -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    rt.set_desired([WL])
+    rt.update_learned({LEARNED_TOR.dst: LEARNED_TOR})
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (2, 0)
+    assert KernelRoute.from_route(LEARNED_TOR) in fake.table()
+    assert rt.desired[LEARNED_TOR.dst] is LEARNED_TOR
+    assert rt.routes_by_class() == {RouteClass.LOCAL_WORKLOAD: 1, RouteClass.BGP_LEARNED: 1}
+    rt.update_learned({LEARNED_TOR.dst: None})
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (0, 1)
+    assert fake.table() == {KernelRoute.from_route(WL)}
+    assert LEARNED_TOR.dst not in rt.desired
+    # Removing what is not there is a no-op.
+    rt.update_learned({LEARNED_TOR.dst: None, "10.1.0.0/16": None})
+    assert not rt.dirty and rt.apply().mutations == 0
+
+
+@pytest.mark.parametrize("learned_class", [
+    RouteClass.NO_ENCAP,  # a higher class than the datastore's IPIP_TUNNEL
+    RouteClass.IPIP_SAME_SUBNET,  # lower: it would win on class alone
+    RouteClass.LOCAL_WORKLOAD,  # the lowest of all
+])
+@pytest.mark.parametrize("learned_first", [True, False])
+def test_datastore_route_beats_learned_whatever_the_class(
+    learned_first: bool, learned_class: RouteClass
+) -> None:
+    learned = Route(LEARNED_BLOCK.dst, learned_class, dev="eth0", gateway="192.168.0.7",
+                    onlink=True)
+    fake = learned_fake()
+    rt = table(fake)
+    if learned_first:
+        rt.update_learned({learned.dst: learned})
+        rt.set_desired([DS_BLOCK])
+    else:
+        rt.set_desired([DS_BLOCK])
+        rt.update_learned({learned.dst: learned})
+    assert rt.desired == {DS_BLOCK.dst: DS_BLOCK}
+    assert rt.desired[DS_BLOCK.dst].route_class is RouteClass.IPIP_TUNNEL
+    assert rt.routes_by_class() == {RouteClass.IPIP_TUNNEL: 1}
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (1, 0)
+    assert fake.table() == {KernelRoute.from_route(DS_BLOCK)}
+
+
+def test_datastore_route_over_a_programmed_learned_one_is_one_write() -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    rt.update_learned({LEARNED_BLOCK.dst: LEARNED_BLOCK})
+    rt.apply()
+    rt.set_desired([DS_BLOCK])
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (1, 0)
+    assert fake.batches[-1] == [render_replace(DS_BLOCK)]
+    assert fake.table() == {KernelRoute.from_route(DS_BLOCK)}
+
+
+def test_datastore_route_removed_brings_the_learned_one_back_with_one_write() -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    rt.update_learned({LEARNED_BLOCK.dst: LEARNED_BLOCK})
+    rt.set_desired([WL, DS_BLOCK])
+    rt.apply()
+    assert fake.table() == {KernelRoute.from_route(WL), KernelRoute.from_route(DS_BLOCK)}
+    rt.set_desired([WL])
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (1, 0)
+    assert fake.batches[-1] == [render_replace(LEARNED_BLOCK)]
+    assert rt.desired[LEARNED_BLOCK.dst] is LEARNED_BLOCK
+    assert fake.table() == {KernelRoute.from_route(WL), KernelRoute.from_route(LEARNED_BLOCK)}
+    # A datastore route rejected as invalid counts as absent: the learned one stays.
+    bad = Route(LEARNED_BLOCK.dst, RouteClass.LOCAL_WORKLOAD)  # unicast, no dev, no gateway
+    rt.set_desired([WL, bad])
+    assert rt.desired[LEARNED_BLOCK.dst] is LEARNED_BLOCK and not rt.dirty
+
+
+def test_learned_change_under_a_datastore_route_writes_nothing() -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    rt.set_desired([DS_BLOCK])
+    rt.update_learned({LEARNED_BLOCK.dst: LEARNED_BLOCK})
+    rt.apply()
+    batches = len(fake.batches)
+    moved = Route(LEARNED_BLOCK.dst, RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.9",
+                  onlink=True)
+    rt.update_learned({LEARNED_BLOCK.dst: moved})
+    assert not rt.dirty
+    assert rt.apply().mutations == 0
+    rt.update_learned({LEARNED_BLOCK.dst: None})
+    assert not rt.dirty
+    assert rt.apply().mutations == 0
+    assert len(fake.batches) == batches
+    assert fake.table() == {KernelRoute.from_route(DS_BLOCK)}
+    # ...and the datastore route going away now leaves nothing behind.
+    rt.set_desired([])
+    assert rt.apply().deletes == 1 and fake.table() == set()
+
+
+def test_learned_class_only_change_is_not_a_write() -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    rt.update_learned({LEARNED_BLOCK.dst: LEARNED_BLOCK})
+    rt.apply()
+    reclassed = Route(LEARNED_BLOCK.dst, RouteClass.BGP_LEARNED, dev="eth0",
+                      gateway="192.168.0.7", onlink=True)
+    rt.update_learned({LEARNED_BLOCK.dst: reclassed})
+    assert not rt.dirty
+    assert rt.routes_by_class() == {RouteClass.BGP_LEARNED: 1}
+    assert rt.apply().mutations == 0
+
+
+def test_datastore_class_only_change_shows_in_routes_by_class() -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    rt.set_desired([SAME])
+    rt.apply()
+    rt.set_desired([Route(SAME.dst, RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.6",
+                          onlink=True)])
+    assert not rt.dirty
+    assert rt.routes_by_class() == {RouteClass.NO_ENCAP: 1}
+
+
+def test_invalid_learned_routes_are_rejected_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    fake = learned_fake()
+    rt = table(fake)
+    not_ours = Route("10.70.0.0/24", RouteClass.BGP_LEARNED, dev="eth0", gateway="192.168.0.5",
+                     proto=PROTO_BOOT)
+    malformed = Route("10.71.0.0/24", RouteClass.BGP_LEARNED)  # unicast, no dev, no gateway
+    noncanonical = Route("10.72.0.1/24", RouteClass.BGP_LEARNED, gateway="192.168.0.254")
+    wrong_key = Route("10.73.0.0/24", RouteClass.BGP_LEARNED, gateway="192.168.0.254")
+    rt.set_desired([Route("10.74.0.0/24", RouteClass.NO_ENCAP)])  # one rejected here too
+    assert rt.counters.rejected == 1
+    changes = {not_ours.dst: not_ours, malformed.dst: malformed, noncanonical.dst: noncanonical,
+               "10.73.1.0/24": wrong_key, LEARNED_TOR.dst: LEARNED_TOR}
+    with caplog.at_level(logging.ERROR, logger="agent.dataplane.routes"):
+        rt.update_learned(changes)
+    errors = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.ERROR and "learned" in r.getMessage()]
+    assert len(errors) == 4
+    assert any("10.73.1.0/24" in m and "not its destination" in m for m in errors)
+    assert rt.counters.rejected == 1 + 4
+    assert rt.desired == {LEARNED_TOR.dst: LEARNED_TOR}
+    res = rt.apply()
+    assert res.ok and res.writes == 1
+    assert fake.table() == {KernelRoute.from_route(LEARNED_TOR)}
+    # The same rejected routes again: not logged again, not counted twice.
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="agent.dataplane.routes"):
+        rt.update_learned(dict(changes))
+    assert not caplog.records and rt.counters.rejected == 5
+    # set_desired recounts its own part and keeps the learned part.
+    rt.set_desired([])
+    assert rt.counters.rejected == 4
+    # Fixed, or withdrawn: no longer counted.
+    fixed = Route(not_ours.dst, RouteClass.BGP_LEARNED, dev="eth0", gateway="192.168.0.5")
+    rt.update_learned({not_ours.dst: fixed, malformed.dst: None})
+    assert rt.counters.rejected == 2
+    assert rt.apply().writes == 1 and KernelRoute.from_route(fixed) in fake.table()
+    # A valid learned route replaced by an invalid one is withdrawn.
+    rt.update_learned({fixed.dst: not_ours})
+    assert fixed.dst not in rt.desired and rt.counters.rejected == 3
+    assert rt.apply().deletes == 1 and KernelRoute.from_route(fixed) not in fake.table()
+
+
+def test_set_desired_ignores_ten_thousand_learned_routes() -> None:
+    """With 10,000 learned routes held, an unchanged datastore set marks nothing dirty,
+    and a changed one marks only its own destinations."""
+    fake = learned_fake()
+    rt = table(fake)
+    learned = {r.dst: r for r in (
+        Route(f"10.{100 + i // 256}.{i % 256}.0/24", RouteClass.BGP_LEARNED,
+              gateway=f"192.168.0.{2 + i % 200}") for i in range(10_000))}
+    rt.update_learned(learned)
+    rt.set_desired([WL, BH, VX])
+    assert rt.apply().writes == 10_003
+    assert not rt._dirty and not rt.dirty
+    batches, dumps = len(fake.batches), fake.dumps
+    # Equal routes as new objects (calc builds them afresh each time).
+    rt.set_desired([Route(r.dst, r.route_class, r.type, r.dev, r.gateway, r.onlink, r.scope,
+                          r.proto, r.mtu) for r in (VX, BH, WL)])
+    assert rt._dirty == set()
+    assert not rt.dirty
+    res = rt.apply()
+    assert res.writes == 0 and res.mutations == 0
+    assert len(fake.batches) == batches and fake.dumps == dumps
+    # A datastore route over one learned destination: that destination only.
+    over = Route("10.100.7.0/24", RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.3",
+                 onlink=True)
+    rt.set_desired([WL, BH, VX, over])
+    assert rt._dirty == {over.dst}
+    assert rt.apply().writes == 1
+    # A delta of learned routes touches only its own keys.
+    rt.update_learned({"10.100.8.0/24": None, "10.100.9.0/24": learned["10.100.9.0/24"]})
+    assert rt._dirty == {"10.100.8.0/24"}
+    assert len(rt.desired) == 10_002  # 10,000 learned - 1 withdrawn + 3 datastore
+    assert rt.routes_by_class()[RouteClass.BGP_LEARNED] == 9_998
+
+
+def test_kernel_dataplane_forwards_learned_routes(tmp_path: Path) -> None:
+    from agent.dataplane.driver import KernelDataplane
+    from agent.dataplane.neighbors import NeighborTable
+    from agent.dataplane.sysctls import SysctlManager
+    from agent.dataplane.tunnels import IPIPManager, VXLANManager
+    from agent.types import DesiredDataplane
+    from tests.dataplane.fakes import FakeLinkKernel, FakeNeighborKernel
+
+    fake = learned_fake()
+    rt = table(fake)
+    dp = KernelDataplane(routes=rt, neighbors=NeighborTable(kernel=FakeNeighborKernel()),
+                         vxlan=VXLANManager(kernel=FakeLinkKernel()),
+                         ipip=IPIPManager(kernel=FakeLinkKernel()),
+                         sysctls=SysctlManager(proc_sys=str(tmp_path)))
+    (tmp_path / "net/ipv4").mkdir(parents=True)
+    (tmp_path / "net/ipv4/ip_forward").write_text("1\n")
+    dp.set_desired(DesiredDataplane(routes=frozenset({DS_BLOCK})))
+    dp.update_learned_routes({LEARNED_BLOCK.dst: LEARNED_BLOCK, LEARNED_TOR.dst: LEARNED_TOR})
+    out = dp.apply()
+    assert out.ok and out.results["routes"].writes == 2
+    assert fake.table() == {KernelRoute.from_route(DS_BLOCK), KernelRoute.from_route(LEARNED_TOR)}
+
+
+# -- the merge, as a property --------------------------------------------------------
+
+_DSTS = ["10.65.0.0/26", "10.65.0.2/32", "172.20.0.0/16", "10.70.0.0/24"]
+_CLASSES = st.sampled_from(list(RouteClass))
+_GATEWAYS = st.sampled_from(["192.168.0.5", "192.168.0.6"])
+
+
+def _routes_for(dst: str) -> st.SearchStrategy[Route]:
+    return st.one_of(
+        st.builds(lambda c: Route(dst, c, type="blackhole"), _CLASSES),
+        st.builds(lambda c, g: Route(dst, c, dev="eth0", gateway=g, onlink=True), _CLASSES,
+                  _GATEWAYS),
+        st.builds(lambda c, g: Route(dst, c, gateway=g), _CLASSES, _GATEWAYS),
+        st.builds(lambda c: Route(dst, c, dev="cali1", scope="link", proto=PROTO_BOOT), _CLASSES),
+        # Rejected: not recognisably ours once written; malformed.
+        st.just(Route(dst, RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.5",
+                      proto=PROTO_BOOT)),
+        st.just(Route(dst, RouteClass.BGP_LEARNED)),
+    )
+
+
+_ANY_ROUTE = st.sampled_from(_DSTS).flatmap(_routes_for)
+_LEARNED_CHANGE = st.sampled_from(_DSTS).flatmap(
+    # Mostly the key's own route; sometimes one for another destination (rejected).
+    lambda k: st.tuples(st.just(k), st.one_of(st.none(), _routes_for(k), _ANY_ROUTE)))
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("datastore"), st.lists(_ANY_ROUTE, max_size=6), st.booleans()),
+    st.tuples(st.just("learned"), st.lists(_LEARNED_CHANGE, max_size=4).map(dict)),
+    st.tuples(st.just("again")),  # the very same frozenset as last time, if any
+    st.tuples(st.just("apply")),
+), max_size=15)
+
+
+def _classed(routes: Mapping[str, Route]) -> dict[str, tuple[Route, RouteClass]]:
+    return {dst: (r, r.route_class) for dst, r in routes.items()}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPS)
+def test_effective_routes_are_the_datastore_over_the_learned(ops: list[tuple]) -> None:
+    fake = FakeRouteKernel(links=["eth0", "cali1"])
+    rt = table(fake)
+    datastore: dict[str, Route] = {}
+    ds_rejected: set[Route] = set()
+    learned: dict[str, Route] = {}
+    learned_rejected: set[str] = set()
+    last: frozenset[Route] | None = None
+
+    def check_kernel() -> None:
+        res = rt.apply()
+        assert res.ok, res.errors
+        want = {**learned, **datastore}
+        assert fake.table() == {KernelRoute.from_route(r) for r in want.values()}
+
+    for op in ops:
+        if op[0] == "datastore" or (op[0] == "again" and last is not None):
+            if op[0] == "again":
+                routes: Iterable[Route] = last  # type: ignore[assignment]
+            else:
+                routes = frozenset(op[1]) if op[2] else list(op[1])
+                last = routes if op[2] else None
+            rt.set_desired(routes)
+            datastore, ds_rejected = {}, set()
+            for r in routes:
+                if rt.problem(r):
+                    ds_rejected.add(r)
+                    continue
+                cur = datastore.get(r.dst)
+                if cur is None or _precedence(r) < _precedence(cur):
+                    datastore[r.dst] = r
+        elif op[0] == "learned":
+            rt.update_learned(op[1])
+            for key, r in op[1].items():
+                learned.pop(key, None)
+                learned_rejected.discard(key)
+                if r is None:
+                    continue
+                if r.dst != key or rt.problem(r):
+                    learned_rejected.add(key)
+                else:
+                    learned[key] = r
+        elif op[0] == "apply":
+            check_kernel()
+        # From scratch: the learned routes, overridden by the datastore's.
+        assert _classed(rt.desired) == _classed({**learned, **datastore})
+        assert rt.routes_by_class() == dict(Counter(r.route_class for r in
+                                                    {**learned, **datastore}.values()))
+        assert rt.counters.rejected == len(ds_rejected) + len(learned_rejected)
+    check_kernel()
+    # The incremental bookkeeping agrees with a full re-read: nothing left to fix.
+    rt.resync()
+    assert rt.apply().mutations == 0
