@@ -15,8 +15,12 @@ Invariants:
   * SIGTERM stops the loop and leaves routes, devices and rules in place.
 BGP (CALICO_NETWORKING_BACKEND bird or exabgp): the BGP side runs in-process
 (bgp.daemon) or, with TORTIE_BGP_SIDECAR, in a separate `tortie-bgp` whose
-control socket the agent follows. Either way its best paths arrive on the
-queue and become the ClusterState's learned routes.
+control socket the agent follows. Either way changes of its best paths
+arrive on the queue (bgp.types.BestPathChanges) and go to LearnedRoutes
+(agent/calc/learned.py), whose route changes go straight to the RouteTable:
+a burst of learned routes never recomputes the datastore's part, and a
+datastore change never re-derives the learned routes unless their context
+(pools, local node and blocks, parent interface, MTU) changed.
 Apply order (Felix's): ipsets create/update -> devices, neighbours, routes ->
 iptables tables -> ipset deletions.
 """
@@ -39,16 +43,18 @@ from pathlib import Path
 
 from agent import config as agent_config
 from agent.autodetect import list_interfaces
-from agent.calc import CalcConfig, ClusterState, calculate
+from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
 from agent.dataplane.driver import KernelDataplane
 from agent.dataplane.ipsets import IPSets
 from agent.dataplane.iptables import IptablesTable, detect_backend
 from agent.dataplane.monitor import LinkMonitor
 from agent.health import HealthAggregator, HealthServer, Metrics, probe
 from agent.startup import StartupResult, redetect, run_startup
+from agent.types import RouteClass
 from bgp.control import DEFAULT_NAME as BGP_CONTROL_NAME
 from bgp.control import follow_routes
 from bgp.daemon import BGPDaemon
+from bgp.types import BestPathChanges
 from datastore.config import load_env
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
@@ -91,7 +97,10 @@ class Agent:
         self._events: queue.Queue[tuple] = queue.Queue()
         self._stop = threading.Event()
         self._state = ClusterState()
+        self._learned = LearnedRoutes()
         self._dirty_calc = True
+        self._dirty_learned = False
+        self._calc_problems: tuple[str, ...] = ()
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
@@ -129,8 +138,8 @@ class Agent:
     def on_updates(self, updates: list[Update]) -> None:
         self._events.put(("updates", updates))
 
-    def on_learned(self, routes: list[tuple[str, str, str]]) -> None:
-        self._events.put(("learned", routes))
+    def on_learned(self, changes: BestPathChanges) -> None:
+        self._events.put(("learned", changes))
 
     def on_link(self, name: str, event: str) -> None:
         self._events.put(("link", name, event))
@@ -229,18 +238,13 @@ class Agent:
             if self._stop.is_set():
                 break
             self._run_timers(timers, resyncs)
-            if self.stats.in_sync and (self._dirty_calc or self._dirty_apply) \
+            if self.stats.in_sync and (self._dirty_calc or self._dirty_learned
+                                       or self._dirty_apply) \
                     and self.clock() >= self._retry_at:
                 self._calculate_and_apply()
 
     def _drain(self, wait: float) -> None:
-        events = drain_events(self._events, wait)
-        # Learned routes come as whole snapshots: only the newest of a drained batch counts.
-        learned = [i for i, ev in enumerate(events) if ev[0] == "learned"]
-        if len(learned) > 1:
-            stale = set(learned[:-1])
-            events = [ev for i, ev in enumerate(events) if i not in stale]
-        for ev in events:
+        for ev in drain_events(self._events, wait):
             kind = ev[0]
             if kind == "updates":
                 if self._state.apply(ev[1]):
@@ -248,8 +252,8 @@ class Agent:
             elif kind == "status":
                 self._on_sync_status(ev[1])
             elif kind == "learned":
-                if self._state.set_learned_routes(ev[1]):  # (prefix, next hop, peer) tuples
-                    self._dirty_calc = True
+                self._learned.update(ev[1].routes, reset=ev[1].reset)
+                self._dirty_learned = True
             elif kind == "link":
                 _log.debug("link %s: %s", ev[1], ev[2])
                 self.dataplane.on_interface_change(ev[1])
@@ -317,24 +321,38 @@ class Agent:
             datastore_cluster_routes=not self._bgp_running,
         )
 
+    def _report_problems(self) -> None:
+        problems = tuple(sorted(set(self._calc_problems) | set(self._learned.problems)))
+        if problems != self.stats.problems:
+            for problem in sorted(set(problems) - set(self.stats.problems)):
+                _log.warning("not programmed: %s", problem)
+            self.stats.problems = problems
+
     def _calculate_and_apply(self) -> None:
         if self._dirty_calc:
             calc = calculate(self._state, self.nodename, self._calc_config())
             self.stats.calculations += 1
-            if calc.problems != self.stats.problems:
-                for problem in sorted(set(calc.problems) - set(self.stats.problems)):
-                    _log.warning("not programmed: %s", problem)
-                self.stats.problems = calc.problems
+            self._calc_problems = calc.problems
             desired = calc.dataplane
             self.dataplane.set_desired(desired)
             self.ipsets.set_desired(desired.ipsets)
             for table in self.tables.values():
                 table.set_desired(desired.chains, desired.hooks)
             self._publish_mtu(desired)
-            for cls, count in _count_by_class(desired).items():
-                self.metrics.routes.labels(cls).set(count)
+            self._learned.set_context(calc.learned_context)
             self._dirty_calc = False
+            self._dirty_learned = True  # a new context may change learned routes
             self._dirty_apply = True
+        if self._dirty_learned:
+            changes = self._learned.changes()
+            if changes:
+                self.dataplane.update_learned_routes(changes)
+                self._dirty_apply = True
+            self._dirty_learned = False
+            self._report_problems()
+            counts = self.dataplane.routes.routes_by_class()
+            for cls in RouteClass:  # every class, so one that emptied reads 0
+                self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
         started = self.clock()
         results = {"ipsets": self.ipsets.apply()}
         kernel = self.dataplane.apply()
@@ -373,13 +391,6 @@ def pod_mtu(desired, host_mtu: int) -> int:
     """The MTU pods should use: the smallest of the tunnels in use, else the host's."""
     mtus = [dev.mtu for dev in (desired.vxlan, desired.ipip) if dev is not None and dev.mtu]
     return min(mtus) if mtus else host_mtu
-
-
-def _count_by_class(desired) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for route in desired.routes:
-        counts[route.route_class.name] = counts.get(route.route_class.name, 0) + 1
-    return counts
 
 
 def _interface_holding(ip: str, netns: str | None) -> str | None:

@@ -19,7 +19,12 @@ Invariants:
     coming back or its restart time passes; otherwise they go at once;
   * when ExaBGP itself dies, the routes learned so far are kept as stale (the
     kernel keeps forwarding, as BIRD's `persist` does) while it restarts;
-  * the best paths handed out change only when some prefix's best path did.
+  * the best paths are handed out (to `on_routes` and the control socket) as
+    changes: the first publication is a reset with every best path, each later
+    one names exactly the prefixes whose next hop or peer moved since the last,
+    and none is made when nothing moved. A normal pass costs O(prefixes whose
+    best path changed), so every RIB mutation reports its prefixes through
+    `_rib_changed`; the only full diff is the first.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from datastore.errors import DatastoreError
@@ -38,16 +43,18 @@ from datastore.etcd import EtcdClient
 from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
 from datastore.syncer import Syncer, SyncStatus, Update, drain_events
 
-from .control import DEFAULT_NAME, ControlServer, Route
+from .control import DEFAULT_NAME, ControlServer
 from .export import ExportPolicy, diff, pool_exporter
 from .plan import plan_node
 from .render import render_config, speaker_env
+from .rib import Path as RibPath
 from .rib import Rib
 from .secrets import SecretsDir
 from .speaker import ExaBGPSpeaker
 from .status import PeerStatusBook, status_key
 from .types import (
     DEFAULT_HOLD_TIME,
+    BestPathChanges,
     EndOfRib,
     NeighborTable,
     NodePlan,
@@ -70,7 +77,7 @@ STATUS_MIN_GAP = 1.0  # and at most this often
 
 class BGPDaemon:
     def __init__(self, client: EtcdClient, nodename: str, *, workdir: Path,
-                 on_routes: Callable[[list[Route]], None] | None = None,
+                 on_routes: Callable[[BestPathChanges], None] | None = None,
                  control_name: str | None = DEFAULT_NAME,
                  hold_time: int = DEFAULT_HOLD_TIME,
                  password_for: Callable | None = None,
@@ -105,7 +112,8 @@ class BGPDaemon:
         self._sent: dict[str, dict[str, OutRoute]] = {}  # adj-RIB-out as sent to ExaBGP
         self._opens: dict[str, PeerOpen] = {}
         self._notified: set[str] = set()  # peers whose session is closing with a NOTIFICATION
-        self._best_sent: list[Route] | None = None
+        self._published: dict[str, tuple[str, str]] = {}  # best paths handed out
+        self._publish_reset = True  # nothing handed out yet: the next publication is a reset
         self._status_lock = threading.Lock()
         self._status_doc: dict = {}
         self._status_dirty = True
@@ -231,13 +239,16 @@ class BGPDaemon:
                 del self._sent[ip]
         for ip in self.rib.peers():
             if ip not in configured:
-                self.rib.peer_down(ip, self.clock(), graceful=False)
+                self._rib_changed(self.rib.peer_down(ip, self.clock(), graceful=False))
         self.speaker.configure(render_config(plan, self.speaker.api_argv()), speaker_env(plan))
 
     def _update_routes(self) -> None:
         self._routes_dirty = False
         plan, rib = self.plan, self.rib
         assert plan is not None and rib is not None
+        # Taken whether or not ExaBGP runs: it only starts running with a SpeakerStarted,
+        # which forces a full export, so no patch ever needs changes from before.
+        changed, self._changed = self._changed, set()
         if self.book.speaker_running:
             if self._full_export or self._policy is None:
                 exportable = pool_exporter(self.view.pool_export_rules())
@@ -247,10 +258,9 @@ class BGPDaemon:
                 announce, withdraw = diff(self._sent, desired)
                 self._sent = desired
             else:
-                announce, withdraw = self._policy.patch(self._sent, self._changed, self._local,
+                announce, withdraw = self._policy.patch(self._sent, changed, self._local,
                                                         rib.best_paths())
             self._full_export = False
-            self._changed = set()
             for peer, prefixes in withdraw.items():
                 self.speaker.withdraw(peer, prefixes)
             for peer, routes in announce.items():
@@ -259,16 +269,27 @@ class BGPDaemon:
                                           len(self._sent.get(p.peer_ip, ())))
                               for p in plan.peers})
         self._status_dirty = True
-        best = sorted((prefix, path.attrs.next_hop, path.peer)
-                      for prefix, path in rib.best_paths().items())
-        if best != self._best_sent:
-            if abs(len(best) - len(self._best_sent or ())) >= 100:
-                _log.info("BGP best paths: %d (was %d)", len(best), len(self._best_sent or ()))
-            self._best_sent = best
-            if self.on_routes:
-                self.on_routes(best)
-            if self.control:
-                self.control.publish_routes(best)
+        self._publish(rib.best_paths(), None if self._publish_reset else changed)
+
+    def _publish(self, best: Mapping[str, RibPath], prefixes: set[str] | None) -> None:
+        """Hand out how the best paths moved since the last publication (None: diff all)."""
+        reset, self._publish_reset = self._publish_reset, False
+        delta = best_path_delta(best, self._published, prefixes)
+        if not (delta or reset):
+            return
+        was = len(self._published)
+        for prefix, route in delta.items():
+            if route is None:
+                del self._published[prefix]
+            else:
+                self._published[prefix] = route
+        if abs(len(self._published) - was) >= 100:
+            _log.info("BGP best paths: %d (was %d)", len(self._published), was)
+        changes = BestPathChanges(delta, reset)
+        if self.on_routes:
+            self.on_routes(changes)
+        if self.control:
+            self.control.publish_routes(changes)
 
     def _rib_changed(self, prefixes: set[str]) -> None:
         if prefixes:
@@ -370,6 +391,24 @@ class BGPDaemon:
             worker = threading.Thread(target=delete, name="bgp-status-delete", daemon=True)
             worker.start()
             worker.join(timeout=1.0)
+
+
+def best_path_delta(best: Mapping[str, RibPath], published: Mapping[str, tuple[str, str]],
+                    prefixes: Iterable[str] | None) -> dict[str, tuple[str, str] | None]:
+    """Prefix -> (next hop, peer) of its best path, or None for a prefix that lost it,
+    for each prefix in `prefixes` (None: every prefix of `best` or `published`) whose
+    value differs from `published`. Paths differing in anything else (the stale mark,
+    other attributes) are the same route to the kernel and are left out.
+    """
+    if prefixes is None:
+        prefixes = best.keys() | published.keys()
+    delta: dict[str, tuple[str, str] | None] = {}
+    for prefix in prefixes:
+        path = best.get(prefix)
+        route = (path.attrs.next_hop, path.peer) if path is not None else None
+        if published.get(prefix) != route:
+            delta[prefix] = route
+    return delta
 
 
 def default_workdir(nodename: str) -> Path:

@@ -2,11 +2,15 @@
 
 Everything here is immutable and free of I/O. A peer is identified by its
 address as ExaBGP prints it (the `neighbor.address.peer` of its JSON).
+`BestPathChanges.routes` is a Mapping that may be a plain dict: whoever builds
+one hands it out and never changes it afterwards, and receivers only read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 ORIGINS = ("igp", "egp", "incomplete")  # best first (RFC 4271 9.1.2.2 c)
 DEFAULT_LOCAL_PREF = 100
@@ -116,6 +120,19 @@ class OutRoute:
 
     prefix: str
     attrs: PathAttributes
+
+
+class BestPathChanges(NamedTuple):
+    """How the best paths changed, for the kernel side (the agent).
+
+    `routes`: prefix -> (next hop, peer) of its best path now, or None where the
+    prefix has no best path any more. `reset`: `routes` is the whole set; the
+    receiver forgets every prefix it does not name (the first message after a
+    start or a reconnect).
+    """
+
+    routes: Mapping[str, tuple[str, str] | None]
+    reset: bool = False
 
 
 # -- the peering plan (rendered from the datastore by bgp.plan) --------------------------

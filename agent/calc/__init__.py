@@ -2,21 +2,28 @@
 
     state = ClusterState()
     state.apply(updates)                 # syncer Updates, in order
-    state.set_learned_routes(best_paths) # from the BGP RIB
-    dp = desired_dataplane(state, "node1", CalcConfig(host_mtu=1500, parent_interface="eth0"))
+    calc = calculate(state, "node1", CalcConfig(host_mtu=1500, parent_interface="eth0"))
+    calc.dataplane                       # the desired dataplane, from the datastore
+
+    learned = LearnedRoutes()            # BGP best paths, as deltas
+    learned.update({"192.168.50.0/24": ("10.0.0.254", "10.0.0.254")})
+    learned.set_context(calc.learned_context)
+    learned.changes()                    # {dst: Route | None}, for RouteTable.update_learned
 
 Modules: state (the index of the cluster), routes (routes, devices,
-neighbours, FDB), rules (natOutgoing and encapsulation INPUT chains, hooks,
-ipsets), desired (puts them together), vtep (VTEP MACs), prefixes (prefix
-lookup), config (CalcConfig).
+neighbours, FDB), learned (BGP-learned routes, incrementally), rules
+(natOutgoing and encapsulation INPUT chains, hooks, ipsets), desired (puts
+them together), vtep (VTEP MACs), prefixes (prefix lookup), config
+(CalcConfig).
 """
 
 from .config import CalcConfig
 from .desired import Calculation, calculate, desired_dataplane
-from .state import ClusterState, Facet, LearnedRoute
+from .learned import LearnedContext, LearnedRoutes
+from .state import ClusterState, Facet
 from .vtep import derived_vtep_mac
 
 __all__ = [
-    "CalcConfig", "Calculation", "ClusterState", "Facet", "LearnedRoute", "calculate",
-    "derived_vtep_mac", "desired_dataplane",
+    "CalcConfig", "Calculation", "ClusterState", "Facet", "LearnedContext", "LearnedRoutes",
+    "calculate", "derived_vtep_mac", "desired_dataplane",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..types import DesiredDataplane
 from .config import CalcConfig
+from .learned import LearnedContext
 from .routes import plan_routes
 from .rules import plan_rules
 from .state import ClusterState
@@ -24,6 +25,8 @@ class Calculation:
     # Why parts of the cluster are not programmed (missing addresses, conflicts,
     # unreadable values), sorted; the agent logs changes to this list.
     problems: tuple[str, ...]
+    # What BGP-learned routes depend on (agent/calc/learned.py), for LearnedRoutes.
+    learned_context: LearnedContext
 
 
 def calculate(state: ClusterState, local_node: str, config: CalcConfig) -> Calculation:
@@ -41,7 +44,9 @@ def calculate(state: ClusterState, local_node: str, config: CalcConfig) -> Calcu
         workload_interfaces=routing.workload_interfaces,
     )
     problems = sorted(set(routing.problems) | set(state.problems))
-    return Calculation(dataplane=dataplane, problems=tuple(problems))
+    learned = LearnedContext.of(state.nodes.get(local_node), routing.local_blocks,
+                                routing.pools, config)
+    return Calculation(dataplane=dataplane, problems=tuple(problems), learned_context=learned)
 
 
 def desired_dataplane(state: ClusterState, local_node: str, config: CalcConfig) -> DesiredDataplane:

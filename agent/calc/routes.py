@@ -1,8 +1,8 @@
 """Routes, tunnel devices, VXLAN neighbours and FDB entries for one node. Pure.
 
 Input: a ClusterState, the local node's name and a CalcConfig. Output: a
-RoutingPlan. IPv4 only (pools, blocks, endpoints and learned routes of IPv6
-are not routed yet). The rules are Felix's (`felix/calc/l3_route_resolver.go`,
+RoutingPlan. IPv4 only (pools, blocks and endpoints of IPv6 are not routed
+yet). The rules are Felix's (`felix/calc/l3_route_resolver.go`,
 `felix/dataplane/linux/{route_mgr,vxlan_mgr,ipip_mgr,noencap_mgr}.go`), with
 the decisions Calico leaves open written down here:
 
@@ -49,15 +49,10 @@ What is routed to N that way:
   VXLAN device exists; a duplicated VTEP address or MAC keeps the first node
   by name and records a problem.
 
-BGP-learned routes (best paths from the RIB):
-  * next hop = this node's address, or a prefix equal to a local block: ignored
-    (our own routes reflected back);
-  * inside (contained in) a VXLAN pool: ignored, VXLAN is routed from the
-    datastore (DESIGN.md: BGP);
-  * inside an IPIP or no-encap pool: the route-to-node rules above with the
-    next hop as the node address;
-  * inside no pool: `<prefix> via <next hop> proto 80` (BGP_LEARNED) and no
-    device: the kernel resolves the next hop.
+BGP-learned routes are not this module's: agent/calc/learned.py turns them
+into routes incrementally (with `route_via_node` below, so they take the same
+forms), and the RouteTable prefers a route from here for any destination
+both want.
 
 Who routes what. VXLAN pools are always routed from the datastore (Felix's
 VXLAN manager). IPIP and no-encap pools are routed from the datastore only
@@ -73,12 +68,10 @@ has an IPIP mode other than Never (its address may be None until the agent
 has allocated one). Pools need their tunnels as long as they exist, even
 disabled, because existing pods in them still need the paths.
 
-Conflicts. At most one route per destination. A route from the datastore
-beats a learned one whatever their classes (the datastore knows which node
-owns a block; BGP only adds what it does not know); among routes of one
-source the lowest RouteClass wins; then the lowest `ip route` form, so the
-answer never depends on the order updates arrived in. Two different datastore
-routes of one class for one destination also record a problem.
+Conflicts. At most one route per destination: the lowest RouteClass wins;
+then the lowest `ip route` form, so the answer never depends on the order
+updates arrived in. Two different routes of one class for one destination
+also record a problem.
 """
 
 from __future__ import annotations
@@ -100,10 +93,6 @@ from .config import CalcConfig
 from .prefixes import PrefixIndex, dotted, mask_for
 from .state import NEVER, BlockInfo, ClusterState, Encapsulation, NodeInfo, PoolInfo
 
-# Where a route came from; for one destination the lower source wins (see Conflicts).
-SOURCE_DATASTORE = 0
-SOURCE_LEARNED = 1
-
 _DIRECT_CLASS = {
     Encapsulation.VXLAN: RouteClass.VXLAN_SAME_SUBNET,
     Encapsulation.IPIP: RouteClass.IPIP_SAME_SUBNET,
@@ -120,6 +109,7 @@ class RoutingPlan:
     ipip: IPIPDevice | None
     workload_interfaces: frozenset[str]
     pools: tuple[PoolInfo, ...]  # the IPv4 pools, by name (for the rules)
+    local_blocks: frozenset[str]  # CIDRs of the blocks this node owns
     problems: tuple[str, ...] = ()
 
 
@@ -127,28 +117,27 @@ class _RouteChooser:
     """Keeps the winning route per destination (see the module docstring, Conflicts)."""
 
     def __init__(self, problems: dict[str, None]) -> None:
-        self._best: dict[str, tuple[int, RouteClass, Route]] = {}
+        self._best: dict[str, Route] = {}
         self._problems = problems
 
-    def offer(self, route: Route, source: int = SOURCE_DATASTORE) -> None:
+    def offer(self, route: Route) -> None:
         current = self._best.get(route.dst)
         if current is None:
-            self._best[route.dst] = (source, route.route_class, route)
+            self._best[route.dst] = route
             return
-        cur_source, cur_class, cur_route = current
-        if cur_route == route and cur_class == route.route_class and cur_source <= source:
+        if current == route and current.route_class == route.route_class:
             return
-        new_key = (source, route.route_class, route.describe())
-        cur_key = (cur_source, cur_class, cur_route.describe())
-        if new_key[:2] == cur_key[:2] and source == SOURCE_DATASTORE and new_key != cur_key:
-            winner, loser = sorted((new_key[2], cur_key[2]))
+        new_key = (route.route_class, route.describe())
+        cur_key = (current.route_class, current.describe())
+        if new_key[0] == cur_key[0] and new_key != cur_key:
+            winner, loser = sorted((new_key[1], cur_key[1]))
             self._problems[f"conflicting routes for {route.dst}: "
                            f"kept '{winner}', dropped '{loser}'"] = None
         if new_key < cur_key:
-            self._best[route.dst] = (source, route.route_class, route)
+            self._best[route.dst] = route
 
     def routes(self) -> frozenset[Route]:
-        return frozenset(route for _, _, route in self._best.values())
+        return frozenset(self._best.values())
 
 
 @dataclass
@@ -198,10 +187,11 @@ def plan_routes(state: ClusterState, local_node: str, config: CalcConfig) -> Rou
     _remote_workloads(ctx, chooser)
     _remote_tunnel_addresses(ctx, chooser)
     neighbors, fdb = _vteps(ctx)
-    _learned(ctx, chooser)
     return RoutingPlan(
         routes=chooser.routes(), neighbors=neighbors, fdb=fdb, vxlan=ctx.vxlan, ipip=ctx.ipip,
-        workload_interfaces=interfaces, pools=ctx.pools, problems=tuple(sorted(ctx.problems)),
+        workload_interfaces=interfaces, pools=ctx.pools,
+        local_blocks=frozenset(c for c, owner in ctx.owners.items() if owner == local_node),
+        problems=tuple(sorted(ctx.problems)),
     )
 
 
@@ -284,13 +274,28 @@ def _route_to_node(ctx: _Context, dst: str, pool: PoolInfo, node_ip: int,
             return None  # _devices() has said why
         return Route(dst, RouteClass.VXLAN_TUNNEL, dev=VXLAN_DEVICE, gateway=vtep,
                      onlink=True, proto=PROTO_TORTIE, mtu=ctx.vxlan.mtu)
-    if not direct:  # IPIP
+    route = route_via_node(dst, encap, node_ip, direct=direct,
+                           parent=ctx.config.parent_interface,
+                           ipip_mtu=ctx.config.effective_ipip_mtu)
+    if route is None:
+        ctx.problem(NO_PARENT)
+    return route
+
+
+NO_PARENT = "the parent interface is not known: same-subnet and no-encap routes are withheld"
+
+
+def route_via_node(dst: str, encap: Encapsulation, node_ip: int, *, direct: bool,
+                   parent: str | None, ipip_mtu: int) -> Route | None:
+    """An IPIP tunnel route, or a direct one on the parent interface, to `dst` via `node_ip`.
+
+    Not for VXLAN tunnel routes (`direct` False in a VXLAN pool). None for a
+    direct route while the parent interface is unknown (the caller says why).
+    """
+    if not direct:
         return Route(dst, RouteClass.IPIP_TUNNEL, dev=IPIP_DEVICE, gateway=dotted(node_ip),
-                     onlink=True, proto=PROTO_TORTIE, mtu=ctx.config.effective_ipip_mtu)
-    parent = ctx.config.parent_interface
+                     onlink=True, proto=PROTO_TORTIE, mtu=ipip_mtu)
     if parent is None:
-        ctx.problem("the parent interface is not known: same-subnet and no-encap routes "
-                    "are withheld")
         return None
     return Route(dst, _DIRECT_CLASS[encap], dev=parent, gateway=dotted(node_ip), onlink=True,
                  proto=PROTO_TORTIE)
@@ -425,21 +430,3 @@ def _vteps(ctx: _Context) -> tuple[frozenset[Neighbor], frozenset[FdbEntry]]:
         neighbors.add(Neighbor(ip=vtep_ip, lladdr=mac, dev=VXLAN_DEVICE))
         fdb.add(FdbEntry(mac=mac, dev=VXLAN_DEVICE, dst=node.ip))
     return frozenset(neighbors), frozenset(fdb)
-
-
-def _learned(ctx: _Context, chooser: _RouteChooser) -> None:
-    local_ip = ctx.local.ip_int if ctx.local else None
-    for learned in ctx.state.learned_routes:
-        if learned.next_hop_int == local_ip or ctx.owners.get(learned.cidr) == ctx.local_name:
-            continue
-        pool = ctx.pool_index.containing(learned.base, learned.prefixlen)
-        if pool is None:
-            chooser.offer(Route(learned.cidr, RouteClass.BGP_LEARNED, gateway=learned.next_hop,
-                                proto=PROTO_TORTIE), SOURCE_LEARNED)
-            continue
-        if pool.encapsulation is Encapsulation.VXLAN:
-            continue
-        route = _route_to_node(ctx, learned.cidr, pool, learned.next_hop_int, None,
-                               f"BGP next hop {learned.next_hop} (peer {learned.peer})")
-        if route is not None:
-            chooser.offer(route, SOURCE_LEARNED)

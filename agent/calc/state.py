@@ -1,9 +1,9 @@
 """ClusterState: the calculation's in-memory index of the synced cluster.
 
 Owns the parsed, minimal form of every datastore value the route calculation
-reads (pools, nodes, IPAM blocks, block affinities, workload endpoints) plus
-the routes learned over BGP. It is fed syncer `Update`s in order and keeps
-nothing else: no I/O, no logging, no clock.
+reads (pools, nodes, IPAM blocks, block affinities, workload endpoints). It is
+fed syncer `Update`s in order and keeps nothing else: no I/O, no logging, no
+clock. (BGP-learned routes are agent/calc/learned.py's.)
 
 Invariants:
   * Every stored value is a frozen, already-validated record: the calculation
@@ -24,14 +24,14 @@ import ipaddress
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from datastore.keys import parse_affinity_key, parse_block_key, parse_resource_key
 from datastore.resources import IPPool, Node, WorkloadEndpoint
 from datastore.syncer import Update
 
 from ..types import PROTO_BOOT, Route, RouteClass
-from .prefixes import dotted, mask_for
+from .prefixes import dotted
 from .vtep import vtep_mac
 
 NEVER = "Never"
@@ -54,7 +54,6 @@ class Facet(enum.StrEnum):
     BLOCKS = "blocks"
     AFFINITIES = "affinities"
     WORKLOADS = "workloads"
-    LEARNED_ROUTES = "learned-routes"
 
 
 class Encapsulation(enum.StrEnum):
@@ -148,26 +147,6 @@ class WorkloadInfo:
     mac: str | None
 
 
-class LearnedRoute(NamedTuple):
-    """A best path learned over BGP (filled in by the BGP side through the agent).
-
-    A tuple, so the BGP side's (prefix, next hop, peer) snapshots are used as they are."""
-
-    prefix: str
-    next_hop: str
-    peer: str
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedLearnedRoute:
-    cidr: str  # canonical
-    base: int
-    prefixlen: int
-    next_hop: str
-    next_hop_int: int
-    peer: str
-
-
 class ClusterState:
     """The calculation's view of the cluster, updated from syncer Updates. Not thread-safe."""
 
@@ -179,9 +158,6 @@ class ClusterState:
         self.affinities: dict[tuple[str, str], str] = {}
         self.workloads: dict[tuple[str, str], WorkloadInfo] = {}  # by (namespace, name)
         self.workloads_by_node: dict[str | None, dict[tuple[str, str], WorkloadInfo]] = {}
-        self.learned_routes: tuple[ParsedLearnedRoute, ...] = ()
-        # (prefix, next hop, peer) -> parsed route, or why not ("" for IPv6: unused)
-        self._learned_cache: dict[tuple[str, str, str], ParsedLearnedRoute | str] = {}
         self._confirmed: dict[str, set[str]] = {}  # block CIDR -> nodes with confirmed affinity
         self._problems: dict[str, str] = {}
 
@@ -210,37 +186,6 @@ class ClusterState:
             if facet is not None:
                 changed.add(facet)
         return changed
-
-    def set_learned_routes(self, routes: Iterable[LearnedRoute]) -> set[Facet]:
-        """Replace the BGP-learned routes (the RIB's best paths). IPv6 ones are not used yet.
-
-        The BGP side hands over the whole set each time; routes seen in the previous
-        set are not parsed again (10,000 routes arrive in a dozen growing snapshots).
-        """
-        previous = self._learned_cache
-        cache = dict.fromkeys(map(tuple, routes))
-        if cache.keys() == previous.keys():
-            return set()
-        parsed: list[ParsedLearnedRoute] = []
-        for key in cache:
-            value = previous.get(key)
-            if value is None:
-                value = _parse_learned(LearnedRoute(*key))
-            cache[key] = value
-            if isinstance(value, ParsedLearnedRoute):
-                parsed.append(value)
-        self._learned_cache = cache
-        for key in [k for k in self._problems if k.startswith("learned:")]:
-            del self._problems[key]
-        for (prefix, next_hop, _), value in cache.items():
-            if isinstance(value, str) and value:
-                self._problems[f"learned:{prefix} via {next_hop}"] = value
-        new = tuple(sorted(set(parsed), key=lambda r: (r.base, r.prefixlen, r.next_hop_int,
-                                                        r.peer)))
-        if new == self.learned_routes:
-            return set()
-        self.learned_routes = new
-        return {Facet.LEARNED_ROUTES}
 
     def _apply_one(self, update: Update) -> Facet | None:
         key = update.key
@@ -327,41 +272,6 @@ class ClusterState:
 
 
 # -- parsers (raise on bad input; ClusterState turns that into a problem) ---------------
-
-
-def _v4_int(text: str) -> int | None:
-    """Dotted-quad to int for the canonical form ExaBGP prints; None sends it to ipaddress."""
-    parts = text.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and (p[0] != "0" or p == "0")
-                                  for p in parts):
-        return None
-    a, b, c, d = map(int, parts)
-    if a > 255 or b > 255 or c > 255 or d > 255:
-        return None
-    return (a << 24) | (b << 16) | (c << 8) | d
-
-
-def _parse_learned(route: LearnedRoute) -> ParsedLearnedRoute | str:
-    """The route parsed, or why it is not used ("" for IPv6, which is not routed yet)."""
-    # Fast path: ipaddress costs ~15 us a route, and 10,000 arrive at once from a ToR.
-    address, _, length = route.prefix.partition("/")
-    base, hop = _v4_int(address), _v4_int(route.next_hop)
-    if base is not None and hop is not None and length.isdigit() and int(length) <= 32:
-        prefixlen = int(length)
-        base &= mask_for(prefixlen)
-        return ParsedLearnedRoute(cidr=f"{dotted(base)}/{prefixlen}", base=base,
-                                  prefixlen=prefixlen, next_hop=dotted(hop), next_hop_int=hop,
-                                  peer=route.peer)
-    try:
-        net = ipaddress.ip_network(route.prefix, strict=False)
-        hop = ipaddress.ip_address(route.next_hop)
-    except ValueError as exc:
-        return str(exc) or "invalid"
-    if net.version != 4 or hop.version != 4:
-        return ""
-    return ParsedLearnedRoute(cidr=str(net), base=int(net.network_address),
-                              prefixlen=net.prefixlen, next_hop=str(hop), next_hop_int=int(hop),
-                              peer=route.peer)
 
 
 def _one_line(exc: BaseException) -> str:

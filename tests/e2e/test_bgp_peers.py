@@ -88,7 +88,9 @@ def peer_rows(lab: Lab, node: str) -> dict[str, list[str]]:
 
 
 def best_paths(lab: Lab, node: str) -> dict[str, tuple[str, str]]:
-    """The node's BGP best paths from its control socket: {prefix: (next hop, peer)}."""
+    """The node's BGP best paths from its control socket: {prefix: (next hop, peer)}.
+
+    The first line of a `routes` stream is a reset carrying the whole table."""
     script = ("import socket\n"
               "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
               "s.settimeout(5)\n"
@@ -96,7 +98,9 @@ def best_paths(lab: Lab, node: str) -> dict[str, tuple[str, str]]:
               "s.sendall(b'routes\\n')\n"
               "print(s.makefile('r').readline(), end='')\n")
     out = lab.exec(node, [sys.executable, "-c", script]).stdout
-    return {prefix: (hop, peer) for prefix, hop, peer in json.loads(out)}
+    first = json.loads(out)
+    assert first["reset"] is True, first
+    return {prefix: (hop, peer) for prefix, (hop, peer) in first["routes"].items()}
 
 
 def agent_pid(lab: Lab, node: str) -> int:

@@ -13,7 +13,7 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.calc import CalcConfig, ClusterState, LearnedRoute, calculate
+from agent.calc import CalcConfig, ClusterState, calculate
 from agent.types import RouteClass
 
 from .test_calc_state import affinity, block, node, pool, wep
@@ -60,10 +60,7 @@ def cluster_updates(draw):
         ips = draw(st.lists(st.sampled_from(ADDRESSES), unique=True, max_size=2))
         iface = draw(st.none() | st.sampled_from(["calia", "calib", f"cali{i}"]))
         updates.append(wep(holder, f"pod{i}", ips, iface))
-    learned = draw(st.lists(st.tuples(st.sampled_from(BLOCK_CIDRS + ["192.168.50.0/24"]),
-                                      st.sampled_from(["10.0.0.5", "10.0.0.6", "10.0.1.9"])),
-                            max_size=4))
-    return updates, [LearnedRoute(p, nh, nh) for p, nh in learned]
+    return updates
 
 
 CONFIGS = st.sampled_from([CalcConfig(host_mtu=1500, parent_interface="eth0"),
@@ -76,10 +73,9 @@ CONFIGS = st.sampled_from([CalcConfig(host_mtu=1500, parent_interface="eth0"),
 @given(cluster_updates(), CONFIGS, st.sampled_from(NODE_NAMES + ["stranger"]), st.randoms())
 def test_calculation_is_total_canonical_unique_and_order_independent(generated, config, local,
                                                                      rnd):
-    updates, learned = generated
+    updates = generated
     state = ClusterState()
     state.apply(updates)
-    state.set_learned_routes(learned)
     result = calculate(state, local, config)
     routes = result.dataplane.routes
 
@@ -94,8 +90,6 @@ def test_calculation_is_total_canonical_unique_and_order_independent(generated, 
         elif route.onlink:
             assert route.dev and route.gateway
             ipaddress.IPv4Address(route.gateway)
-        elif route.route_class is RouteClass.BGP_LEARNED:
-            assert route.gateway and route.dev is None
         else:
             assert route.dev and route.scope == "link" and net.prefixlen == 32
     # Neighbour and FDB entries come in pairs, one per remote VTEP.
@@ -105,5 +99,4 @@ def test_calculation_is_total_canonical_unique_and_order_independent(generated, 
     rnd.shuffle(shuffled)
     again = ClusterState()
     again.apply(shuffled)
-    again.set_learned_routes(reversed(learned))
     assert calculate(again, local, config) == result

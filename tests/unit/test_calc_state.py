@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from agent.calc import CalcConfig, Calculation, ClusterState, Facet, LearnedRoute, calculate
+from agent.calc import CalcConfig, Calculation, ClusterState, Facet, LearnedRoutes, calculate
 from datastore.keys import affinity_key, block_key
 from datastore.resources import IPPool, Node, WorkloadEndpoint
 from datastore.syncer import Update
@@ -112,21 +112,31 @@ class Cluster:
     def __init__(self, *updates: Update | list[Update]) -> None:
         self.state = ClusterState()
         self.state.apply(flatten(updates))
+        self.learned = LearnedRoutes()
 
     def apply(self, *updates: Update | list[Update]) -> set[Facet]:
         return self.state.apply(flatten(updates))
 
-    def learn(self, *routes: tuple[str, str]) -> set[Facet]:
-        return self.state.set_learned_routes(LearnedRoute(p, nh, "10.0.0.254") for p, nh in routes)
+    def learn(self, *routes: tuple[str, str]) -> None:
+        """Make these (prefix, next hop) the whole set of BGP best paths."""
+        self.learned.update({p: (nh, "10.0.0.254") for p, nh in routes}, reset=True)
 
     def calc(self, local: str = LOCAL, config: CalcConfig = CONFIG) -> Calculation:
         return calculate(self.state, local, config)
 
+    def effective(self, local: str = LOCAL, config: CalcConfig = CONFIG) -> list:
+        """The routes the RouteTable would program: the datastore's, else the learned one."""
+        calc = self.calc(local, config)
+        self.learned.set_context(calc.learned_context)
+        self.learned.changes()
+        by_dst = dict(self.learned.routes) | {r.dst: r for r in calc.dataplane.routes}
+        return list(by_dst.values())
+
     def routes(self, local: str = LOCAL, config: CalcConfig = CONFIG) -> list[str]:
-        return sorted(r.describe() for r in self.calc(local, config).dataplane.routes)
+        return sorted(r.describe() for r in self.effective(local, config))
 
     def classes(self, local: str = LOCAL, config: CalcConfig = CONFIG) -> dict[str, str]:
-        return {r.dst: r.route_class.name for r in self.calc(local, config).dataplane.routes}
+        return {r.dst: r.route_class.name for r in self.effective(local, config)}
 
 
 # -- ClusterState tests -------------------------------------------------------------------
@@ -233,19 +243,3 @@ def test_workloads_are_indexed_by_node_and_move_with_it():
     assert list(s.workloads_by_node) == ["node2"]
     s.apply([delete(moved.key)])
     assert s.workloads == {} and s.workloads_by_node == {}
-
-
-def test_learned_routes_parsed_and_bad_ones_reported():
-    s = ClusterState()
-    changed = s.set_learned_routes([
-        LearnedRoute("192.168.50.0/24", "10.0.0.254", "10.0.0.254"),
-        LearnedRoute("192.168.50.7/24", "10.0.0.254", "10.0.0.254"),  # not canonical: masked
-        LearnedRoute("fd00:50::/64", "fd00::1", "fd00::1"),  # IPv6: not used yet
-        LearnedRoute("nonsense", "10.0.0.254", "10.0.0.254"),
-    ])
-    assert changed == {Facet.LEARNED_ROUTES}
-    assert [r.cidr for r in s.learned_routes] == ["192.168.50.0/24"]
-    assert len(s.problems) == 1 and s.problems[0].startswith("learned:nonsense")
-    assert s.set_learned_routes([LearnedRoute("192.168.50.0/24", "10.0.0.254",
-                                              "10.0.0.254")]) == set()
-    assert s.problems == []

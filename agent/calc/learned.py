@@ -1,0 +1,231 @@
+"""BGP-learned best paths -> kernel routes, incrementally. No I/O, no clock, no logging.
+
+`LearnedRoutes` owns the best paths the BGP side has handed over (one per
+prefix, by canonical prefix) and the route each one maps to. The BGP side sends
+changes (bgp.types.BestPathChanges: prefix -> (next hop, peer), or None when
+the prefix has no best path any more), so a 10,000-route table that arrives in
+a dozen bursts costs 10,000 route computations in all, not a dozen times that.
+
+Rules (what BIRD does for Calico, in the forms of agent/calc/routes.py):
+  * next hop = this node's address, or a prefix equal to one of this node's
+    blocks: ignored (our own routes reflected back; the blackhole stays);
+  * inside (contained in) a VXLAN pool: ignored, VXLAN is routed from the
+    datastore (DESIGN.md: BGP);
+  * inside an IPIP or no-encap pool: the route to a node, with the next hop as
+    the node's address (`route_via_node`: tunl0, or the parent interface for
+    no-encap and CrossSubnet within our subnet);
+  * inside no pool (a top-of-rack router's prefix): `<prefix> via <next hop>
+    proto 80` (BGP_LEARNED), no device: the kernel resolves the next hop.
+A route from the datastore for the same destination wins; the RouteTable
+applies that (agent/dataplane/routes.py). IPv6 paths are not routed yet.
+
+Invariants:
+  * `changes()` returns exactly how the routes differ from what it returned
+    before (None: no route any more), so the RouteTable gets a delta too;
+  * after any sequence of `update`s and contexts, `routes` equals resolving
+    every path from scratch against the current context (tested);
+  * a path update recomputes its prefix only; a different LearnedContext (the
+    pools, the local node's address and subnet, its blocks, the parent
+    interface, the IPIP MTU) recomputes every path, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from socket import AF_INET, inet_pton
+from typing import NamedTuple
+
+from ..types import PROTO_TORTIE, Route, RouteClass
+from .config import CalcConfig
+from .prefixes import PrefixIndex, dotted, mask_for
+from .routes import NO_PARENT, route_via_node
+from .state import Encapsulation, NodeInfo, PoolInfo
+
+
+class LearnedPath(NamedTuple):
+    """A best path, parsed: canonical prefix, next hop (text and int), the peer it came from.
+
+    A tuple: 10,000 arrive at once from a ToR, and a frozen dataclass costs
+    several times more to build."""
+
+    cidr: str
+    base: int
+    prefixlen: int
+    next_hop: str
+    next_hop_int: int
+    peer: str
+
+
+@dataclass(frozen=True)
+class LearnedContext:
+    """What the learned routes depend on besides themselves; equal contexts, equal routes."""
+
+    local_ip: int | None = None
+    local_subnet: tuple[int, int] | None = None  # (network, mask) of the node's ipv4Address
+    local_blocks: frozenset[str] = frozenset()
+    pools: tuple[PoolInfo, ...] = ()  # IPv4
+    parent_interface: str | None = None
+    ipip_mtu: int = 1440
+    pool_index: PrefixIndex[PoolInfo] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pool_index",
+                           PrefixIndex((p.base, p.prefixlen, p) for p in self.pools))
+
+    @classmethod
+    def of(cls, local: NodeInfo | None, local_blocks: frozenset[str],
+           pools: tuple[PoolInfo, ...], config: CalcConfig) -> LearnedContext:
+        subnet = None
+        if local is not None and local.ipv4_interface is not None:
+            net = local.ipv4_interface.network
+            subnet = (int(net.network_address), mask_for(net.prefixlen))
+        return cls(local_ip=local.ip_int if local else None, local_subnet=subnet,
+                   local_blocks=local_blocks, pools=pools,
+                   parent_interface=config.parent_interface, ipip_mtu=config.effective_ipip_mtu)
+
+
+def learned_route(ctx: LearnedContext, path: LearnedPath) -> tuple[Route | None, str | None]:
+    """The route for one best path (module docstring), and why it is withheld if it is."""
+    if path.next_hop_int == ctx.local_ip or path.cidr in ctx.local_blocks:
+        return None, None
+    pool = ctx.pool_index.containing(path.base, path.prefixlen)
+    if pool is None:
+        return Route(path.cidr, RouteClass.BGP_LEARNED, gateway=path.next_hop,
+                     proto=PROTO_TORTIE), None
+    encap = pool.encapsulation
+    if encap is Encapsulation.VXLAN:
+        return None, None
+    same_subnet = (ctx.local_subnet is not None
+                   and path.next_hop_int & ctx.local_subnet[1] == ctx.local_subnet[0])
+    direct = encap is Encapsulation.NONE or (pool.cross_subnet and same_subnet)
+    route = route_via_node(path.cidr, encap, path.next_hop_int, direct=direct,
+                           parent=ctx.parent_interface, ipip_mtu=ctx.ipip_mtu)
+    return route, (NO_PARENT if route is None else None)
+
+
+class LearnedRoutes:
+    """The learned best paths and their routes; fed deltas, hands out deltas. Not thread-safe."""
+
+    def __init__(self) -> None:
+        self._paths: dict[str, LearnedPath] = {}  # canonical prefix -> path
+        self._routes: dict[str, Route] = {}  # canonical prefix -> its route, as handed out
+        self._withheld: dict[str, str] = {}  # canonical prefix -> why it has no route
+        self._unreadable: dict[str, str] = {}  # prefix as sent -> why it cannot be read
+        self._context: LearnedContext | None = None
+        self._pending: set[str] = set()  # prefixes to recompute
+        self._all_pending = False
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        """The routes as of the last `changes()`, by destination."""
+        return self._routes
+
+    @property
+    def problems(self) -> list[str]:
+        """Why some paths are not routed: unreadable ones by prefix, withheld ones once per reason."""
+        out = [f"learned route {prefix}: {why}" for prefix, why in sorted(self._unreadable.items())]
+        return out + sorted(set(self._withheld.values()))
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def update(self, paths: Mapping[str, tuple[str, str] | None], reset: bool = False) -> None:
+        """Apply a change of best paths: prefix -> (next hop, peer), None for gone.
+
+        With `reset`, `paths` is the whole set: every other prefix is forgotten.
+        """
+        if reset:
+            self._pending.update(self._paths)
+            self._paths.clear()
+            self._unreadable.clear()
+        for prefix, value in paths.items():
+            self._unreadable.pop(prefix, None)
+            if value is None:
+                cidr = _canonical(prefix)
+                if cidr is not None and self._paths.pop(cidr, None) is not None:
+                    self._pending.add(cidr)
+                continue
+            parsed = parse_path(prefix, *value)
+            if isinstance(parsed, LearnedPath):
+                if self._paths.get(parsed.cidr) != parsed:
+                    self._paths[parsed.cidr] = parsed
+                    self._pending.add(parsed.cidr)
+                continue
+            if parsed:  # "" is an IPv6 path: not routed yet, not a problem
+                self._unreadable[prefix] = parsed
+            cidr = _canonical(prefix)
+            if cidr is not None and self._paths.pop(cidr, None) is not None:
+                self._pending.add(cidr)
+
+    def set_context(self, context: LearnedContext) -> None:
+        if context != self._context:
+            self._context = context
+            self._all_pending = True
+
+    def changes(self) -> dict[str, Route | None]:
+        """Recompute what is pending; return the routes that changed (None: removed).
+
+        Nothing is resolved before the first context (the agent's first calculation).
+        """
+        ctx = self._context
+        if ctx is None:
+            return {}
+        if self._all_pending:
+            todo: set[str] | dict[str, object] = self._paths.keys() | self._routes.keys()
+            self._withheld.clear()
+        else:
+            todo = self._pending
+        out: dict[str, Route | None] = {}
+        paths, routes, withheld = self._paths, self._routes, self._withheld
+        for cidr in todo:
+            path = paths.get(cidr)
+            route, why = learned_route(ctx, path) if path is not None else (None, None)
+            if why is None:
+                withheld.pop(cidr, None)
+            else:
+                withheld[cidr] = why
+            old = routes.get(cidr)
+            if route is None:
+                if old is not None:
+                    del routes[cidr]
+                    out[cidr] = None
+            elif old is None or old != route:
+                routes[cidr] = route
+                out[cidr] = route
+        self._pending = set()
+        self._all_pending = False
+        return out
+
+
+def parse_path(prefix: str, next_hop: str, peer: str) -> LearnedPath | str:
+    """The path parsed, or why it cannot be used ("" for IPv6, which is not routed yet)."""
+    # Fast path for the canonical text ExaBGP prints (inet_pton refuses leading zeros,
+    # so text that passes is canonical): ipaddress costs ~15 us a route.
+    address, _, length = prefix.partition("/")
+    try:
+        base = int.from_bytes(inet_pton(AF_INET, address), "big")
+        hop = int.from_bytes(inet_pton(AF_INET, next_hop), "big")
+        prefixlen = int(length)
+    except (OSError, ValueError):
+        pass
+    else:
+        if 0 <= prefixlen <= 32 and length == str(prefixlen):
+            masked = base & mask_for(prefixlen)
+            cidr = prefix if masked == base else f"{dotted(masked)}/{prefixlen}"
+            return LearnedPath(cidr, masked, prefixlen, next_hop, hop, peer)
+    try:
+        net = ipaddress.ip_network(prefix, strict=False)
+        nh = ipaddress.ip_address(next_hop)
+    except ValueError as exc:
+        return str(exc) or "invalid"
+    if net.version != 4 or nh.version != 4:
+        return ""
+    return LearnedPath(str(net), int(net.network_address), net.prefixlen, str(nh), int(nh), peer)
+
+
+def _canonical(prefix: str) -> str | None:
+    """The canonical IPv4 prefix of a withdrawn one (fast path as in parse_path)."""
+    parsed = parse_path(prefix, "0.0.0.0", "")
+    return parsed.cidr if isinstance(parsed, LearnedPath) else None
