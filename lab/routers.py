@@ -447,6 +447,7 @@ def bird_peer(
     router_id: str, local_as: int, peers: Sequence[tuple[str, int, str]],
     static_routes: Iterable[str] = (), hold_time: int = 9, *, install_learned: bool = False,
     disabled: bool = False, multihop: bool = False, password: str | None = None,
+    receive_only: bool = False, keepalive: int | None = None,
 ) -> str:
     """BIRD as a plain BGP speaker: a ToR, a route generator or a receiver.
 
@@ -461,6 +462,9 @@ def bird_peer(
       installed (a generator's 10,000 blackholes stay in BIRD).
     - `disabled`: the BGP protocols start disabled (`birdc enable <name>`
       later), so a benchmark can choose when each session starts.
+    - `receive_only`: announce nothing (a benchmark receiver: like a tortie
+      node without blocks, it must not send the generator's routes back).
+    - `keepalive`: seconds between KEEPALIVEs (BIRD's default: hold time / 3).
     """
     lines = _bird_header(router_id)
     lines.append('protocol direct { ipv4; interface "*"; }')
@@ -480,12 +484,14 @@ def bird_peer(
         "template bgp peer {",
         f"  local as {local_as};",
         f"  hold time {hold_time};",
+        *([f"  keepalive time {keepalive};"] if keepalive else []),
         # BIRD waits connect delay (default 5 s, minimum 1) after a protocol
         # starts before it connects; keep lab sessions quick.
         "  connect delay time 1;",
         "  connect retry time 5;",
         "  error wait time 1, 10;",
-        "  ipv4 { import all; export where source = RTS_STATIC || source = RTS_BGP; };",
+        "  ipv4 { import all; export "
+        + ("none; };" if receive_only else "where source = RTS_STATIC || source = RTS_BGP; };"),
     ]
     if multihop:
         lines.append("  multihop;")
@@ -503,6 +509,7 @@ def bird_peer(
 def frr_tor(
     router_id: str, asn: int, neighbors: Sequence[tuple[str, int]], networks: Iterable[str] = (),
     hold_time: int = 9, password: str | None = None, *, hostname: str = "tor",
+    receive_only: bool = False,
 ) -> str:
     """bgpd config for FRR as a ToR: `router bgp asn`, one neighbour per (ip, remote AS).
 
@@ -514,6 +521,8 @@ def frr_tor(
     - eBGP neighbours get `ebgp-multihop 255`, so a peer on another subnet
       (through the lab router) works too; on a shared subnet it changes nothing.
     - `timers connect 1`: retry a refused connect after 1 s, not FRR's 120 s.
+    - `receive_only`: a deny-all outbound route-map on every neighbour (a
+      benchmark receiver announces nothing, as BIRD's `export none`).
     """
     keepalive = max(1, hold_time // 3)
     lines = [
@@ -535,5 +544,9 @@ def frr_tor(
             lines.append(f" neighbor {ip} password {password}")
     lines.append(" address-family ipv4 unicast")
     lines += [f"  network {n}" for n in networks]
+    if receive_only:
+        lines += [f"  neighbor {ip} route-map ANNOUNCE-NOTHING out" for ip, _ in neighbors]
     lines += [" exit-address-family", "exit", "!"]
+    if receive_only:
+        lines += ["route-map ANNOUNCE-NOTHING deny 10", "!"]
     return "\n".join(lines) + "\n"

@@ -61,3 +61,21 @@ def test_frr_tor() -> None:
     assert " neighbor 10.1.1.1 ebgp-multihop 255" in text
     assert "neighbor 10.1.1.12 ebgp-multihop" not in text  # iBGP: no TTL games
     assert " neighbor 10.1.1.12 password pw" in text
+
+
+def test_receive_only_speakers_announce_nothing(tmp_path: Path) -> None:
+    # A benchmark receiver must not send the generator's routes back (bench/bgp.py).
+    bird = bird_peer("10.1.1.11", 64512, [("10.1.1.1", 65000, "10.1.1.11")],
+                     install_learned=True, receive_only=True)
+    bird_parses(bird, tmp_path)
+    assert "ipv4 { import all; export none; };" in bird
+    frr = frr_tor("10.1.1.11", 64512, [("10.1.1.1", 65000)], receive_only=True)
+    assert "  neighbor 10.1.1.1 route-map ANNOUNCE-NOTHING out" in frr
+    assert "route-map ANNOUNCE-NOTHING deny 10" in frr
+
+
+def test_bird_keepalive_time(tmp_path: Path) -> None:
+    text = bird_peer("10.1.1.1", 65000, [("10.1.1.11", 64512, "10.1.1.1")], keepalive=1)
+    bird_parses(text, tmp_path)
+    assert "  keepalive time 1;" in text
+    assert "keepalive time" not in bird_peer("10.1.1.1", 65000, [])
