@@ -35,7 +35,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from .types import BestPathChanges
 
@@ -47,14 +47,6 @@ Table = dict[str, tuple[str, str]]  # prefix -> (next hop, peer)
 
 def _address(name: str) -> str:
     return "\0" + name
-
-
-def _apply(table: Table, routes: Mapping[str, tuple[str, str] | None]) -> None:
-    for prefix, route in routes.items():
-        if route is None:
-            table.pop(prefix, None)
-        else:
-            table[prefix] = route
 
 
 class _Pending:
@@ -71,7 +63,7 @@ class _Pending:
         if changes.reset:
             self.reset, self.routes = True, dict(table)
         elif self.reset:
-            _apply(self.routes, changes.routes)  # a reset line holds no null
+            changes.apply_to(self.routes)  # a reset line holds no null
         else:
             self.routes.update(changes.routes)
 
@@ -101,10 +93,7 @@ class ControlServer:
     def publish_routes(self, changes: BestPathChanges) -> None:
         """Apply a change to the table and queue it for every `routes` connection."""
         with self._cond:
-            if changes.reset:
-                self._table = {p: r for p, r in changes.routes.items() if r is not None}
-            else:
-                _apply(self._table, changes.routes)
+            changes.apply_to(self._table)
             for pending in self._pending:
                 pending.merge(changes, self._table)
             self._cond.notify_all()

@@ -278,14 +278,10 @@ class BGPDaemon:
         if not (delta or reset):
             return
         was = len(self._published)
-        for prefix, route in delta.items():
-            if route is None:
-                del self._published[prefix]
-            else:
-                self._published[prefix] = route
+        changes = BestPathChanges(delta, reset)
+        changes.apply_to(self._published)
         if abs(len(self._published) - was) >= 100:
             _log.info("BGP best paths: %d (was %d)", len(self._published), was)
-        changes = BestPathChanges(delta, reset)
         if self.on_routes:
             self.on_routes(changes)
         if self.control:

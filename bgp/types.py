@@ -134,6 +134,16 @@ class BestPathChanges(NamedTuple):
     routes: Mapping[str, tuple[str, str] | None]
     reset: bool = False
 
+    def apply_to(self, table: dict[str, tuple[str, str]]) -> None:
+        """Make `table` (prefix -> (next hop, peer)) what it is after this change."""
+        if self.reset:
+            table.clear()
+        for prefix, route in self.routes.items():
+            if route is None:
+                table.pop(prefix, None)
+            else:
+                table[prefix] = route
+
 
 # -- the peering plan (rendered from the datastore by bgp.plan) --------------------------
 

@@ -32,7 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from socket import AF_INET, inet_pton
 from typing import NamedTuple
@@ -62,8 +62,7 @@ class LearnedPath(NamedTuple):
 class LearnedContext:
     """What the learned routes depend on besides themselves; equal contexts, equal routes."""
 
-    local_ip: int | None = None
-    local_subnet: tuple[int, int] | None = None  # (network, mask) of the node's ipv4Address
+    local: NodeInfo | None = None
     local_blocks: frozenset[str] = frozenset()
     pools: tuple[PoolInfo, ...] = ()  # IPv4
     parent_interface: str | None = None
@@ -77,18 +76,14 @@ class LearnedContext:
     @classmethod
     def of(cls, local: NodeInfo | None, local_blocks: frozenset[str],
            pools: tuple[PoolInfo, ...], config: CalcConfig) -> LearnedContext:
-        subnet = None
-        if local is not None and local.ipv4_interface is not None:
-            net = local.ipv4_interface.network
-            subnet = (int(net.network_address), mask_for(net.prefixlen))
-        return cls(local_ip=local.ip_int if local else None, local_subnet=subnet,
-                   local_blocks=local_blocks, pools=pools,
+        return cls(local=local, local_blocks=local_blocks, pools=pools,
                    parent_interface=config.parent_interface, ipip_mtu=config.effective_ipip_mtu)
 
 
 def learned_route(ctx: LearnedContext, path: LearnedPath) -> tuple[Route | None, str | None]:
     """The route for one best path (module docstring), and why it is withheld if it is."""
-    if path.next_hop_int == ctx.local_ip or path.cidr in ctx.local_blocks:
+    local = ctx.local
+    if (local is not None and path.next_hop_int == local.ip_int) or path.cidr in ctx.local_blocks:
         return None, None
     pool = ctx.pool_index.containing(path.base, path.prefixlen)
     if pool is None:
@@ -97,8 +92,7 @@ def learned_route(ctx: LearnedContext, path: LearnedPath) -> tuple[Route | None,
     encap = pool.encapsulation
     if encap is Encapsulation.VXLAN:
         return None, None
-    same_subnet = (ctx.local_subnet is not None
-                   and path.next_hop_int & ctx.local_subnet[1] == ctx.local_subnet[0])
+    same_subnet = local is not None and local.in_subnet(path.next_hop_int)
     direct = encap is Encapsulation.NONE or (pool.cross_subnet and same_subnet)
     route = route_via_node(path.cidr, encap, path.next_hop_int, direct=direct,
                            parent=ctx.parent_interface, ipip_mtu=ctx.ipip_mtu)
@@ -172,8 +166,9 @@ class LearnedRoutes:
         ctx = self._context
         if ctx is None:
             return {}
+        todo: Iterable[str]
         if self._all_pending:
-            todo: set[str] | dict[str, object] = self._paths.keys() | self._routes.keys()
+            todo = self._paths.keys() | self._routes.keys()
             self._withheld.clear()
         else:
             todo = self._pending

@@ -90,7 +90,7 @@ from ..types import (
     VXLANDevice,
 )
 from .config import CalcConfig
-from .prefixes import PrefixIndex, dotted, mask_for
+from .prefixes import PrefixIndex, dotted
 from .state import NEVER, BlockInfo, ClusterState, Encapsulation, NodeInfo, PoolInfo
 
 _DIRECT_CLASS = {
@@ -148,8 +148,6 @@ class _Context:
     local_name: str
     config: CalcConfig
     local: NodeInfo | None = None
-    # This node's subnet (from its ipv4Address) as (network int, mask int).
-    local_subnet: tuple[int, int] | None = None
     pools: tuple[PoolInfo, ...] = ()
     pool_index: PrefixIndex[PoolInfo] = field(default_factory=lambda: PrefixIndex(()))
     owners: dict[str, str] = field(default_factory=dict)  # block CIDR -> owning node
@@ -163,10 +161,7 @@ class _Context:
         self.problems[message] = None
 
     def same_subnet(self, address: int) -> bool:
-        if self.local_subnet is None:
-            return False
-        network, mask = self.local_subnet
-        return address & mask == network
+        return self.local is not None and self.local.in_subnet(address)
 
     def owner_of_address(self, address: int) -> tuple[int, str | None]:
         """(prefix length of the block holding `address` or 0, the block's owner or None)."""
@@ -203,9 +198,6 @@ def _index(ctx: _Context) -> None:
     ctx.local = state.nodes.get(ctx.local_name)
     if ctx.local is None:
         ctx.problem(f"local node {ctx.local_name} is not in the datastore")
-    elif ctx.local.ipv4_interface is not None:
-        subnet = ctx.local.ipv4_interface.network
-        ctx.local_subnet = (int(subnet.network_address), mask_for(subnet.prefixlen))
     ctx.pools = tuple(p for _, p in sorted(state.pools.items()) if p.version == 4)
     ctx.pool_index = PrefixIndex((p.base, p.prefixlen, p) for p in ctx.pools)
 

@@ -31,7 +31,7 @@ from datastore.resources import IPPool, Node, WorkloadEndpoint
 from datastore.syncer import Update
 
 from ..types import PROTO_BOOT, Route, RouteClass
-from .prefixes import dotted
+from .prefixes import dotted, mask_for
 from .vtep import vtep_mac
 
 NEVER = "Never"
@@ -110,6 +110,11 @@ class NodeInfo:
     vxlan_tunnel_address: str | None
     vxlan_tunnel_int: int | None
     vtep_mac: str  # spec.vxlanTunnelMACAddr, else derived from the name (agent/calc/vtep.py)
+    subnet: tuple[int, int] | None = None  # (network, mask) of ipv4_interface
+
+    def in_subnet(self, address: int) -> bool:
+        """Whether `address` is in this node's subnet (a /32 holds no other address)."""
+        return self.subnet is not None and address & self.subnet[1] == self.subnet[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +327,8 @@ def _parse_node(name: str, update: Update) -> NodeInfo:
         vxlan_tunnel_address=vxlan or None,
         vxlan_tunnel_int=_address_int(vxlan),
         vtep_mac=vtep_mac(name, node.spec.vxlanTunnelMACAddr),
+        subnet=(int(iface.network.network_address), mask_for(iface.network.prefixlen))
+        if iface else None,
     )
 
 
