@@ -8,6 +8,8 @@ Invariants:
   * nothing is programmed before the syncer's first IN_SYNC;
   * a failed apply marks the dataplane dirty and is retried with backoff
     (1 s doubling to 30 s); it never exits the agent;
+  * a writer that asks for another apply (`retry_after`: a route deletion
+    held back by the cleanup grace period) gets it then, with no new input;
   * periodic resyncs repair drift: routes/devices every ROUTEREFRESHINTERVAL,
     iptables every IPTABLESREFRESHINTERVAL, ipsets every IPSETSREFRESHINTERVAL;
   * with etcd unreachable the kernel stays exactly as it is, readiness turns
@@ -105,6 +107,9 @@ class Agent:
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
+        # When a writer asked to apply again without new input (a route deletion
+        # held back by the cleanup grace period); None when nobody asked.
+        self._reapply_at: float | None = None
         self._parent: str | None = None
         self._parent_for_ip: str | None = None  # the node IP self._parent was looked up for
         self._host_mtu: int | None = None
@@ -235,10 +240,15 @@ class Agent:
             wait = max(0.0, min(timers.values()) - self.clock())
             if self._dirty_apply and self.stats.in_sync:
                 wait = min(wait, max(0.0, self._retry_at - self.clock()))
+            if self._reapply_at is not None:
+                wait = min(wait, max(0.0, self._reapply_at - self.clock()))
             self._drain(wait)
             if self._stop.is_set():
                 break
             self._run_timers(timers, resyncs)
+            if self._reapply_at is not None and self.clock() >= self._reapply_at:
+                self._reapply_at = None
+                self._dirty_apply = True
             if self.stats.in_sync and (self._dirty_calc or self._dirty_learned
                                        or self._dirty_apply) \
                     and self.clock() >= self._retry_at:
@@ -362,6 +372,10 @@ class Agent:
             results[f"iptables-{name}"] = table.apply()
         results["ipset-deletions"] = self.ipsets.apply_deletions()
         self.metrics.apply_seconds.observe(self.clock() - started)
+        # Without this, a held-back deletion waited for the next unrelated event
+        # or periodic resync (up to 90 s) and a restart then did it instead.
+        asked = [res.retry_after for res in results.values() if res.retry_after is not None]
+        self._reapply_at = self.clock() + min(asked) if asked else None
         self.stats.applies += 1
         errors = []
         for name, res in results.items():
