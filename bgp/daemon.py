@@ -11,7 +11,9 @@ adj-RIB-out and the status book.
 Invariants:
   * nothing is configured or announced before the syncer's first IN_SYNC;
   * ExaBGP is reconfigured only when the plan changes (equal plans render
-    equal text), and a reload leaves unchanged sessions alone;
+    equal text), and a reload leaves unchanged sessions alone; the password
+    files a plan read are re-read every SECRET_POLL, so a rotated secret is a
+    plan change too;
   * each route change is sent to ExaBGP once (ExaBGP keeps its adj-RIB-out
     across session flaps); everything is re-sent only to a new ExaBGP process;
   * when a session drops without a NOTIFICATION and the peer advertised
@@ -41,6 +43,7 @@ from pathlib import Path
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
+from datastore.resources.bgp import SecretKeyRef
 from datastore.syncer import Syncer, SyncStatus, Update, drain_events
 
 from .control import DEFAULT_NAME, ControlServer
@@ -72,6 +75,9 @@ _log = logging.getLogger(__name__)
 
 NEIGHBOR_POLL = 2.0  # seconds between `show neighbor json` polls (status only)
 STATUS_REFRESH = 10.0  # the etcd copy is rewritten at least this often while anything runs
+# Password files the plan read are read again this often: a rotated Kubernetes secret
+# (kubelet rewrites the mounted file) reaches ExaBGP without a restart.
+SECRET_POLL = 10.0
 STATUS_MIN_GAP = 1.0  # and at most this often
 
 
@@ -118,6 +124,8 @@ class BGPDaemon:
         self._status_doc: dict = {}
         self._status_dirty = True
         self._status_written = -1e9
+        # The passwords the current plan was made with: (name, key) -> (ref, value).
+        self._passwords: dict[tuple[str, str], tuple[SecretKeyRef, str | None]] = {}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -167,6 +175,7 @@ class BGPDaemon:
 
     def _loop(self) -> None:
         next_poll = self.clock()
+        next_secret_poll = next_poll + SECRET_POLL
         while not self._stop.is_set():
             now = self.clock()
             deadlines = [next_poll, self._status_written + STATUS_REFRESH]
@@ -178,6 +187,9 @@ class BGPDaemon:
             now = self.clock()
             if self.rib:
                 self._rib_changed(self.rib.sweep(now))
+            if now >= next_secret_poll:  # woken at least every NEIGHBOR_POLL
+                next_secret_poll = now + SECRET_POLL
+                self._view_dirty |= self._passwords_changed()
             if self.in_sync and self._view_dirty:
                 self._replan()
             if self.plan and self._routes_dirty:
@@ -205,8 +217,9 @@ class BGPDaemon:
     def _replan(self) -> None:
         self._view_dirty = False
         self._routes_dirty = self._full_export = True
+        self._passwords = {}
         plan = plan_node(self.nodename, self.view.nodes, self.view.peers.values(),
-                         self.view.configs, password_for=self.password_for,
+                         self.view.configs, password_for=self._read_password,
                          hold_time=self.hold_time)
         if plan == self.plan:
             return
@@ -241,6 +254,21 @@ class BGPDaemon:
             if ip not in configured:
                 self._rib_changed(self.rib.peer_down(ip, self.clock(), graceful=False))
         self.speaker.configure(render_config(plan, self.speaker.api_argv()), speaker_env(plan))
+
+    def _read_password(self, ref: SecretKeyRef) -> str | None:
+        """`password_for`, remembering what the plan read (see _passwords_changed)."""
+        value = self.password_for(ref)
+        self._passwords[(ref.name, ref.key)] = (ref, value)
+        return value
+
+    def _passwords_changed(self) -> bool:
+        """Whether a password file the plan read now says something else (or appeared,
+        or went): the plan is then made again, and only the peers it changes reset."""
+        for (name, key), (ref, value) in self._passwords.items():
+            if self.password_for(ref) != value:
+                _log.info("BGP password %s/%s changed: reconfiguring its peers", name, key)
+                return True
+        return False
 
     def _update_routes(self) -> None:
         self._routes_dirty = False

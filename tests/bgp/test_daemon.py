@@ -174,3 +174,34 @@ def test_publications_always_add_up_to_the_rib(passes):
         assert table == {p: (path.attrs.next_hop, path.peer)
                          for p, path in d.rib.best_paths().items()}
     assert got[0].reset and not any(c.reset for c in got[1:])
+
+
+# -- passwords -----------------------------------------------------------------------------
+
+
+def test_a_rotated_password_file_makes_the_plan_again(tmp_path, caplog):
+    from bgp.secrets import SecretsDir
+    from datastore.resources.bgp import SecretKeyRef
+
+    (tmp_path / "tor").mkdir()
+    pw = tmp_path / "tor" / "pw"
+    pw.write_text("s3cret\n")
+    d = BGPDaemon(None, "n1", workdir=FsPath("/nonexistent/tortie-test-bgp"), control_name=None,
+                  publish_status=False, password_for=SecretsDir(tmp_path))
+    other = SecretKeyRef(name="mesh", key="pw")  # read as absent: a file may appear later
+    assert d._read_password(SecretKeyRef(name="tor", key="pw")) == "s3cret"
+    assert d._read_password(other) is None
+    assert not d._passwords_changed()  # unchanged files: no new plan
+
+    pw.write_text("s3cret\n")  # rewritten with the same text (kubelet does): still nothing
+    assert not d._passwords_changed()
+    pw.write_text("n3w\n")
+    with caplog.at_level("INFO", logger="bgp.daemon"):
+        assert d._passwords_changed()
+    assert "BGP password tor/pw changed" in caplog.text
+    assert "n3w" not in caplog.text  # never the password itself
+
+    pw.write_text("s3cret\n")
+    (tmp_path / "mesh").mkdir()
+    (tmp_path / "mesh" / "pw").write_text("late\n")  # the missing one appeared
+    assert d._passwords_changed()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from bgp.daemon import SECRET_POLL
 from lab import Lab
 from lab.routers import (
     bird_peer,
@@ -49,6 +50,7 @@ from .bgp_lab import (
     node_ip,
     node_status,
     routes,
+    speaker_pid,
     start_agent,
     table_rows,
     wait_for,
@@ -372,6 +374,22 @@ def test_bgp_password_matching_establishes_mismatched_never(routed):
                  what="every node's session back with the matching password")
         for n in lab.nodes:
             wait_for(lambda n=n: installed(n.name), what=f"{MD5_NET} back on {n.name}")
+
+        # Rotation, as kubelet does it: the mounted secret file is rewritten and the
+        # router gets the new password. Each node reads the file again within
+        # SECRET_POLL and its session comes back, with neither agent nor ExaBGP restarted.
+        speakers = {n.name: speaker_pid(lab, n.name) for n in lab.nodes}
+        since = {name: float(p["since"]) for name, p in bird.protocols().items()
+                 if name.startswith("peer_")}
+        write_secret(lab, "bgp-secrets", "tor", "r0tated")
+        bird.configure(config("r0tated"))
+        wait_for(lambda: all(p["info"] == "Established" and float(p["since"]) > since[name]
+                             for name, p in bird.protocols().items() if name in since),
+                 timeout=SECRET_POLL + 3 * HOLD_TIME,
+                 what="every node Established again with the rotated password")
+        assert {n.name: speaker_pid(lab, n.name) for n in lab.nodes} == speakers
+        for n in lab.nodes:
+            wait_for(lambda n=n: installed(n.name), what=f"{MD5_NET} on {n.name} after rotation")
     finally:
         bird.stop()
         remove_peer(lab, "md5-tor")
