@@ -32,6 +32,9 @@ came up (the generator's "since" for the protocol, to the microsecond), the
 first route, all N routes; "receive" is session up -> all N, which leaves out
 the time to connect, which depends on who dials first (BIRD waits >= 1 s
 before it connects; FRR and BIRD receivers retry their own connects).
+"up->99%" is session up -> 99% of N seen in the notifications: the generator's
+stall above lands at random on any receiver's last routes, so "all" can flip a
+comparison from round to round and 99% cannot. Every round's pair is printed.
 Ratios are to FRR.
 
 Watching costs the receiver next to nothing: the kernel's route notifications
@@ -211,6 +214,17 @@ class Timing:
     first: float | None       # first route in the kernel
     all: float | None         # all N routes in the kernel
     error: str | None = None
+    # 99% of the N seen arriving (route notifications; None when polling): apart
+    # from the generator's tail (docs/bgp.md, Measured: BIRD holds its last
+    # UPDATE until its next keepalive to a silent peer), which hits every
+    # receiver at random.
+    most: float | None = None
+
+    @property
+    def receive_most(self) -> float | None:
+        if self.most is None or self.session_up is None:
+            return None
+        return self.most - self.session_up
 
     @property
     def receive(self) -> float | None:
@@ -235,7 +249,7 @@ def measure(receiver_start: Callable[[], None], count_routes: Callable[[], int],
     base = count_routes()
     t0 = time.time()
     receiver_start()
-    first = None
+    first = most = None
     seen = 0
     last_count = t0
     while True:
@@ -244,6 +258,8 @@ def measure(receiver_start: Callable[[], None], count_routes: Callable[[], int],
             if got and first is None:
                 first = at - t0
             seen += got
+            if most is None and seen >= 0.99 * n:
+                most = at - t0 if at is not None else time.time() - t0
             due = seen >= n or time.time() - last_count >= 0.5
             if not due:
                 continue
@@ -257,7 +273,7 @@ def measure(receiver_start: Callable[[], None], count_routes: Callable[[], int],
             first = now - t0
         if c >= n:
             up = session_up()
-            return Timing(None if up is None else up - t0, first, now - t0)
+            return Timing(None if up is None else up - t0, first, now - t0, most=most)
         if time.time() - t0 > timeout:
             up = session_up()
             return Timing(None if up is None else up - t0, first, None,
@@ -588,29 +604,45 @@ def main() -> None:
 
 
 def report_receive(n: int, kinds: list[str], rounds: list[dict[str, Timing]]) -> None:
-    def med(kind: str, attr: str) -> float | None:
+    def values(kind: str, attr: str) -> list[float]:
         vals = [getattr(r[kind], attr) for r in rounds if kind in r]
-        vals = [v for v in vals if v is not None]
+        return [v for v in vals if v is not None]
+
+    def med(kind: str, attr: str) -> float | None:
+        vals = values(kind, attr)
         return statistics.median(vals) if vals else None
 
-    frr_all, frr_rx = (med("frr", "all"), med("frr", "receive")) if "frr" in kinds else (None, None)
+    def ratio(value: float | None, floor: float | None, width: int) -> str:
+        return f"{value / floor:{width}.2f}" if value and floor else " " * (width - 1) + "-"
+
+    frr_rx, frr_most = (med("frr", "receive"), med("frr", "receive_most")) if "frr" in kinds \
+        else (None, None)
     print(f"\nreceive {n} routes: seconds after `birdc enable` (median of {len(rounds)} round(s))")
-    print("receiver       session up    first   all in kernel   receive (up->all)   "
-          "ratio all/FRR   ratio receive/FRR")
+    print("receiver       session up    first   all in kernel   receive (up->all)   up->99%   "
+          "ratio receive/FRR   ratio 99%/FRR")
     for kind in kinds:
-        t_all, t_rx = med(kind, "all"), med(kind, "receive")
-        ratio_all = f"{t_all / frr_all:13.2f}" if t_all and frr_all else "            -"
-        ratio_rx = f"{t_rx / frr_rx:17.2f}" if t_rx and frr_rx else "                -"
+        t_rx, t_most = med(kind, "receive"), med(kind, "receive_most")
         print(f"{kind:<14} {fmt(med(kind, 'session_up'))}   {fmt(med(kind, 'first'))}   "
-              f"{fmt(t_all)}        {fmt(t_rx)}           {ratio_all}   {ratio_rx}")
+              f"{fmt(med(kind, 'all'))}        {fmt(t_rx)}         {fmt(t_most)}   "
+              f"{ratio(t_rx, frr_rx, 17)}   {ratio(t_most, frr_most, 13)}")
         errors = sorted({r[kind].error for r in rounds if kind in r and r[kind].error})
         for e in errors:
             print(f"          NOT MEASURED: {e}")
+    print("each round, up->all (up->99%):")
+    for kind in kinds:
+        pairs = [(r[kind].receive, r[kind].receive_most) for r in rounds if kind in r]
+        print(f"  {kind:<14} " + "  ".join(
+            f"{fmt(a).strip()} ({fmt(m).strip()})" for a, m in pairs))
     for kind in ("tortie", "tortie-sidecar"):
         if kind in kinds and frr_rx and med(kind, "receive"):
             verdict = "met" if med(kind, "receive") <= frr_rx else "NOT met"
             print(f"goal ({kind} no slower than FRR, session up -> all in kernel): {verdict}")
-
+            # The generator's tail (Timing.most) lands at random on either side: the
+            # 99% figure is the comparison that tail cannot flip.
+            t_most = med(kind, "receive_most")
+            if frr_most and t_most:
+                verdict = "met" if t_most <= frr_most else "NOT met"
+                print(f"     ({kind} no slower than FRR, session up -> 99% in kernel): {verdict}")
 
 if __name__ == "__main__":
     try:
