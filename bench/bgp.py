@@ -604,12 +604,9 @@ def main() -> None:
 
 
 def report_receive(n: int, kinds: list[str], rounds: list[dict[str, Timing]]) -> None:
-    def values(kind: str, attr: str) -> list[float]:
-        vals = [getattr(r[kind], attr) for r in rounds if kind in r]
-        return [v for v in vals if v is not None]
-
     def med(kind: str, attr: str) -> float | None:
-        vals = values(kind, attr)
+        vals = [getattr(r[kind], attr) for r in rounds if kind in r]
+        vals = [v for v in vals if v is not None]
         return statistics.median(vals) if vals else None
 
     def ratio(value: float | None, floor: float | None, width: int) -> str:
@@ -643,6 +640,7 @@ def report_receive(n: int, kinds: list[str], rounds: list[dict[str, Timing]]) ->
             if frr_most and t_most:
                 verdict = "met" if t_most <= frr_most else "NOT met"
                 print(f"     ({kind} no slower than FRR, session up -> 99% in kernel): {verdict}")
+
 
 if __name__ == "__main__":
     try:
