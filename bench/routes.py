@@ -6,7 +6,7 @@ Needs root. Works in network namespaces of its own (`tdb<hex>`), removed at the 
 Measures, with N routes (workload /32s on cali veths, blackholes, CrossSubnet-style
 `via <node> dev eth0 onlink` blocks of 500 nodes; the same lines for both):
   * cold start: a fresh RouteTable programming N routes into an empty namespace
-    (dump + diff + render + `ip -batch`), beside `ip -n NS -batch -` of the same
+    (dump + diff + netlink route requests), beside `ip -n NS -batch -` of the same
     lines into another fresh namespace; rate and ratio (goal: >= 50% of the floor);
   * single-route add latency with N present: set_desired(N + 1) + apply, p50/p99
     (and the apply alone);

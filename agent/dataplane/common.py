@@ -172,17 +172,3 @@ def run_ip_batch(
     if rest:
         _log.warning("ip -batch: unattributed stderr: %s", rest)
     return errors
-
-
-# Error texts that mean "the interface is gone", from iproute2's name lookup
-# (`Cannot find device "cali1"`) or from the kernel (ENODEV).
-_VANISHED = ("Cannot find device", "No such device")
-
-
-def is_vanished_device(error: str) -> bool:
-    return any(s in error for s in _VANISHED)
-
-
-def is_not_found(error: str) -> bool:
-    """ESRCH / ENOENT on delete: the object is already gone."""
-    return "No such process" in error or "No such file or directory" in error

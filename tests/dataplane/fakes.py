@@ -1,17 +1,20 @@
 """Stateful fakes of the kernel seams, for the unit tests (no root).
 
-FakeRouteKernel executes the `ip -batch` lines RouteTable renders against an
-in-memory main table, the way Felix's IptablesStub parsed iptables-restore
-input: so the unit tests check the rendering and the diff together.
+FakeRouteKernel executes RouteTable's ops as `ip route` lines (RouteOp.line)
+against an in-memory main table, the way Felix's IptablesStub parsed
+iptables-restore input: so the unit tests check the rendering and the diff
+together. (The real writer's netlink encoding of the same ops is tested
+against the kernel in tests/dataplane/test_routes.py.)
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Sequence
 
 from agent.dataplane.errors import CommandError, DataplaneError
 from agent.dataplane.neighbors import DeviceEntries
-from agent.dataplane.routes import KernelRoute
+from agent.dataplane.routes import KernelRoute, RouteOp, WriteFailure
 from agent.dataplane.tunnels import LinkState
 
 
@@ -25,7 +28,7 @@ class FakeRouteKernel:
         self.dev_dumps = 0
         self.batches: list[list[str]] = []
         self.fail: dict[str, str] = {}  # substring of a line -> its error text
-        self.broken: DataplaneError | None = None  # raised by run_batch
+        self.broken: DataplaneError | None = None  # raised by write
         for kr in routes:
             self.add(kr)
 
@@ -53,8 +56,8 @@ class FakeRouteKernel:
             return None
         return [kr for kr in self.routes.values() if kr.dev == dev]
 
-    def run_batch(self, lines: Iterable[str]) -> dict[int, str]:
-        lines = list(lines)
+    def write(self, ops: Iterable[RouteOp]) -> dict[int, WriteFailure]:
+        lines = [op.line for op in ops]
         if self.broken is not None:
             raise self.broken
         if not lines:
@@ -66,7 +69,7 @@ class FakeRouteKernel:
             if err is None:
                 err = self._execute(line)
             if err:
-                errors[i] = err
+                errors[i] = WriteFailure(_errno_of(err), err)
         return errors
 
     def close(self) -> None:
@@ -110,6 +113,14 @@ class FakeRouteKernel:
             del self.routes[(dst, metric)]
             return None
         raise AssertionError(f"unexpected command {line!r}")
+
+
+def _errno_of(message: str) -> int:
+    if "Cannot find device" in message or "No such device" in message:
+        return errno.ENODEV
+    if "No such process" in message:
+        return errno.ESRCH
+    return errno.EINVAL
 
 
 class FakeNeighborKernel:

@@ -5,11 +5,13 @@ Each route form is checked as `ip route show` prints it, beside Route.describe()
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 
 import pytest
 
-from agent.dataplane.routes import RouteTable
+from agent.dataplane.errors import NetlinkError
+from agent.dataplane.routes import RouteTable, render_replace
 from agent.types import PROTO_BOOT, Route, RouteClass
 from tests.dataplane.helpers import add_veth, routes, sh
 
@@ -171,6 +173,71 @@ def test_learned_route_yields_to_the_datastore_and_comes_back(netns: str, rt: Ro
     assert "10.65.0.2 dev cali1234567890a scope link" in routes(netns)
     rt.resync()
     assert rt.apply().mutations == 0
+
+
+def test_mtu_metric_and_type_reach_the_kernel_as_ip_would_write_them(
+        netns: str, rt: RouteTable) -> None:
+    """Requests built from raw netlink: MTU metrics, deletes pinned by metric and type."""
+    tunnel = Route("10.65.4.0/26", RouteClass.NO_ENCAP, dev="eth0", gateway="192.168.0.7",
+                   onlink=True, mtu=1440)
+    capped = Route("10.65.5.0/26", RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole", mtu=1400)
+    # Ours, left over: at another metric, and a blackhole.
+    sh(netns, "route", "add", "10.65.6.0/26", "via", "192.168.0.9", "proto", "80",
+       "metric", "100")
+    sh(netns, "route", "add", "blackhole", "10.65.7.0/26", "proto", "80")
+    rt.set_desired([tunnel, capped])
+    res = rt.apply()
+    assert res.ok and (res.writes, res.deletes) == (2, 2), res
+    assert set(routes(netns, "proto", "80")) == {
+        "blackhole 10.65.5.0/26 mtu 1400",
+        "10.65.4.0/26 via 192.168.0.7 dev eth0 onlink mtu 1440",
+    }
+    rt.resync()
+    assert rt.apply().mutations == 0  # read back exactly as written
+
+
+def test_a_refused_route_is_named_and_the_rest_of_the_batch_is_written(
+        netns: str, rt: RouteTable) -> None:
+    # Not onlink and outside every subnet: the kernel refuses the gateway.
+    bad = Route("10.65.8.0/26", RouteClass.NO_ENCAP, dev="eth0", gateway="172.31.9.9")
+    rt.set_desired([WL, bad, BH])
+    res = rt.apply()
+    assert res.writes == 2 and len(res.errors) == 1, res
+    err = res.errors[0]
+    assert isinstance(err, NetlinkError) and err.errno == errno.ENETUNREACH
+    assert err.operation == render_replace(bad)
+    assert "gateway" in err.message, err.message  # the kernel's extended-ack explanation
+    table = routes(netns)
+    assert WL.describe() in table and BH.describe() in table
+    assert rt.dirty  # retried next apply
+    rt.set_desired([WL, BH])
+    assert rt.apply().ok
+
+
+def test_thousands_of_refusals_in_one_batch_are_all_reported(netns: str, rt: RouteTable) -> None:
+    """More failures than one sendmsg carries requests: none lost, the good ones written."""
+    bad = [Route(f"10.70.{i // 256}.{i % 256}/32", RouteClass.NO_ENCAP, dev="eth0",
+                 gateway="172.31.9.9") for i in range(3000)]
+    good = [Route(f"10.80.{i // 256}.{i % 256}/32", RouteClass.NO_ENCAP, dev="eth0",
+                  gateway="192.168.0.9") for i in range(3000)]
+    rt.set_desired(bad + good)
+    res = rt.apply()
+    assert res.writes == 3000 and len(res.errors) == 3000
+    assert {e.operation for e in res.errors if isinstance(e, NetlinkError)} == \
+        {render_replace(r) for r in bad}
+    assert len(routes(netns, "proto", "80")) == 3000
+
+
+def test_an_interface_recreated_under_its_name_gets_the_route(netns: str, rt: RouteTable) -> None:
+    """Names are resolved per batch: a restarted pod's new veth is not written by its old index."""
+    rt.set_desired([WL])
+    assert rt.apply().writes == 1
+    sh(netns, "link", "del", CALI)
+    add_veth(netns, CALI)
+    rt.on_interface_change(CALI)
+    res = rt.apply()
+    assert res.ok and res.writes == 1, res
+    assert routes(netns, "dev", CALI) == ["10.65.0.2 scope link"]
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.dataplane.common import parse_batch_errors
-from agent.dataplane.errors import CommandError
+from agent.dataplane.errors import CommandError, NetlinkError
 from agent.dataplane.netlink import RawRoute
 from agent.dataplane.routes import (
     KernelRoute,
@@ -275,7 +275,8 @@ def test_failed_line_is_an_error_retried_next_apply() -> None:
     res = rt.apply()
     assert res.writes == 1 and len(res.errors) == 1
     err = res.errors[0]
-    assert isinstance(err, CommandError) and "not up" in err.stderr and err.line == render_replace(VX)
+    assert isinstance(err, NetlinkError) and "not up" in err.message
+    assert err.operation == render_replace(VX)
     assert rt.dirty and fake.dumps == 2  # the failed destination was re-read
     del fake.fail["10.65.1.0/26"]
     res = rt.apply()
