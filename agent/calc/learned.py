@@ -43,6 +43,9 @@ from .prefixes import PrefixIndex, dotted, mask_for
 from .routes import NO_PARENT, route_via_node
 from .state import Encapsulation, NodeInfo, PoolInfo
 
+_PREFIX_LENGTHS = {str(n): n for n in range(33)}  # "26" -> 26, and nothing else
+_MASKS = [mask_for(n) for n in range(33)]
+
 
 class LearnedPath(NamedTuple):
     """A best path, parsed: canonical prefix, next hop (text and int), the peer it came from.
@@ -199,15 +202,15 @@ def parse_path(prefix: str, next_hop: str, peer: str) -> LearnedPath | str:
     # Fast path for the canonical text ExaBGP prints (inet_pton refuses leading zeros,
     # so text that passes is canonical): ipaddress costs ~15 us a route.
     address, _, length = prefix.partition("/")
-    try:
-        base = int.from_bytes(inet_pton(AF_INET, address), "big")
-        hop = int.from_bytes(inet_pton(AF_INET, next_hop), "big")
-        prefixlen = int(length)
-    except (OSError, ValueError):
-        pass
-    else:
-        if 0 <= prefixlen <= 32 and length == str(prefixlen):
-            masked = base & mask_for(prefixlen)
+    prefixlen = _PREFIX_LENGTHS.get(length)
+    if prefixlen is not None:
+        try:
+            base = int.from_bytes(inet_pton(AF_INET, address), "big")
+            hop = int.from_bytes(inet_pton(AF_INET, next_hop), "big")
+        except OSError:
+            pass
+        else:
+            masked = base & _MASKS[prefixlen]
             cidr = prefix if masked == base else f"{dotted(masked)}/{prefixlen}"
             return LearnedPath(cidr, masked, prefixlen, next_hop, hop, peer)
     try:

@@ -268,24 +268,28 @@ class RtnlSocket:
         first = self._seq + 1
         failed: dict[int, tuple[int, str]] = {}
         buf = bytearray()
-        pack = _HDR.pack
+        pack, hdr = _HDR.pack, _HDR.size
         held: tuple[int, int, bytes] | None = None
-        # Each request is packed once the next one exists: the last one, packed
-        # after the loop, is the one that asks for the ACK.
-        for req in requests:
-            if held is not None:
-                typ, flags, body = held
-                self._seq += 1
-                buf += pack(_HDR.size + len(body), typ, flags | NLM_F_REQUEST, self._seq, 0)
-                buf += body
-                if len(buf) >= WRITE_CHUNK:
-                    sock.send(buf)
-                    buf.clear()
-                    # Read the failures so far: thousands of them must not
-                    # overflow the receive buffer (and lose the final ACK).
-                    while select.select([sock], [], [], 0)[0]:
-                        _read_errors(sock.recv(1 << 20), first, failed)
-            held = req
+        seq = self._seq
+        try:
+            # Each request is packed once the next one exists: the last one,
+            # packed after the loop, is the one that asks for the ACK.
+            for req in requests:
+                if held is not None:
+                    typ, flags, body = held
+                    seq += 1
+                    buf += pack(hdr + len(body), typ, flags | NLM_F_REQUEST, seq, 0)
+                    buf += body
+                    if len(buf) >= WRITE_CHUNK:
+                        sock.send(buf)
+                        buf.clear()
+                        # Read the failures so far: thousands of them must not
+                        # overflow the receive buffer (and lose the final ACK).
+                        while select.select([sock], [], [], 0)[0]:
+                            _read_errors(sock.recv(1 << 20), first, failed)
+                held = req
+        finally:
+            self._seq = seq
         if held is None:
             return failed
         typ, flags, body = held
