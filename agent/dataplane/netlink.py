@@ -12,9 +12,9 @@ than the whole 1 s budget for a restart resync; this decoder reads the same
 dump in ~0.07 s. Writing, pyroute2 adds ~2,000 routes/s one by one. Writing
 10,000 routes takes `ip -batch` ~0.16 s and `write` ~0.06 s in the same
 namespace (bench/routes.py compares them): iproute2 waits for an ACK after
-every line, while `write` asks for one ACK, at the end, and hears only about
-failures before it (the kernel handles a NETLINK_ROUTE sendmsg synchronously,
-in order, so the final ACK means everything before it was handled). pyroute2
+every line, while `write` asks for one ACK, for a NOOP at the end, and hears
+only about failures before it (the kernel handles a NETLINK_ROUTE sendmsg
+synchronously, in order, so that ACK means everything before it was handled). pyroute2
 is still used for everything else (neighbours, FDB, links, the monitor), where
 counts are small. The socket is created inside the namespace
 (`netns.open_socket`) and is then usable from any thread, unlike a pyroute2
@@ -39,6 +39,7 @@ NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_GET_STRICT_CHK = 12
 
+NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWLINK = 16
@@ -142,7 +143,7 @@ def route_body(*, dst_len: int, proto: int, scope: int, rtype: int, flags: int =
                mtu: int | None = None) -> tuple[bytes, bytes]:
     """A route request's payload around its destination: (rtmsg, attributes after RTA_DST).
 
-    The request for destination `a.b.c.d` is `head + dst_attr(a.b.c.d) + tail`:
+    The request for destination `a.b.c.d` is `head + DST_RTA + inet_aton(a.b.c.d) + tail`:
     many routes share one (head, tail), so a writer builds them once (as
     iproute2 would for `route replace|del ...`; rtm_table holds the table
     while it fits in 8 bits, again as iproute2 does).
@@ -163,12 +164,8 @@ def route_body(*, dst_len: int, proto: int, scope: int, rtype: int, flags: int =
     return head, tail
 
 
-_DST_RTA = _RTA.pack(8, RTA_DST)
-
-
-def dst_attr(address: str) -> bytes:
-    """RTA_DST for an IPv4 address (no prefix length: that is in the rtmsg)."""
-    return _DST_RTA + socket.inet_aton(address)
+# RTA_DST's header for an IPv4 address; the 4 address bytes follow it.
+DST_RTA = _RTA.pack(8, RTA_DST)
 
 
 class RtnlSocket:
@@ -249,10 +246,11 @@ class RtnlSocket:
         """Send every (type, flags, payload) request, as they come, many per sendmsg;
         return {0-based index: (errno, message)} for the requests the kernel refused.
 
-        Only the last request asks for an ACK; the kernel reports any failure
-        before it on its own. Raises NetlinkError when the batch could not be
-        sent or its answers could not be read: then which requests took effect
-        is unknown (the caller re-reads).
+        No request asks for an ACK; the kernel reports each failure on its own,
+        and a NOOP at the end asks for the one ACK that says all were handled.
+        Raises NetlinkError when the batch could not be sent or its answers
+        could not be read: then which requests took effect is unknown (the
+        caller re-reads).
         """
         with self._lock:
             try:
@@ -269,36 +267,29 @@ class RtnlSocket:
         failed: dict[int, tuple[int, str]] = {}
         buf = bytearray()
         pack, hdr = _HDR.pack, _HDR.size
-        held: tuple[int, int, bytes] | None = None
         seq = self._seq
         try:
-            # Each request is packed once the next one exists: the last one,
-            # packed after the loop, is the one that asks for the ACK.
-            for req in requests:
-                if held is not None:
-                    typ, flags, body = held
-                    seq += 1
-                    buf += pack(hdr + len(body), typ, flags | NLM_F_REQUEST, seq, 0)
-                    buf += body
-                    if len(buf) >= WRITE_CHUNK:
-                        sock.send(buf)
-                        buf.clear()
-                        # Read the failures so far: thousands of them must not
-                        # overflow the receive buffer (and lose the final ACK).
-                        while select.select([sock], [], [], 0)[0]:
-                            _read_errors(sock.recv(1 << 20), first, failed)
-                held = req
+            for typ, flags, body in requests:
+                seq += 1
+                buf += pack(hdr + len(body), typ, flags | NLM_F_REQUEST, seq, 0)
+                buf += body
+                if len(buf) >= WRITE_CHUNK:
+                    sock.send(buf)
+                    buf.clear()
+                    # Read the failures so far: thousands of them must not
+                    # overflow the receive buffer (and lose the final ACK).
+                    while select.select([sock], [], [], 0)[0]:
+                        _read_errors(sock.recv(1 << 20), first, failed)
+            if seq < first:
+                return failed  # no requests
+            # The end marker: a NOOP asking for an ACK. The kernel answers
+            # messages in order, so every failure before it has been reported.
+            seq += 1
+            buf += pack(hdr, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
         finally:
             self._seq = seq
-        if held is None:
-            return failed
-        typ, flags, body = held
-        self._seq += 1
-        last = self._seq
-        buf += pack(_HDR.size + len(body), typ, flags | NLM_F_REQUEST | NLM_F_ACK, last, 0)
-        buf += body
         sock.send(buf)
-        while not _read_errors(sock.recv(1 << 20), first, failed, until=last):
+        while not _read_errors(sock.recv(1 << 20), first, failed, until=seq):
             pass
         return failed
 

@@ -74,6 +74,7 @@ from typing import NamedTuple, Protocol
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError, NetlinkError
 from agent.dataplane.netlink import (
+    DST_RTA,
     NLM_F_CREATE,
     NLM_F_REPLACE,
     RT_SCOPE_LINK,
@@ -85,7 +86,6 @@ from agent.dataplane.netlink import (
     RTNH_F_ONLINK,
     RawRoute,
     RtnlSocket,
-    dst_attr,
     route_body,
 )
 from agent.types import PROTO_TORTIE, Route, RouteClass
@@ -125,7 +125,8 @@ class KernelRoute(NamedTuple):
 
     @classmethod
     def from_route(cls, r: Route) -> KernelRoute:
-        return cls(r.dst, 0, r.type, r.dev, r.gateway, r.onlink, r.scope, r.proto, r.mtu)
+        # Route's fields after route_class are, in order, ours after metric.
+        return cls(r[0], 0, *r[2:])
 
     def matches(self, r: Route) -> bool:
         # A route given only a gateway gets its device from the kernel (the
@@ -320,8 +321,7 @@ class NetlinkRouteKernel:
         oifs: dict[str, int | None] = {}
         # (head, tail) per route shape: 10,000 learned routes have a handful.
         shapes: dict[tuple, tuple[bytes, bytes]] = {}
-        refused: dict[int, WriteFailure] = {}
-        sent: list[int] = []  # request index -> op index
+        refused: dict[int, WriteFailure] = {}  # by op index
 
         def requests() -> Iterator[tuple[int, int, bytes]]:
             for i, op in enumerate(ops):
@@ -360,11 +360,18 @@ class NetlinkRouteKernel:
                             rtype=0 if kr.type == "unicast" else _TYPE_NUMBERS.get(kr.type, 0),
                             priority=kr.metric)
                     msg_type, flags = RTM_DELROUTE, 0
-                sent.append(i)
-                yield msg_type, flags, shape[0] + dst_attr(address) + shape[1]
+                yield msg_type, flags, shape[0] + dst_rta + inet_aton(address) + shape[1]
 
-        for index, (code, message) in self._writer.write(requests()).items():
-            refused[sent[index]] = WriteFailure(code, message)
+        dst_rta, inet_aton = DST_RTA, socket.inet_aton
+        failed = self._writer.write(requests())
+        # Request indexes skip the ops refused before sending (rare: a missing device).
+        unsent = sorted(refused)
+        for index, (code, message) in failed.items():
+            for gap in unsent:
+                if gap > index:
+                    break
+                index += 1
+            refused[index] = WriteFailure(code, message)
         return refused
 
     def close(self) -> None:
@@ -847,8 +854,7 @@ class RouteTable:
                 if op.kind == "replace":
                     r = op.route
                     assert r is not None
-                    kr = KernelRoute(r.dst, 0, r.type, r.dev, r.gateway, r.onlink, r.scope,
-                                     r.proto, r.mtu)
+                    kr = KernelRoute.from_route(r)
                     if r.dst not in kernel and r.dev is None:
                         kernel[r.dst] = {0: kr}  # the common case of a cold start, inline
                     else:

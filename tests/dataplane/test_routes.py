@@ -200,9 +200,13 @@ def test_a_refused_route_is_named_and_the_rest_of_the_batch_is_written(
         netns: str, rt: RouteTable) -> None:
     # Not onlink and outside every subnet: the kernel refuses the gateway.
     bad = Route("10.65.8.0/26", RouteClass.NO_ENCAP, dev="eth0", gateway="172.31.9.9")
-    rt.set_desired([WL, bad, BH])
+    # Planned before it, never sent: its device does not exist. The kernel's
+    # report must still land on `bad`, not on the op before it.
+    nodev = Route("10.65.0.11/32", RouteClass.LOCAL_WORKLOAD, dev="cali3", scope="link",
+                  proto=PROTO_BOOT)
+    rt.set_desired([WL, nodev, bad, BH])
     res = rt.apply()
-    assert res.writes == 2 and len(res.errors) == 1, res
+    assert res.writes == 2 and len(res.errors) == 1 and res.skipped == 1, res
     err = res.errors[0]
     assert isinstance(err, NetlinkError) and err.errno == errno.ENETUNREACH
     assert err.operation == render_replace(bad)
