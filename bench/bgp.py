@@ -27,9 +27,13 @@ keepalive time is 1 s, which bounds that stall to 1 s.)
 
 All receivers are started and idle first; then, one receiver at a time, the
 generator's protocol for it is enabled (`birdc enable`) and the receiver's
-kernel is watched until all N routes are there. Per receiver: when the session
-came up (the generator's "since" for the protocol, to the microsecond), the
-first route, all N routes; "receive" is session up -> all N, which leaves out
+kernel is watched until all N routes are there. Before each receiver the bench
+waits (up to 5 s) until the CPUs are 85% idle: the previous receiver's
+leftover work (zebra's, BIRD's) otherwise lands on whoever is measured next;
+without this wait the third receiver measured ~0.05 s slower than the fourth
+running the same code. Per receiver: when the session came up (the
+generator's "since" for the protocol, to the microsecond), the first route,
+all N routes; "receive" is session up -> all N, which leaves out
 the time to connect, which depends on who dials first (BIRD waits >= 1 s
 before it connects; FRR and BIRD receivers retry their own connects).
 "up->99%" is session up -> 99% of N seen in the notifications: the generator's
@@ -396,6 +400,33 @@ STARTERS = {"frr": start_frr_receiver, "bird": start_bird_receiver,
             "tortie-sidecar": lambda *a: start_tortie_receiver(*a, sidecar=True)}
 
 
+def _cpu_busy_idle() -> tuple[int, int]:
+    """Busy and idle jiffies of all CPUs so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, idle
+
+
+def settle(idle: float = 0.85, window: float = 0.2, limit: float = 5.0) -> float:
+    """Wait until the CPUs are at least `idle` idle over `window` (at most `limit` s).
+
+    Why: a receiver leaves work behind once its routes are in (zebra's and BIRD's
+    own bookkeeping of 10,000 routes, the generator's), and on a 2-CPU machine
+    whoever is measured next would pay for it. Returns the last window's idle share.
+    """
+    deadline = time.monotonic() + limit
+    share = 0.0
+    while time.monotonic() < deadline:
+        b0, i0 = _cpu_busy_idle()
+        time.sleep(window)
+        b1, i1 = _cpu_busy_idle()
+        share = (i1 - i0) / max(1, (b1 - b0) + (i1 - i0))
+        if share >= idle:
+            break
+    return share
+
+
 def keep_logs(lab: Lab, dest: Path | None) -> None:
     """Copy the lab's logs (routers, agents, etcd) to `dest`/<lab name>/ before teardown."""
     if dest is None:
@@ -432,6 +463,9 @@ def receive_round(n: int, kinds: list[str], poll: float, timeout: float,
                 results[kind] = Timing(None, None, None, f"did not start: {_one_line(e)}")
         time.sleep(1.0)  # let start-up work (first connects, syncs) settle before timing
         for kind, rx in receivers.items():
+            share = settle()  # every receiver starts on idle CPUs, whatever ran before it
+            if share < 0.85:
+                print(f"  (CPUs only {share:.0%} idle before {rx.name} after 5 s)", flush=True)
             proto = bird_proto_name(rx.node.ip)
             counter = RouteCounter(rx.node.netns, rx.proto)
             events = RouteEvents(rx.node.netns, rx.proto) if not poll else None
