@@ -696,3 +696,13 @@ def test_effective_routes_are_the_datastore_over_the_learned(ops: list[tuple]) -
     # The incremental bookkeeping agrees with a full re-read: nothing left to fix.
     rt.resync()
     assert rt.apply().mutations == 0
+
+
+def test_kernel_route_from_route_copies_every_field_by_name() -> None:
+    """from_route copies Route's fields after route_class as a slice: their order must match."""
+    assert Route._fields[2:] == KernelRoute._fields[2:]
+    r = Route("10.65.4.0/26", RouteClass.IPIP_TUNNEL, dev="tunl0", gateway="10.0.0.2",
+              onlink=True, proto=PROTO_TORTIE, mtu=1440)
+    kr = KernelRoute.from_route(r)
+    assert kr.metric == 0 and all(getattr(kr, f) == getattr(r, f) for f in Route._fields[2:])
+    assert kr.matches(r)
