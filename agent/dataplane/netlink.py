@@ -14,9 +14,9 @@ dump in ~0.07 s. Writing, pyroute2 adds ~2,000 routes/s one by one. Writing
 namespace (bench/routes.py compares them): iproute2 waits for an ACK after
 every line, while `write` asks for one ACK, for a NOOP at the end, and hears
 only about failures before it (the kernel handles a NETLINK_ROUTE sendmsg
-synchronously, in order, so that ACK means everything before it was handled). pyroute2
-is still used for everything else (neighbours, FDB, links, the monitor), where
-counts are small. The socket is created inside the namespace
+synchronously, in order, so that ACK means everything before it was
+handled). pyroute2 is still used for everything else (neighbours, FDB,
+links, the monitor), where counts are small. The socket is created inside the namespace
 (`netns.open_socket`) and is then usable from any thread, unlike a pyroute2
 0.9 socket.
 """
@@ -138,21 +138,16 @@ def _rta(typ: int, payload: bytes) -> bytes:
 
 
 def route_body(*, dst_len: int, proto: int, scope: int, rtype: int, flags: int = 0,
-               table: int = RT_TABLE_MAIN, oif: int | None = None,
-               gateway: str | None = None, priority: int = 0,
+               oif: int | None = None, gateway: str | None = None, priority: int = 0,
                mtu: int | None = None) -> tuple[bytes, bytes]:
-    """A route request's payload around its destination: (rtmsg, attributes after RTA_DST).
+    """A main-table route request's payload around its destination: (rtmsg,
+    attributes after RTA_DST), as iproute2 builds it for `route replace|del ...`.
 
     The request for destination `a.b.c.d` is `head + DST_RTA + inet_aton(a.b.c.d) + tail`:
-    many routes share one (head, tail), so a writer builds them once (as
-    iproute2 would for `route replace|del ...`; rtm_table holds the table
-    while it fits in 8 bits, again as iproute2 does).
+    many routes share one (head, tail), so a writer builds them once.
     """
-    head = _RTM.pack(socket.AF_INET, dst_len, 0, 0, table if table < 256 else 0,
-                     proto, scope, rtype, flags)
+    head = _RTM.pack(socket.AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, proto, scope, rtype, flags)
     tail = b""
-    if table >= 256:
-        tail += _rta(RTA_TABLE, _U32.pack(table))
     if oif is not None:
         tail += _rta(RTA_OIF, _U32.pack(oif))
     if gateway is not None:
@@ -241,8 +236,7 @@ class RtnlSocket:
                 if not (mflags & NLM_F_MULTI):
                     return
 
-    def write(self, requests: Iterable[tuple[int, int, bytes]], op: str = "route write"
-              ) -> dict[int, tuple[int, str]]:
+    def write(self, requests: Iterable[tuple[int, int, bytes]]) -> dict[int, tuple[int, str]]:
         """Send every (type, flags, payload) request, as they come, many per sendmsg;
         return {0-based index: (errno, message)} for the requests the kernel refused.
 
@@ -257,7 +251,7 @@ class RtnlSocket:
                 return self._write(requests)
             except OSError as e:
                 self._drop()
-                raise NetlinkError(op, e.errno, e.strerror or str(e)) from e
+                raise NetlinkError("route write", e.errno, e.strerror or str(e)) from e
 
     def _write(self, requests: Iterable[tuple[int, int, bytes]]) -> dict[int, tuple[int, str]]:
         sock = self._socket()

@@ -37,9 +37,8 @@ Invariants (the DeltaTracker idea of felix/deltatracker/delta_tracker.go):
   * A restart against an unchanged kernel writes nothing: the first apply
     dumps, compares and finds no difference.
 
-Writes: raw RTM_NEWROUTE/RTM_DELROUTE requests, many per sendmsg, streamed
-while they are planned (`RtnlSocket.write`, agent.dataplane.netlink), in the
-writer's namespace. They are what `ip route replace|del` sends (`render_replace`
+Writes: raw RTM_NEWROUTE/RTM_DELROUTE requests, many per sendmsg
+(`RtnlSocket.write`, agent.dataplane.netlink), in the writer's namespace. They are what `ip route replace|del` sends (`render_replace`
 and `render_delete` give that text, for logs and errors), without iproute2's
 wait for an ACK after each line: 10,000 routes take ~0.06 s instead of `ip
 -batch`'s ~0.16 s, and no process (bench/routes.py measures RouteTable against
@@ -788,7 +787,7 @@ class RouteTable:
         return t + self._grace
 
     def _plan(self, dirty: set[str], plan: _Plan, now: float) -> Iterator[RouteOp]:
-        """Turn dirty destinations into batch operations, lazily (rendered while ip runs)."""
+        """Turn dirty destinations into batch operations."""
         desired = self._desired
         kernel = self._kernel
         for dst in sorted(dirty):
@@ -847,18 +846,12 @@ class RouteTable:
         failed: set[str] = set()
         errors: list[DataplaneError] = []
         log_op = _log.info if loud else (_log.debug if _log.isEnabledFor(logging.DEBUG) else None)
-        kernel = self._kernel
         for i, op in enumerate(ops):
             err = failures.get(i)
             if err is None:
                 if op.kind == "replace":
-                    r = op.route
-                    assert r is not None
-                    kr = KernelRoute.from_route(r)
-                    if r.dst not in kernel and r.dev is None:
-                        kernel[r.dst] = {0: kr}  # the common case of a cold start, inline
-                    else:
-                        self._set_kernel(kr)
+                    assert op.route is not None
+                    self._set_kernel(KernelRoute.from_route(op.route))
                     writes += 1
                 else:
                     assert op.old is not None

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from lab import Lab
 from lab import agents as lab_agents
@@ -113,3 +114,16 @@ def node_ip(lab: Lab, name: str) -> str:
 def has_block_route(lab: Lab, node: str, block: str, via: str) -> bool:
     return any(line.startswith(f"{block} via {via} dev eth0 proto 80")
                for line in routes(lab, node).splitlines())
+
+
+def wait_every_block_everywhere(lab: Lab, pods: Mapping[str, Any], nodes: Iterable[str],
+                                how: str = "") -> None:
+    """Until each of `nodes` routes every other node's pod block via that node
+    (`pods`: node name -> a pod on it; `how` ends the timeout message)."""
+    for n in nodes:
+        for owner, pod in pods.items():
+            if owner == n:
+                continue
+            wait_for(lambda n=n, owner=owner, pod=pod: has_block_route(
+                lab, n, block_of(pod.ip), node_ip(lab, owner)),
+                what=f"{n} to learn {owner}'s block {block_of(pod.ip)}{how}")

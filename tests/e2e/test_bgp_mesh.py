@@ -30,6 +30,7 @@ from .bgp_lab import (
     speaker_pid,
     start_agent,
     table_rows,
+    wait_every_block_everywhere,
     wait_for,
     wait_ready,
 )
@@ -78,13 +79,7 @@ def test_every_node_has_three_established_mesh_peers(mesh):
 
 def test_each_kernel_holds_every_other_nodes_blocks(mesh):
     lab, pods = mesh
-    for n in NODES:
-        for owner, pod in pods.items():
-            if owner == n:
-                continue
-            wait_for(lambda n=n, owner=owner, pod=pod: has_block_route(
-                lab, n, block_of(pod.ip), node_ip(lab, owner)),
-                what=f"{n} to learn {owner}'s block {block_of(pod.ip)}")
+    wait_every_block_everywhere(lab, pods, NODES)
 
 
 def test_pods_on_different_nodes_reach_each_other(mesh):

@@ -53,6 +53,7 @@ from .bgp_lab import (
     speaker_pid,
     start_agent,
     table_rows,
+    wait_every_block_everywhere,
     wait_for,
     wait_ready,
     write_secret,
@@ -160,14 +161,8 @@ def test_reflectors_and_clients_have_node_specific_sessions(rr_cluster):
 
 def test_every_node_learns_every_block_through_the_reflectors(rr_cluster):
     lab, pods = rr_cluster
-    for n in lab.nodes:
-        for owner, pod in pods.items():
-            if owner == n.name:
-                continue
-            # Reflected routes keep the originator's next hop.
-            wait_for(lambda n=n, owner=owner, pod=pod: has_block_route(
-                lab, n.name, block_of(pod.ip), node_ip(lab, owner)),
-                what=f"{n.name} to learn {owner}'s block {block_of(pod.ip)}")
+    # Reflected routes keep the originator's next hop.
+    wait_every_block_everywhere(lab, pods, [n.name for n in lab.nodes])
     # node3 and node4 have no session with each other: each one's best path to the
     # other's block was learned from a reflector.
     reflectors = {node_ip(lab, n) for n in RR_NODES}
@@ -260,16 +255,13 @@ def test_external_bird_route_reflector_distributes_blocks(routed):
                              for n in lab.nodes), what="BIRD to have every client Established")
         rows = wait_for(lambda: router_session_up(lab, gw), what="every node's session to BIRD")
         assert {r[1] for r in rows.values()} == {"global"}, rows
+        # BIRD reflects with the owner's next hop (iBGP, no next hop self).
+        wait_every_block_everywhere(lab, pods, [n.name for n in lab.nodes], " through BIRD")
         for n in lab.nodes:
             for owner, pod in pods.items():
-                if owner == n.name:
-                    continue
-                # BIRD reflects with the owner's next hop (iBGP, no next hop self).
-                wait_for(lambda n=n, owner=owner, pod=pod: has_block_route(
-                    lab, n.name, block_of(pod.ip), node_ip(lab, owner)),
-                    what=f"{n.name} to learn {owner}'s block through BIRD")
-                hop, peer = best_paths(lab, n.name)[block_of(pod.ip)]
-                assert (hop, peer) == (node_ip(lab, owner), gw)
+                if owner != n.name:
+                    hop, peer = best_paths(lab, n.name)[block_of(pod.ip)]
+                    assert (hop, peer) == (node_ip(lab, owner), gw)
         detail = rr.birdc("show", "route", "all", block_of(pods["node1"].ip))
         assert f"BGP.next_hop: {node_ip(lab, 'node1')}" in detail, detail
         assert ping(pods["node2"], pods["node3"].ip) or ping(pods["node2"], pods["node3"].ip)
