@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from agent import config as agent_config
-from agent.main import tune_gc
+from agent import idle_gc
 from agent.nodename import determine_node_name
 from bgp.daemon import BGPDaemon
 from datastore.config import load_env
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                        hold_time=cfg.bgp_hold_time)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.request_stop())
-    tune_gc()
+    idle_gc.start()
     try:
         daemon.run()
     finally:

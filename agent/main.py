@@ -30,7 +30,6 @@ iptables tables -> ipset deletions.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import config as agent_config
+from agent import idle_gc
 from agent.autodetect import list_interfaces
 from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
 from agent.dataplane.driver import KernelDataplane
@@ -426,22 +426,6 @@ def _link_mtu(name: str, netns: str | None) -> int | None:
         return None
 
 
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a long-lived process with a big heap.
-
-    Why: with 10,000 learned routes the heap holds a few hundred thousand
-    objects (RIB paths, routes, the kernel mirror), and CPython's default
-    (a young collection every 700 allocations, full ones every 100 of those)
-    spent ~0.3 s of a 10,000-route burst in collections (py-spy on
-    bench/bgp.py). Everything loaded at start-up (modules, grpc, pydantic
-    schemas) is frozen out of the collector's view, and young collections run
-    every 100,000 allocations. The agent makes few reference cycles; they are
-    still collected.
-    """
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tortie-agent", description=__doc__.split("\n")[0])
     ap.add_argument("--live", action="store_true", help="probe a running agent's liveness")
@@ -466,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(cfg, client)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
-    tune_gc()
+    idle_gc.start()
     try:
         agent.run()
     except agent_config.StartupError as exc:
