@@ -360,7 +360,8 @@ def test_gateway_only_route_accepts_the_kernel_chosen_device() -> None:
     assert rt.apply().mutations == 0
 
 
-@pytest.mark.parametrize("dst", ["10.65.0.5/26", "10.65.0.2", "fd00::/64", "10.065.0.0/26"])
+@pytest.mark.parametrize("dst", ["10.65.0.5/26", "10.65.0.2", "fd00::/64", "10.065.0.0/26",
+                                 "10.65.0.00/26", "10.65.0/26", " 10.65.0.0/26", "10.65.0.0/026"])
 def test_non_canonical_destinations_are_rejected(dst: str) -> None:
     rt = table(fake_with_links())
     rt.set_desired([Route(dst, RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole")])
