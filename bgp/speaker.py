@@ -173,7 +173,12 @@ if exabgp.version.release == "5.0.15":
     # reads (~5 us per prefix); a config that says `adj-rib-in true;` still gets it
     Neighbor.defaults["adj-rib-in"] = False
 
+    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
+    from exabgp.protocol.ip import NoNextHop
+
     _unpack_nlri = NLRI.unpack_nlri.__func__
+    _ipv4, _unicast = AFI.create(AFI.ipv4), SAFI.create(SAFI.unicast)
+    _new = object.__new__
 
     def unpack_nlri(cls, afi, safi, data, action, addpath):
         # IPv4 unicast without ADD-PATH, the same checks as INET.unpack_nlri; stock goes
@@ -182,8 +187,13 @@ if exabgp.version.release == "5.0.15":
             mask = data[0]
             size = (mask + 7) >> 3
             if mask <= 32 and len(data) > size:
-                nlri = INET(afi, safi, action)
+                # what INET(afi, safi, action) sets, without its three __init__s and the
+                # two family lookups that build a throw-away int each (~2 us a prefix)
+                nlri = _new(INET)
+                nlri.afi, nlri.safi, nlri.action = _ipv4, _unicast, action
+                nlri.path_info = PathInfo.NOPATH
                 nlri.cidr = CIDR(data[1:1 + size] + bytes(4 - size), mask)
+                nlri.nexthop = NoNextHop
                 return nlri, data[1 + size:]
         return _unpack_nlri(cls, afi, safi, data, action, addpath)
 
@@ -201,7 +211,8 @@ if exabgp.version.release == "5.0.15":
 
     # the JSON encoder (json.py JSON._update) asks each prefix for a new Family object and
     # its text through three formats (~3 us per prefix); these two halve that
-    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
+    from socket import inet_ntoa as _ntoa
+
     from exabgp.protocol.family import Family
 
     _families = {}
@@ -218,11 +229,85 @@ if exabgp.version.release == "5.0.15":
 
     def inet_json(self, announced=True, compact=False):
         if type(self) is INET and self.path_info is PathInfo.NOPATH and not compact:
-            return '{ "nlri": "%s/%d" }' % (self.cidr.top(), self.cidr.mask)
+            cidr = self.cidr
+            packed = cidr._packed
+            # cidr.top() is IP.ntop, which is inet_ntop(AF_INET) for 4 bytes: inet_ntoa
+            top = _ntoa(packed) if len(packed) == 4 else cidr.top()
+            return '{ "nlri": "%s/%d" }' % (top, cidr.mask)
         return _inet_json(self, announced, compact)
 
     Family.family = family
     INET.json = inet_json
+
+    from exabgp.bgp.message import Action
+    from exabgp.reactor.api.response.json import JSON
+
+    def json_update(self, update):
+        # json.py JSON._update (BSD-3, Exa Networks) with the per-prefix work hoisted: the
+        # next hop's text once per next-hop object (stock: str() per prefix), the family
+        # key once per family object; the text it builds is stock's, byte for byte
+        plus = {}
+        minus = {}
+        hops = {}
+        keys = {}
+        for nlri in update.nlris:
+            nh = nlri.nexthop
+            nexthop = hops.get(id(nh))
+            if nexthop is None:
+                try:
+                    nexthop = str(nh)
+                except Exception:
+                    nexthop = 'null'
+                hops[id(nh)] = nexthop
+            family = nlri.family()
+            key = keys.get(id(family))
+            if key is None:
+                key = keys[id(family)] = family.afi_safi()
+            action = nlri.action
+            if action == Action.ANNOUNCE:
+                plus.setdefault(key, {}).setdefault(nexthop, []).append(nlri)
+            if action == Action.WITHDRAW:
+                minus.setdefault(key, []).append(nlri)
+        compact = self.compact
+        add = []
+        for family in plus:
+            s = f'"{family[0]} {family[1]}": {{ '
+            m = ''
+            for nexthop in plus[family]:
+                nlris = plus[family][nexthop]
+                m += f'"{nexthop}": [ '
+                m += ', '.join(nlri.json(compact=compact) for nlri in nlris)
+                m += ' ], '
+            s += m[:-2]
+            s += ' }'
+            add.append(s)
+        remove = []
+        for family in minus:
+            nlris = minus[family]
+            s = f'"{family[0]} {family[1]}": [ '
+            s += ', '.join(nlri.json(compact=compact) for nlri in nlris)
+            s += ' ]'
+            remove.append(s)
+        nlri = ''
+        if not add and not remove:
+            if update.nlris:  # an EOR, whose json() is already an object
+                return {'message': self._json(update.nlris[0].json())}
+        if add:
+            add_str = ', '.join(add)
+            nlri += f'"announce": {{ {add_str} }}'
+        if add and remove:
+            nlri += ', '
+        if remove:
+            remove_str = ', '.join(remove)
+            nlri += f'"withdraw": {{ {remove_str} }}'
+        attributes = '' if not update.attributes else f'"attribute": {{ {update.attributes.json()} }}'
+        if not attributes or not nlri:
+            update = f'"update": {{ {attributes}{nlri} }}'
+        else:
+            update = f'"update": {{ {attributes}, {nlri} }}'
+        return {'message': self._json(f'{{ {update} }}')}
+
+    JSON._update = json_update
 else:
     sys.stderr.write(f"tortie: exabgp {exabgp.version.release} is not 5.0.15: not patched\\n")
 

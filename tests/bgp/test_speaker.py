@@ -358,7 +358,10 @@ def decode_all():
                     nlri, left = NLRI.unpack_nlri(AFI.ipv4, safi, raw, action, addpath)
                     out.append([type(nlri).__name__, nlri.cidr.prefix(), nlri.cidr.pack_nlri().hex(),
                                 int(nlri.afi), int(nlri.safi), int(nlri.action), str(nlri.path_info),
-                                nlri.index().hex(), left.hex()])
+                                nlri.index().hex(), left.hex(),
+                                # every attribute, in order, as INET.__init__ would set it
+                                [(k, type(v).__name__, repr(v)) for k, v in vars(nlri).items()],
+                                nlri.afi is AFI.create(AFI.ipv4) and nlri.safi is SAFI.create(safi)])
                 except Notify as exc:
                     out.append(["notify", exc.code, exc.subcode])
     return out
