@@ -67,7 +67,7 @@ import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from agent.dataplane.common import ApplyResult
@@ -411,6 +411,9 @@ class RouteTableCounters:
 @dataclass
 class _Plan:
     skipped: int = 0
+    ops: list[RouteOp] = field(default_factory=list)  # as planned (failures come by index)
+    replaces: int = 0
+    deletes: int = 0
 
 
 def _precedence(r: Route) -> tuple[int, str]:
@@ -806,9 +809,17 @@ class RouteTable:
         return t + self._grace
 
     def _plan(self, dirty: set[str], plan: _Plan, now: float) -> Iterator[RouteOp]:
-        """Turn dirty destinations into batch operations."""
+        """Turn dirty destinations into batch operations, recorded in `plan`.
+
+        The kernel mirror is updated as each op is planned, as if it will succeed:
+        `_execute` undoes what the kernel refuses (a re-read), and a batch that
+        fails as a whole forces a full resync. So nothing has to walk the
+        batch again after the write (~1.3 us a route at 10,000 routes).
+        """
         desired = self._desired
         kernel = self._kernel
+        ops = plan.ops
+        set_kernel, drop_kernel, from_route = self._set_kernel, self._drop_kernel, KernelRoute.from_route
         for dst in sorted(dirty):
             want = desired.get(dst)
             ents = kernel.get(dst, _NO_ENTRIES)
@@ -824,7 +835,11 @@ class RouteTable:
                     plan.skipped += 1
                     _log.debug("holding back removal of %s on %s (grace period)", dst, kr.dev)
                     continue
-                yield RouteOp("del", dst, None, kr)
+                op = RouteOp("del", dst, None, kr)
+                ops.append(op)
+                plan.deletes += 1
+                drop_kernel(dst, metric)
+                yield op
             if want is None:
                 self._conflicts.discard(dst)
                 continue
@@ -839,60 +854,65 @@ class RouteTable:
                         want.describe())
                 plan.skipped += 1
                 continue
-            self._conflicts.discard(dst)
+            if self._conflicts:
+                self._conflicts.discard(dst)
             if cur is not None and cur.matches(want):
                 continue
-            yield RouteOp("replace", dst, want, cur)  # positional: ~2x cheaper
+            op = RouteOp("replace", dst, want, cur)  # positional: ~2x cheaper
+            ops.append(op)
+            plan.replaces += 1
+            set_kernel(from_route(want))
+            yield op
 
     def _execute(
         self, dirty: set[str], plan: _Plan, now: float
     ) -> tuple[int, int, int, list[DataplaneError]]:
-        # Planned in full first: the writes happen in this thread anyway, so
-        # streaming the plan into them would overlap nothing.
-        ops = list(self._plan(dirty, plan, now))
         try:
-            failures = self._io.write(ops)
+            # Each op is encoded as it is planned; `plan` keeps them, for the failures.
+            failures = self._io.write(self._plan(dirty, plan, now))
         except DataplaneError as e:
+            # Which ops took effect is unknown, and the mirror assumed all did.
             self.counters.errors += 1
             self._dirty |= dirty
             self._resync_needed = True
             _log.warning("route batch failed, will retry after a re-read: %s", e)
             return 0, 0, 0, [e]
+        ops = plan.ops
         if not ops:
             return 0, 0, 0, []
         loud = len(ops) <= INFO_LIMIT
-        writes = deletes = skipped = 0
+        writes, deletes, skipped = plan.replaces, plan.deletes, 0
         failed: set[str] = set()
         errors: list[DataplaneError] = []
         log_op = _log.info if loud else (_log.debug if _log.isEnabledFor(logging.DEBUG) else None)
-        set_kernel, drop_kernel, from_route = self._set_kernel, self._drop_kernel, KernelRoute.from_route
-        for i, op in enumerate(ops):
-            err = failures.get(i) if failures else None
+        for i, op in enumerate(ops) if failures or log_op is not None else ():
+            err = failures.get(i)
             if err is None:
-                if op.kind == "replace":
-                    set_kernel(from_route(op.route))
-                    writes += 1
-                else:
-                    drop_kernel(op.dst, op.old.metric)
-                    deletes += 1
                 if log_op is not None:
                     log_op("route: %s", op.line)
-            elif op.kind == "del" and err.errno in (errno.ESRCH, errno.ENOENT):
-                assert op.old is not None
-                self._drop_kernel(op.dst, op.old.metric)
+                continue
+            if op.kind == "replace":
+                writes -= 1
+            else:
+                deletes -= 1
+            if op.kind == "del" and err.errno in (errno.ESRCH, errno.ENOENT):
+                # Already gone: the mirror, which dropped it when planning, is right.
                 _log.debug("route already gone: %s", op.line)
             elif err.errno == errno.ENODEV:
                 # The interface went away under us (a pod deleted while we
-                # wrote): not an error. Its routes went with it; the route is
-                # written again when the interface comes back.
+                # wrote): not an error. Its routes went with it (and the one
+                # the mirror assumed written); the route is written again when
+                # the interface comes back.
                 for metric, kr in list(self._kernel.get(op.dst, {}).items()):
                     if kr.dev == op.dev:
                         self._drop_kernel(op.dst, metric)
+                if op.kind == "replace" and op.old is not None and op.old.dev != op.dev:
+                    self._set_kernel(op.old)  # refused: the route it was to replace is still there
                 self.counters.vanished += 1
                 skipped += 1
                 _log.info("route %s skipped: interface %s is gone", op.dst, op.dev)
             else:
-                failed.add(op.dst)
+                failed.add(op.dst)  # the re-read below corrects the mirror
                 errors.append(NetlinkError(op.line, err.errno, err.message))
                 _log.warning("route write failed: %s: %s", op.line, err.message)
         self.counters.writes += writes

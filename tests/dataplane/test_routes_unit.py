@@ -267,6 +267,22 @@ def test_vanished_interface_is_not_an_error_and_comes_back() -> None:
     assert (WL.dst, 0) not in fake.routes
 
 
+def test_a_route_moving_to_a_vanished_interface_keeps_the_old_one_known() -> None:
+    # The mirror takes a planned write as done; a refused move must not forget the
+    # route still in the kernel, or removing it later would never reach the kernel.
+    fake = FakeRouteKernel(links=["eth0", "cali2"])  # not WL.dev
+    rt = table(fake)
+    rt.set_desired([WL._replace(dev="cali2")])
+    assert rt.apply().writes == 1
+    rt.set_desired([WL])  # a move to an interface that is gone: ENODEV
+    res = rt.apply()
+    assert res.ok and res.writes == 0 and rt.counters.vanished == 1
+    assert fake.routes[(WL.dst, 0)].dev == "cali2"
+    rt.set_desired([])
+    assert rt.apply().deletes == 1
+    assert (WL.dst, 0) not in fake.routes
+
+
 def test_failed_line_is_an_error_retried_next_apply() -> None:
     fake = fake_with_links()
     rt = table(fake)
