@@ -83,6 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.dataplane.netns import open_socket  # noqa: E402
 from lab import Lab, LabNode  # noqa: E402
+from lab.netns import pids_in  # noqa: E402
 from lab.routers import (  # noqa: E402
     Bird,
     bird_peer,
@@ -453,10 +454,8 @@ def settle(idle: float = 0.85, window: float = 0.2, limit: float = 5.0) -> float
 def netns_cpu(netns: str) -> dict[str, float]:
     """CPU seconds used so far by each process in `netns`, by name (all threads:
     /proc/<pid>/task/*/schedstat, in ns, so a 0.2 s burst is not lost in 10 ms ticks)."""
-    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True,
-                          text=True).stdout.split()
     out: dict[str, float] = {}
-    for pid in pids:
+    for pid in pids_in([netns]).get(netns, []):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             used = sum(int((t / "schedstat").read_text().split()[0])

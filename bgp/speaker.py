@@ -49,7 +49,7 @@ ExaBGP 5.0.15 facts, verified against the real thing (tests/bgp/test_speaker.py)
   reads, a Family object and three formats per prefix in the JSON encoder, and the
   work of not logging at debug level. LAUNCHER fast-paths IPv4 unicast decoding and
   encoding (same results, tests/bgp/test_speaker.py compares them with stock: an
-  INET built without its __init__ chain, the next hop's text once per UPDATE), turns
+  INET built without its __init__ chain, its JSON text without three formats), turns
   the adj-RIB-in off by default and gates debug logging: ~0.1 s of ExaBGP's CPU per
   10,000 routes in bench/bgp.py.
   Reloads are confirmed from ExaBGP's log ("performing reload", then "loaded new
@@ -240,76 +240,6 @@ if exabgp.version.release == "5.0.15":
 
     Family.family = family
     INET.json = inet_json
-
-    from exabgp.bgp.message import Action
-    from exabgp.reactor.api.response.json import JSON
-
-    def json_update(self, update):
-        # json.py JSON._update (BSD-3, Exa Networks) with the per-prefix work hoisted: the
-        # next hop's text once per next-hop object (stock: str() per prefix), the family
-        # key once per family object; the text it builds is stock's, byte for byte
-        plus = {}
-        minus = {}
-        hops = {}
-        keys = {}
-        for nlri in update.nlris:
-            nh = nlri.nexthop
-            nexthop = hops.get(id(nh))
-            if nexthop is None:
-                try:
-                    nexthop = str(nh)
-                except Exception:
-                    nexthop = 'null'
-                hops[id(nh)] = nexthop
-            family = nlri.family()
-            key = keys.get(id(family))
-            if key is None:
-                key = keys[id(family)] = family.afi_safi()
-            action = nlri.action
-            if action == Action.ANNOUNCE:
-                plus.setdefault(key, {}).setdefault(nexthop, []).append(nlri)
-            if action == Action.WITHDRAW:
-                minus.setdefault(key, []).append(nlri)
-        compact = self.compact
-        add = []
-        for family in plus:
-            s = f'"{family[0]} {family[1]}": {{ '
-            m = ''
-            for nexthop in plus[family]:
-                nlris = plus[family][nexthop]
-                m += f'"{nexthop}": [ '
-                m += ', '.join(nlri.json(compact=compact) for nlri in nlris)
-                m += ' ], '
-            s += m[:-2]
-            s += ' }'
-            add.append(s)
-        remove = []
-        for family in minus:
-            nlris = minus[family]
-            s = f'"{family[0]} {family[1]}": [ '
-            s += ', '.join(nlri.json(compact=compact) for nlri in nlris)
-            s += ' ]'
-            remove.append(s)
-        nlri = ''
-        if not add and not remove:
-            if update.nlris:  # an EOR, whose json() is already an object
-                return {'message': self._json(update.nlris[0].json())}
-        if add:
-            add_str = ', '.join(add)
-            nlri += f'"announce": {{ {add_str} }}'
-        if add and remove:
-            nlri += ', '
-        if remove:
-            remove_str = ', '.join(remove)
-            nlri += f'"withdraw": {{ {remove_str} }}'
-        attributes = '' if not update.attributes else f'"attribute": {{ {update.attributes.json()} }}'
-        if not attributes or not nlri:
-            update = f'"update": {{ {attributes}{nlri} }}'
-        else:
-            update = f'"update": {{ {attributes}, {nlri} }}'
-        return {'message': self._json(f'{{ {update} }}')}
-
-    JSON._update = json_update
 else:
     sys.stderr.write(f"tortie: exabgp {exabgp.version.release} is not 5.0.15: not patched\\n")
 
