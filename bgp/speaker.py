@@ -211,6 +211,25 @@ if exabgp.version.release == "5.0.15":
 
     log.debug = classmethod(debug)
 
+    from exabgp.bgp.message import Update
+    from exabgp.reactor.protocol import Protocol
+
+    _read_message = Protocol.read_message
+
+    def read_message(self):
+        # Peer._main walks every prefix of a received UPDATE only to put it in the
+        # adj-RIB-in cache and to log it at debug level (~1.3 us a prefix, for nothing
+        # when both are off, as ours are); the API has had the whole message by the
+        # time it is yielded, so _main gets it without its prefixes
+        for message in _read_message(self):
+            if (message.TYPE == Update.TYPE and message.nlris
+                    and not self.neighbor.rib.incoming.cache
+                    and not option.logit.get("DEBUG")):
+                message = Update((), message.attributes)
+            yield message
+
+    Protocol.read_message = read_message
+
     # the JSON encoder (json.py JSON._update) asks each prefix for a new Family object and
     # its text through three formats (~3 us per prefix); these two halve that
     from socket import inet_ntoa as _ntoa

@@ -410,6 +410,58 @@ def test_launcher_receive_patches_decode_and_encode_like_stock():
     assert stock_rib_in is True and rib_in is False
 
 
+_READ_MESSAGE = r"""
+import json, sys
+from exabgp.environment import getenv
+from exabgp.logger import log
+log.init(getenv())
+from exabgp.bgp.message import KeepAlive, Update
+from exabgp.logger.option import option
+exec(sys.stdin.read().split("from exabgp.application.main import main")[0])
+
+class Incoming:
+    cache = False
+class Neighbor:
+    class rib:
+        incoming = Incoming
+class Proto:
+    neighbor = Neighbor
+
+update, keepalive, attributes = Update(["p1", "p2"], b""), KeepAlive(), object()
+update.attributes = attributes
+def _read_message(self):  # stands in for stock's, which the patch wraps
+    yield update
+    yield keepalive
+
+def seen():
+    got = list(Protocol.read_message(Proto()))
+    return [[type(m).__name__, list(getattr(m, "nlris", [])), m is update,
+             getattr(m, "attributes", None) is attributes] for m in got]
+
+out = {"off": seen()}
+Incoming.cache = True
+out["adj_rib_in"] = seen()
+Incoming.cache = False
+option.logit["DEBUG"] = True
+out["debug"] = seen()
+print(json.dumps(out))
+"""
+
+
+def test_launcher_hands_peer_main_updates_without_prefixes_only_when_nothing_reads_them():
+    """Peer._main walks a received UPDATE's prefixes only for the adj-RIB-in cache and
+    the debug log: with both off it gets the message without them (same attributes);
+    with either on, the message as decoded. Other messages pass untouched."""
+    res = subprocess.run([sys.executable, "-c", _READ_MESSAGE], input=LAUNCHER, text=True,
+                         capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["off"] == [["Update", [], False, True], ["KeepAlive", [], False, False]]
+    whole = [["Update", ["p1", "p2"], True, True], ["KeepAlive", [], False, False]]
+    assert out["adj_rib_in"] == whole
+    assert out["debug"] == whole
+
+
 BIRD_AS = 65000
 
 
