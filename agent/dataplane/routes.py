@@ -817,10 +817,12 @@ class RouteTable:
         batch again after the write (~1.3 us a route at 10,000 routes).
         """
         desired = self._desired
-        kernel = self._kernel
+        kernel, kernel_by_dev = self._kernel, self._kernel_by_dev
         ops = plan.ops
         set_kernel, drop_kernel, from_route = self._set_kernel, self._drop_kernel, KernelRoute.from_route
-        for dst in sorted(dirty):
+        # Sorted for the per-op log lines of a small batch. A big one goes in any order
+        # (each destination is on its own), as sorting 10,000 costs ~2 ms.
+        for dst in sorted(dirty) if len(dirty) <= INFO_LIMIT else dirty:
             want = desired.get(dst)
             ents = kernel.get(dst, _NO_ENTRIES)
             for metric, kr in list(ents.items()) if ents else ():
@@ -835,7 +837,7 @@ class RouteTable:
                     plan.skipped += 1
                     _log.debug("holding back removal of %s on %s (grace period)", dst, kr.dev)
                     continue
-                op = RouteOp("del", dst, None, kr)
+                op = _tuple_new(RouteOp, ("del", dst, None, kr))
                 ops.append(op)
                 plan.deletes += 1
                 drop_kernel(dst, metric)
@@ -858,10 +860,17 @@ class RouteTable:
                 self._conflicts.discard(dst)
             if cur is not None and cur.matches(want):
                 continue
-            op = RouteOp("replace", dst, want, cur)  # positional: ~2x cheaper
+            # tuple.__new__: ~0.3 us a route less than the NamedTuple's constructor
+            op = _tuple_new(RouteOp, ("replace", dst, want, cur))
             ops.append(op)
             plan.replaces += 1
-            set_kernel(from_route(want))
+            written = from_route(want)
+            if ents:
+                set_kernel(written)
+            else:  # nothing at dst (the usual case for a learned route): a new entry
+                kernel[dst] = {0: written}
+                if written.dev is not None:
+                    kernel_by_dev[written.dev].add(dst)
             yield op
 
     def _execute(

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.calc import CalcConfig, LearnedContext, LearnedRoutes
-from agent.calc.learned import learned_route, parse_path
+from agent.calc.learned import LearnedPath, learned_route, parse_path
+from agent.types import Route, RouteClass
 
 from .test_calc_state import CONFIG, Cluster, node, owned, pool
 
@@ -51,6 +52,20 @@ def test_learned_route_forms(pools, prefix, next_hop, expected):
     c = cluster(*pools)
     c.learn((prefix, next_hop))
     assert expected in c.routes()
+
+
+def test_the_fast_built_path_and_route_are_what_their_constructors_build():
+    """parse_path and learned_route build their NamedTuples with tuple.__new__ (speed):
+    every field, route_class included, is what the keyword constructor gives."""
+    path = parse_path("172.16.1.64/26", "10.0.0.254", "10.0.0.9")
+    assert type(path) is LearnedPath
+    assert path._asdict() == LearnedPath(cidr="172.16.1.64/26", base=0xAC100140, prefixlen=26,
+                                         next_hop="10.0.0.254", next_hop_int=0x0A0000FE,
+                                         peer="10.0.0.9")._asdict()
+    route, why = learned_route(LearnedContext(), path)
+    assert why is None and type(route) is Route
+    assert route._asdict() == Route("172.16.1.64/26", RouteClass.BGP_LEARNED,
+                                    gateway="10.0.0.254")._asdict()
 
 
 @pytest.mark.parametrize("pools, prefix, next_hop", [
