@@ -128,13 +128,20 @@ def _update(_data: dict, neighbor: dict) -> RouteUpdate | EndOfRib | None:
             if not family.endswith(" unicast"):
                 continue
             for next_hop, nlris in by_next_hop.items():
-                announced.update(dict.fromkeys([n["nlri"] for n in nlris],
-                                               _attributes(next_hop, attrs)))
+                announced.update(dict.fromkeys(_prefixes(nlris), _attributes(next_hop, attrs)))
     withdrawn: list[str] = []
     for family, nlris in update.get("withdraw", {}).items():
         if family.endswith(" unicast"):
-            withdrawn += [n["nlri"] for n in nlris]
+            withdrawn += _prefixes(nlris)
     return RouteUpdate(peer, announced, tuple(withdrawn))
+
+
+def _prefixes(nlris: list) -> list[str]:
+    """The prefixes of a unicast NLRI list: "10.0.0.0/26" each with `exabgp.api.compact`
+    (ours), {"nlri": "10.0.0.0/26", ...} without it or with ADD-PATH's path-id."""
+    if all(type(n) is str for n in nlris):
+        return nlris
+    return [n if type(n) is str else n["nlri"] for n in nlris]
 
 
 def _attributes(next_hop: str, a: dict) -> PathAttributes:

@@ -4,6 +4,7 @@ ExaBGP 5.0.15 with ExaBGP, BIRD 2.0.12 and FRR 8.4 peers; regenerate with captur
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -154,6 +155,23 @@ def test_acks():
 def test_send_direction_updates_are_not_received_routes():
     line = next(line for line in lines("exabgp_session.jsonl") if '"attribute"' in line)
     assert parse_line(line.replace('"direction": "receive"', '"direction": "send"')) is None
+
+
+@pytest.mark.parametrize("name", ["bird_session.jsonl", "frr_session.jsonl",
+                                  "exabgp_session.jsonl"])
+def test_compact_prefixes_read_as_the_long_form(name):
+    """With exabgp.api.compact (tortie's default) a unicast prefix is a bare string: the
+    same RouteUpdates. A list may mix both forms (ADD-PATH keeps the object)."""
+    long = [line for line in lines(name) if '{ "nlri": ' in line]
+    assert long
+    compact = [re.sub(r'\{ "nlri": ("[^"]+") \}', r"\1", line) for line in long]
+    assert all('"nlri"' not in line for line in compact)
+    assert [parse_line(line) for line in compact] == [parse_line(line) for line in long]
+    several = max(long, key=lambda line: line.count('"nlri"'))
+    if several.count('"nlri"') > 1:
+        mixed = re.sub(r'\{ "nlri": ("[^"]+") \}', r"\1", several, count=1)
+        assert '"nlri"' in mixed and mixed != several
+        assert parse_line(mixed) == parse_line(several)
 
 
 def test_ten_thousand_prefixes_in_100_lines_share_attributes():

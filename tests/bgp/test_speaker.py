@@ -378,11 +378,13 @@ def encode_all():
     withdraw = bytes([26, 192, 168, 1, 64, 32, 192, 168, 1, 1])
     enc = Response.JSON("5.0.15")
     out = []
-    for w, a in ((b"", announce), (withdraw, b""), (withdraw, announce)):
-        body = struct.pack("!H", len(w)) + w + struct.pack("!H", len(attrs) if a else 0) + (attrs if a else b"") + a
-        update = Message.unpack(Message.CODE.UPDATE, body, Direction.IN, neg)
-        out.append(str(enc._update(update)["message"]))
-        json.loads("{" + out[-1].strip()[1:-1].strip() + "}")  # the text is valid JSON
+    for compact in (False, True):  # exabgp.api.compact, which tortie sets
+        enc.compact = compact
+        for w, a in ((b"", announce), (withdraw, b""), (withdraw, announce)):
+            body = struct.pack("!H", len(w)) + w + struct.pack("!H", len(attrs) if a else 0) + (attrs if a else b"") + a
+            update = Message.unpack(Message.CODE.UPDATE, body, Direction.IN, neg)
+            out.append(str(enc._update(update)["message"]))
+            json.loads("{" + out[-1].strip()[1:-1].strip() + "}")  # the text is valid JSON
     return out, n["adj-rib-in"]
 
 stock = decode_all(), encode_all()
@@ -407,6 +409,7 @@ def test_launcher_receive_patches_decode_and_encode_like_stock():
     assert nlris == stock_nlris
     assert sum(1 for n in nlris if n[0] == "notify") > 50  # the bad ones are still refused
     assert texts == stock_json and '"nlri": "10.0.0.0/8"' in texts[0]
+    assert len(texts) == 6 and '[ "0.0.0.0/0", "10.0.0.0/8"' in texts[3]  # compact
     assert stock_rib_in is True and rib_in is False
 
 
