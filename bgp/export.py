@@ -123,7 +123,15 @@ class ExportPolicy:
         announce: Announce = {}
         withdraw: Withdraw = {}
         for prefix in prefixes:
-            targets = dict(self._targets(prefix, prefix in local_prefixes, best.get(prefix)))
+            local, path = prefix in local_prefixes, best.get(prefix)
+            if not local and not self._may_reflect(path):
+                # Sent to nobody (a ToR's 10,000 prefixes, and every learned path on a
+                # node that is no reflector): only withdraw what was sent before.
+                for peer_ip, routes in out.items():
+                    if routes.pop(prefix, None) is not None:
+                        withdraw.setdefault(peer_ip, []).append(prefix)
+                continue
+            targets = dict(self._targets(prefix, local, path))
             for peer_ip, routes in out.items():
                 new, old = targets.get(peer_ip), routes.get(prefix)
                 if new is None:
@@ -147,8 +155,9 @@ class ExportPolicy:
                                      if peer.ebgp else ibgp_route)
             return
         # The cheap tests first: 10,000 paths from a ToR stop here, unparsed.
-        if path is None or path.ebgp or self.plan.cluster_id is None:
+        if not self._may_reflect(path):
             return
+        assert path is not None
         if not self.exportable(prefix):
             return
         targets = self._reflection_targets(path.peer)
@@ -167,6 +176,10 @@ class ExportPolicy:
                 yield peer.peer_ip, self_hop
             else:
                 yield peer.peer_ip, kept
+
+    def _may_reflect(self, path: Path | None) -> bool:
+        """Whether a learned best path can go to anyone (the tests that need no parsing)."""
+        return path is not None and not path.ebgp and self.plan.cluster_id is not None
 
     def _ebgp_attrs(self, local_as: int) -> PathAttributes:
         attrs = self._local_ebgp.get(local_as)
