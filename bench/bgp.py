@@ -382,14 +382,15 @@ spec:
 def start_agents(lab: Lab, nodes: list[LabNode], timeout: float = 60.0, *,
                  sidecar: bool = False) -> None:
     """tortie-agent on each node: BGP in-process, or (`sidecar`) in a tortie-bgp beside it."""
-    wrap = os.environ.get("BENCH_AGENT_WRAP", "").split()  # e.g. a profiler command line
+    # e.g. a profiler command line, put before tortie-agent and tortie-bgp
+    wrap = os.environ.get("BENCH_AGENT_WRAP", "").split()
     procs = {}
     for node in nodes:
         env = agent_env(lab, node.name) | ({"TORTIE_BGP_SIDECAR": "true"} if sidecar else {})
         procs[node.name] = lab.start_process(node.name, [*wrap, str(BIN / "tortie-agent")],
                                              role="agent", name=f"agent-{node.name}", env=env)
         if sidecar:
-            lab.start_process(node.name, [str(BIN / "tortie-bgp")], role="bgp",
+            lab.start_process(node.name, [*wrap, str(BIN / "tortie-bgp")], role="bgp",
                               name=f"bgp-{node.name}", env=env)
     for node in nodes:
         deadline = time.monotonic() + timeout
