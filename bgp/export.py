@@ -48,11 +48,13 @@ import ipaddress
 import socket
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 
 from .rib import Path
 from .types import DEFAULT_LOCAL_PREF, NodePlan, OutRoute, PathAttributes, PeerPlan
 
 RoutesOut = dict[str, dict[str, OutRoute]]  # peer_ip -> prefix -> route
+_NO_TARGETS: Mapping[str, OutRoute] = MappingProxyType({})
 Announce = dict[str, list[OutRoute]]  # peer_ip -> routes to (re)announce
 Withdraw = dict[str, list[str]]  # peer_ip -> prefixes to withdraw
 
@@ -124,14 +126,10 @@ class ExportPolicy:
         withdraw: Withdraw = {}
         for prefix in prefixes:
             local, path = prefix in local_prefixes, best.get(prefix)
-            if not local and not self._may_reflect(path):
-                # Sent to nobody (a ToR's 10,000 prefixes, and every learned path on a
-                # node that is no reflector): only withdraw what was sent before.
-                for peer_ip, routes in out.items():
-                    if routes.pop(prefix, None) is not None:
-                        withdraw.setdefault(peer_ip, []).append(prefix)
-                continue
-            targets = dict(self._targets(prefix, local, path))
+            # A ToR's 10,000 prefixes, and every learned path on a node that is no
+            # reflector, go to nobody: no generator and dict per prefix to find that out.
+            targets = (dict(self._targets(prefix, local, path))
+                       if local or self._may_reflect(path) else _NO_TARGETS)
             for peer_ip, routes in out.items():
                 new, old = targets.get(peer_ip), routes.get(prefix)
                 if new is None:

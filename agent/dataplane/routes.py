@@ -38,8 +38,9 @@ Invariants (the DeltaTracker idea of felix/deltatracker/delta_tracker.go):
     dumps, compares and finds no difference.
 
 Writes: raw RTM_NEWROUTE/RTM_DELROUTE requests, many per sendmsg
-(`RtnlSocket.write`, agent.dataplane.netlink), in the writer's namespace. They are what `ip route replace|del` sends (`render_replace`
-and `render_delete` give that text, for logs and errors), without iproute2's
+(`RtnlSocket.write`, agent.dataplane.netlink), in the writer's namespace.
+They are what `ip route replace|del` sends (`render_replace` and
+`render_delete` give that text, for logs and errors), without iproute2's
 wait for an ACK after each line: 10,000 routes take ~0.06 s instead of `ip
 -batch`'s ~0.16 s, and no process (bench/routes.py measures RouteTable against
 `ip -batch` of the same routes). pyroute2 0.9.7 adds ~2,000 routes/s
@@ -755,8 +756,11 @@ class RouteTable:
 
     def _set_kernel(self, kr: KernelRoute) -> None:
         ents = self._kernel.get(kr.dst)
-        if ents is None:
-            ents = self._kernel[kr.dst] = {}
+        if ents is None:  # nothing at dst (the usual case for a learned route)
+            self._kernel[kr.dst] = {kr.metric: kr}
+            if kr.dev is not None:
+                self._kernel_by_dev[kr.dev].add(kr.dst)
+            return
         old = ents.get(kr.metric)
         if old is not None and old.dev is not None and old.dev != kr.dev:
             self._unindex_dev(old.dev, kr.dst, ents, skip_metric=kr.metric)
@@ -817,7 +821,7 @@ class RouteTable:
         batch again after the write (~1.3 us a route at 10,000 routes).
         """
         desired = self._desired
-        kernel, kernel_by_dev = self._kernel, self._kernel_by_dev
+        kernel = self._kernel
         ops = plan.ops
         set_kernel, drop_kernel, from_route = self._set_kernel, self._drop_kernel, KernelRoute.from_route
         # Sorted for the per-op log lines of a small batch. A big one goes in any order
@@ -864,13 +868,7 @@ class RouteTable:
             op = _tuple_new(RouteOp, ("replace", dst, want, cur))
             ops.append(op)
             plan.replaces += 1
-            written = from_route(want)
-            if ents:
-                set_kernel(written)
-            else:  # nothing at dst (the usual case for a learned route): a new entry
-                kernel[dst] = {0: written}
-                if written.dev is not None:
-                    kernel_by_dev[written.dev].add(dst)
+            set_kernel(from_route(want))
             yield op
 
     def _execute(
