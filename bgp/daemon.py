@@ -5,8 +5,9 @@ default, or `exabgp`) or alone as `tortie-bgp` (the chart's sidecar, whose
 agent then follows the routes over the control socket).
 
 Threads: the syncer, the speaker's reader and the control server only put
-events on a queue; one loop thread owns the view, the plan, the RIB, the
-adj-RIB-out and the status book.
+events on a queue (`DaemonEvent`: the syncer's events and the speaker's own,
+bgp.types.SpeakerEvent, each a frozen type); one loop thread owns the view,
+the plan, the RIB, the adj-RIB-out and the status book.
 
 Invariants:
   * nothing is configured or announced before the syncer's first IN_SYNC;
@@ -44,7 +45,15 @@ from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
 from datastore.resources.bgp import SecretKeyRef
-from datastore.syncer import Syncer, SyncStatus, Update, drain_events
+from datastore.syncer import (
+    DatastoreUpdates,
+    StopRequested,
+    Syncer,
+    SyncStatus,
+    SyncStatusChanged,
+    Update,
+    drain_events,
+)
 
 from .control import DEFAULT_NAME, ControlServer
 from .export import ExportPolicy, diff, pool_exporter
@@ -66,6 +75,7 @@ from .types import (
     PeerOpen,
     PeerState,
     RouteUpdate,
+    SpeakerEvent,
     SpeakerStarted,
     SpeakerStopped,
 )
@@ -79,6 +89,8 @@ STATUS_REFRESH = 10.0  # the etcd copy is rewritten at least this often while an
 # (kubelet rewrites the mounted file) reaches ExaBGP without a restart.
 SECRET_POLL = 10.0
 STATUS_MIN_GAP = 1.0  # and at most this often
+
+DaemonEvent = SyncStatusChanged | DatastoreUpdates | SpeakerEvent | StopRequested
 
 
 class BGPDaemon:
@@ -105,7 +117,7 @@ class BGPDaemon:
         self.in_sync = False
         self.speaker = ExaBGPSpeaker(workdir, self._events_put)
         self.control = ControlServer(control_name, self.status) if control_name else None
-        self._events: queue.Queue[tuple] = queue.Queue()
+        self._events: queue.Queue[DaemonEvent] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._view_dirty = True
@@ -129,14 +141,14 @@ class BGPDaemon:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def _events_put(self, event: object) -> None:
-        self._events.put(("speaker", event))
+    def _events_put(self, event: SpeakerEvent) -> None:
+        self._events.put(event)
 
     def on_status(self, status: SyncStatus) -> None:
-        self._events.put(("sync", status))
+        self._events.put(SyncStatusChanged(status))
 
     def on_updates(self, updates: list[Update]) -> None:
-        self._events.put(("updates", updates))
+        self._events.put(DatastoreUpdates(updates))
 
     def start(self) -> BGPDaemon:
         self._thread = threading.Thread(target=self.run, name="bgp", daemon=True)
@@ -146,7 +158,7 @@ class BGPDaemon:
     def request_stop(self) -> None:
         """Ask the loop to end (safe from a signal handler)."""
         self._stop.set()
-        self._events.put(("stop",))
+        self._events.put(StopRequested())
 
     def stop(self) -> None:
         self.request_stop()
@@ -201,16 +213,18 @@ class BGPDaemon:
             self._refresh_status(now)
 
     def _drain(self, wait: float) -> None:
-        events = drain_events(self._events, wait)
-        for ev in events:
-            if ev[0] == "updates":
-                self._view_dirty |= self.view.apply(ev[1])
-            elif ev[0] == "sync":
-                if ev[1] is SyncStatus.IN_SYNC and not self.in_sync:
-                    _log.info("datastore in sync: configuring BGP")
-                    self.in_sync = True
-            elif ev[0] == "speaker":
-                self._on_speaker(ev[1])
+        for ev in drain_events(self._events, wait):
+            match ev:
+                case DatastoreUpdates(updates):
+                    self._view_dirty |= self.view.apply(updates)
+                case SyncStatusChanged(status):
+                    if status is SyncStatus.IN_SYNC and not self.in_sync:
+                        _log.info("datastore in sync: configuring BGP")
+                        self.in_sync = True
+                case StopRequested():
+                    pass  # self._stop is set: the loop ends after this batch
+                case _:
+                    self._on_speaker(ev)
 
     # -- datastore -> plan -> ExaBGP ------------------------------------------------------
 
@@ -322,50 +336,51 @@ class BGPDaemon:
 
     # -- ExaBGP events --------------------------------------------------------------------
 
-    def _on_speaker(self, ev: object) -> None:
+    def _on_speaker(self, ev: SpeakerEvent) -> None:
         now, wall = self.clock(), self.wall()
         rib = self.rib
-        if isinstance(ev, RouteUpdate):
-            if rib:
-                self._rib_changed(rib.update(ev.peer, ev.announced, ev.withdrawn))
-            self._status_dirty = True
-        elif isinstance(ev, PeerState):
-            self.book.on_state(ev, wall)
-            self._status_dirty = True
-            if ev.state == "up" and rib:
-                self._peer_up(ev.peer)
-            elif ev.state == "down" and rib:
-                graceful = ev.peer not in self._notified
-                self._notified.discard(ev.peer)
-                _log.info("BGP session with %s down (%s)%s", ev.peer, ev.reason or "no reason",
-                          "; keeping its routes while it restarts" if graceful else "")
-                self._rib_changed(rib.peer_down(ev.peer, now, graceful=graceful))
-        elif isinstance(ev, PeerOpen):
-            self._opens[ev.peer] = ev
-        elif isinstance(ev, EndOfRib):
-            if rib:
-                self._rib_changed(rib.end_of_rib(ev.peer))
-        elif isinstance(ev, PeerNotification):
-            self._notified.add(ev.peer)
-            self.book.on_notification(ev)
-            self._status_dirty = True
-        elif isinstance(ev, NeighborTable):
-            self.book.on_table(ev, wall)
-            self._status_dirty = True
-        elif isinstance(ev, SpeakerStarted):
-            _log.info("ExaBGP running (generation %d): announcing everything", ev.generation)
-            self.book.on_speaker(True, wall)
-            self._sent = {}
-            self._routes_dirty = self._full_export = True
-            self._status_dirty = True
-        elif isinstance(ev, SpeakerStopped):
-            _log.warning("ExaBGP stopped (%s); keeping learned routes while it restarts",
-                         ev.reason)
-            self.book.on_speaker(False, wall, ev.reason)
-            self._status_dirty = True
-            if rib:
-                for peer in rib.peers():
-                    self._rib_changed(rib.peer_down(peer, now, graceful=True))
+        match ev:
+            case RouteUpdate(peer, announced, withdrawn):
+                if rib:
+                    self._rib_changed(rib.update(peer, announced, withdrawn))
+                self._status_dirty = True
+            case PeerState(peer, state, reason):
+                self.book.on_state(ev, wall)
+                self._status_dirty = True
+                if state == "up" and rib:
+                    self._peer_up(peer)
+                elif state == "down" and rib:
+                    graceful = peer not in self._notified
+                    self._notified.discard(peer)
+                    _log.info("BGP session with %s down (%s)%s", peer, reason or "no reason",
+                              "; keeping its routes while it restarts" if graceful else "")
+                    self._rib_changed(rib.peer_down(peer, now, graceful=graceful))
+            case PeerOpen(peer):
+                self._opens[peer] = ev
+            case EndOfRib(peer):
+                if rib:
+                    self._rib_changed(rib.end_of_rib(peer))
+            case PeerNotification(peer):
+                self._notified.add(peer)
+                self.book.on_notification(ev)
+                self._status_dirty = True
+            case NeighborTable():
+                self.book.on_table(ev, wall)
+                self._status_dirty = True
+            case SpeakerStarted(generation):
+                _log.info("ExaBGP running (generation %d): announcing everything", generation)
+                self.book.on_speaker(True, wall)
+                self._sent = {}
+                self._routes_dirty = self._full_export = True
+                self._status_dirty = True
+            case SpeakerStopped(reason):
+                _log.warning("ExaBGP stopped (%s); keeping learned routes while it restarts",
+                             reason)
+                self.book.on_speaker(False, wall, reason)
+                self._status_dirty = True
+                if rib:
+                    for peer in rib.peers():
+                        self._rib_changed(rib.peer_down(peer, now, graceful=True))
 
     def _peer_up(self, peer: str) -> None:
         assert self.rib is not None and self.plan is not None

@@ -34,7 +34,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .errors import DatastoreError, RevisionCompacted
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .etcd import EtcdClient, WatchEvent
 
 _log = logging.getLogger(__name__)
+
+E = TypeVar("E")
 
 MAX_RETRY_INTERVAL = 5.0
 SNAPSHOT_BATCH = 1000
@@ -340,7 +342,30 @@ class Syncer:
             _log.exception("syncer: on_updates raised; the batch counts as delivered")
 
 
-def drain_events(events: queue.Queue, wait: float) -> list:
+# -- events for the loops the syncer feeds (the agent's, the BGP daemon's) --------------
+# Each loop's queue carries these beside its own event types; the loop `match`es them.
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatusChanged:
+    """`SyncerCallbacks.on_status`, queued."""
+
+    status: SyncStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DatastoreUpdates:
+    """`SyncerCallbacks.on_updates`, queued: one batch of key changes, in order."""
+
+    updates: list[Update]
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    """Asks the loop to end (queued so that a loop waiting on its queue wakes)."""
+
+
+def drain_events(events: queue.Queue[E], wait: float) -> list[E]:
     """For the loops fed by syncer callbacks: wait up to `wait` seconds for one event,
     then take every event already queued, so a burst is handled as one batch."""
     try:
