@@ -1,8 +1,9 @@
 """`tortie-agent`: the node agent's main loop, datastore in, kernel out.
 
-Threads: the syncer (etcd list+watch) and the link monitor only put events on
-a queue. One loop thread owns the ClusterState, the pure calculation and every
-dataplane writer (none of them is thread-safe, by design).
+Threads: the syncer (etcd list+watch), the dataplane's link monitor and the
+BGP side only put events on a queue, each a small frozen type (`AgentEvent`).
+One loop thread owns the ClusterState, the pure calculation and the
+dataplane (agent.dataplane.facade: no writer is thread-safe, by design).
 
 Invariants:
   * nothing is programmed before the syncer's first IN_SYNC;
@@ -23,19 +24,17 @@ arrive on the queue (bgp.types.BestPathChanges) and go to LearnedRoutes
 a burst of learned routes never recomputes the datastore's part, and a
 datastore change never re-derives the learned routes unless their context
 (pools, local node and blocks, parent interface, MTU) changed.
-Apply order (Felix's): ipsets create/update -> devices, neighbours, routes ->
-iptables tables -> ipset deletions.
+The order in which the dataplane's writers apply is the dataplane's own
+(KernelDataplane.apply); the loop only decides when to apply.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -45,15 +44,11 @@ from pathlib import Path
 
 from agent import config as agent_config
 from agent import idle_gc
-from agent.autodetect import list_interfaces
 from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
-from agent.dataplane.driver import KernelDataplane
-from agent.dataplane.ipsets import IPSets
-from agent.dataplane.iptables import IptablesTable, detect_backend
-from agent.dataplane.monitor import LinkMonitor
+from agent.dataplane.facade import RESYNC_KINDS, Dataplane, KernelDataplane, ResyncKind
 from agent.health import HealthAggregator, HealthServer, Metrics, probe
 from agent.startup import StartupResult, redetect, run_startup
-from agent.types import RouteClass
+from agent.types import DesiredDataplane, RouteClass
 from bgp.control import DEFAULT_NAME as BGP_CONTROL_NAME
 from bgp.control import follow_routes
 from bgp.daemon import BGPDaemon
@@ -63,12 +58,33 @@ from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
 from datastore.store import ResourceStore
-from datastore.syncer import Syncer, SyncStatus, Update, drain_events
+from datastore.syncer import (
+    DatastoreUpdates,
+    StopRequested,
+    Syncer,
+    SyncStatus,
+    SyncStatusChanged,
+    Update,
+    drain_events,
+)
 
 _log = logging.getLogger("agent")
 
-TABLES = ("nat", "filter")
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """The link monitor saw `event` ("added", "removed", "up", "down", "address") on
+    interface `name`; ("*", "resync") when events may have been lost."""
+
+    name: str
+    event: str
+
+
+# What the loop's queue carries. BGP's best-path changes arrive as they are
+# (bgp.types.BestPathChanges), from the in-process daemon or the sidecar's socket.
+AgentEvent = SyncStatusChanged | DatastoreUpdates | BestPathChanges | LinkChanged | StopRequested
 
 
 @dataclass
@@ -87,7 +103,8 @@ class LoopStats:
 
 class Agent:
     def __init__(self, config: agent_config.AgentConfig, client: EtcdClient, *,
-                 netns: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 netns: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 dataplane: Dataplane | None = None, nodename: str = "") -> None:
         self.config = config
         self.client = client
         self.store = ResourceStore(client)
@@ -96,8 +113,10 @@ class Agent:
         self.health = HealthAggregator()
         self.metrics = Metrics()
         self.stats = LoopStats()
-        self.nodename = ""
-        self._events: queue.Queue[tuple] = queue.Queue()
+        self.nodename = nodename  # start_up() determines it (Calico's rules)
+        self._events: queue.Queue[AgentEvent] = queue.Queue()
+        # None until run() builds the kernel's (tests hand in a fake).
+        self.dataplane: Dataplane | None = dataplane
         self._stop = threading.Event()
         self._state = ClusterState()
         self._learned = LearnedRoutes()
@@ -139,20 +158,20 @@ class Agent:
     # -- event sources --------------------------------------------------------------
 
     def on_status(self, status: SyncStatus) -> None:
-        self._events.put(("status", status))
+        self._events.put(SyncStatusChanged(status))
 
     def on_updates(self, updates: list[Update]) -> None:
-        self._events.put(("updates", updates))
+        self._events.put(DatastoreUpdates(updates))
 
     def on_learned(self, changes: BestPathChanges) -> None:
-        self._events.put(("learned", changes))
+        self._events.put(changes)
 
     def on_link(self, name: str, event: str) -> None:
-        self._events.put(("link", name, event))
+        self._events.put(LinkChanged(name, event))
 
     def stop(self) -> None:
         self._stop.set()
-        self._events.put(("stop",))
+        self._events.put(StopRequested())
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -164,23 +183,19 @@ class Agent:
         if serve_health and self.config.health_enabled:
             server = HealthServer(self.health, self.metrics, self.config.health_host,
                                   self.config.health_port).start()
-        self.dataplane = KernelDataplane(self.netns)
-        backend = detect_backend(self.netns)
-        _log.info("iptables backend: %s", backend)
-        self.tables = {t: IptablesTable(t, backend, self.netns) for t in TABLES}
-        self.ipsets = IPSets(self.netns)
-        self.monitor = LinkMonitor(self.on_link, self.netns)
+        if self.dataplane is None:
+            self.dataplane = KernelDataplane(self.netns)
+        dataplane = self.dataplane
         syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
         stop_bgp = self._start_bgp()
         try:
-            self.monitor.start()
+            dataplane.start(self.on_link)
             syncer.start()
-            self._loop()
+            self.run_loop()
         finally:
             stop_bgp()
             syncer.stop()
-            self.monitor.stop()
-            self.dataplane.close()
+            dataplane.close()
             if server:
                 server.stop()
             _log.info("agent stopped; the dataplane is left as it is")
@@ -203,7 +218,7 @@ class Agent:
         daemon.start()
         return daemon.stop
 
-    def _publish_mtu(self, desired) -> None:
+    def _publish_mtu(self, desired: DesiredDataplane) -> None:
         """Write the pod MTU for the CNI plugin when it changes (atomically, like Calico)."""
         mtu = pod_mtu(desired, self._host_mtu or 1460)
         if mtu == self._mtu_written:
@@ -219,22 +234,22 @@ class Agent:
         except OSError as exc:
             _log.warning("cannot publish the pod MTU to %s: %s", path, exc)
 
-    def _resyncs(self) -> dict[str, tuple[float, Callable[[], None]]]:
-        """Periodic full re-reads of kernel state, by kind: (interval, what to call)."""
-        def tables() -> None:
-            for table in self.tables.values():
-                table.resync()
-
-        return {
-            "routes": (self.config.route_refresh_interval, self.dataplane.resync),
-            "iptables": (self.config.iptables_refresh_interval, tables),
-            "ipsets": (self.config.ipsets_refresh_interval, self.ipsets.resync),
+    def _resync_intervals(self) -> dict[ResyncKind, float]:
+        """How often each kind of kernel state is re-read in full (drift repair)."""
+        intervals: dict[ResyncKind, float] = {
+            "routes": self.config.route_refresh_interval,
+            "iptables": self.config.iptables_refresh_interval,
+            "ipsets": self.config.ipsets_refresh_interval,
         }
+        assert set(intervals) == set(RESYNC_KINDS)
+        return intervals
 
-    def _loop(self) -> None:
+    def run_loop(self) -> None:
+        """The dataplane loop, until stop(): events in, calculation, apply (run() calls it
+        after start-up; tests drive it directly with a fake dataplane)."""
         now = self.clock()
-        resyncs = self._resyncs()
-        timers = {kind: now + interval for kind, (interval, _) in resyncs.items()}
+        resyncs = self._resync_intervals()
+        timers: dict[str, float] = {kind: now + interval for kind, interval in resyncs.items()}
         timers["redetect"] = now + self.config.autodetect_poll_interval
         while not self._stop.is_set():
             wait = max(0.0, min(timers.values()) - self.clock())
@@ -255,24 +270,27 @@ class Agent:
                 self._calculate_and_apply()
 
     def _drain(self, wait: float) -> None:
+        assert self.dataplane is not None
         for ev in drain_events(self._events, wait):
-            kind = ev[0]
-            if kind == "updates":
-                if self._state.apply(ev[1]):
-                    self._dirty_calc = True
-            elif kind == "status":
-                self._on_sync_status(ev[1])
-            elif kind == "learned":
-                self._learned.update(ev[1].routes, reset=ev[1].reset)
-                self._dirty_learned = True
-            elif kind == "link":
-                _log.debug("link %s: %s", ev[1], ev[2])
-                self.dataplane.on_interface_change(ev[1])
-                if ev[1] == self._parent:
-                    # Its MTU or addresses may have changed: look the parent up again.
-                    self._parent_for_ip = None
-                    self._dirty_calc = True
-                self._dirty_apply = True
+            match ev:
+                case DatastoreUpdates(updates):
+                    if self._state.apply(updates):
+                        self._dirty_calc = True
+                case SyncStatusChanged(status):
+                    self._on_sync_status(status)
+                case BestPathChanges(routes, reset):
+                    self._learned.update(routes, reset=reset)
+                    self._dirty_learned = True
+                case LinkChanged(name, event):
+                    _log.debug("link %s: %s", name, event)
+                    self.dataplane.on_interface_change(name)
+                    if name == self._parent:
+                        # Its MTU or addresses may have changed: look the parent up again.
+                        self._parent_for_ip = None
+                        self._dirty_calc = True
+                    self._dirty_apply = True
+                case StopRequested():
+                    pass  # self._stop is set: the loop ends after this batch
 
     def _on_sync_status(self, status: SyncStatus) -> None:
         in_sync = status is SyncStatus.IN_SYNC
@@ -287,12 +305,12 @@ class Agent:
         self.health.report("datastore", ready=in_sync,
                            detail="" if in_sync else f"datastore {status.name.lower()}")
 
-    def _run_timers(self, timers: dict[str, float],
-                    resyncs: dict[str, tuple[float, Callable[[], None]]]) -> None:
+    def _run_timers(self, timers: dict[str, float], resyncs: dict[ResyncKind, float]) -> None:
+        assert self.dataplane is not None
         now = self.clock()
-        for kind, (interval, resync) in resyncs.items():
+        for kind, interval in resyncs.items():
             if now >= timers[kind]:
-                resync()
+                self.dataplane.resync(kind)
                 self.metrics.resyncs.labels(kind).inc()
                 self._dirty_apply = True
                 timers[kind] = now + interval
@@ -309,18 +327,19 @@ class Agent:
     # -- calculation and apply -------------------------------------------------------
 
     def _calc_config(self) -> CalcConfig:
+        assert self.dataplane is not None
         node = self._state.nodes.get(self.nodename)
         node_ip = node.ip if node else None
         if node_ip != self._parent_for_ip:
             # Only when the node IP changed or the parent's link changed: not per batch.
-            parent = _interface_holding(node_ip, self.netns) if node_ip else None
+            # The dataplane reports the parent's link changes from now on.
+            found = self.dataplane.host_interface(node_ip) if node_ip else None
+            parent = found.name if found else None
             if parent != self._parent:
                 _log.info("parent interface: %s (holds the node IP %s)", parent, node_ip)
-                if parent:
-                    self.monitor.watch(parent)
             # A miss is not cached: the address may not be on an interface yet.
             self._parent, self._parent_for_ip = parent, node_ip if parent else None
-            self._host_mtu = _link_mtu(parent, self.netns) if parent else None
+            self._host_mtu = found.mtu if found else None
         parent = self._parent
         return CalcConfig(
             host_mtu=self._host_mtu or 1460,
@@ -340,15 +359,14 @@ class Agent:
             self.stats.problems = problems
 
     def _calculate_and_apply(self) -> None:
+        dataplane = self.dataplane
+        assert dataplane is not None
         if self._dirty_calc:
             calc = calculate(self._state, self.nodename, self._calc_config())
             self.stats.calculations += 1
             self._calc_problems = calc.problems
             desired = calc.dataplane
-            self.dataplane.set_desired(desired)
-            self.ipsets.set_desired(desired.ipsets)
-            for table in self.tables.values():
-                table.set_desired(desired.chains, desired.hooks)
+            dataplane.set_desired(desired)
             self._publish_mtu(desired)
             self._learned.set_context(calc.learned_context)
             self._dirty_calc = False
@@ -357,28 +375,23 @@ class Agent:
         if self._dirty_learned:
             changes = self._learned.changes()
             if changes:
-                self.dataplane.update_learned_routes(changes)
+                dataplane.update_learned_routes(changes)
                 self._dirty_apply = True
             self._dirty_learned = False
             self._report_problems()
-            counts = self.dataplane.routes.routes_by_class()
+            counts = dataplane.routes_by_class()
             for cls in RouteClass:  # every class, so one that emptied reads 0
                 self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
         started = self.clock()
-        results = {"ipsets": self.ipsets.apply()}
-        kernel = self.dataplane.apply()
-        results.update(kernel.results)
-        for name, table in self.tables.items():
-            results[f"iptables-{name}"] = table.apply()
-        results["ipset-deletions"] = self.ipsets.apply_deletions()
+        result = dataplane.apply()
         self.metrics.apply_seconds.observe(self.clock() - started)
         # Without this, a held-back deletion waited for the next unrelated event
         # or periodic resync (up to 90 s) and a restart then did it instead.
-        asked = [res.retry_after for res in results.values() if res.retry_after is not None]
-        self._reapply_at = self.clock() + min(asked) if asked else None
+        retry_after = result.retry_after
+        self._reapply_at = self.clock() + retry_after if retry_after is not None else None
         self.stats.applies += 1
         errors = []
-        for name, res in results.items():
+        for name, res in result.results.items():
             writes = res.mutations
             if writes:
                 self.metrics.kernel_writes.labels(name).inc(writes)
@@ -402,28 +415,10 @@ class Agent:
             self.health.report("dataplane", ready=True)
 
 
-def pod_mtu(desired, host_mtu: int) -> int:
+def pod_mtu(desired: DesiredDataplane, host_mtu: int) -> int:
     """The MTU pods should use: the smallest of the tunnels in use, else the host's."""
     mtus = [dev.mtu for dev in (desired.vxlan, desired.ipip) if dev is not None and dev.mtu]
     return min(mtus) if mtus else host_mtu
-
-
-def _interface_holding(ip: str, netns: str | None) -> str | None:
-    for iface in list_interfaces(netns):
-        if any(str(a.ip) == ip for a in iface.addresses):
-            return iface.name
-    return None
-
-
-def _link_mtu(name: str, netns: str | None) -> int | None:
-    argv = ["ip", "-j", "link", "show", "dev", name]
-    if netns:
-        argv[1:1] = ["-n", netns]
-    res = subprocess.run(argv, capture_output=True, text=True)
-    try:
-        return int(json.loads(res.stdout)[0]["mtu"])
-    except (ValueError, KeyError, IndexError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

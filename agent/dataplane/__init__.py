@@ -8,20 +8,23 @@ the writer dirty, and the next apply retries; `resync()` forces a re-read
 depends on one interface (the link monitor's events).
 
     routes.RouteTable        main-table IPv4 routes: proto 80 anywhere, any route on
-                             cali*; `ip -force -batch` writes, raw-netlink reads
+                             cali*; raw-netlink writes and reads (netlink.py)
     neighbors.NeighborTable  permanent neighbours and `self` FDB entries on vxlan.calico
     tunnels.VXLANManager     the vxlan.calico device (recreated when incompatible)
     tunnels.IPIPManager      tunl0 (the ipip fallback device): address, MTU, up/down
     sysctls.SysctlManager    ip_forward and the per-workload-interface sysctls
+    ipsets.IPSets            cali40*/cali60* ipsets (ipset restore)
+    iptables.IptablesTable   one per table: tortie's cali-* chains and hooks (iptables-restore)
     monitor.LinkMonitor      netlink link/address events -> callback(ifname, event)
-    driver.KernelDataplane   all of the above, fed a DesiredDataplane, applied in order
-    iptables, ipsets         (written separately) chains/hooks and ipsets
+    facade.KernelDataplane   all of the above, fed a DesiredDataplane; the Dataplane
+                             Protocol the agent's loop drives
 
-Apply order (driver.KernelDataplane.apply), so that referents exist:
-    devices -> sysctls -> neighbours/FDB -> routes        for additions
-    routes -> neighbours/FDB -> devices                   for removals
-A device that is created, recreated or deleted is announced to the other
-writers, because the kernel dropped the routes and neighbours that were on it.
+The apply order is owned by facade.KernelDataplane.apply alone (see there):
+ipsets before the rules that use them, devices before the routes and
+neighbours on them, routes removed before their device, rules removed before
+their ipsets. A device that is created, recreated or deleted is announced to
+the other writers, because the kernel dropped the routes and neighbours that
+were on it.
 
 Every writer takes `netns=None|"name"`: tests and the lab run them inside a
 network namespace (`ip -n NAME`, or a worker thread that entered it).

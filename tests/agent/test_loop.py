@@ -1,89 +1,214 @@
-"""The agent's loop scheduling: when it applies again without new input.
+"""The agent's loop against a fake dataplane: what it applies, when, and from which events.
 
-The writers here are stand-ins that record each apply() and answer what a
-real writer would; the loop's timing decisions are what is under test (the
-writers themselves are tested against the real kernel in tests/dataplane).
+The loop is driven only through the Agent's public event API (the callbacks
+the syncer, the link monitor and the BGP side call) and its `Dataplane`
+Protocol; the fake records every call and answers each apply() with the next
+scripted result. The real writers and their order are tested against the
+kernel in tests/dataplane.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from agent.config import load
 from agent.dataplane.common import ApplyResult
-from agent.dataplane.driver import DataplaneResult
+from agent.dataplane.errors import DataplaneError
+from agent.dataplane.facade import DataplaneResult, HostInterface, LinkCallback, ResyncKind
 from agent.main import Agent
+from agent.types import DesiredDataplane, Route, RouteClass
+from bgp.types import BestPathChanges
+from datastore.syncer import SyncStatus
+from tests.unit.test_calc_state import node, owned, pool, wep
 
 
 @dataclass
-class _Writer:
-    """Answers each apply() with the next scripted result (then empty ones)."""
+class FakeDataplane:
+    """Implements agent.dataplane.facade.Dataplane; records calls, scripts apply() results."""
 
-    script: list[ApplyResult] = field(default_factory=list)
+    script: list[DataplaneResult] = field(default_factory=list)
+    interfaces: dict[str, HostInterface] = field(default_factory=dict)  # IP -> interface
     applies: list[float] = field(default_factory=list)
+    desired: list[DesiredDataplane] = field(default_factory=list)
+    learned: list[Mapping[str, Route | None]] = field(default_factory=list)
+    resyncs: list[ResyncKind] = field(default_factory=list)
+    interface_changes: list[str] = field(default_factory=list)
+    lookups: list[str] = field(default_factory=list)
+    closed: bool = False
 
-    def apply(self) -> ApplyResult:
-        self.applies.append(time.monotonic())
-        return self.script.pop(0) if self.script else ApplyResult()
-
-    def apply_deletions(self) -> ApplyResult:
-        return ApplyResult()
-
-    def resync(self) -> None:
+    def start(self, on_link: LinkCallback) -> None:
         pass
 
+    def set_desired(self, desired: DesiredDataplane) -> None:
+        self.desired.append(desired)
 
-@dataclass
-class _Dataplane:
-    routes: _Writer
+    def update_learned_routes(self, changes: Mapping[str, Route | None]) -> None:
+        self.learned.append(dict(changes))
 
     def apply(self) -> DataplaneResult:
-        out = DataplaneResult()
-        out.results["routes"] = self.routes.apply()
-        return out
+        self.applies.append(time.monotonic())
+        return self.script.pop(0) if self.script else DataplaneResult()
 
-    def resync(self) -> None:
-        pass
+    def resync(self, kind: ResyncKind) -> None:
+        self.resyncs.append(kind)
+
+    def on_interface_change(self, name: str) -> None:
+        self.interface_changes.append(name)
+
+    def host_interface(self, ip: str) -> HostInterface | None:
+        self.lookups.append(ip)
+        return self.interfaces.get(ip)
+
+    def routes_by_class(self) -> dict[RouteClass, int]:
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
 
 
-def _agent(routes: _Writer, tmp_path) -> Agent:
-    config = load({"NODENAME": "node-a", "CALICO_MTU_FILE": str(tmp_path / "mtu")}, log=False)
-    agent = Agent(config, client=None)  # type: ignore[arg-type]  # the loop never reads etcd
-    agent.dataplane = _Dataplane(routes)  # type: ignore[assignment]
-    agent.ipsets = _Writer()  # type: ignore[assignment]
-    agent.tables = {"nat": _Writer()}  # type: ignore[assignment]
-    agent.stats.in_sync = True
-    agent._dirty_calc = False  # nothing to calculate: only the apply scheduling matters
-    return agent
+def result(**by_writer: ApplyResult) -> DataplaneResult:
+    return DataplaneResult(results=dict(by_writer))
 
 
-def _run(agent: Agent, until, timeout: float = 5.0) -> None:
-    thread = threading.Thread(target=agent._loop, daemon=True)
-    thread.start()
+def make_agent(dataplane: FakeDataplane, tmp_path, **env: str) -> Agent:
+    config = load({"NODENAME": "node1", "CALICO_MTU_FILE": str(tmp_path / "mtu"), **env},
+                  log=False)
+    # No client: run_loop() never reads etcd (start-up, which does, is not run here).
+    return Agent(config, client=None, dataplane=dataplane,  # type: ignore[arg-type]
+                 nodename="node1")
+
+
+def poll(until: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@contextmanager
+def running(agent: Agent) -> Iterator[None]:
+    """The loop in a thread for the `with` block; stopped (and joined) after it."""
+    thread = threading.Thread(target=agent.run_loop, daemon=True)
+    thread.start()
     try:
-        while not until() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        yield
     finally:
         agent.stop()
         thread.join(timeout=5)
     assert not thread.is_alive()
 
 
+def run_until(agent: Agent, until: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Run the loop until `until()` holds (or the timeout), then stop it."""
+    with running(agent):
+        poll(until, timeout)
+
+
 def test_a_held_back_deletion_is_applied_when_due_without_new_input(tmp_path) -> None:
     # The first apply holds a deletion back for 0.2 s (the route table's grace period).
-    routes = _Writer([ApplyResult(skipped=1, retry_after=0.2)])
-    agent = _agent(routes, tmp_path)
-    _run(agent, lambda: len(routes.applies) >= 2)
-    assert len(routes.applies) == 2, "the loop never came back for the held-back deletion"
-    gap = routes.applies[1] - routes.applies[0]
+    dp = FakeDataplane(script=[result(routes=ApplyResult(skipped=1, retry_after=0.2))])
+    agent = make_agent(dp, tmp_path)
+    agent.on_status(SyncStatus.IN_SYNC)
+    run_until(agent, lambda: len(dp.applies) >= 2)
+    assert len(dp.applies) == 2, "the loop never came back for the held-back deletion"
+    gap = dp.applies[1] - dp.applies[0]
     assert gap >= 0.2, f"applied again after {gap:.3f} s, before the deletion was due"
 
 
 def test_without_a_request_the_loop_stays_idle(tmp_path) -> None:
-    routes = _Writer()
-    agent = _agent(routes, tmp_path)
-    _run(agent, lambda: False, timeout=0.5)
-    assert len(routes.applies) == 1  # the initial apply, then nothing until input arrives
+    dp = FakeDataplane()
+    agent = make_agent(dp, tmp_path)
+    agent.on_status(SyncStatus.IN_SYNC)
+    run_until(agent, lambda: False, timeout=0.5)
+    assert len(dp.applies) == 1  # the initial apply, then nothing until input arrives
+    assert len(dp.desired) == 1
+
+
+def test_nothing_is_programmed_before_the_datastore_is_in_sync(tmp_path) -> None:
+    dp = FakeDataplane()
+    agent = make_agent(dp, tmp_path)
+    agent.on_status(SyncStatus.RESYNC)
+    agent.on_updates([pool("pods", "10.65.0.0/16")])
+    run_until(agent, lambda: False, timeout=0.3)
+    assert dp.applies == [] and dp.desired == []
+
+
+def test_datastore_updates_reach_the_dataplane_as_desired_state(tmp_path) -> None:
+    dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 9000)})
+    agent = make_agent(dp, tmp_path)
+    agent.on_updates([pool("pods", "10.65.0.0/16"), node("node1", "10.0.0.5/24"),
+                      *owned("node1", "10.65.0.0/26"),
+                      wep("node1", "web", ["10.65.0.2/32"], iface="cali1234567890a")])
+    agent.on_status(SyncStatus.IN_SYNC)
+    run_until(agent, lambda: len(dp.applies) >= 1)
+    assert dp.lookups == ["10.0.0.5"]  # the parent interface, looked up through the dataplane
+    routes = {r.dst: r for r in dp.desired[-1].routes}
+    assert routes["10.65.0.2/32"].dev == "cali1234567890a"
+    assert routes["10.65.0.0/26"].type == "blackhole"
+    assert (tmp_path / "mtu").read_text() == "9000\n"  # the parent's MTU, as published
+
+
+def test_a_link_event_goes_to_the_dataplane_and_the_parent_is_looked_up_again(tmp_path) -> None:
+    dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 1500)})
+    agent = make_agent(dp, tmp_path)
+    agent.on_updates([node("node1", "10.0.0.5/24")])
+    agent.on_status(SyncStatus.IN_SYNC)
+    with running(agent):
+        poll(lambda: len(dp.applies) >= 1, 5.0)
+        dp.interfaces["10.0.0.5"] = HostInterface("eth0", 9000)
+        agent.on_link("cali1234567890a", "added")
+        agent.on_link("eth0", "up")
+        poll(lambda: len(dp.applies) >= 2 and (tmp_path / "mtu").read_text() == "9000\n", 5.0)
+    assert dp.interface_changes == ["cali1234567890a", "eth0"]
+    assert dp.lookups == ["10.0.0.5", "10.0.0.5"]  # the parent's event invalidated the look-up
+    assert (tmp_path / "mtu").read_text() == "9000\n"
+
+
+def test_learned_routes_reach_the_dataplane_as_a_delta(tmp_path) -> None:
+    dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 1500)})
+    agent = make_agent(dp, tmp_path)
+    agent.on_updates([pool("pods", "10.65.0.0/16"), node("node1", "10.0.0.5/24")])
+    agent.on_status(SyncStatus.IN_SYNC)
+    agent.on_learned(BestPathChanges({"10.65.9.0/26": ("10.0.0.9", "10.0.0.9")}, reset=True))
+    with running(agent):
+        poll(lambda: bool(dp.learned), 5.0)
+        # A peer on the node's subnet, in a pool without encapsulation: via it, on eth0.
+        assert dp.learned == [
+            {"10.65.9.0/26": Route("10.65.9.0/26", RouteClass.NO_ENCAP, gateway="10.0.0.9",
+                                   dev="eth0", onlink=True)}]
+        agent.on_learned(BestPathChanges({"10.65.9.0/26": None}))
+        poll(lambda: len(dp.learned) >= 2, 5.0)
+    assert dp.learned[1] == {"10.65.9.0/26": None}
+
+
+def test_a_failed_apply_is_retried_with_backoff_and_reported(tmp_path) -> None:
+    failure = ApplyResult(errors=(DataplaneError("EPERM"),))
+    dp = FakeDataplane(script=[result(routes=failure)])
+    agent = make_agent(dp, tmp_path)
+    agent.on_status(SyncStatus.IN_SYNC)
+    dataplane_ready: list[bool] = []
+
+    def second_apply() -> bool:
+        dataplane_ready.append(agent.health.summary()["components"]["dataplane"]["ready"])
+        return len(dp.applies) >= 2
+
+    run_until(agent, second_apply)
+    assert len(dp.applies) == 2, "the failed apply was not retried"
+    assert dp.applies[1] - dp.applies[0] >= 1.0  # MIN_BACKOFF
+    assert agent.stats.apply_errors == 1 and agent.stats.last_error == "routes: EPERM"
+    assert False in dataplane_ready  # not ready while the failure stood
+    assert agent.health.summary()["components"]["dataplane"]["ready"]  # ready once it applied
+
+
+def test_each_kind_is_resynced_on_its_own_interval(tmp_path) -> None:
+    dp = FakeDataplane()
+    agent = make_agent(dp, tmp_path, FELIX_ROUTEREFRESHINTERVAL="0.1",
+                       FELIX_IPTABLESREFRESHINTERVAL="3600", FELIX_IPSETSREFRESHINTERVAL="0.2")
+    agent.on_status(SyncStatus.IN_SYNC)
+    run_until(agent, lambda: dp.resyncs.count("ipsets") >= 2, timeout=5.0)
+    assert dp.resyncs.count("routes") >= 2 * dp.resyncs.count("ipsets") - 1
+    assert "iptables" not in dp.resyncs
+    assert len(dp.applies) >= 2  # each resync is followed by an apply that repairs drift

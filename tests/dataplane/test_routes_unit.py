@@ -599,7 +599,7 @@ def test_set_desired_ignores_ten_thousand_learned_routes() -> None:
 
 
 def test_kernel_dataplane_forwards_learned_routes(tmp_path: Path) -> None:
-    from agent.dataplane.driver import KernelDataplane
+    from agent.dataplane.facade import KernelDataplane
     from agent.dataplane.neighbors import NeighborTable
     from agent.dataplane.sysctls import SysctlManager
     from agent.dataplane.tunnels import IPIPManager, VXLANManager
@@ -608,7 +608,7 @@ def test_kernel_dataplane_forwards_learned_routes(tmp_path: Path) -> None:
 
     fake = learned_fake()
     rt = table(fake)
-    dp = KernelDataplane(routes=rt, neighbors=NeighborTable(kernel=FakeNeighborKernel()),
+    dp = KernelDataplane(netfilter=False, routes=rt, neighbors=NeighborTable(kernel=FakeNeighborKernel()),
                          vxlan=VXLANManager(kernel=FakeLinkKernel()),
                          ipip=IPIPManager(kernel=FakeLinkKernel()),
                          sysctls=SysctlManager(proc_sys=str(tmp_path)))

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from agent.dataplane.driver import KernelDataplane
+from agent.dataplane.facade import KernelDataplane
 from agent.dataplane.neighbors import NeighborTable
 from agent.dataplane.tunnels import IPIPManager, VXLANManager
 from agent.types import (
@@ -181,7 +181,8 @@ def test_full_vxlan_dataplane_in_order_restart_and_removal(netns: str, uplink: s
                                       routes=frozenset({BH, WL})))
         res = restarted.apply()
         assert res.ok, res.errors
-        assert list(res.results) == ["sysctls", "neighbors", "routes", "vxlan", "ipip"]
+        assert list(res.results) == ["ipsets", "sysctls", "neighbors", "routes", "vxlan", "ipip",
+                                     "iptables-nat", "iptables-filter", "ipset-deletions"]
         assert sh(netns, "link", "show", VX, check=False) == ""
         assert not [line for line in routes(netns) if VX in line]
         assert restarted.apply().mutations == 0

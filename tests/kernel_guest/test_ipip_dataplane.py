@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from agent.calc import CalcConfig, ClusterState, calculate
-from agent.dataplane.driver import KernelDataplane
+from agent.dataplane.facade import KernelDataplane
 from tests.unit.test_calc_state import node, owned, pool, wep
 
 CONFIG = CalcConfig(host_mtu=1500, parent_interface="eth0")
@@ -64,7 +64,8 @@ def build(guest_netns, prefix: int, ipip_mode: str):
     state.apply(updates)
     planes = {}
     for name in NODES:
-        plane = KernelDataplane(ns[name])
+        # Routing writers only: the guest kernel has no nf_tables for iptables-nft.
+        plane = KernelDataplane(ns[name], netfilter=False)
         _OPEN.append(plane)
         plane.set_desired(calculate(state, name, CONFIG).dataplane)
         result = plane.apply()
