@@ -307,7 +307,7 @@ class VXLANManager(_DeviceManager):
         self._dirty = False
         dels = sum(1 for line in lines if line.startswith(("link del", "addr del")))
         # Any change (created, recreated, deleted, brought up) may have taken
-        # routes and neighbours on the device with it: the driver tells the
+        # routes and neighbours on the device with it: the facade tells the
         # other writers to re-read it.
         return ApplyResult(
             writes=len(lines) - dels, deletes=dels,
