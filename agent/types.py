@@ -157,7 +157,7 @@ class Hook:
     """
 
     table: str
-    chain: str  # a kernel chain (e.g. POSTROUTING), never a cali-* chain
+    chain: str  # not ours: a built-in chain such as POSTROUTING, never a cali-* one
     rule: str  # e.g. '-m comment --comment "cali:O3lYWMrLQYEMJtB5" -j cali-POSTROUTING'
 
 
