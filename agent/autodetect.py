@@ -24,8 +24,8 @@ Improvements over Calico, deliberately:
   * every failure is an AutodetectError with Calico's wording plus the reason,
     instead of a log line and a nil result;
   * the result names the interface and method, and lists the other addresses
-    that the method would also have accepted (calico.md §8: make the chosen IP
-    and its source visible); start-up logs and publishes them;
+    that the method would also have accepted (the chosen IP and its source are
+    visible: projectcalico/calico#1628, #8607); start-up logs and publishes them;
   * an empty method argument (`interface=`) is refused rather than matching all;
   * cidr= skips the agent's own devices (OWN_DEVICES: cali*, tunl*, vxlan.calico,
     ...), whose pool-allocated addresses Calico would otherwise pick when the CIDR
@@ -53,7 +53,7 @@ _log = logging.getLogger(__name__)
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# calico.md §5.2 (autodetection_linux.go at Calico HEAD), verbatim.
+# Calico's node/pkg/lifecycle/startup/autodetection/autodetection_linux.go, verbatim.
 DEFAULT_INTERFACES_TO_EXCLUDE: tuple[str, ...] = (
     "^docker.*", "^cbr.*", "^dummy.*", "^podman.*",
     "^virbr.*", "^lxcbr.*", "^veth.*", "^lo", "^br-.*",

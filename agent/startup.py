@@ -6,7 +6,7 @@ and the tunnel-address reconciliation of node/pkg/allocateip/allocateip.go:
   1. the node name (agent.nodename), validated as a resource name;
   2. the Node: read it, or build a new one;
   3. unless CALICO_NETWORKING_BACKEND=none: the IPv4/IPv6 address from
-     IP / IP6 (autodetect | none | address[/prefix], calico.md §5.3), the
+     IP / IP6 (autodetect | none | address[/prefix], configureIPsAndSubnets), the
      AS number from AS, and spec.interfaces;
   4. when an address changed (or the Node is new), unless DISABLE_NODE_IP_CHECK:
      refuse to start if another Node has the same address ("Calico node '%s'

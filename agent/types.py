@@ -150,11 +150,15 @@ class Chain:
 
 @dataclass(frozen=True)
 class Hook:
-    """A jump from a kernel chain into a tortie chain (inserted first, recognised by comment)."""
+    """A jump from a kernel chain into a tortie chain, kept at the top of that chain.
+
+    The iptables writer inserts it (`-I <chain> 1`, never appends) and recognises it
+    as ours by its `cali:<hash>` comment, Felix's rule hash (agent.calc.rules.make_hook).
+    """
 
     table: str
-    chain: str  # e.g. POSTROUTING
-    rule: str  # e.g. "-m comment --comment tortie:hook -j cali-POSTROUTING"
+    chain: str  # not ours: a built-in chain such as POSTROUTING, never a cali-* one
+    rule: str  # e.g. '-m comment --comment "cali:O3lYWMrLQYEMJtB5" -j cali-POSTROUTING'
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ Measures, with N routes (workload /32s on cali veths, blackholes, CrossSubnet-st
   * single-route add latency with N present: set_desired(N + 1) + apply, p50/p99
     (and the apply alone);
   * restart: a fresh RouteTable against the programmed kernel with the same desired
-    set: time and kernel writes (goal: < 1 s, 0 writes); and a periodic resync().
+    set: time and kernel writes (goal: < 1 s, 0 writes); and a periodic resync();
+  * dump: reading the programmed N-route table back, pyroute2's `IPRoute.route("dump")`
+    (the attributes RouteTable compares pulled out of its messages) beside the decoder
+    RouteTable uses (NetlinkRouteKernel.dump, agent/dataplane/netlink.py); the ratio is
+    why that decoder exists, re-measured whenever pyroute2 changes.
 The rtnl lock is shared by every namespace on the machine, so other work makes
 single runs noisy: each cold-start figure is the median of --rounds runs.
 """
@@ -19,6 +23,7 @@ single runs noisy: each cold-start figure is the median of --rounds runs.
 from __future__ import annotations
 
 import argparse
+import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.dataplane.common import ip_argv  # noqa: E402
-from agent.dataplane.routes import RouteTable, render_replace  # noqa: E402
+from agent.dataplane.routes import NetlinkRouteKernel, RouteTable, render_replace  # noqa: E402
 from agent.types import PROTO_BOOT, Route, RouteClass  # noqa: E402
 
 VETHS = 20
@@ -148,7 +153,64 @@ def main() -> None:
               f"{n / ob:8.0f}/s")
         print(f"  ratio              median {fm / om:6.1%}             best {fb / ob:6.1%}"
               "   (goal >= 50% of the floor's rate)")
+        dump_lane(spaces[1], a.rounds)
         latency_and_restart(spaces[-1], routes, a.samples)
+
+
+def pyroute2_dump(ns: str) -> tuple[float, int]:
+    """pyroute2 reading the main table, reduced to the fields RouteTable compares."""
+    import pyroute2
+
+    ipr = pyroute2.IPRoute(netns=ns, flags=0)  # flags=0: never create a missing namespace
+    try:
+        t0 = time.perf_counter()
+        out = []
+        for m in ipr.route("dump", family=socket.AF_INET):
+            if m.get("table") != 254:
+                continue
+            metrics = m.get("metrics")
+            out.append((m.get("dst"), m["dst_len"], m["proto"], m["scope"], m["type"],
+                        m["flags"], m.get("oif"), m.get("gateway"), m.get("priority"),
+                        metrics.get("mtu") if metrics else None))
+        return time.perf_counter() - t0, len(out)
+    finally:
+        ipr.close()
+
+
+def decoder_dump(ns: str) -> tuple[float, int]:
+    """RouteTable's own read of the main table (routes and link names, decoded)."""
+    kernel = NetlinkRouteKernel(ns)
+    try:
+        kernel.dump("lo")  # opens the socket in the namespace, outside the timing
+        t0 = time.perf_counter()
+        routes = kernel.dump()
+        return time.perf_counter() - t0, len(routes or ())
+    finally:
+        kernel.close()
+
+
+def dump_lane(ns: str, rounds: int) -> None:
+    import pyroute2
+
+    theirs_t: list[float] = []
+    ours_t: list[float] = []
+    for _ in range(rounds):
+        theirs, theirs_n = pyroute2_dump(ns)
+        ours, ours_n = decoder_dump(ns)
+        assert theirs_n == ours_n, (theirs_n, ours_n)
+        theirs_t.append(theirs)
+        ours_t.append(ours)
+    tm, om = statistics.median(theirs_t), statistics.median(ours_t)
+    tb, ob = min(theirs_t), min(ours_t)
+    print(f"\ndump of the programmed table ({ours_n} main-table routes), {rounds} rounds "
+          f"(pyroute2 {' '.join(f'{x:.3f}' for x in theirs_t)} s; "
+          f"ours {' '.join(f'{x:.3f}' for x in ours_t)} s)")
+    print(f"  pyroute2 {pyroute2.__version__:<9} median {tm:6.3f} s {ours_n / tm:8.0f}/s   "
+          f"best {tb:6.3f} s {ours_n / tb:8.0f}/s")
+    print(f"  RouteTable decoder median {om:6.3f} s {ours_n / om:8.0f}/s   "
+          f"best {ob:6.3f} s {ours_n / ob:8.0f}/s")
+    print(f"  ratio              median {tm / om:5.1f}x              best {tb / ob:5.1f}x"
+          "   (pyroute2's time over ours)")
 
 
 def latency_and_restart(ns: str, routes: list[Route], samples: int) -> None:

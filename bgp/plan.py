@@ -1,7 +1,7 @@
 """The peering plan: which BGP sessions one node has, computed from the datastore. Pure.
 
 `plan_node` turns Nodes, BGPPeers and BGPConfigurations into a `NodePlan`
-with every default applied, following confd's rules (calico.md §2.2-2.5):
+with every default applied, following confd's rules (confd/pkg/backends/calico/bgp_processor.go):
 
 * Identity. Router id, node IP, listen address = the node's IPv4; AS = the
   Node's asNumber, else the global BGPConfiguration's, else 64512; listen

@@ -1,7 +1,7 @@
 """The network configuration (the JSON on stdin), parsed and validated. Pure, except the
 two small readers at the end (`node_name`, `pod_mtu`), which read one file each.
 
-Keys are Calico's (calico.md §9 row 69; cni-plugin/pkg/types NetConf), so a
+Keys are Calico's (cni-plugin/pkg/types NetConf in projectcalico/calico), so a
 Calico conflist works once `type`/`ipam.type` say tortie:
 
   cniVersion, name, type         required (spec)
@@ -22,7 +22,7 @@ Calico conflist works once `type`/`ipam.type` say tortie:
   log_level, log_file_path       debug|info|warning|error; a file to append to
   cni_server_socket              tortie: the node's CNI server (cni/server.py); "" off
   policy, kubernetes, ...        accepted and ignored (Calico keys tortie has no use for)
-  args.cni.labels / .ips         CONVENTIONS.md: WorkloadEndpoint labels, requested IPs
+  args.cni.labels / .ips         CNI's CONVENTIONS.md: WorkloadEndpoint labels, requested IPs
   prevResult, runtimeConfig      from the runtime
 
 Unknown keys are ignored: runtimes and chained plugins add their own.
@@ -267,7 +267,7 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
 
 
 def _runtime_args(args: object) -> tuple[dict[str, str], tuple[str, ...]]:
-    """`args.cni.labels` ([{key, value}]) and `args.cni.ips` (CONVENTIONS.md)."""
+    """`args.cni.labels` ([{key, value}]) and `args.cni.ips` (CNI's CONVENTIONS.md)."""
     if not isinstance(args, dict) or not isinstance(args.get("cni"), dict):
         return {}, ()
     cni = args["cni"]

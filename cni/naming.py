@@ -1,6 +1,6 @@
 """Who a CNI invocation is for, and the names that follow from it. Pure.
 
-Owns the identity rules (calico.md §1.9, §3.6 and §9 row 70):
+Owns the identity rules (Calico's VethNameForWorkload and cni-plugin's GetHandleID):
 
   * workload: Kubernetes (`k8s`) when CNI_ARGS names the pod
     (K8S_POD_NAMESPACE, K8S_POD_NAME); the namespace defaults to `default`

@@ -1,4 +1,4 @@
-"""The veth between a pod and its node, as Calico's CNI plugin wires it (calico.md §1.9).
+"""The veth between a pod and its node, as Calico's cni-plugin/pkg/dataplane/linux wires it.
 
 Owns every kernel change the plugin makes:
 

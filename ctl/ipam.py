@@ -1,4 +1,4 @@
-"""`ctl ipam show|check|release|configure|assign`: calicoctl's IPAM commands (reference §3.5).
+"""`ctl ipam show|check|release|configure|assign`: calicoctl's IPAM commands (ipam_command.go).
 
 Thin: parse and validate arguments (bad input -> CtlFailure naming the value,
 before anything is written), call `ipam`, print. Tables use calicoctl v3.32's

@@ -1,7 +1,7 @@
 """Block-affinity IP allocation over etcd compare-and-swap: assign, release, claim, reclaim.
 
 Owns every IPAM write (blocks, affinities, handles). The algorithm is Calico's
-`autoAssign` (reference §3.3): the node's confirmed affine blocks first, then a
+`autoAssign` (libcalico-go/lib/ipam/ipam.go): the node's confirmed affine blocks first, then a
 new block claimed in the node's seeded order, then borrowing from other nodes'
 blocks unless strict affinity is on.
 

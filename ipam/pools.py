@@ -4,7 +4,7 @@ default pool created on first start.
 Pure except `ensure_default_pool`, whose only write is one create-if-absent
 transaction guarded by a range compare over every pool key: however many
 nodes start at once, exactly one default pool is created, and none when any
-IPv4 pool already exists (Calico's `configureIPPools`, §3.7).
+IPv4 pool already exists (Calico's `configureIPPools`, node/pkg/lifecycle/startup).
 
 Block order: each node walks a pool's block CIDRs in a pseudo-random
 permutation seeded by a hash of its name, so nodes starting together spread

@@ -159,7 +159,7 @@ def plugin_configs(conflist: Mapping[str, Any], runtime_config: Mapping[str, Any
                    labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Each plugin's network configuration as libcni builds it (without prevResult). Pure.
 
-    `labels` travel as `args.cni.labels` (CONVENTIONS.md), which tortie turns into
+    `labels` travel as `args.cni.labels` (CNI's CONVENTIONS.md), which tortie turns into
     WorkloadEndpoint labels."""
     out = []
     for plugin in conflist["plugins"]:

@@ -13,24 +13,74 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Services of packages this run installs must not start behind the user's back, and a
+# service the machine already had (its own etcd, FRR, BIRD) must never be touched. So
+# apt runs under Debian's policy-rc.d "exit 101" (invoke-rc.d and deb-systemd-invoke
+# then start nothing), put in place only when the machine has no policy of its own
+# and removed straight after. Paths are overridable for tests/unit/test_setup_sh.py.
+POLICY_RC_D=${SETUP_POLICY_RC_D:-/usr/sbin/policy-rc.d}
+SYSTEMD_RUN_DIR=${SETUP_SYSTEMD_RUN_DIR:-/run/systemd/system}  # exists iff systemd is init
+
+placed_policy=""
+remove_policy() {
+    if [[ -n $placed_policy ]]; then
+        rm -f "$placed_policy"
+        placed_policy=""
+    fi
+}
+trap remove_policy EXIT
+trap 'exit 130' INT TERM
+
+# The units systemd runs now, one per line; nothing without systemd as init.
+active_units() {
+    [[ -d $SYSTEMD_RUN_DIR ]] || return 0
+    systemctl list-units --state=active --no-legend --plain 2>/dev/null | awk '{print $1}' || true
+}
+
+# The service and socket units the given packages ship, by unit name (no templates).
+shipped_units() {
+    dpkg-query -L "$@" 2>/dev/null | grep -E '/systemd/system/[^/@]+\.(service|socket)$' \
+        | xargs -r -n1 basename | sort -u || true
+}
+
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
         exit 1
     fi
     echo "setup: installing ${missing[*]}"
+    active_before=$(active_units)
+    if [[ ! -e $POLICY_RC_D ]]; then
+        placed_policy=$POLICY_RC_D
+        printf '#!/bin/sh\n# scripts/setup.sh (tortie): start no service during its apt-get install.\nexit 101\n' \
+            > "$placed_policy"
+        chmod 755 "$placed_policy"
+    fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+    remove_policy
 
-# Nothing we installed may run as a system service behind our back (frr/bird ship
-# units; machines without systemd don't start them, but be explicit on those that do).
-for svc in etcd frr bird; do
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-        systemctl stop "$svc" || true
+    mapfile -t units < <(shipped_units "${missing[@]}")
+    if ((${#units[@]})); then
+        if [[ -e $POLICY_RC_D ]]; then
+            echo "setup: the machine's own $POLICY_RC_D decided whether these services of" \
+                 "packages this run installed start: ${units[*]}"
+        else
+            echo "setup: kept these services of packages this run installed from starting:" \
+                 "${units[*]}"
+        fi
+        # A policy of the machine's own may have let them start: stop exactly those
+        # that run now and did not before this run, never one that was running.
+        active_after=$(active_units)
+        for unit in "${units[@]}"; do
+            if grep -qxF "$unit" <<<"$active_after" && ! grep -qxF "$unit" <<<"$active_before"; then
+                echo "setup: stopping $unit (installed and started by this run)"
+                systemctl stop "$unit" || true
+            fi
+        done
     fi
-done
+fi
 
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then

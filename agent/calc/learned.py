@@ -10,7 +10,7 @@ Rules (what BIRD does for Calico, in the forms of agent/calc/routes.py):
   * next hop = this node's address, or a prefix equal to one of this node's
     blocks: ignored (our own routes reflected back; the blackhole stays);
   * inside (contained in) a VXLAN pool: ignored, VXLAN is routed from the
-    datastore (DESIGN.md: BGP);
+    datastore (docs/architecture.md, "BGP");
   * inside an IPIP or no-encap pool: the route to a node, with the next hop as
     the node's address (`route_via_node`: tunl0, or the parent interface for
     no-encap and CrossSubnet within our subnet);

@@ -8,7 +8,7 @@ the writer dirty, and the next apply retries; `resync()` forces a re-read
 depends on one interface (the link monitor's events).
 
     routes.RouteTable        main-table IPv4 routes: proto 80 anywhere, any route on
-                             cali*; raw-netlink writes and reads (netlink.py)
+                             cali*; raw netlink writes (batched) and reads (netlink.py)
     neighbors.NeighborTable  permanent neighbours and `self` FDB entries on vxlan.calico
     tunnels.VXLANManager     the vxlan.calico device (recreated when incompatible)
     tunnels.IPIPManager      tunl0 (the ipip fallback device): address, MTU, up/down

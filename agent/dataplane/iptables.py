@@ -132,8 +132,8 @@ def choose_backend(legacy_save: str, nft_save: str) -> tuple[str, str]:
        kubernetes' iptables-wrapper): 10 or more legacy rules -> legacy;
        otherwise whichever has more rules.
     3. A tie (typically both empty) -> nft. Felix says legacy here; we pick nft
-       because it is what `iptables` means on current distributions (Debian's
-       alternatives default, ../shared/reference/stack.md §6) and because
+       because it is what `iptables` means on current distributions (Debian 12's
+       `update-alternatives --display iptables` defaults to iptables-nft) and because
        touching legacy tables makes every nft listing warn about them.
     """
     legacy_hint, nft_hint = has_hint_chains(legacy_save), has_hint_chains(nft_save)

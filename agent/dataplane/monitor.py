@@ -12,7 +12,7 @@ agent's dataplane loop (e.g. `RouteTable.on_interface_change`), never block.
 
 Why the thread creates its own IPRoute: pyroute2 0.9 sockets are bound to the
 thread that created them; one created elsewhere and read here sees nothing
-(../shared/reference/stack.md §5). The monitor enters the namespace first
+(docs/agent.md, "pyroute2"). The monitor enters the namespace first
 (for netns=...), so the socket lives there. `stop()` closes the IPRoute from
 the calling thread, which pyroute2 turns into an empty read in the monitor
 thread: the loop ends and the thread exits (select() on the fd cannot be used

@@ -19,7 +19,7 @@ written until it exists, and its appearance triggers a re-read.
 pyroute2 is fine here (tens to hundreds of entries); its calls run on a
 NetnsWorker thread (pyroute2 sockets are thread-bound). Pitfall: pyroute2's
 fdb() crashes on state='permanent' (a string); the numeric NUD_PERMANENT is
-passed instead (../shared/reference/stack.md §5).
+passed instead (docs/agent.md, "pyroute2").
 """
 
 from __future__ import annotations

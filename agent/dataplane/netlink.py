@@ -7,7 +7,7 @@ requests (`write`), many per sendmsg(2). It knows message layouts, not policy:
 what to write is agent.dataplane.routes' business.
 
 Why not pyroute2 for routes: dumping and decoding 10,000 routes with pyroute2
-0.9.7 took 1.26 s plus 0.43 s to pull the attributes out (measured here), more
+0.9.7 took 1.26 s plus 0.43 s to pull the attributes out (bench/routes.py re-measures it), more
 than the whole 1 s budget for a restart resync; this decoder reads the same
 dump in ~0.07 s. Writing, pyroute2 adds ~2,000 routes/s one by one. Writing
 10,000 routes takes `ip -batch` ~0.16 s and `write` ~0.06 s in the same

@@ -6,7 +6,7 @@ writer; `open_socket()` for raw netlink sockets created in a namespace.
 
 Why a thread: pyroute2 0.9 sockets are bound to the thread (event loop) that
 created them; a socket made in one thread and used from another silently sees
-nothing (../shared/reference/stack.md §5). setns(2) on CLONE_NEWNET changes
+nothing (docs/agent.md, "pyroute2"). setns(2) on CLONE_NEWNET changes
 only the calling thread, so a thread that enters the namespace once and owns
 the IPRoute keeps both problems away from the rest of the agent, with no fork.
 /proc/sys/net opened from that thread also shows that namespace's sysctls.
@@ -39,8 +39,8 @@ _libc: ctypes.CDLL | None = None
 def enter_netns(netns: str) -> None:
     """Move the calling thread into /run/netns/<netns>. Never creates it.
 
-    (pyroute2's own helpers create a missing namespace unless told not to,
-    stack.md §5; plain setns(2) cannot.)
+    (pyroute2's own helpers create a missing namespace unless given flags=0,
+    docs/agent.md; plain setns(2) cannot.)
     """
     global _libc
     if _libc is None:

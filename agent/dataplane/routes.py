@@ -44,7 +44,7 @@ They are what `ip route replace|del` sends (`render_replace` and
 wait for an ACK after each line: 10,000 routes take ~0.06 s instead of `ip
 -batch`'s ~0.16 s, and no process (bench/routes.py measures RouteTable against
 `ip -batch` of the same routes). pyroute2 0.9.7 adds ~2,000 routes/s
-(../shared/reference/stack.md §5), too slow for a 10,000-route node. Like `ip
+(docs/agent.md, "pyroute2"), too slow for a 10,000-route node. Like `ip
 -force -batch`, a failing request does not stop the others and is named: a
 failure re-reads the affected destinations and leaves them dirty so the next
 apply retries. A route on an interface that vanished (ENODEV: a pod deleted

@@ -1,6 +1,6 @@
 """agent.dataplane.sysctls: SysctlManager, the writer of the host's routing sysctls.
 
-What it owns (calico.md §1.9; Felix's configureProcSysForInterface in
+What it owns (Calico's cni-plugin/pkg/dataplane/linux; Felix's configureProcSysForInterface in
 felix/dataplane/linux/endpoint_mgr.go):
   * net.ipv4.ip_forward = 1;
   * per workload interface: net.ipv4.conf.<if>.proxy_arp = 1 (the host answers

@@ -3,7 +3,7 @@
 The root tests need root and iproute2 and skip, naming what is missing,
 otherwise; the *_unit.py tests need neither. Every namespace is named
 `td<8 hex>` and always removed, whatever the test did (pyroute2's `nsname`
-fixture discipline, ../shared/reference/style.md B3).
+fixture discipline: pyroute2/fixtures/iproute/__init__.py in svinota/pyroute2).
 """
 
 from __future__ import annotations

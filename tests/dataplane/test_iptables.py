@@ -1,6 +1,6 @@
 """iptables writer against the kernel (root, a throwaway netns, both backends).
 
-The natOutgoing set-up (calico.md §1.6) and the IPIP INPUT rules (§1.7) are
+The natOutgoing set-up (felix/rules/nat.go) and the IPIP INPUT rules (felix/rules/static.go) are
 programmed, checked in iptables-save / ipset output, disturbed by hand and
 repaired, restarted (0 writes) and removed, with foreign rules, chains and sets
 present throughout.
@@ -76,12 +76,12 @@ class Recorder:
                 if argv[0] == "ip" and any("restore" in a for a in argv)]
 
 
-# Felix's natOutgoing, as calc renders it (calico.md §1.6).
+# Felix's natOutgoing (felix/rules/nat.go), as calc renders it.
 HOOK_NAT = '-m comment --comment "cali:O3lYWMrLQYEMJtB5" -j cali-POSTROUTING'
 TO_NAT_OUTGOING = '-m comment --comment "cali:Z-c7XtVd2Bq7s_hA" -j cali-nat-outgoing'
 MASQ = ('-m comment --comment "cali:flqWnvo8yq4ULQLa" -m set --match-set cali40masq-ipam-pools '
         'src -m set ! --match-set cali40all-ipam-pools dst -j MASQUERADE --random-fully')
-# IPIP INPUT rules (§1.7), written loosely on purpose: iptables prints `-p 4` as
+# IPIP INPUT rules (felix/rules/static.go), written loosely on purpose: iptables prints `-p 4` as
 # `-p ipencap`, which the writer must not mistake for a difference.
 HOOK_INPUT = '-m comment --comment "cali:Cz_u1IQiXIMmKD4c" -j cali-INPUT'
 IPIP_ACCEPT = ('-p 4 -m comment --comment "cali:PajejrV4aFdkZojI" -m set --match-set '

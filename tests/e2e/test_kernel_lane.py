@@ -2,7 +2,7 @@
 
 This machine's kernel has no ipip module; UML boots in ~2 s with the host's root
 file system read-only, so the same venv and checkout run there
-(../shared/reference/kernel-lane.md).
+(docs/architecture.md, "The kernel lane").
 """
 
 from __future__ import annotations

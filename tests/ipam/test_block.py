@@ -363,7 +363,7 @@ def test_env_bool_follows_calico():
 
 # -- printing ------------------------------------------------------------------------------
 
-# calicoctl v3.32, verbatim from calicoctl/tests/fv/ipam_test.go (reference §4.3). The CIDR
+# calicoctl v3.32, verbatim from calicoctl/tests/fv/ipam_test.go. The CIDR
 # column is 41 wide because the fixture also had an IPv6 block row, cut from the comment;
 # we render with that row and drop it again.
 VERBATIM = """\

@@ -1,4 +1,4 @@
-"""Kernel behaviour the IPIP manager relies on (kernel-lane.md, measured on 6.1)."""
+"""Kernel behaviour the IPIP manager relies on (measured on 6.1; docs/architecture.md)."""
 
 from __future__ import annotations
 
