@@ -2,8 +2,9 @@
 
 Run as `<exabgp's python> -I bgp/exabgp_launcher.py <exabgp script> <its arguments>`:
 it applies the patches (`install()`), then runs ExaBGP's own main() with the arguments
-it was given. Each patch replaces one ExaBGP 5.0.15 function in-process; its docstring
-names the upstream function, what it changes and the measurement that justifies it.
+it was given. Each patch replaces one ExaBGP 5.0.15 function in-process (one changes a
+default); its docstring names the upstream function, what it changes and the
+measurement that justifies it.
 
 Invariants:
 - Run by file path under `-I`, with the interpreter of whatever exabgp script the speaker
@@ -70,9 +71,10 @@ def pending_adjribout(self: Reactor) -> bool:
     Stock: True while any active peer (not passive, or connected) has updates queued, and
     the reactor drops a SIGUSR1 (reload) while it is True. A peer that cannot connect
     never drains its queue, so with one peer down every later reload was dropped.
-    Patched: only established peers count. Measured: tests/bgp/test_speaker.py, stock
-    ignores 5 SIGUSR1 in a row with a route queued for an unreachable neighbour (the
-    speaker then restarts it); patched, the same reload is applied at once.
+    Patched: only established peers count. Measured in tests/bgp/test_speaker.py: with a
+    route queued for an unreachable neighbour, stock ignores 5 SIGUSR1 in a row and the
+    speaker has to restart it (test_stock_exabgp_drops_the_reload_...); patched, the
+    reload is applied at once (test_reload_adds_neighbor_without_touching_the_others).
     """
     return any(p.fsm == FSM.ESTABLISHED and p.neighbor.rib.outgoing.pending()
                for p in self._peers.values())
@@ -117,7 +119,6 @@ def remove_self(self: Neighbor, change: Any) -> Any:
     the others are not shared, so they go as they are. Measured with wait_for_io above:
     10,000 routes ~1.2-1.3 s instead of 4.3 s.
     """
-    # the deepcopy is only needed to rewrite "next-hop self"; routes are not shared
     return _stock_remove_self(self, change) if change.nlri.nexthop.SELF else change
 
 
@@ -148,8 +149,6 @@ def unpack_nlri(cls: type, afi: int, safi: int, data: bytes, action: Any,
     the differential test compares every mask, truncated and bad ones, ADD-PATH and
     another SAFI with stock, attribute by attribute.
     """
-    # IPv4 unicast without ADD-PATH, the same checks as INET.unpack_nlri; stock goes
-    # through a generic family dispatch, label and RD handling (~7 us per prefix)
     if not addpath and afi == AFI.ipv4 and safi == SAFI.unicast and data:
         mask = data[0]
         size = (mask + 7) >> 3
@@ -174,7 +173,6 @@ def debug(cls: type, message: Any, source: str = "", level: str = "DEBUG") -> No
     took receiving from ~15 us to ~4 us a prefix (10,000 routes from BIRD reached the
     daemon 0.45 s after the session came up instead of 1.39 s; commit 27d8317).
     """
-    # stock does the work of deciding not to log on each of ~4 calls per prefix
     if option.logit.get("DEBUG"):
         _stock_debug(cls, message, source, level)
 
@@ -189,10 +187,6 @@ def read_message(self: Protocol) -> Iterator[Any]:
     as stock yields them. Measured: ~1.3 us a prefix, ~13 ms of ExaBGP's CPU per 10,000
     received prefixes.
     """
-    # Peer._main walks every prefix of a received UPDATE only to put it in the
-    # adj-RIB-in cache and to log it at debug level (~1.3 us a prefix, for nothing
-    # when both are off, as ours are); the API has had the whole message by the
-    # time it is yielded, so _main gets it without its prefixes
     for message in _stock_read_message(self):
         if (message.TYPE == Update.TYPE and message.nlris
                 and not self.neighbor.rib.incoming.cache
