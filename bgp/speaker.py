@@ -40,19 +40,15 @@ ExaBGP 5.0.15 facts, verified against the real thing (tests/bgp/test_speaker.py)
   updates queued; a neighbour that cannot connect keeps them queued (with no route
   to it, forever), so with one peer down reloads stop. It also sleeps 10 ms per loop
   turn while API work is queued (50 routes per turn: ~2k routes/s), keeps polling
-  sockets that collision handling closed (and sleeps 10 ms per turn on them), and
-  deep-copies every route (~0.45 ms each). LAUNCHER fixes these in-process (5.0.15
-  only; `patch=False` runs the stock script): 10,000 routes then reach the peer's
-  API process in ~1.3 s instead of 4-5 s. Receiving costs ExaBGP ~35 us of CPU per
-  prefix (10,000 /26 from BIRD, 256 per UPDATE: ~0.35 s, ExaBGP at 100% of a CPU; the
-  relay and our reader take ~0.03 s): a generic NLRI decoder, an adj-RIB-in nothing
-  reads, a Family object and three formats per prefix in the JSON encoder, and the
-  work of not logging at debug level. LAUNCHER fast-paths IPv4 unicast decoding and
-  encoding (same results, tests/bgp/test_speaker.py compares them with stock: an
-  INET built without its __init__ chain, its JSON text without three formats), turns
-  the adj-RIB-in off by default, gates debug logging and spares Peer._main its walk
-  over the prefixes when neither reads them: ~0.1 s of ExaBGP's CPU per 10,000
-  routes in bench/bgp.py. The API runs with `exabgp.api.compact` (prefixes as bare
+  sockets that collision handling closed, deep-copies every route it sends, and
+  spends ~35 us of CPU per received prefix (10,000 /26 from BIRD, 256 per UPDATE:
+  ~0.35 s, ExaBGP at 100% of a CPU; the relay and our reader take ~0.03 s) on work
+  nothing reads. bgp/exabgp_launcher.py, run in place of the exabgp script (5.0.15
+  only; `patch=False` runs the stock script), fixes these in-process, each patch
+  with what it replaces and its measurement; tests/bgp/test_speaker.py compares its
+  decoder and encoder with stock. 10,000 routes then reach the peer's API process
+  in ~1.3 s instead of 4-5 s, and ExaBGP receives 10,000 in ~0.1 s of CPU in
+  bench/bgp.py. The API runs with `exabgp.api.compact` (prefixes as bare
   strings), which halves the JSON for ExaBGP, the relay and our reader.
   Reloads are confirmed from ExaBGP's log ("performing reload", then "loaded new
   configuration successfully" or "could not load/reload configuration"),
@@ -92,6 +88,8 @@ from bgp.types import OutRoute, SpeakerEvent, SpeakerStarted, SpeakerStopped
 log = logging.getLogger(__name__)
 
 RELAY = Path(__file__).with_name("relay.py")
+# run in place of the exabgp script, by the same Python: ExaBGP 5.0.15 with its fixes
+LAUNCHER = Path(__file__).with_name("exabgp_launcher.py")
 WINDOW = 16  # commands in flight
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
 HEALTHY_AFTER = 30.0  # an instance that lived this long restarts without backoff
@@ -122,158 +120,6 @@ _FORCED_ENV = {
 _RELOAD_START = b"performing reload of exabgp"
 _RELOAD_OK = b"loaded new configuration successfully"
 _RELOAD_FAILED = b"could not load/reload configuration"
-
-LAUNCHER = '''\
-"""Written by tortie's bgp/speaker.py: ExaBGP 5.0.15 with its fixes (see that module)."""
-import select
-import sys
-
-import exabgp.version
-
-if exabgp.version.release == "5.0.15":
-    from exabgp.bgp.fsm import FSM
-    from exabgp.bgp.neighbor import Neighbor
-    from exabgp.reactor.loop import Reactor
-
-    def _pending_adjribout(self):
-        # stock: any active peer; a peer that is down never drains, so reloads were dropped
-        return any(p.fsm == FSM.ESTABLISHED and p.neighbor.rib.outgoing.pending()
-                   for p in self._peers.values())
-
-    def _wait_for_io(self, sleeptime):
-        if not self.asynchronous.ready():
-            sleeptime = 0  # API commands are queued: do not sleep 10 ms per 50 routes
-        spin = False
-        try:
-            for fd, event in self._poller.poll(sleeptime):
-                if event & (select.POLLIN | select.POLLPRI):
-                    yield fd
-                elif event & select.POLLNVAL:
-                    # a socket closed by collision handling but left registered: stock
-                    # slept 10 ms per loop turn on it for the life of the process
-                    self._poller.unregister(fd)
-                elif event & (select.POLLHUP | select.POLLERR):
-                    spin = True
-            if spin:
-                self._prevent_spin()
-        except Exception:
-            self._prevent_spin()
-
-    _remove_self = Neighbor.remove_self
-
-    def remove_self(self, change):
-        # the deepcopy is only needed to rewrite "next-hop self"; routes are not shared
-        return _remove_self(self, change) if change.nlri.nexthop.SELF else change
-
-    Reactor._pending_adjribout = _pending_adjribout
-    Reactor._wait_for_io = _wait_for_io
-    Neighbor.remove_self = remove_self
-
-    # -- the receive direction (10,000 /26 from BIRD, 256 per UPDATE: ~35 us of CPU per
-    # prefix in stock, all of it in this process) --------------------------------------
-    from exabgp.bgp.message.update.nlri import CIDR, INET, NLRI
-    from exabgp.logger import log
-    from exabgp.logger.option import option
-    from exabgp.protocol.family import AFI, SAFI
-
-    # stock keeps every received route in an adj-RIB-in that only `show adj-rib in`
-    # reads (~5 us per prefix); a config that says `adj-rib-in true;` still gets it
-    Neighbor.defaults["adj-rib-in"] = False
-
-    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
-    from exabgp.protocol.ip import NoNextHop
-
-    _unpack_nlri = NLRI.unpack_nlri.__func__
-    _ipv4, _unicast = AFI.create(AFI.ipv4), SAFI.create(SAFI.unicast)
-    _new = object.__new__
-
-    def unpack_nlri(cls, afi, safi, data, action, addpath):
-        # IPv4 unicast without ADD-PATH, the same checks as INET.unpack_nlri; stock goes
-        # through a generic family dispatch, label and RD handling (~7 us per prefix)
-        if not addpath and afi == AFI.ipv4 and safi == SAFI.unicast and data:
-            mask = data[0]
-            size = (mask + 7) >> 3
-            if mask <= 32 and len(data) > size:
-                # what INET(afi, safi, action) sets, without its three __init__s and the
-                # two family lookups that build a throw-away int each (~2 us a prefix)
-                nlri = _new(INET)
-                nlri.afi, nlri.safi, nlri.action = _ipv4, _unicast, action
-                nlri.path_info = PathInfo.NOPATH
-                nlri.cidr = CIDR(data[1:1 + size] + bytes(4 - size), mask)
-                nlri.nexthop = NoNextHop
-                return nlri, data[1 + size:]
-        return _unpack_nlri(cls, afi, safi, data, action, addpath)
-
-    if NLRI.registered_nlri.get("ipv4/unicast") is INET:
-        NLRI.unpack_nlri = classmethod(unpack_nlri)
-
-    _debug = log.debug.__func__
-
-    def debug(cls, message, source="", level="DEBUG"):
-        # stock does the work of deciding not to log on each of ~4 calls per prefix
-        if option.logit.get("DEBUG"):
-            _debug(cls, message, source, level)
-
-    log.debug = classmethod(debug)
-
-    from exabgp.bgp.message import Update
-    from exabgp.reactor.protocol import Protocol
-
-    _read_message = Protocol.read_message
-
-    def read_message(self):
-        # Peer._main walks every prefix of a received UPDATE only to put it in the
-        # adj-RIB-in cache and to log it at debug level (~1.3 us a prefix, for nothing
-        # when both are off, as ours are); the API has had the whole message by the
-        # time it is yielded, so _main gets it without its prefixes
-        for message in _read_message(self):
-            if (message.TYPE == Update.TYPE and message.nlris
-                    and not self.neighbor.rib.incoming.cache
-                    and not option.logit.get("DEBUG")):
-                message = Update((), message.attributes)
-            yield message
-
-    Protocol.read_message = read_message
-
-    # the JSON encoder (json.py JSON._update) asks each prefix for a new Family object and
-    # its text through three formats (~3 us per prefix); these two halve that
-    from socket import inet_ntoa as _ntoa
-
-    from exabgp.protocol.family import Family
-
-    _families = {}
-
-    def family(self):
-        # stock builds a new one per call; callers only read it
-        key = (self.afi, self.safi)
-        found = _families.get(key)
-        if found is None:
-            found = _families[key] = Family(self.afi, self.safi)
-        return found
-
-    _inet_json = INET.json
-
-    def inet_json(self, announced=True, compact=False):
-        if type(self) is INET and self.path_info is PathInfo.NOPATH:
-            cidr = self.cidr
-            packed = cidr._packed
-            # cidr.top() is IP.ntop, which is inet_ntop(AF_INET) for 4 bytes: inet_ntoa
-            top = _ntoa(packed) if len(packed) == 4 else cidr.top()
-            if compact:
-                return '"%s/%d"' % (top, cidr.mask)
-            return '{ "nlri": "%s/%d" }' % (top, cidr.mask)
-        return _inet_json(self, announced, compact)
-
-    Family.family = family
-    INET.json = inet_json
-else:
-    sys.stderr.write(f"tortie: exabgp {exabgp.version.release} is not 5.0.15: not patched\\n")
-
-from exabgp.application.main import main  # noqa: E402
-
-sys.argv = sys.argv[1:]  # argv[0] is the exabgp script: its CLI helper re-runs it
-sys.exit(main())
-'''
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -513,9 +359,7 @@ class ExaBGPSpeaker:
         argv = [self.exabgp, "server", str(self.conf_path)]
         python = self._interpreter() if self.patch else None
         if python:
-            launcher = self.workdir / "exabgp-launch.py"
-            _write_atomic(launcher, LAUNCHER)
-            argv = [python, "-I", str(launcher), *argv]
+            argv = [python, "-I", str(LAUNCHER), *argv]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         return argv

@@ -317,10 +317,43 @@ def test_relay_copies_both_ways_and_says_who_it_is():
         shutil.rmtree(path.parent)
 
 
+def test_launcher_runs_by_path_in_isolated_mode():
+    """The speaker runs the launcher file with exabgp's Python under -I: it must need
+    nothing of tortie's (bgp/ is not on sys.path) and find the pinned ExaBGP."""
+    exabgp = str(Path(sys.executable).with_name("exabgp"))
+    res = subprocess.run([sys.executable, "-I", str(LAUNCHER), exabgp, "version"],
+                         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "" and "ExaBGP : 5.0.15" in res.stdout
+
+
+_OTHER_RELEASE = r"""
+import runpy, sys
+import exabgp.version
+from exabgp.bgp.neighbor import Neighbor
+stock = Neighbor.remove_self
+exabgp.version.release = "4.2.22"
+sys.argv = [sys.argv[1], sys.argv[2], "version"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    assert Neighbor.remove_self is stock, "patched"
+"""
+
+
+def test_launcher_runs_another_release_stock_with_a_warning():
+    exabgp = str(Path(sys.executable).with_name("exabgp"))
+    res = subprocess.run([sys.executable, "-I", "-c", _OTHER_RELEASE, str(LAUNCHER), exabgp],
+                         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "tortie: exabgp 4.2.22 is not 5.0.15: not patched\n"
+    assert "ExaBGP : 5.0.15" in res.stdout  # the stock main() ran
+
+
 # -- the receive path: the launcher's decode/encode patches --------------------------------
 
 _DIFFERENTIAL = r"""
-import json, struct, sys
+import json, struct
 from exabgp.environment import getenv
 from exabgp.logger import log
 log.init(getenv())
@@ -388,7 +421,8 @@ def encode_all():
     return out, n["adj-rib-in"]
 
 stock = decode_all(), encode_all()
-exec(sys.stdin.read().split("from exabgp.application.main import main")[0])
+from bgp import exabgp_launcher
+assert exabgp_launcher.install()
 patched = decode_all(), encode_all()
 print(json.dumps({"stock": stock, "patched": patched}))
 """
@@ -398,7 +432,7 @@ def test_launcher_receive_patches_decode_and_encode_like_stock():
     """The launcher's IPv4-unicast NLRI decoder and JSON encoder give what stock 5.0.15
     gives (every mask, truncated and bad ones, ADD-PATH and other families falling
     through), and only the adj-RIB-in default changes."""
-    res = subprocess.run([sys.executable, "-c", _DIFFERENTIAL], input=LAUNCHER, text=True,
+    res = subprocess.run([sys.executable, "-c", _DIFFERENTIAL], text=True,
                          capture_output=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "not patched" not in res.stderr
@@ -414,13 +448,15 @@ def test_launcher_receive_patches_decode_and_encode_like_stock():
 
 
 _READ_MESSAGE = r"""
-import json, sys
+import json
 from exabgp.environment import getenv
 from exabgp.logger import log
 log.init(getenv())
 from exabgp.bgp.message import KeepAlive, Update
 from exabgp.logger.option import option
-exec(sys.stdin.read().split("from exabgp.application.main import main")[0])
+from exabgp.reactor.protocol import Protocol
+from bgp import exabgp_launcher
+assert exabgp_launcher.install() and Protocol.read_message is exabgp_launcher.read_message
 
 class Incoming:
     cache = False
@@ -435,6 +471,7 @@ update.attributes = attributes
 def _read_message(self):  # stands in for stock's, which the patch wraps
     yield update
     yield keepalive
+exabgp_launcher._stock_read_message = _read_message
 
 def seen():
     got = list(Protocol.read_message(Proto()))
@@ -455,7 +492,7 @@ def test_launcher_hands_peer_main_updates_without_prefixes_only_when_nothing_rea
     """Peer._main walks a received UPDATE's prefixes only for the adj-RIB-in cache and
     the debug log: with both off it gets the message without them (same attributes);
     with either on, the message as decoded. Other messages pass untouched."""
-    res = subprocess.run([sys.executable, "-c", _READ_MESSAGE], input=LAUNCHER, text=True,
+    res = subprocess.run([sys.executable, "-c", _READ_MESSAGE], text=True,
                          capture_output=True, timeout=60)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
