@@ -34,7 +34,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .errors import DatastoreError, RevisionCompacted
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .etcd import EtcdClient, WatchEvent
 
 _log = logging.getLogger(__name__)
+
+_Event = TypeVar("_Event")
 
 MAX_RETRY_INTERVAL = 5.0
 SNAPSHOT_BATCH = 1000
@@ -340,7 +342,7 @@ class Syncer:
             _log.exception("syncer: on_updates raised; the batch counts as delivered")
 
 
-def drain_events(events: queue.Queue, wait: float) -> list:
+def drain_events(events: queue.Queue[_Event], wait: float) -> list[_Event]:
     """For the loops fed by syncer callbacks: wait up to `wait` seconds for one event,
     then take every event already queued, so a burst is handled as one batch."""
     try:
