@@ -4,14 +4,17 @@
 demo: setup
 	.venv/bin/tortie-lab demo
 
-test: setup
+# Lint first: CI runs `make test`, so a lint failure fails it.
+test: lint
 	.venv/bin/pytest -q
 
 setup:
 	@scripts/setup.sh
 
+# mypy takes its files and settings from pyproject.toml ([tool.mypy]).
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 bench: setup
 	.venv/bin/python bench/datastore.py

@@ -64,7 +64,7 @@ from datastore.errors import (
     ValidationError,
 )
 from datastore.keys import block_key, block_prefix, parse_block_key
-from datastore.resources import BGPConfiguration, IPAMConfiguration, IPPool, Node
+from datastore.resources import BGPConfiguration, IPAMConfiguration, IPPool, Node, ObjectMeta
 from datastore.resources.base import check_name
 from datastore.store import ResourceStore
 from ipam.allocator import Allocator
@@ -421,8 +421,8 @@ def ensure_default_config(store: ResourceStore) -> list[str]:
     """BGPConfiguration and IPAMConfiguration `default`, created when missing. Returns the
     kinds this call created; losing a create race to another node is fine."""
     created = []
-    wanted = (BGPConfiguration(metadata={"name": "default"}),
-              IPAMConfiguration(metadata={"name": "default"}))
+    wanted = (BGPConfiguration(metadata=ObjectMeta(name="default")),
+              IPAMConfiguration(metadata=ObjectMeta(name="default")))
     for res in wanted:
         if store.find(type(res), "default") is not None:
             continue

@@ -59,12 +59,12 @@ class Route(NamedTuple):
     def __eq__(self, other: object) -> bool:
         if type(other) is not Route:
             return NotImplemented
-        return self[0] == other[0] and self[2:] == other[2:]  # type: ignore[index]
+        return self[0] == other[0] and self[2:] == other[2:]
 
     def __ne__(self, other: object) -> bool:
         if type(other) is not Route:
             return NotImplemented
-        return self[0] != other[0] or self[2:] != other[2:]  # type: ignore[index]
+        return self[0] != other[0] or self[2:] != other[2:]
 
     def __hash__(self) -> int:
         return hash((self[0], *self[2:]))

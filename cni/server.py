@@ -197,7 +197,9 @@ class CniServer:
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def _datastore_identity(env: Mapping[str, str]) -> tuple[object, ...]:
+    def _datastore_identity(
+        env: Mapping[str, str],
+    ) -> tuple[tuple[str, ...], str | None, str | None, str | None, str | None]:
         from datastore.config import load_env
 
         cfg = load_env(env)
@@ -231,7 +233,7 @@ class CniServer:
             return {"ok": False, "msg": f"their datastore settings are invalid: {exc}"}
         if theirs != self._identity:
             return {"ok": False, "msg": f"this server serves etcd {', '.join(self._identity[0])}"
-                                        f", not {', '.join(theirs[0])}"}  # type: ignore[arg-type]
+                                        f", not {', '.join(theirs[0])}"}
         return {"ok": True, "protocol": PROTOCOL}
 
     def _answer(self, request: Mapping[str, Any], greeted: bool) -> dict[str, Any]:

@@ -21,10 +21,12 @@ for the choice and its measured figures.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import pyetcd
@@ -35,6 +37,8 @@ from .config import EtcdConfig
 from .errors import ConnectionFailed, DatastoreError, RevisionCompacted
 
 _log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # An endpoint that failed is not tried again for this long (pyetcd's default is 300 s,
 # far too long for a cluster where etcd members restart in seconds).
@@ -105,6 +109,12 @@ _TARGET_FIELDS = {"version": "version", "create": "create_revision", "mod": "mod
                   "value": "value"}
 
 
+class _CompareGuard(Protocol):
+    """What a transaction's compare list holds: pyetcd's compares and _RawCompare."""
+
+    def build_message(self) -> object: ...
+
+
 class _RawCompare:
     """A Compare rendered straight to the protobuf (pyetcd has no range compares)."""
 
@@ -141,13 +151,14 @@ def get_op(key: str) -> Op:
     return Op("get", key)
 
 
-def _kv(kv: object) -> KeyValue:
+def _kv(kv: Any) -> KeyValue:
+    # kv: an etcdrpc KeyValue protobuf message; pyetcd ships no type information.
     return KeyValue(
-        key=kv.key.decode(),  # type: ignore[attr-defined]
-        value=kv.value,  # type: ignore[attr-defined]
-        mod_revision=kv.mod_revision,  # type: ignore[attr-defined]
-        create_revision=kv.create_revision,  # type: ignore[attr-defined]
-        version=kv.version,  # type: ignore[attr-defined]
+        key=kv.key.decode(),
+        value=kv.value,
+        mod_revision=kv.mod_revision,
+        create_revision=kv.create_revision,
+        version=kv.version,
     )
 
 
@@ -206,7 +217,7 @@ class EtcdClient:
 
     # -- plumbing --------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], object], *, idempotent: bool) -> object:
+    def _call(self, fn: Callable[[], _T], *, idempotent: bool) -> _T:
         attempts = len(self.config.endpoints) + 1
         last: Exception | None = None
         first_cause = ""  # the gRPC detail of the first failure says the most
@@ -255,20 +266,22 @@ class EtcdClient:
             resp = self._client.get_response(key)
             return _kv(resp.kvs[0]) if resp.kvs else None
 
-        return self._call(do, idempotent=True)  # type: ignore[return-value]
+        return self._call(do, idempotent=True)
 
+    # From here on, `list` in this class's signatures would name this method (class
+    # scope), so they spell the type builtins.list.
     def list(self, prefix: str, revision: int | None = None) -> tuple[list[KeyValue], int]:
         """All keys under prefix, sorted by key, and the store revision they were read at."""
 
         def do() -> tuple[list[KeyValue], int]:
-            kwargs = {"sort_order": "ascend", "sort_target": "key"}
+            kwargs: dict[str, object] = {"sort_order": "ascend", "sort_target": "key"}
             if revision:
                 kwargs["revision"] = revision
             resp = self._client.get_prefix_response(prefix, **kwargs)
             return [_kv(kv) for kv in resp.kvs], resp.header.revision
 
         try:
-            return self._call(do, idempotent=True)  # type: ignore[return-value]
+            return self._call(do, idempotent=True)
         except DatastoreError as exc:
             if revision and "compacted" in str(exc):
                 raise RevisionCompacted(revision, 0) from None
@@ -278,9 +291,10 @@ class EtcdClient:
         """The store's current revision."""
 
         def do() -> int:
-            return self._client.get_response("\0").header.revision
+            rev: int = self._client.get_response("\0").header.revision
+            return rev
 
-        return self._call(do, idempotent=True)  # type: ignore[return-value]
+        return self._call(do, idempotent=True)
 
     # -- writes ------------------------------------------------------------------
 
@@ -288,9 +302,10 @@ class EtcdClient:
         """Unconditional write. Only for keys nobody else races on."""
 
         def do() -> int:
-            return self._client.put(key, value, lease=lease).header.revision
+            rev: int = self._client.put(key, value, lease=lease).header.revision
+            return rev
 
-        return self._call(do, idempotent=True)  # type: ignore[return-value]
+        return self._call(do, idempotent=True)
 
     def create(self, key: str, value: bytes, lease: object | None = None) -> int:
         """Create-if-absent. Returns the new mod revision; raises KeyExists."""
@@ -332,7 +347,7 @@ class EtcdClient:
 
     def transaction(
         self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
-    ) -> tuple[bool, list[list[KeyValue]], int]:
+    ) -> tuple[bool, builtins.list[builtins.list[KeyValue]], int]:
         """A general multi-key transaction. Returns (succeeded, get results, revision).
 
         Get results hold one list per `get` op in the branch that ran. A Compare
@@ -359,8 +374,11 @@ class EtcdClient:
         return ok, gets, rev
 
     def _txn(
-        self, compare: list[object], success: list[object], failure: list[object]
-    ) -> tuple[bool, list[object], int]:
+        self,
+        compare: builtins.list[_CompareGuard],
+        success: builtins.list[object],
+        failure: builtins.list[object],
+    ) -> tuple[bool, builtins.list[object], int]:
         def do() -> tuple[bool, list[object], int]:
             client = self._client
             req = etcdrpc.TxnRequest(
@@ -385,7 +403,7 @@ class EtcdClient:
                     out.append(r)
             return resp.succeeded, out, resp.header.revision
 
-        return self._call(do, idempotent=False)  # type: ignore[return-value]
+        return self._call(do, idempotent=False)
 
     # -- leases ------------------------------------------------------------------
 
@@ -398,7 +416,7 @@ class EtcdClient:
         self,
         prefix: str,
         start_revision: int,
-        on_events: Callable[[list[WatchEvent], int], None],
+        on_events: Callable[[builtins.list[WatchEvent], int], None],
         on_error: Callable[[DatastoreError], None],
     ) -> Callable[[], None]:
         """Watch everything under prefix from start_revision (inclusive).
@@ -416,6 +434,7 @@ class EtcdClient:
                 on_error(ConnectionFailed(self.config.urls, _describe(resp)))
                 return
             events = []
+            # resp: a pyetcd WatchResponse, which is untyped; `object` keeps the checks above.
             for ev in resp.events:  # type: ignore[attr-defined]
                 kv = ev._event.kv
                 is_delete = ev._event.type == 1
@@ -430,9 +449,10 @@ class EtcdClient:
             on_events(events, resp.header.revision)  # type: ignore[attr-defined]
 
         def do() -> int:
-            return self._client.add_watch_prefix_callback(
+            added: int = self._client.add_watch_prefix_callback(
                 prefix, callback, start_revision=start_revision
             )
+            return added
 
         try:
             watch_id = self._call(do, idempotent=True)
@@ -480,7 +500,7 @@ def _first_kv(responses: list[object]) -> KeyValue | None:
 def _rpc_detail(exc: BaseException | None) -> str:
     if isinstance(exc, grpc.RpcError):
         try:
-            return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+            return f"{exc.code().name}: {exc.details()}"
         except Exception:  # noqa: BLE001
             return str(exc)
     return str(exc) if exc else ""

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import builtins
 import copy
 import logging
 import uuid
@@ -30,7 +31,7 @@ from .errors import (
 )
 from .etcd import Compare, EtcdClient, KeyConflict, KeyMissing, KeyValue, Op
 from .keys import resource_key, resource_prefix
-from .resources import IPAMConfiguration, IPPool, Resource, parse_document
+from .resources import IPAMConfiguration, IPPool, ObjectMeta, Resource, parse_document
 from .resources.ippool import find_overlap, immutable_changes
 
 _log = logging.getLogger(__name__)
@@ -61,12 +62,16 @@ class ResourceStore:
         except ResourceDoesNotExist:
             return None
 
+    # From here on, `list` in this class's signatures would name this method (class
+    # scope), so they spell the type builtins.list.
     def list(self, cls: type[R], namespace: str | None = None) -> list[R]:
         return self.list_with_revision(cls, namespace)[0]
 
-    def list_with_revision(self, cls: type[R], namespace: str | None = None) -> tuple[list[R], int]:
+    def list_with_revision(
+        self, cls: type[R], namespace: str | None = None
+    ) -> tuple[builtins.list[R], int]:
         if cls is IPAMConfiguration:
-            kv = self.client.get(IPAMConfiguration(metadata={"name": "default"}).key())
+            kv = self.client.get(IPAMConfiguration(metadata=ObjectMeta(name="default")).key())
             return ([self._decode(cls, kv)] if kv else []), self.client.revision()
         items, rev = self.client.list(resource_prefix(cls.plural, namespace))
         out = []
@@ -174,6 +179,7 @@ class ResourceStore:
                                        "name cannot be changed by a patch")])
             res = parse_document(doc)
             try:
+                # parse_document typed Resource: the patched document is still a `cls`.
                 return self.update(res)  # type: ignore[return-value]
             except UpdateConflict:
                 if attempt == GET_UPDATE_RETRIES - 1:
@@ -185,13 +191,13 @@ class ResourceStore:
     @staticmethod
     def _key(cls: type[Resource], name: str, namespace: str | None) -> str:
         if cls is IPAMConfiguration:
-            return IPAMConfiguration(metadata={"name": name or "default"}).key()
+            return IPAMConfiguration(metadata=ObjectMeta(name=name or "default")).key()
         return resource_key(cls.plural, name, namespace if cls.namespaced else None)
 
     @staticmethod
     def _decode(cls: type[R], kv: KeyValue) -> R:
         try:
-            return cls.from_stored(kv.value, kv.mod_revision)  # type: ignore[return-value]
+            return cls.from_stored(kv.value, kv.mod_revision)
         except (ValueError, TypeError) as exc:
             raise ValidationError(f"stored {cls.kind_name} at {kv.key} is unreadable: {exc}") from None
 
@@ -227,7 +233,9 @@ class ResourceStore:
         if errs:
             raise ValidationError(fields=errs)
 
-    def _pool_guard(self, res: Resource, current: Resource | None) -> tuple[list[Compare], int]:
+    def _pool_guard(
+        self, res: Resource, current: Resource | None
+    ) -> tuple[builtins.list[Compare], int]:
         """For IPPools: refuse overlaps, and guard the write on the pools we checked."""
         if not isinstance(res, IPPool):
             return [], 0

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-E = TypeVar("E")
+_Event = TypeVar("_Event")
 
 MAX_RETRY_INTERVAL = 5.0
 SNAPSHOT_BATCH = 1000
@@ -365,7 +365,7 @@ class StopRequested:
     """Asks the loop to end (queued so that a loop waiting on its queue wakes)."""
 
 
-def drain_events(events: queue.Queue[E], wait: float) -> list[E]:
+def drain_events(events: queue.Queue[_Event], wait: float) -> list[_Event]:
     """For the loops fed by syncer callbacks: wait up to `wait` seconds for one event,
     then take every event already queued, so a burst is handled as one batch."""
     try:

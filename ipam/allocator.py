@@ -79,7 +79,7 @@ from datastore.keys import (
     parse_affinity_key,
     parse_block_key,
 )
-from datastore.resources import IPPool, Node
+from datastore.resources import IPPool, Node, ObjectMeta
 from datastore.resources.ipamconfig import IPAMConfigurationSpec
 from datastore.store import ResourceStore
 
@@ -91,7 +91,14 @@ from .affinity import (
     PENDING_DOC,
     Affinity,
 )
-from .block import Attribute, Block, ReleaseRequest, block_cidr_containing, format_time
+from .block import (
+    Attribute,
+    Block,
+    ReleaseOutcome,
+    ReleaseRequest,
+    block_cidr_containing,
+    format_time,
+)
 from .config import decode_config
 from .errors import (
     AddressNotInPool,
@@ -332,7 +339,7 @@ class Allocator:
         facts = self._nodes.get(node)
         if facts is None:
             found = self.store.find(Node, node)
-            key = Node(metadata={"name": node}).key()
+            key = Node(metadata=ObjectMeta(name=node)).key()
             if found is None:
                 facts = _NodeFacts({}, key, 0)
             else:
@@ -679,11 +686,11 @@ class Allocator:
             found = self._claim_in_pool(node, pool, listing, max_blocks)
             if found[0] is not _Outcome.LOST:
                 return found
-            cidr = self._reclaim_empty(node, pool, listing)
-            if cidr is not None:
-                outcome = self._claim(node, cidr, pool, max_blocks)
+            reclaimed = self._reclaim_empty(node, pool, listing)
+            if reclaimed is not None:
+                outcome = self._claim(node, reclaimed, pool, max_blocks)
                 if outcome is not _Outcome.LOST:
-                    return outcome, cidr
+                    return outcome, reclaimed
         return _Outcome.LOST, None
 
     def _claim_in_pool(self, node: str, pool: IPPool, listing: _BlockListing,
@@ -962,9 +969,9 @@ class Allocator:
         addr = ipaddress.ip_address(ip)
         kvs, _ = self.client.list(block_prefix(addr.version))
         for kv in kvs:
-            cidr = parse_block_key(kv.key)
-            if cidr and addr in ipaddress.ip_network(cidr):
-                return cidr
+            listed = parse_block_key(kv.key)
+            if listed and addr in ipaddress.ip_network(listed):
+                return listed
         return None
 
     def _release_in_block(self, cidr: str, opts: list[ReleaseOption],
@@ -995,23 +1002,24 @@ class Allocator:
                 guards.append(_handle_guard(handle_key(h), hrev))
                 if hrev == 0:
                     continue  # no handle document (written by someone else): nothing to count
-                updated[h] = doc.decrement(cidr, n)
-                ops.append(put_op(handle_key(h), updated[h].to_json()) if updated[h]
+                remaining = doc.decrement(cidr, n)
+                updated[h] = remaining
+                ops.append(put_op(handle_key(h), remaining.to_json()) if remaining
                            else delete_op(handle_key(h)))
             ok, _, wrote_at = self.client.transaction(guards, ops)
             if ok:
                 self._blocks[cidr] = (new_block, wrote_at)
-                for h, doc in updated.items():
-                    self._remember_handle(h, doc, wrote_at)
+                for h, handle in updated.items():
+                    self._remember_handle(h, handle, wrote_at)
                 self._record(block, outcome, result)
                 return
         raise RetriesExhausted(f"releasing from block {cidr}", self._retries)
 
     @staticmethod
-    def _record(block: Block, outcome: object, result: ReleaseResult) -> None:
-        result.released.extend(block.ip_of(o) for o, _ in outcome.released)  # type: ignore[attr-defined]
-        result.not_assigned.extend(block.ip_of(o) for o in outcome.not_assigned)  # type: ignore[attr-defined]
-        for o, err in outcome.refused:  # type: ignore[attr-defined]
+    def _record(block: Block, outcome: ReleaseOutcome, result: ReleaseResult) -> None:
+        result.released.extend(block.ip_of(o) for o, _ in outcome.released)
+        result.not_assigned.extend(block.ip_of(o) for o in outcome.not_assigned)
+        for o, err in outcome.refused:
             result.refused[block.ip_of(o)] = err
 
     def _read_handles(self, handle_ids: list[str]) -> dict[str, tuple[Handle, int]]:

@@ -163,8 +163,8 @@ class NodeOwners:
             except (ValueError, TypeError):
                 _log.warning("unreadable Node at %s", kv.key)
                 continue
-            self.nodes[node.name] = node  # type: ignore[assignment]
-            spec = node.spec  # type: ignore[attr-defined]
+            self.nodes[node.name] = node
+            spec = node.spec
             addrs = [spec.ipv4VXLANTunnelAddr, spec.bgp.ipv4IPIPTunnelAddr if spec.bgp else None,
                      (spec.wireguard or {}).get("interfaceIPv4Address")]
             for addr in addrs:
@@ -263,7 +263,7 @@ def load_snapshot(client: EtcdClient, sources: Sequence[OwnerSource] = ()) -> Sn
     for source in sources:
         source.load(client, revision)
     blocks.sort(key=lambda b: _net_key(b.cidr))
-    return Snapshot(revision, blocks, pools, handles, affinities)  # type: ignore[arg-type]
+    return Snapshot(revision, blocks, pools, handles, affinities)
 
 
 def _block_entry(cidr: str, kv: KeyValue) -> BlockEntry:

@@ -14,7 +14,7 @@ import logging
 from datastore.errors import ValidationError
 from datastore.etcd import EtcdClient, KeyConflict, KeyExists, KeyMissing
 from datastore.keys import IPAM_CONFIG_KEY
-from datastore.resources import IPAMConfiguration
+from datastore.resources import IPAMConfiguration, ObjectMeta
 from datastore.resources.ipamconfig import IPAMConfigurationSpec
 
 from .errors import CorruptDocument, RetriesExhausted
@@ -56,7 +56,7 @@ def update_config(client: EtcdClient, *, strict_affinity: bool | None = None,
         if auto_allocate_blocks is not None:
             changes["autoAllocateBlocks"] = auto_allocate_blocks
         spec = current.model_copy(update=changes)
-        res = IPAMConfiguration(metadata={"name": "default"}, spec=spec)
+        res = IPAMConfiguration(metadata=ObjectMeta(name="default"), spec=spec)
         if max_blocks_per_host is not None and max_blocks_per_host < 0:
             raise ValidationError(
                 f"error with field IPAMConfiguration.Spec.MaxBlocksPerHost = "

@@ -89,6 +89,7 @@ def pool_containing(pools: Iterable[IPPool], ip: str) -> IPPool | None:
 def pool_for_block(pools: Iterable[IPPool], cidr: str) -> IPPool | None:
     net = ipaddress.ip_network(cidr)
     for p in pools:
+        # The versions are equal, which mypy cannot tie to the two address types.
         if net.version == p.spec.network.version and net.subnet_of(p.spec.network):  # type: ignore[arg-type]
             return p
     return None

@@ -44,7 +44,7 @@ class PrefixIndex(Generic[V]):
                 continue
             value = table.get(address & mask, _MISSING)
             if value is not _MISSING:
-                return value  # type: ignore[return-value]
+                return value  # type: ignore[return-value]  # not the sentinel, so a V
         return None
 
     def containing(self, base: int, prefixlen: int) -> V | None:

@@ -556,10 +556,10 @@ class IptablesTable:
         inserted: dict[str, list[str]] = {}
         for chain, rule in plan.insert_hooks:
             inserted.setdefault(chain, []).append(rule)
-        for chain, rules in inserted.items():
-            top = kernel.chains.get(chain, [])[:len(rules)]
-            if len(top) == len(rules) and all(is_our_hook(k) for k in top):
-                self._canon.update(zip(rules, top, strict=True))
+        for chain, hook_rules in inserted.items():
+            top = kernel.chains.get(chain, [])[:len(hook_rules)]
+            if len(top) == len(hook_rules) and all(is_our_hook(k) for k in top):
+                self._canon.update(zip(hook_rules, top, strict=True))
 
     def _learn_from_scratch(self, kernel: TableState) -> None:
         """Map desired rules that differ from the kernel's text to the kernel's form of them.
@@ -596,10 +596,10 @@ class IptablesTable:
         by_chain: dict[str, list[str]] = {}
         for chain, rule in hooks:
             by_chain.setdefault(chain, []).append(rule)
-        for chain, rules in by_chain.items():
+        for chain, hook_rules in by_chain.items():
             have = learnt.chains.get(chain, [])
-            if len(have) == len(rules):
-                self._canon.update(zip(rules, have, strict=True))
+            if len(have) == len(hook_rules):
+                self._canon.update(zip(hook_rules, have, strict=True))
         _log.debug("iptables %s: learnt the kernel's text of %d rules in a scratch netns",
                    self.table, sum(map(len, chains.values())) + len(hooks))
 

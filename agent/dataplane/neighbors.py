@@ -123,7 +123,8 @@ class PyrouteNeighborKernel:
             return DeviceEntries(neigh, frozenset(fdb))
 
         try:
-            return self._call("neigh/fdb dump", body)
+            entries: DeviceEntries = self._call("neigh/fdb dump", body)
+            return entries
         except DeviceGone:
             return None
 

@@ -331,7 +331,8 @@ class RtnlSocket:
             with self._lock:
                 for typ, data, off, _end in self._request(RTM_GETLINK, NLM_F_REQUEST, body, "link get"):
                     if typ == RTM_NEWLINK:
-                        return _IFI.unpack_from(data, off)[2]
+                        index: int = _IFI.unpack_from(data, off)[2]
+                        return index
         except NetlinkError as e:
             if e.errno == errno_mod.ENODEV:
                 return None

@@ -75,7 +75,8 @@ def open_socket(netns: str | None, family: int, type_: int, proto: int) -> socke
     t.join()
     if "err" in box:
         raise box["err"]
-    return box["sock"]
+    sock: socket.socket = box["sock"]
+    return sock
 
 
 class NetnsWorker:

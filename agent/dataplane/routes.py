@@ -331,7 +331,7 @@ class NetlinkRouteKernel:
         # (a restarted pod) has a new index.
         oifs: dict[str, int | None] = {}
         # (head, tail) per route shape: 10,000 learned routes have a handful.
-        shapes: dict[tuple, tuple[bytes, bytes]] = {}
+        shapes: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         refused: dict[int, WriteFailure] = {}  # by op index
 
         def requests() -> Iterator[tuple[int, int, bytes]]:
@@ -340,7 +340,7 @@ class NetlinkRouteKernel:
                 if op.kind == "replace":
                     r = op.route
                     assert r is not None
-                    key = (plen, r[2:])  # everything but dst and route_class
+                    key: tuple[object, ...] = (plen, r[2:])  # everything but dst and route_class
                     shape = shapes.get(key)
                     if shape is None:
                         oif = None
@@ -465,7 +465,8 @@ class RouteTable:
         self._conflicts: set[str] = set()
         self._rejected: set[Route] = set()  # by the last set_desired
         self._learned_rejected: dict[str, Route] = {}  # learned key -> its rejected route
-        self._good_shapes: set[tuple] = set()  # Route[2:] that passed shape_problem and owns
+        # Route[2:] that passed shape_problem and owns
+        self._good_shapes: set[tuple[object, ...]] = set()
         self._last_input: Iterable[Route] | None = None
         self.counters = RouteTableCounters()
 

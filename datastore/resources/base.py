@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -102,7 +102,7 @@ class Resource(StrictModel):
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
-    def from_stored(cls, value: bytes, mod_revision: int) -> Resource:
+    def from_stored(cls, value: bytes, mod_revision: int) -> Self:
         import json
 
         doc = json.loads(value)

@@ -15,7 +15,7 @@ from pydantic import field_validator
 
 from ..errors import FieldError
 from ..keys import IPAM_CONFIG_KEY
-from .base import Resource, StrictModel
+from .base import ObjectMeta, Resource, StrictModel
 
 DEFAULT_MAX_BLOCKS_PER_HOST = 20
 
@@ -62,7 +62,7 @@ class IPAMConfiguration(Resource):
     def from_stored(cls, value: bytes, mod_revision: int) -> IPAMConfiguration:
         doc = json.loads(value)
         return cls(
-            metadata={"name": "default", "resourceVersion": str(mod_revision)},
+            metadata=ObjectMeta(name="default", resourceVersion=str(mod_revision)),
             spec=IPAMConfigurationSpec(
                 strictAffinity=bool(doc.get("strict_affinity", False)),
                 autoAllocateBlocks=bool(doc.get("auto_allocate_blocks", True)),

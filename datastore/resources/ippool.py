@@ -26,6 +26,10 @@ LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 
 
+def _default_allowed_uses() -> list[AllowedUse]:
+    return ["Workload", "Tunnel"]
+
+
 class IPPoolSpec(StrictModel):
     cidr: str
     vxlanMode: EncapMode = "Never"
@@ -36,7 +40,7 @@ class IPPoolSpec(StrictModel):
     blockSize: int | None = None
     nodeSelector: str = "all()"
     namespaceSelector: str | None = None
-    allowedUses: list[AllowedUse] = Field(default_factory=lambda: ["Workload", "Tunnel"])
+    allowedUses: list[AllowedUse] = Field(default_factory=_default_allowed_uses)
     assignmentMode: Literal["Automatic", "Manual"] = "Automatic"
 
     @field_validator("cidr")
