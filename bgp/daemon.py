@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
@@ -73,6 +74,7 @@ from .types import (
     OutRoute,
     PeerNotification,
     PeerOpen,
+    PeerPlan,
     PeerState,
     RouteUpdate,
     SpeakerEvent,
@@ -98,7 +100,7 @@ class BGPDaemon:
                  on_routes: Callable[[BestPathChanges], None] | None = None,
                  control_name: str | None = DEFAULT_NAME,
                  hold_time: int = DEFAULT_HOLD_TIME,
-                 password_for: Callable | None = None,
+                 password_for: Callable[[SecretKeyRef], str | None] | None = None,
                  publish_status: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
@@ -133,7 +135,7 @@ class BGPDaemon:
         self._published: dict[str, tuple[str, str]] = {}  # best paths handed out
         self._publish_reset = True  # nothing handed out yet: the next publication is a reset
         self._status_lock = threading.Lock()
-        self._status_doc: dict = {}
+        self._status_doc: dict[str, Any] = {}
         self._status_dirty = True
         self._status_written = -1e9
         # The passwords the current plan was made with: (name, key) -> (ref, value).
@@ -398,7 +400,7 @@ class BGPDaemon:
 
     # -- status -----------------------------------------------------------------------------
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """The latest status document (called from the control server's threads)."""
         with self._status_lock:
             return self._status_doc
@@ -455,6 +457,6 @@ def default_workdir(nodename: str) -> Path:
     return base / "bgp" / nodename
 
 
-def _identity(peer, plan: NodePlan) -> tuple:
+def _identity(peer: PeerPlan, plan: NodePlan) -> tuple[str, str | None, int, int, str]:
     """What makes ExaBGP treat a neighbour as new on reload (and drop its adj-RIB-out)."""
     return (peer.peer_ip, peer.local_address, peer.peer_as, peer.local_as, plan.router_id)
