@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.dataplane.common import ip_argv  # noqa: E402
-from agent.dataplane.routes import RouteTable, render_replace  # noqa: E402
+from agent.dataplane.route_kernel import render_replace  # noqa: E402
+from agent.dataplane.routes import RouteTable  # noqa: E402
 from agent.types import PROTO_BOOT, Route, RouteClass  # noqa: E402
 
 VETHS = 20
