@@ -34,9 +34,10 @@ Invariants:
     (values like "first-found eth0", "can-reach=10.0.0.1 eth1",
     "IP=10.0.0.5 eth0"). When an address is kept from the stored Node, the
     annotation is left as it was.
-  * Errors are StartupError subclasses with Calico's wording; datastore and
-    IPAM failures that are not the operator's fault propagate as their own
-    exception trees (datastore.errors, ipam.errors wrapped in TunnelAddressError).
+  * Errors are StartupError subclasses (agent.errors) with Calico's wording;
+    datastore and IPAM failures that are not the operator's fault propagate as
+    their own exception trees (datastore.errors, ipam.errors wrapped in
+    TunnelAddressError).
 
 Deliberate differences from calico-node: the conflict check also runs for a
 new Node whose address came from IP=<addr>; IP6=<addr> without prefix takes
@@ -73,7 +74,6 @@ from ipam.errors import HandleNotFound, IPAMError
 from ipam.pools import TUNNEL, ensure_default_pool, seeded_block_cidrs, usable_pools
 
 from .autodetect import (
-    AutodetectError,
     Detected,
     Interface,
     detect,
@@ -85,7 +85,16 @@ from .autodetect import (
     parse_method,
     reach_source,
 )
-from .config import AgentConfig, StartupError
+from .config import AgentConfig
+from .errors import (
+    AddressError,
+    AutodetectError,
+    NodeIPConflict,
+    NodeNameError,
+    NodeWriteError,
+    StartupError,
+    TunnelAddressError,
+)
 from .nodename import determine_node_name, write_nodename_file
 
 _log = logging.getLogger(__name__)
@@ -96,32 +105,6 @@ WRITE_RETRIES = 10
 # How many never-claimed block CIDRs to try when a tunnel address must come from a
 # particular pool (see _assign_in_pools).
 FREE_BLOCK_ATTEMPTS = 16
-
-
-class NodeNameError(StartupError):
-    """The resolved node name is not a valid resource name."""
-
-
-class AddressError(StartupError):
-    """No usable address: detection failed with nothing stored, or none configured."""
-
-
-class NodeIPConflict(StartupError):
-    """Another Node uses this node's address. One Calico message per conflict."""
-
-    def __init__(self, messages: Sequence[str], v4: bool, v6: bool) -> None:
-        self.messages = list(messages)
-        self.v4 = v4
-        self.v6 = v6
-        super().__init__("\n".join(self.messages))
-
-
-class NodeWriteError(StartupError):
-    """The Node could not be written (it kept changing, or was refused)."""
-
-
-class TunnelAddressError(StartupError):
-    """A tunnel address could not be allocated or released."""
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -761,9 +744,8 @@ def redetect(store: ResourceStore, config: AgentConfig, nodename: str, *,
 
 
 __all__ = [
-    "IPIP", "IPV4_ANNOTATION", "IPV6_ANNOTATION", "VXLAN", "AddressError", "AddressPlan",
-    "NodeIPConflict", "NodeNameError", "NodeWriteError", "RedetectResult", "StartupResult",
-    "TunnelAddressError", "TunnelAddresses", "derived_vxlan_mac", "ensure_default_config",
+    "IPIP", "IPV4_ANNOTATION", "IPV6_ANNOTATION", "VXLAN", "AddressPlan", "RedetectResult",
+    "StartupResult", "TunnelAddresses", "derived_vxlan_mac", "ensure_default_config",
     "find_conflicts", "plan_addresses", "reconcile_tunnel_addresses", "redetect",
     "run_startup", "tunnel_pools", "write_node",
 ]
