@@ -13,9 +13,9 @@ from agent.startup import (
     IPV4_ANNOTATION,
     IPV6_ANNOTATION,
     derived_vxlan_mac,
-    reconcile_tunnel_addresses,
     redetect,
 )
+from agent.tunnel_addresses import reconcile_tunnel_addresses
 from datastore.resources import BGPConfiguration, IPAMConfiguration, IPPool, Node
 from ipam.allocator import Allocator
 
