@@ -67,6 +67,8 @@ class Backend(Protocol):
 @contextlib.contextmanager
 def mapped(what: str) -> Iterator[None]:
     """Turn datastore/IPAM exceptions raised while doing `what` into CniErrors."""
+    # Here, not at the top, like every datastore/IPAM import of this module: the
+    # plugin pays for them only when it talks to etcd itself (module docstring).
     from datastore.config import ConfigError
     from datastore.errors import ConnectionFailed, DatastoreError, ValidationError
     from ipam.errors import (
@@ -97,7 +99,7 @@ def mapped(what: str) -> Iterator[None]:
 
 
 def _timestamp() -> str:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime  # here: the plugin's start-up skips it (docs/cni.md)
 
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
 

@@ -322,6 +322,7 @@ def _claim_socket_path(path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # The server's own imports, here: this module is also the plugin's client.
     import argparse
     import signal
     import sys
