@@ -46,7 +46,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .config import StartupError
+from .errors import AutodetectError
 
 _log = logging.getLogger(__name__)
 
@@ -78,15 +78,6 @@ CAN_REACH = "can-reach="
 K8S_INTERNAL_IP = "kubernetes-internal-ip"
 
 _LIST_SPLIT = re.compile(r"\s*,\s*")
-
-
-class AutodetectError(StartupError):
-    """Detection failed or the method is unusable. `method` and `version` say which."""
-
-    def __init__(self, message: str, method: str = "", version: int = 4) -> None:
-        self.method = method
-        self.version = version
-        super().__init__(message)
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -451,7 +442,7 @@ def autodetect(method: str | None, version: int = 4, netns: str | None = None,
 
 
 __all__ = [
-    "AutodetectError", "DEFAULT_INTERFACES_TO_EXCLUDE", "Detected", "Interface", "Method",
+    "DEFAULT_INTERFACES_TO_EXCLUDE", "Detected", "Interface", "Method",
     "OWN_DEVICES",
     "autodetect", "detect", "filter_interfaces", "is_global_unicast", "list_interfaces",
     "local_cidr", "log_detected", "match_local", "node_interfaces", "parse_method",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agent import config as agent_config
 from agent import idle_gc
+from agent.errors import StartupError
 from agent.nodename import determine_node_name
 from bgp.daemon import BGPDaemon
 from datastore.config import load_env
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = agent_config.load(log=False)
         client = EtcdClient(load_env())
-    except (agent_config.StartupError, DatastoreError) as exc:
+    except (StartupError, DatastoreError) as exc:
         print(f"tortie-bgp: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(level=cfg.log_level, stream=sys.stderr,

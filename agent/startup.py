@@ -1,7 +1,6 @@
 """Node start-up, as calico-node does it: register this node and what it needs.
 
-Owns the start-up sequence of node/pkg/lifecycle/startup/startup.go `Run()`
-and the tunnel-address reconciliation of node/pkg/allocateip/allocateip.go:
+Owns the start-up sequence of node/pkg/lifecycle/startup/startup.go `Run()`:
 
   1. the node name (agent.nodename), validated as a resource name;
   2. the Node: read it, or build a new one;
@@ -17,26 +16,28 @@ and the tunnel-address reconciliation of node/pkg/allocateip/allocateip.go:
      resourceVersion, re-read and re-applied on conflict) only if it differs;
   6. create the default BGPConfiguration (empty spec) and IPAMConfiguration
      when missing, and the default IPv4 pool (ipam.pools.ensure_default_pool);
-  7. tunnel addresses: for IPIP and VXLAN, an address from the IPAM when an
-     enabled pool that allows Tunnel use, selects this node and has that
-     encapsulation needs one; released (by handle) and cleared when none does;
-     VXLAN also gets the node's VTEP MAC;
+  7. tunnel addresses (agent.tunnel_addresses): for IPIP and VXLAN, an address
+     from the IPAM when an enabled pool that allows Tunnel use, selects this
+     node and has that encapsulation needs one; released (by handle) and
+     cleared when none does; VXLAN also gets the node's VTEP MAC;
   8. remember the node name in the node-name file.
 
 Invariants:
   * A restart with nothing changed writes nothing: every write is preceded by a
     comparison with what is stored, and create-if-absent calls that lose are
     not writes.
-  * Every write that can race is a compare-and-swap (datastore.store).
+  * Every write that can race is a compare-and-swap (datastore.store); the
+    Node is written only through agent.node_write.write_node.
   * Provenance is visible: the chosen address, its interface and the method
     are logged and published on the Node as the annotations
     `tortie.io/ip-autodetection` / `tortie.io/ip6-autodetection`
     (values like "first-found eth0", "can-reach=10.0.0.1 eth1",
     "IP=10.0.0.5 eth0"). When an address is kept from the stored Node, the
     annotation is left as it was.
-  * Errors are StartupError subclasses with Calico's wording; datastore and
-    IPAM failures that are not the operator's fault propagate as their own
-    exception trees (datastore.errors, ipam.errors wrapped in TunnelAddressError).
+  * Errors are StartupError subclasses (agent.errors) with Calico's wording;
+    datastore and IPAM failures that are not the operator's fault propagate as
+    their own exception trees (datastore.errors, ipam.errors wrapped in
+    TunnelAddressError).
 
 Deliberate differences from calico-node: the conflict check also runs for a
 new Node whose address came from IP=<addr>; IP6=<addr> without prefix takes
@@ -55,25 +56,15 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from datastore.errors import (
-    ResourceAlreadyExists,
-    ResourceDoesNotExist,
-    UpdateConflict,
-    ValidationError,
-)
-from datastore.keys import block_key, block_prefix, parse_block_key
+from datastore.errors import ResourceAlreadyExists, ValidationError
 from datastore.resources import BGPConfiguration, IPAMConfiguration, IPPool, Node, ObjectMeta
 from datastore.resources.base import check_name
 from datastore.store import ResourceStore
-from ipam.allocator import Allocator
-from ipam.block import Block
-from ipam.errors import HandleNotFound, IPAMError
-from ipam.pools import TUNNEL, ensure_default_pool, seeded_block_cidrs, usable_pools
+from ipam.errors import IPAMError
+from ipam.pools import ensure_default_pool
 
 from .autodetect import (
-    AutodetectError,
     Detected,
     Interface,
     detect,
@@ -85,53 +76,19 @@ from .autodetect import (
     parse_method,
     reach_source,
 )
-from .config import AgentConfig, StartupError
+from .config import AgentConfig
+from .errors import AddressError, AutodetectError, NodeIPConflict, NodeNameError, StartupError
+from .node_write import build_node, node_document, set_field, write_node
 from .nodename import determine_node_name, write_nodename_file
+from .tunnel_addresses import TunnelAddresses, TunnelAllocator, reconcile_tunnel_addresses
 
 _log = logging.getLogger(__name__)
 
 IPV4_ANNOTATION = "tortie.io/ip-autodetection"
 IPV6_ANNOTATION = "tortie.io/ip6-autodetection"
-WRITE_RETRIES = 10
-# How many never-claimed block CIDRs to try when a tunnel address must come from a
-# particular pool (see _assign_in_pools).
-FREE_BLOCK_ATTEMPTS = 16
-
-
-class NodeNameError(StartupError):
-    """The resolved node name is not a valid resource name."""
-
-
-class AddressError(StartupError):
-    """No usable address: detection failed with nothing stored, or none configured."""
-
-
-class NodeIPConflict(StartupError):
-    """Another Node uses this node's address. One Calico message per conflict."""
-
-    def __init__(self, messages: Sequence[str], v4: bool, v6: bool) -> None:
-        self.messages = list(messages)
-        self.v4 = v4
-        self.v6 = v6
-        super().__init__("\n".join(self.messages))
-
-
-class NodeWriteError(StartupError):
-    """The Node could not be written (it kept changing, or was refused)."""
-
-
-class TunnelAddressError(StartupError):
-    """A tunnel address could not be allocated or released."""
 
 
 # -- results ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TunnelAddresses:
-    ipip: str | None = None
-    vxlan: str | None = None
-    vxlan_mac: str | None = None
 
 
 @dataclass(frozen=True)
@@ -294,79 +251,20 @@ def find_conflicts(name: str, ipv4: str | None, ipv6: str | None, nodes: Sequenc
 # -- the Node document --------------------------------------------------------------------------
 
 
-def _doc(node: Node | None, name: str) -> dict[str, Any]:
-    if node is None:
-        return {"apiVersion": "projectcalico.org/v3", "kind": "Node",
-                "metadata": {"name": name}, "spec": {}}
-    return node.dump()
-
-
-def _set(d: dict[str, Any], key: str, value: object) -> None:
-    if value is None or value == [] or value == {}:
-        d.pop(key, None)
-    else:
-        d[key] = value
-
-
-def _build(doc: dict[str, Any]) -> Node:
-    spec = doc.setdefault("spec", {})
-    if not spec.get("bgp"):
-        spec.pop("bgp", None)
-    meta = doc.setdefault("metadata", {})
-    if not meta.get("annotations"):
-        meta.pop("annotations", None)
-    try:
-        return Node.model_validate(doc)
-    except Exception as exc:  # pydantic ValidationError: a bug or a bad stored value
-        raise NodeWriteError(f"cannot build Node {meta.get('name')}: {exc}") from None
-
-
-def _same(a: Node, b: Node) -> bool:
-    return (a.spec.dump() == b.spec.dump()
-            and (a.metadata.annotations or {}) == (b.metadata.annotations or {})
-            and (a.metadata.labels or {}) == (b.metadata.labels or {}))
-
-
-def write_node(store: ResourceStore, name: str, mutate: Callable[[Node | None], Node]
-               ) -> tuple[Node, bool]:
-    """Apply `mutate` to the stored Node and write the result if it differs.
-
-    Create-if-absent for a new Node, compare-and-swap on the resourceVersion
-    otherwise; a lost race re-reads and re-applies. Returns (node, written)."""
-    for _ in range(WRITE_RETRIES):
-        current = store.find(Node, name)
-        desired = mutate(current)
-        if current is not None and _same(current, desired):
-            return current, False
-        try:
-            if current is None:
-                written = store.create(desired)
-                _log.info("created Node %s", name)
-            else:
-                written = store.update(desired)
-                _log.info("updated Node %s", name)
-            return written, True
-        except (UpdateConflict, ResourceAlreadyExists, ResourceDoesNotExist) as exc:
-            _log.info("Node %s changed while writing it (%s); retrying", name, exc)
-        except ValidationError as exc:
-            raise NodeWriteError(f"Node {name} was refused: {exc}") from None
-    raise NodeWriteError(f"could not write Node {name}: it changed {WRITE_RETRIES} times in a row")
-
-
 def _apply_plan(current: Node | None, name: str, config: AgentConfig,
                 plan: AddressPlan | None) -> Node:
-    doc = _doc(current, name)
+    doc = node_document(current, name)
     spec = doc.setdefault("spec", {})
     meta = doc.setdefault("metadata", {})
     annotations = dict(meta.get("annotations") or {})
     if plan is not None:
         bgp = dict(spec.get("bgp") or {})
-        _set(bgp, "ipv4Address", plan.ipv4)
-        _set(bgp, "ipv6Address", plan.ipv6)
+        set_field(bgp, "ipv4Address", plan.ipv4)
+        set_field(bgp, "ipv6Address", plan.ipv6)
         if config.as_number is not None:
             bgp["asNumber"] = config.as_number
         spec["bgp"] = bgp
-        _set(spec, "interfaces", plan.interfaces)
+        set_field(spec, "interfaces", plan.interfaces)
         for key, addr, source in ((IPV4_ANNOTATION, plan.ipv4, plan.source4),
                                   (IPV6_ANNOTATION, plan.ipv6, plan.source6)):
             if not addr:
@@ -376,11 +274,11 @@ def _apply_plan(current: Node | None, name: str, config: AgentConfig,
     if config.k8s_node_ref:
         spec["orchRefs"] = [{"nodeName": config.k8s_node_ref, "orchestrator": "k8s"}]
     meta["annotations"] = annotations
-    return _build(doc)
+    return build_node(doc)
 
 
 def _clear_addresses(current: Node | None, name: str, v4: bool, v6: bool) -> Node:
-    doc = _doc(current, name)
+    doc = node_document(current, name)
     bgp = dict(doc.get("spec", {}).get("bgp") or {})
     annotations = dict(doc.get("metadata", {}).get("annotations") or {})
     if v4:
@@ -393,7 +291,7 @@ def _clear_addresses(current: Node | None, name: str, v4: bool, v6: bool) -> Nod
         annotations.pop(IPV6_ANNOTATION, None)
     doc["spec"]["bgp"] = bgp
     doc["metadata"]["annotations"] = annotations
-    return _build(doc)
+    return build_node(doc)
 
 
 def _check_conflicts(store: ResourceStore, name: str, plan: AddressPlan, existed: bool,
@@ -435,224 +333,10 @@ def ensure_default_config(store: ResourceStore) -> list[str]:
     return created
 
 
-# -- tunnel addresses ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TunnelKind:
-    name: str             # "IPIP" | "VXLAN"
-    handle_prefix: str
-    attr_type: str
-
-    def handle(self, node: str) -> str:
-        return f"{self.handle_prefix}{node}"
-
-    def mode(self, pool: IPPool) -> str:
-        return pool.spec.ipipMode if self.name == "IPIP" else pool.spec.vxlanMode
-
-
-IPIP = TunnelKind("IPIP", "ipip-tunnel-addr-", "ipipTunnelAddress")
-VXLAN = TunnelKind("VXLAN", "vxlan-tunnel-addr-", "vxlanTunnelAddress")
-
-
 def derived_vxlan_mac(nodename: str) -> str:
     """Felix's vtepMACForHost: b"f" + sha1(nodename)[0:5], so always 66:xx:xx:xx:xx:xx."""
     raw = b"f" + hashlib.sha1(nodename.encode()).digest()[:5]
     return ":".join(f"{b:02x}" for b in raw)
-
-
-def tunnel_pools(pools: Sequence[IPPool], labels: Mapping[str, str], kind: TunnelKind
-                 ) -> list[IPPool]:
-    """allocateip.go's qualifying pools: enabled IPv4, Tunnel allowed, selecting the node,
-    with this encapsulation (Always or CrossSubnet). Pure."""
-    return [p for p in usable_pools(pools, labels, TUNNEL, 4) if kind.mode(p) != "Never"]
-
-
-def _current_tunnel(node: Node, kind: TunnelKind) -> str | None:
-    if kind is IPIP:
-        return node.spec.bgp.ipv4IPIPTunnelAddr if node.spec.bgp else None
-    return node.spec.ipv4VXLANTunnelAddr
-
-
-def _in_pools(ip: str, pools: Sequence[IPPool]) -> bool:
-    addr = ipaddress.ip_address(ip)
-    return any(addr in p.spec.network for p in pools)
-
-
-def _release_handle(allocator: Any, handle: str) -> list[str]:
-    try:
-        released = allocator.release_by_handle(handle)
-    except HandleNotFound:
-        return []
-    if released:
-        _log.info("released tunnel address(es) %s (handle %s)", ", ".join(released), handle)
-    return list(released)
-
-
-def _assign_in_pools(allocator: Any, store: ResourceStore, node: str, handle: str,
-                     attrs: Mapping[str, str], pools: Sequence[IPPool]) -> str:
-    """One address from `pools` only (the allocator's auto_assign cannot be told which
-    pools to use: see reconcile_tunnel_addresses). Order as autoAssign's: the node's
-    affine blocks first (FIFO free list), then a block nobody claimed yet, in the
-    node's seeded order; no borrowing."""
-    client = store.client
-    affine = allocator.affine_blocks(node)
-    for pool in pools:
-        for cidr in affine:
-            if not ipaddress.ip_network(cidr).subnet_of(pool.spec.network):  # type: ignore[arg-type]
-                continue
-            kv = client.get(block_key(cidr))
-            if kv is None:
-                continue
-            block = Block.from_json(kv.value)
-            for ordinal in block.unallocated[:FREE_BLOCK_ATTEMPTS]:
-                try:
-                    return str(allocator.assign_ip(block.ip_of(ordinal), node, handle, attrs,
-                                                   use=TUNNEL))
-                except IPAMError as exc:
-                    _log.debug("could not take %s: %s", block.ip_of(ordinal), exc)
-        existing = {parse_block_key(kv.key) for kv in client.list(block_prefix(4))[0]}
-        tried = 0
-        for cidr in seeded_block_cidrs(pool, node):
-            if cidr in existing:
-                continue
-            try:
-                first = str(ipaddress.ip_network(cidr).network_address)
-                return str(allocator.assign_ip(first, node, handle, attrs, use=TUNNEL))
-            except IPAMError as exc:
-                _log.debug("could not claim %s: %s", cidr, exc)
-            tried += 1
-            if tried >= FREE_BLOCK_ATTEMPTS:
-                break
-    raise TunnelAddressError(
-        f"no free address for the tunnel of node {node} in pools "
-        f"[{' '.join(p.spec.cidr for p in pools)}]")
-
-
-def _allocate(allocator: Any, store: ResourceStore, node: str, kind: TunnelKind,
-              qualifying: Sequence[IPPool], usable: Sequence[IPPool], keep: str | None) -> str:
-    handle = kind.handle(node)
-    attrs = {"node": node, "type": kind.attr_type}
-    # Leftovers of an allocation whose Node write never happened (a crash in between).
-    _release_handle(allocator, handle)
-    try:
-        if keep is not None:
-            # The Node names an address nobody holds (IPAM restored, say): take it back
-            # rather than moving the VTEP.
-            try:
-                return str(allocator.assign_ip(keep, node, handle, attrs, use=TUNNEL))
-            except IPAMError as exc:
-                _log.info("cannot keep %s tunnel address %s: %s", kind.name, keep, exc)
-        if {p.name for p in usable} == {p.name for p in qualifying}:
-            # Every pool the allocator may choose from qualifies: let it choose.
-            return str(allocator.auto_assign(node, handle, 1, attrs, use=TUNNEL)[0])
-        return _assign_in_pools(allocator, store, node, handle, attrs, qualifying)
-    except IPAMError as exc:
-        raise TunnelAddressError(
-            f"could not allocate the {kind.name} tunnel address of node {node}: {exc}") from exc
-
-
-def _reconcile_one(allocator: Any, store: ResourceStore, node: Node, kind: TunnelKind,
-                   pools: Sequence[IPPool]) -> tuple[str | None, bool]:
-    """(address the Node should carry, whether it was newly allocated)."""
-    name = node.name
-    labels = dict(node.metadata.labels or {})
-    qualifying = tunnel_pools(pools, labels, kind)
-    current = _current_tunnel(node, kind)
-    try:
-        owner = allocator.get_assignment(current) if current else None
-    except IPAMError as exc:
-        raise TunnelAddressError(f"cannot read the assignment of {current}: {exc}") from exc
-    ours = (owner is not None and owner.attributes.get("node") == name
-            and owner.attributes.get("type") == kind.attr_type)
-    if not qualifying:
-        try:
-            _release_handle(allocator, kind.handle(name))
-            if ours and owner is not None and owner.handle_id != kind.handle(name):
-                allocator.release_ips([current], handle=owner.handle_id)
-        except IPAMError as exc:
-            raise TunnelAddressError(
-                f"could not release the {kind.name} tunnel address of node {name}: {exc}"
-            ) from exc
-        if current:
-            _log.info("no pool needs a %s tunnel address on %s any more; clearing %s",
-                      kind.name, name, current)
-        return None, False
-    if current and ours and _in_pools(current, qualifying):
-        if owner is not None and owner.handle_id != kind.handle(name):
-            _log.warning("%s tunnel address %s of %s is held by handle %s, not %s",
-                         kind.name, current, name, owner.handle_id, kind.handle(name))
-        return current, False
-    keep = None
-    if current and ours:
-        _log.info("%s tunnel address %s is not in a pool that needs it; replacing it",
-                  kind.name, current)
-        try:
-            allocator.release_ips([current], handle=owner.handle_id if owner else None)
-        except IPAMError as exc:
-            raise TunnelAddressError(f"could not release {current}: {exc}") from exc
-    elif current and owner is None:
-        if _in_pools(current, qualifying):
-            keep = current
-    elif current and owner is not None:
-        _log.warning("%s tunnel address %s of %s is assigned to someone else (%s); "
-                     "allocating another", kind.name, current, name, dict(owner.attributes))
-    usable = usable_pools(pools, labels, TUNNEL, 4)
-    ip = _allocate(allocator, store, name, kind, qualifying, usable, keep)
-    _log.info("assigned %s tunnel address %s to node %s", kind.name, ip, name)
-    return ip, True
-
-
-def _apply_tunnels(current: Node | None, name: str, t: TunnelAddresses) -> Node:
-    doc = _doc(current, name)
-    spec = doc.setdefault("spec", {})
-    bgp = dict(spec.get("bgp") or {})
-    _set(bgp, "ipv4IPIPTunnelAddr", t.ipip)
-    spec["bgp"] = bgp
-    _set(spec, "ipv4VXLANTunnelAddr", t.vxlan)
-    if t.vxlan_mac and not spec.get("vxlanTunnelMACAddr"):
-        spec["vxlanTunnelMACAddr"] = t.vxlan_mac
-    return _build(doc)
-
-
-def reconcile_tunnel_addresses(store: ResourceStore, nodename: str, allocator: Any = None
-                               ) -> tuple[Node, TunnelAddresses, bool]:
-    """Give the Node the IPIP/VXLAN tunnel addresses its pools need, and no others.
-
-    Returns (node, addresses, whether the Node was written). The agent may call it
-    again whenever pools or the Node's labels change. Addresses allocated here are
-    released again if the Node cannot be written.
-
-    The IPAM allocator's auto_assign takes no pool list (Calico passes the
-    qualifying pools as IPv4Pools); when some usable Tunnel pool does not qualify,
-    the address is assigned explicitly inside a qualifying pool instead.
-    """
-    if allocator is None:
-        allocator = Allocator(store.client)
-    node = store.get(Node, nodename)
-    pools = store.list(IPPool)
-    new_handles: list[str] = []
-    ipip, fresh = _reconcile_one(allocator, store, node, IPIP, pools)
-    if fresh:
-        new_handles.append(IPIP.handle(nodename))
-    try:
-        vxlan, fresh = _reconcile_one(allocator, store, node, VXLAN, pools)
-        if fresh:
-            new_handles.append(VXLAN.handle(nodename))
-        mac = None
-        if vxlan:
-            mac = node.spec.vxlanTunnelMACAddr or derived_vxlan_mac(nodename)
-        wanted = TunnelAddresses(ipip, vxlan, mac)
-        written, wrote = write_node(store, nodename,
-                                    lambda cur: _apply_tunnels(cur, nodename, wanted))
-    except Exception:
-        for handle in new_handles:
-            try:
-                _release_handle(allocator, handle)
-            except Exception:  # noqa: BLE001 - keep the original error; ipam check finds it
-                _log.warning("could not release %s after a failed start", handle, exc_info=True)
-        raise
-    return written, TunnelAddresses(ipip, vxlan, written.spec.vxlanTunnelMACAddr), wrote
 
 
 # -- the sequence ---------------------------------------------------------------------------------
@@ -680,14 +364,14 @@ def run_startup(store: ResourceStore, config: AgentConfig,
                 nodename_file: str | os.PathLike[str] | None = None,
                 interfaces: Sequence[Interface] | None = None,
                 reach: Callable[[str, int], str] | None = None,
-                allocator: Any = None,
+                allocator: TunnelAllocator | None = None,
                 gethostname: Callable[[], str] = socket.gethostname) -> StartupResult:
     """Register this node as calico-node's start-up does (see the module docstring).
 
     `environ` is passed to the default-pool logic (CALICO_IPV4POOL_*) and supplies
     HOSTNAME; `netns` makes detection read that network namespace; `interfaces`
-    and `reach` replace the host reads (tests); `allocator` is an
-    ipam.allocator.Allocator (one is made when omitted).
+    and `reach` replace the host reads (tests); `allocator` is the IPAM for the
+    tunnel addresses, an ipam.allocator.Allocator unless given (one is made).
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     name_file = nodename_file if nodename_file is not None else config.nodename_file
@@ -761,9 +445,7 @@ def redetect(store: ResourceStore, config: AgentConfig, nodename: str, *,
 
 
 __all__ = [
-    "IPIP", "IPV4_ANNOTATION", "IPV6_ANNOTATION", "VXLAN", "AddressError", "AddressPlan",
-    "NodeIPConflict", "NodeNameError", "NodeWriteError", "RedetectResult", "StartupResult",
-    "TunnelAddressError", "TunnelAddresses", "derived_vxlan_mac", "ensure_default_config",
-    "find_conflicts", "plan_addresses", "reconcile_tunnel_addresses", "redetect",
-    "run_startup", "tunnel_pools", "write_node",
+    "IPV4_ANNOTATION", "IPV6_ANNOTATION", "AddressPlan", "RedetectResult", "StartupResult",
+    "derived_vxlan_mac", "ensure_default_config", "find_conflicts", "plan_addresses",
+    "redetect", "run_startup",
 ]

@@ -14,7 +14,7 @@ Measures, with N routes (workload /32s on cali veths, blackholes, CrossSubnet-st
     set: time and kernel writes (goal: < 1 s, 0 writes); and a periodic resync();
   * dump: reading the programmed N-route table back, pyroute2's `IPRoute.route("dump")`
     (the attributes RouteTable compares pulled out of its messages) beside the decoder
-    RouteTable uses (NetlinkRouteKernel.dump, agent/dataplane/netlink.py); the ratio is
+    RouteTable uses (NetlinkRouteKernel.dump, agent/dataplane/route_netlink.py and netlink.py); the ratio is
     why that decoder exists, re-measured whenever pyroute2 changes.
 The rtnl lock is shared by every namespace on the machine, so other work makes
 single runs noisy: each cold-start figure is the median of --rounds runs.
@@ -36,7 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.dataplane.common import ip_argv  # noqa: E402
-from agent.dataplane.routes import NetlinkRouteKernel, RouteTable, render_replace  # noqa: E402
+from agent.dataplane.route_kernel import render_replace  # noqa: E402
+from agent.dataplane.route_netlink import NetlinkRouteKernel  # noqa: E402
+from agent.dataplane.routes import RouteTable  # noqa: E402
 from agent.types import PROTO_BOOT, Route, RouteClass  # noqa: E402
 
 VETHS = 20

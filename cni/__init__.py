@@ -8,6 +8,7 @@ Modules, pure ones first:
   wiring    the veth, addresses, routes and sysctls (runs `ip`)
   backend   IPAM and WorkloadEndpoint operations against etcd (lazy heavy imports)
   server    the node's CNI server and the plugin's client for it
+  lazy_backend  the plugin's backend: the server's, or in-process; opened on first use
   ipam      tortie's IPAM in-process, or a delegated IPAM plugin
   skel      the process edge: dispatch, result or error JSON, logging
   plugin    tortie-cni: ADD / DEL / CHECK with rollback

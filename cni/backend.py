@@ -10,6 +10,9 @@ Two implementations of one small interface (`Backend`):
     server on the node (cni/server.py), which holds a LocalBackend with a warm
     etcd connection and IPAM caches.
 
+`cni.lazy_backend.LazyBackend` chooses between them for the plugin. This
+module imports neither of those (cni.server imports it).
+
 Every operation is idempotent, because runtimes retry:
   * `assign` first returns the addresses the handle already holds (a retried
     ADD gets its first answer again, and a lost reply costs nothing);
@@ -64,6 +67,8 @@ class Backend(Protocol):
 @contextlib.contextmanager
 def mapped(what: str) -> Iterator[None]:
     """Turn datastore/IPAM exceptions raised while doing `what` into CniErrors."""
+    # Here, not at the top, like every datastore/IPAM import of this module: the
+    # plugin pays for them only when it talks to etcd itself (module docstring).
     from datastore.config import ConfigError
     from datastore.errors import ConnectionFailed, DatastoreError, ValidationError
     from ipam.errors import (
@@ -94,7 +99,7 @@ def mapped(what: str) -> Iterator[None]:
 
 
 def _timestamp() -> str:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime  # here: the plugin's start-up skips it (docs/cni.md)
 
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
 
@@ -255,36 +260,3 @@ class LocalBackend:
 
     def close(self) -> None:
         self.client.close()
-
-
-class LazyBackend:
-    """Opens the backend on first use (none at all for commands that fail early).
-
-    With a CNI server socket configured and present, the calls go there
-    (cni.server.RemoteBackend); when it is absent or refuses the connection
-    (the server is not running, or serves another datastore), they are made
-    here. Falling back is safe: both paths run the same idempotent operations
-    against the same etcd.
-    """
-
-    def __init__(self, etcd: EtcdSettings, environ: Mapping[str, str], socket_path: str = "") -> None:
-        self.etcd, self.environ, self.socket_path = etcd, environ, socket_path
-        self._backend: Backend | None = None
-
-    def __call__(self) -> Backend:
-        if self._backend is None:
-            if self.socket_path and os.path.exists(self.socket_path):
-                from .server import connect
-
-                self._backend = connect(self.socket_path, self.etcd, self.environ)
-            if self._backend is None:
-                self._backend = LocalBackend(self.etcd, self.environ)
-        return self._backend
-
-    def close(self) -> None:
-        if self._backend is not None:
-            try:
-                self._backend.close()
-            except Exception:  # noqa: BLE001 - closing must never mask the result
-                _log.debug("closing the backend failed", exc_info=True)
-            self._backend = None

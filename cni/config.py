@@ -286,7 +286,7 @@ def _runtime_args(args: object) -> tuple[dict[str, str], tuple[str, ...]]:
 
 def parse_requested_ip(value: object, what: str) -> str:
     """A requested address: '10.65.0.7' or '10.65.0.7/24' (the prefix is ignored)."""
-    import ipaddress
+    import ipaddress  # here, not at the top: only invocations asking for an address need it
 
     try:
         iface = ipaddress.ip_interface(value)  # type: ignore[arg-type]

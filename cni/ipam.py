@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .backend import Backend
-from .config import TORTIE_IPAM, IpamConf, NetConf
+from .config import TORTIE_IPAM, IpamConf, NetConf, parse_requested_ip
 from .errors import (
     CheckFailed,
     DecodingFailure,
@@ -148,8 +148,6 @@ def make_ipam(conf: NetConf, env: CniEnv, environ: Mapping[str, str], workload: 
 
 def requested_ips(cni_args: Mapping[str, str], conf: NetConf) -> tuple[str, ...]:
     """Specific addresses asked for: CNI_ARGS IP=a[,b] (Calico) or args.cni.ips."""
-    from .config import parse_requested_ip
-
     out = list(conf.requested_ips)
     for i, part in enumerate(p for p in cni_args.get("IP", "").split(",") if p.strip()):
         try:

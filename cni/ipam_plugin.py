@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import config
-from .backend import LazyBackend
 from .errors import IncompatibleVersion, InvalidConfig
 from .ipam import TortieIpam, requested_ips
+from .lazy_backend import LazyBackend
 from .naming import identify
 from .skel import configure_logging, plugin_main
 from .spec import CniEnv, parse_cni_args, supports_check

@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import config, wiring
-from .backend import LazyBackend
 from .errors import (
     CheckFailed,
     CniError,
@@ -43,6 +42,7 @@ from .errors import (
     TryAgainLater,
 )
 from .ipam import Ipam, find_plugin, make_ipam, requested_ips
+from .lazy_backend import LazyBackend
 from .naming import GATEWAY, HOST_MAC, Workload, endpoint_document, identify
 from .skel import configure_logging, plugin_main
 from .spec import (

@@ -35,9 +35,10 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .backend import Backend, LocalBackend
 from .config import DEFAULT_SERVER_SOCKET, EtcdSettings
 from .errors import CniError, InternalError, error_for_code
 from .naming import Workload
@@ -88,11 +89,18 @@ class _Connection:
 
 
 class RemoteBackend:
-    """cni.backend.Backend over the server's socket, falling back to a LocalBackend."""
+    """cni.backend.Backend over the server's socket, falling back to an in-process backend.
 
-    def __init__(self, path: str, etcd: EtcdSettings, environ: Mapping[str, str]) -> None:
+    `fallback` makes that backend (once, on the first call the server fails);
+    the plugin passes its own (cni.lazy_backend), the default is a LocalBackend
+    of the same settings.
+    """
+
+    def __init__(self, path: str, etcd: EtcdSettings, environ: Mapping[str, str],
+                 fallback: Callable[[], Backend] | None = None) -> None:
         self.path, self.etcd, self.environ = path, etcd, environ
-        self._local: Any = None
+        self._make_local = fallback or (lambda: LocalBackend(etcd, environ))
+        self._local: Backend | None = None
         try:
             self._conn: _Connection | None = _Connection(path)
             answer = self._conn.call("hello", {"protocol": PROTOCOL,
@@ -104,11 +112,9 @@ class RemoteBackend:
             self.close()
             raise _Refused(f"the CNI server at {path} refused: {answer.get('msg')}")
 
-    def _fallback(self) -> Any:
+    def _fallback(self) -> Backend:
         if self._local is None:
-            from .backend import LocalBackend
-
-            self._local = LocalBackend(self.etcd, self.environ)
+            self._local = self._make_local()
         return self._local
 
     def _call(self, op: str, args: Mapping[str, Any], local: Any) -> Any:
@@ -160,10 +166,11 @@ class RemoteBackend:
             self._local = None
 
 
-def connect(path: str, etcd: EtcdSettings, environ: Mapping[str, str]) -> RemoteBackend | None:
+def connect(path: str, etcd: EtcdSettings, environ: Mapping[str, str],
+            fallback: Callable[[], Backend] | None = None) -> RemoteBackend | None:
     """A RemoteBackend, or None (logged) when the server is absent or refuses."""
     try:
-        return RemoteBackend(path, etcd, environ)
+        return RemoteBackend(path, etcd, environ, fallback)
     except _Refused as exc:
         _log.info("%s; talking to etcd directly", exc)
         return None
@@ -186,8 +193,6 @@ class CniServer:
 
     def __init__(self, path: str = DEFAULT_SERVER_SOCKET, etcd: EtcdSettings | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
-        from .backend import LocalBackend
-
         self.path = path
         self.environ = dict(os.environ if environ is None else environ)
         self.etcd = etcd or EtcdSettings()
@@ -319,6 +324,7 @@ def _claim_socket_path(path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # The server's own imports, here: this module is also the plugin's client.
     import argparse
     import signal
     import sys

@@ -40,6 +40,7 @@ from ipam.pools import USES, WORKLOAD
 
 from .common import CtlFailure
 from .tablewriter import render_table
+from .version import client_version
 
 MAX_ASSIGN = 65536
 
@@ -222,8 +223,6 @@ def _borrowed_rows(blocks: list) -> list[list[str]]:
 @click.pass_obj
 def check(obj, output: str | None, show_all_ips: bool, show_problem_ips: bool) -> None:
     """Check IPAM for leaks and inconsistencies."""
-    from .main import VERSION
-
     if output is not None:
         target = Path(output)
         if output == "" or target.is_dir() or not target.parent.exists():
@@ -231,7 +230,7 @@ def check(obj, output: str | None, show_all_ips: bool, show_problem_ips: bool) -
     sources = default_sources()
     snapshot = load_snapshot(obj.client, sources)
     result = run_check(snapshot, sources, show_all_ips=show_all_ips,
-                       show_problem_ips=show_problem_ips, version=VERSION)
+                       show_problem_ips=show_problem_ips, version=client_version())
     click.echo("\n".join(result.lines))
     if output is not None:
         try:

@@ -18,11 +18,11 @@ from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.store import ResourceStore
 
+from . import crud, ipam, node
 from .common import CtlFailure
+from .version import client_version
 
 _log = logging.getLogger("ctl")
-
-VERSION = "v0.1.0"
 
 
 class CtlContext:
@@ -70,7 +70,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str) -> None:
 @click.pass_obj
 def version(obj: CtlContext) -> None:
     """Print the client version and the cluster's datastore."""
-    click.echo(f"Client Version:    {VERSION}")
+    click.echo(f"Client Version:    {client_version()}")
     try:
         cfg = dsconfig.load(obj.config_path)
         obj.client.revision()
@@ -79,15 +79,10 @@ def version(obj: CtlContext) -> None:
         click.echo(f"Cluster Type:      unknown ({exc})")
 
 
-def _register() -> None:
-    from . import crud, ipam, node
-
-    crud.register(cli)
-    ipam.register(cli)
-    node.register(cli)
-
-
-_register()
+# Each noun's module adds its commands to the group.
+crud.register(cli)
+ipam.register(cli)
+node.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

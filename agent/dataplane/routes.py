@@ -37,24 +37,15 @@ Invariants (the DeltaTracker idea of felix/deltatracker/delta_tracker.go):
   * A restart against an unchanged kernel writes nothing: the first apply
     dumps, compares and finds no difference.
 
-Writes: raw RTM_NEWROUTE/RTM_DELROUTE requests, many per sendmsg
-(`RtnlSocket.write`, agent.dataplane.netlink), in the writer's namespace.
-They are what `ip route replace|del` sends (`render_replace` and
-`render_delete` give that text, for logs and errors), without iproute2's
-wait for an ACK after each line: 10,000 routes take ~0.06 s instead of `ip
--batch`'s ~0.16 s, and no process (bench/routes.py measures RouteTable against
-`ip -batch` of the same routes). pyroute2 0.9.7 adds ~2,000 routes/s
-(docs/agent.md, "pyroute2"), too slow for a 10,000-route node. Like `ip
--force -batch`, a failing request does not stop the others and is named: a
-failure re-reads the affected destinations and leaves them dirty so the next
-apply retries. A route on an interface that vanished (ENODEV: a pod deleted
-while we wrote) is not an error: it is dropped from this round quietly, and
-comes back when the interface does (the link monitor calls
-`on_interface_change`). Interface names are resolved to indexes per batch, so
-a veth recreated under the same name is never written by its old index.
-
-Reads use the minimal netlink decoder in agent.dataplane.netlink (10,000
-routes in ~0.07 s, against ~1.7 s through pyroute2's message objects).
+Kernel access goes through a RouteKernel (agent.dataplane.route_kernel),
+chosen in one place, RouteTable's constructor: NetlinkRouteKernel
+(agent.dataplane.route_netlink: raw netlink requests, many per sendmsg) unless
+one is passed in (a fake, in the unit tests). Each apply is one batch; a
+failing request does not stop the others and is named: a failure re-reads the
+affected destinations and leaves them dirty so the next apply retries. A route
+on an interface that vanished (ENODEV: a pod deleted while we wrote) is not an
+error: it is dropped from this round quietly, and comes back when the
+interface does (the link monitor calls `on_interface_change`).
 
 Logging: each mutation at INFO when an apply makes at most INFO_LIMIT (50) of
 them; a bigger batch (a cold start) is one INFO summary, each line at DEBUG.
@@ -69,25 +60,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
 
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError, NetlinkError
-from agent.dataplane.netlink import (
-    DST_RTA,
-    NLM_F_CREATE,
-    NLM_F_REPLACE,
-    RT_SCOPE_LINK,
-    RT_SCOPE_NOWHERE,
-    RT_SCOPE_UNIVERSE,
-    RT_TABLE_MAIN,
-    RTM_DELROUTE,
-    RTM_NEWROUTE,
-    RTNH_F_ONLINK,
-    RawRoute,
-    RtnlSocket,
-    route_body,
-)
+from agent.dataplane.route_kernel import KernelRoute, RouteKernel, RouteOp
+from agent.dataplane.route_netlink import NetlinkRouteKernel
 from agent.types import PROTO_TORTIE, Route, RouteClass
 
 _log = logging.getLogger(__name__)
@@ -104,103 +81,6 @@ GOOD_SHAPES_MAX = 4096
 
 _NO_ENTRIES: dict[int, KernelRoute] = {}
 _tuple_new = tuple.__new__
-_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
-          6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
-_TYPE_NUMBERS = {name: number for number, name in _TYPES.items()}
-_SCOPES = {0: "universe", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
-
-
-class KernelRoute(NamedTuple):
-    """A main-table route as read back: the fields tortie sets, plus its metric.
-
-    (A NamedTuple, not a dataclass: 10,000 of them are built per dump or cold
-    start, and a frozen dataclass costs ~5x more to construct.)
-    """
-
-    dst: str
-    metric: int = 0
-    type: str = "unicast"
-    dev: str | None = None
-    gateway: str | None = None
-    onlink: bool = False
-    scope: str = "universe"
-    proto: int = PROTO_TORTIE
-    mtu: int | None = None
-
-    @classmethod
-    def from_route(cls, r: Route) -> KernelRoute:
-        # Route's fields after route_class are, in order, ours after metric. Built
-        # with tuple.__new__: one per route written, and the NamedTuple
-        # constructor (a Python-level function) costs twice as much.
-        return _tuple_new(cls, (r[0], 0) + r[2:])
-
-    def matches(self, r: Route) -> bool:
-        # A route given only a gateway gets its device from the kernel (the
-        # interface the gateway is reached on): any device is right for it.
-        return (
-            self.metric == 0
-            and self.type == r.type
-            and (self.dev == r.dev or (r.dev is None and r.type == "unicast"))
-            and self.gateway == r.gateway
-            and self.onlink == r.onlink
-            and self.scope == r.scope
-            and self.proto == r.proto
-            and self.mtu == r.mtu
-        )
-
-
-def kernel_route(raw: RawRoute, links: Mapping[int, str]) -> KernelRoute | None:
-    """The main-table IPv4 route tortie compares, or None for routes it never looks at."""
-    if raw.table != RT_TABLE_MAIN or raw.tos != 0:
-        return None
-    dev = None
-    if raw.oif is not None:
-        dev = links.get(raw.oif, f"if{raw.oif}")
-    return KernelRoute(
-        dst=raw.dst,
-        metric=raw.priority,
-        type=_TYPES.get(raw.type, str(raw.type)),
-        dev=dev,
-        gateway=raw.gateway,
-        onlink=bool(raw.flags & RTNH_F_ONLINK),
-        scope=_SCOPES.get(raw.scope, str(raw.scope)),
-        proto=raw.proto,
-        mtu=raw.mtu,
-    )
-
-
-# -- rendering (pure) -------------------------------------------------------
-
-
-def render_replace(r: Route) -> str:
-    """The `ip -batch` line that makes the kernel hold exactly `r` (at metric 0)."""
-    if r.type == "blackhole":
-        line = f"route replace blackhole {r.dst} proto {r.proto}"
-        return f"{line} mtu {r.mtu}" if r.mtu else line
-    parts = ["route", "replace", r.dst]
-    if r.gateway:
-        parts += ["via", r.gateway]
-    if r.dev:
-        parts += ["dev", r.dev]
-    # Always say the scope: iproute2 picks "link" itself for a route without a
-    # gateway, which must not silently differ from what we compare against.
-    parts += ["proto", str(r.proto), "scope", "link" if r.scope == "link" else "global"]
-    if r.onlink:
-        parts.append("onlink")
-    if r.mtu:
-        parts += ["mtu", str(r.mtu)]
-    return " ".join(parts)
-
-
-def render_delete(kr: KernelRoute) -> str:
-    """The `ip -batch` line deleting exactly this route (proto and metric pin it down)."""
-    parts = ["route", "del"]
-    if kr.type != "unicast":
-        parts.append(kr.type)
-    parts += [kr.dst, "proto", str(kr.proto)]
-    if kr.metric:
-        parts += ["metric", str(kr.metric)]
-    return " ".join(parts)
 
 
 def shape_problem(r: Route) -> str | None:
@@ -243,151 +123,6 @@ def _noncanonical(dst: str) -> str | None:
     if int.from_bytes(packed, "big") & host_mask:
         return "host bits set"
     return None
-
-
-# -- the kernel seam ----------------------------------------------------------
-
-
-class RouteOp(NamedTuple):
-    """One kernel change: make `route` the route at `dst` (replace), or delete `old` (del)."""
-
-    kind: str  # "replace" | "del"
-    dst: str
-    route: Route | None = None
-    old: KernelRoute | None = None  # del: the kernel route to delete; replace: what it replaces
-
-    @property
-    def line(self) -> str:
-        """The same change as an `ip` command (logs and errors)."""
-        if self.kind == "replace":
-            assert self.route is not None
-            return render_replace(self.route)
-        assert self.old is not None
-        return render_delete(self.old)
-
-    @property
-    def dev(self) -> str | None:
-        r = self.route if self.kind == "replace" else self.old
-        return r.dev if r is not None else None
-
-
-class WriteFailure(NamedTuple):
-    """Why the kernel refused one RouteOp: ENODEV means its interface is gone,
-    ESRCH/ENOENT on a delete that the route is."""
-
-    errno: int
-    message: str
-
-
-class RouteKernel(Protocol):
-    """What RouteTable needs from the kernel (a fake implements it in the unit tests)."""
-
-    netns: str | None
-
-    def dump(self, dev: str | None = None) -> list[KernelRoute] | None:
-        """Main-table routes (all, or only those via `dev`; None if `dev` does not exist)."""
-        ...
-
-    def write(self, ops: Iterable[RouteOp]) -> dict[int, WriteFailure]:
-        """Carry out the ops as they come, past failures; {0-based op index: why}
-        for the ones that failed. Raises DataplaneError if the batch as a whole
-        could not be carried out (then which ops took effect is unknown)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class NetlinkRouteKernel:
-    """Reads with a raw netlink dump, writes raw netlink route requests (module docstring)."""
-
-    def __init__(self, netns: str | None = None) -> None:
-        self.netns = netns
-        self._rtnl = RtnlSocket(netns)  # dumps and link lookups
-        # Writes have a socket of their own: a link lookup in the middle of a
-        # batch must not read (and drop) the batch's pending failure reports.
-        self._writer = RtnlSocket(netns)
-
-    def dump(self, dev: str | None = None) -> list[KernelRoute] | None:
-        if dev is None:
-            raws = self._rtnl.dump_routes()
-            # Links after routes: every oif in the route dump existed before
-            # the link dump started, so it has a name in it.
-            links = self._rtnl.dump_links()
-        else:
-            idx = self._rtnl.link_index(dev)
-            if idx is None:
-                return None
-            raws = self._rtnl.dump_routes(oif=idx)
-            links = {idx: dev}
-        out = []
-        for raw in raws:
-            kr = kernel_route(raw, links)
-            if kr is not None:
-                out.append(kr)
-        return out
-
-    def write(self, ops: Iterable[RouteOp]) -> dict[int, WriteFailure]:
-        # Per batch, not kept: a veth deleted and recreated under the same name
-        # (a restarted pod) has a new index.
-        oifs: dict[str, int | None] = {}
-        # (head, tail) per route shape: 10,000 learned routes have a handful.
-        shapes: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
-        refused: dict[int, WriteFailure] = {}  # by op index
-
-        def requests() -> Iterator[tuple[int, int, bytes]]:
-            for i, op in enumerate(ops):
-                address, _, plen = op.dst.partition("/")
-                if op.kind == "replace":
-                    r = op.route
-                    assert r is not None
-                    key: tuple[object, ...] = (plen, r[2:])  # everything but dst and route_class
-                    shape = shapes.get(key)
-                    if shape is None:
-                        oif = None
-                        if r.dev is not None:
-                            if r.dev not in oifs:
-                                oifs[r.dev] = self._rtnl.link_index(r.dev)
-                            oif = oifs[r.dev]
-                            if oif is None:
-                                refused[i] = WriteFailure(errno.ENODEV,
-                                                          f'Cannot find device "{r.dev}"')
-                                continue
-                        shape = shapes[key] = route_body(
-                            dst_len=int(plen), proto=r.proto,
-                            scope=RT_SCOPE_LINK if r.scope == "link" else RT_SCOPE_UNIVERSE,
-                            rtype=_TYPE_NUMBERS[r.type],
-                            flags=RTNH_F_ONLINK if r.onlink else 0,
-                            oif=oif, gateway=r.gateway, mtu=r.mtu)
-                    msg_type, flags = RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE
-                else:
-                    kr = op.old
-                    assert kr is not None
-                    key = ("del", plen, kr.type, kr.proto, kr.metric)
-                    shape = shapes.get(key)
-                    if shape is None:
-                        # As `ip route del`: any scope, and type only when not unicast.
-                        shape = shapes[key] = route_body(
-                            dst_len=int(plen), proto=kr.proto, scope=RT_SCOPE_NOWHERE,
-                            rtype=0 if kr.type == "unicast" else _TYPE_NUMBERS.get(kr.type, 0),
-                            priority=kr.metric)
-                    msg_type, flags = RTM_DELROUTE, 0
-                yield msg_type, flags, shape[0] + dst_rta + inet_aton(address) + shape[1]
-
-        dst_rta, inet_aton = DST_RTA, socket.inet_aton
-        failed = self._writer.write(requests())
-        # Request indexes skip the ops refused before sending (rare: a missing device).
-        unsent = sorted(refused)
-        for index, (code, message) in failed.items():
-            for gap in unsent:
-                if gap > index:
-                    break
-                index += 1
-            refused[index] = WriteFailure(code, message)
-        return refused
-
-    def close(self) -> None:
-        self._rtnl.close()
-        self._writer.close()
 
 
 # -- the writer -------------------------------------------------------------------
@@ -442,6 +177,7 @@ class RouteTable:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.netns = netns
+        # The one place the implementation is chosen: the real kernel unless one is given.
         self._io: RouteKernel = kernel if kernel is not None else NetlinkRouteKernel(netns)
         self._prefixes = tuple(workload_prefixes)
         self._resync_interval = resync_interval

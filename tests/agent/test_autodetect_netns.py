@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.autodetect import AutodetectError, autodetect, list_interfaces, reach_source
+from agent.autodetect import autodetect, list_interfaces, reach_source
+from agent.errors import AutodetectError
 from tests.conftest import need_root
 
 pytestmark = pytest.mark.root

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load
+from agent.config import load
+from agent.errors import AddressError, AutodetectError, ConfigError, NodeIPConflict, NodeNameError
 from agent.startup import (
     IPV4_ANNOTATION,
     IPV6_ANNOTATION,
-    AddressError,
-    NodeIPConflict,
-    NodeNameError,
     derived_vxlan_mac,
-    reconcile_tunnel_addresses,
     redetect,
 )
+from agent.tunnel_addresses import reconcile_tunnel_addresses
 from datastore.resources import BGPConfiguration, IPAMConfiguration, IPPool, Node
 from ipam.allocator import Allocator
 
@@ -372,7 +370,6 @@ def test_a_stored_tunnel_address_of_someone_else_is_replaced(start, store) -> No
 def test_unusable_method_is_fatal_even_with_a_stored_address(start, store) -> None:
     from dataclasses import replace
 
-    from agent.autodetect import AutodetectError
     from agent.startup import run_startup
 
     start({})

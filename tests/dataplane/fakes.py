@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from agent.dataplane.errors import CommandError, DataplaneError
 from agent.dataplane.neighbors import DeviceEntries
-from agent.dataplane.routes import KernelRoute, RouteOp, WriteFailure
+from agent.dataplane.route_kernel import KernelRoute, RouteOp, WriteFailure
 from agent.dataplane.tunnels import LinkState
 
 

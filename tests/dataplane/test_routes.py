@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from agent.dataplane.errors import NetlinkError
-from agent.dataplane.routes import RouteTable, render_replace
+from agent.dataplane.route_kernel import render_replace
+from agent.dataplane.routes import RouteTable
 from agent.types import PROTO_BOOT, Route, RouteClass
 from tests.dataplane.helpers import add_veth, routes, sh
 
@@ -266,7 +267,7 @@ def test_netlink_reader_agrees_with_ip_route(netns: str, rt: RouteTable) -> None
     """The raw-netlink decoder against iproute2's own reading of the same table."""
     import json
 
-    from agent.dataplane.routes import NetlinkRouteKernel
+    from agent.dataplane.route_netlink import NetlinkRouteKernel
 
     sh(netns, "route", "add", "10.99.0.0/16", "via", "192.168.0.3", "metric", "100",
        "proto", "static")

@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 from agent.dataplane.common import parse_batch_errors
 from agent.dataplane.errors import CommandError, NetlinkError
 from agent.dataplane.netlink import RawRoute
-from agent.dataplane.routes import (
-    KernelRoute,
-    RouteTable,
-    _precedence,
-    kernel_route,
-    render_delete,
-    render_replace,
-)
+from agent.dataplane.route_kernel import KernelRoute, render_delete, render_replace
+from agent.dataplane.route_netlink import kernel_route
+from agent.dataplane.routes import RouteTable, _precedence
 from agent.types import PROTO_BOOT, PROTO_TORTIE, Route, RouteClass
 from tests.dataplane.fakes import FakeRouteKernel
 

@@ -9,12 +9,12 @@ import pytest
 from agent.config import (
     SETTINGS,
     AgentConfig,
-    ConfigError,
     describe_settings,
     load,
     parse_duration,
     setting,
 )
+from agent.errors import ConfigError
 
 
 def test_defaults_with_empty_environment() -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from agent.autodetect import (
     DEFAULT_INTERFACES_TO_EXCLUDE,
-    AutodetectError,
     Detected,
     Interface,
     detect,
@@ -18,6 +17,7 @@ from agent.autodetect import (
     node_interfaces,
     parse_method,
 )
+from agent.errors import AutodetectError
 
 
 def iface(name: str, index: int, *addrs: str, up: bool = True) -> Interface:
