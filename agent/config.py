@@ -39,7 +39,7 @@ from typing import Any
 from datastore.resources.base import parse_asn
 
 from .autodetect import parse_method
-from .errors import AutodetectError, ConfigError, StartupError
+from .errors import AutodetectError, ConfigError
 
 _log = logging.getLogger(__name__)
 
@@ -436,7 +436,4 @@ def setting(name: str) -> Setting:
 __all__ = [
     "AgentConfig", "DEFAULT_NODENAME_FILE", "SETTINGS", "Setting", "describe_settings", "load",
     "parse_bool", "parse_duration", "setting",
-    # Re-exported for the edges that catch `agent_config.StartupError` (agent.main,
-    # agent.bgp_sidecar); new code imports it from agent.errors.
-    "StartupError",
 ]

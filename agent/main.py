@@ -46,6 +46,7 @@ from agent import config as agent_config
 from agent import idle_gc
 from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
 from agent.dataplane.facade import RESYNC_KINDS, Dataplane, KernelDataplane, ResyncKind
+from agent.errors import StartupError
 from agent.health import HealthAggregator, HealthServer, Metrics, probe
 from agent.startup import StartupResult, redetect, run_startup
 from agent.types import DesiredDataplane, RouteClass
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = agent_config.load()
-    except agent_config.StartupError as exc:
+    except StartupError as exc:
         print(f"tortie-agent: {exc}", file=sys.stderr)
         return 1
     if args.live or args.ready:
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     idle_gc.start()
     try:
         agent.run()
-    except agent_config.StartupError as exc:
+    except StartupError as exc:
         _log.error("start-up failed: %s", exc)
         return 1
     finally:
