@@ -48,7 +48,6 @@ FelixConfiguration are not created (tortie has no such resources yet).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -85,6 +84,9 @@ from .autodetect import (
     parse_method,
     reach_source,
 )
+
+# The VTEP MAC rule is the calculation's (one definition); start-up keeps its public name.
+from .calc.vtep import derived_vtep_mac as derived_vxlan_mac
 from .config import AgentConfig, StartupError
 from .nodename import determine_node_name, write_nodename_file
 
@@ -453,12 +455,6 @@ class TunnelKind:
 
 IPIP = TunnelKind("IPIP", "ipip-tunnel-addr-", "ipipTunnelAddress")
 VXLAN = TunnelKind("VXLAN", "vxlan-tunnel-addr-", "vxlanTunnelAddress")
-
-
-def derived_vxlan_mac(nodename: str) -> str:
-    """Felix's vtepMACForHost: b"f" + sha1(nodename)[0:5], so always 66:xx:xx:xx:xx:xx."""
-    raw = b"f" + hashlib.sha1(nodename.encode()).digest()[:5]
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 def tunnel_pools(pools: Sequence[IPPool], labels: Mapping[str, str], kind: TunnelKind
