@@ -38,7 +38,7 @@ import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from .errors import IPAMDocumentError
 from .keys import parse_block_key
@@ -91,7 +91,7 @@ class AllocationBlock:
         return affinity_host(self.affinity)
 
     @classmethod
-    def from_json(cls, raw: bytes | str, key: str = "") -> AllocationBlock:
+    def from_json(cls, raw: bytes | str, key: str = "") -> Self:
         """Parse a stored block; IPAMDocumentError if it is not one."""
         doc = _object(raw, key, "block")
         cidr, network = _block_network(doc, key)
@@ -122,7 +122,7 @@ class BlockAffinity:
                           separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | str, key: str = "") -> BlockAffinity:
+    def from_json(cls, raw: bytes | str, key: str = "") -> Self:
         """Parse a stored affinity; IPAMDocumentError if it is not one."""
         doc = _object(raw, key, "affinity")
         # Affinities written before the state field existed are confirmed (Calico's rule).
@@ -144,7 +144,7 @@ class IPAMHandle:
                           separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | str, key: str = "") -> IPAMHandle:
+    def from_json(cls, raw: bytes | str, key: str = "") -> Self:
         """Parse a stored handle (as `cls`, so subclasses get their own type);
         IPAMDocumentError if it is not one."""
         doc = _object(raw, key, "handle")

@@ -180,6 +180,8 @@ class ClusterState:
     def owner_of(self, block: BlockInfo) -> str | None:
         """The node owning `block` (datastore.ipam_documents.block_owner), or None."""
         node = block.affinity_node
+        if node is None:
+            return None
         return block_owner(node, self.affinities.get((node, block.cidr)))
 
     # -- updating -------------------------------------------------------------------
