@@ -15,7 +15,9 @@ etcd document uses Calico's JSON names, in Calico's order:
 
 plus one tortie field, `emptySince` (present only while the block is empty
 after a release; Calico ignores unknown fields). Unknown fields written by
-others are kept as they are.
+others are kept as they are. The document is read by datastore.ipam_documents
+(AllocationBlock: its shape, its CIDR, its owner's name); `Block.from_json`
+converts the fields only allocation needs.
 
 Invariants (checked by `problems()`):
   * len(allocations) == block size; every ordinal is either allocated (an index
