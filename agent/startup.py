@@ -49,7 +49,6 @@ FelixConfiguration are not created (tortie has no such resources yet).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -333,12 +332,6 @@ def ensure_default_config(store: ResourceStore) -> list[str]:
     return created
 
 
-def derived_vxlan_mac(nodename: str) -> str:
-    """Felix's vtepMACForHost: b"f" + sha1(nodename)[0:5], so always 66:xx:xx:xx:xx:xx."""
-    raw = b"f" + hashlib.sha1(nodename.encode()).digest()[:5]
-    return ":".join(f"{b:02x}" for b in raw)
-
-
 # -- the sequence ---------------------------------------------------------------------------------
 
 
@@ -446,6 +439,6 @@ def redetect(store: ResourceStore, config: AgentConfig, nodename: str, *,
 
 __all__ = [
     "IPV4_ANNOTATION", "IPV6_ANNOTATION", "AddressPlan", "RedetectResult", "StartupResult",
-    "derived_vxlan_mac", "ensure_default_config", "find_conflicts", "plan_addresses",
+    "ensure_default_config", "find_conflicts", "plan_addresses",
     "redetect", "run_startup",
 ]

@@ -16,21 +16,24 @@ What this node originates (Calico's `bird_aggr.cfg` plus kernel-learned /32s):
 Export filtering by pool (disableBGPExport, outside every pool) is applied by
 bgp.export; this module only reports the pools.
 
-A value that fails to parse is ignored (and listed in `problems`), never fatal.
+Blocks and affinities are read, and ownership decided, by datastore.ipam_documents
+(`block_owner`). A value that fails to parse is ignored (and listed in
+`problems`), never fatal; an unreadable, or deleted, block or affinity counts
+as if its key were deleted.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from datastore.errors import IPAMDocumentError
+from datastore.ipam_documents import AllocationBlock, BlockAffinity, block_owner
 from datastore.keys import parse_affinity_key, parse_block_key, parse_resource_key
 from datastore.resources import BGPConfiguration, BGPPeer, IPPool, Node
 from datastore.resources.workloadendpoint import WorkloadEndpoint
 from datastore.syncer import Update
-
-CONFIRMED = "confirmed"
 
 
 class BGPView:
@@ -53,9 +56,11 @@ class BGPView:
         """Fold updates in. True when anything BGP cares about changed."""
         changed = False
         for update in updates:
+            # Cleared first: an unreadable IPAM document is reported by _ipam_document and
+            # still changes the view (it counts as deleted).
+            self.problems.pop(update.key, None)
             try:
                 changed |= self._apply_one(update)
-                self.problems.pop(update.key, None)
             except Exception as exc:  # noqa: BLE001 - bad values are reported, never fatal
                 self.problems[update.key] = " ".join(str(exc).split()) or type(exc).__name__
         return changed
@@ -76,28 +81,33 @@ class BGPView:
             return False
         cidr = parse_block_key(u.key)
         if cidr is not None:
-            cidr = str(ipaddress.ip_network(cidr))
-            host = None
-            if u.kind == "put":
-                doc = json.loads(u.value)
-                affinity = doc.get("affinity") if isinstance(doc, dict) else None
-                if isinstance(affinity, str) and affinity.startswith("host:"):
-                    host = affinity[len("host:"):]
-            return _replace(self._block_hosts, cidr, host if u.kind == "put" else None,
-                            keep_none=u.kind == "put")
+            block = self._ipam_document(u, AllocationBlock.from_json)
+            # A block that parsed carries its key's CIDR, canonical and already parsed.
+            cidr = block.cidr if block is not None else str(ipaddress.ip_network(cidr))
+            if block is None or block.deleted:
+                return _replace(self._block_hosts, cidr, None)
+            return _replace(self._block_hosts, cidr, block.host, keep_none=True)
         affinity = parse_affinity_key(u.key)
         if affinity is not None:
             kind, node, cidr = affinity
             if kind != "host" or node != self.nodename:
                 return False
-            state = None
-            if u.kind == "put":
-                doc = json.loads(u.value)
-                if not isinstance(doc, dict):
-                    raise ValueError("an affinity must be a JSON object")
-                state = None if doc.get("deleted") is True else str(doc.get("state") or CONFIRMED)
-            return _replace(self._affinities, str(ipaddress.ip_network(cidr)), state)
+            cidr = str(ipaddress.ip_network(cidr))
+            found = self._ipam_document(u, BlockAffinity.from_json)
+            state = None if found is None or found.deleted else found.state
+            return _replace(self._affinities, cidr, state)
         return False
+
+    def _ipam_document(self, u: Update, parse: Callable[[bytes, str], Any]) -> Any:
+        """The block or affinity a put carries; None for a delete, or for an unreadable
+        document (reported in `problems`)."""
+        if u.kind != "put":
+            return None
+        try:
+            return parse(u.value, u.key)
+        except IPAMDocumentError as exc:
+            self.problems[u.key] = exc.reason  # not str(exc): the problem is filed under the key
+            return None
 
     def _apply_endpoint(self, ident: tuple[str, str], u: Update) -> bool:
         ips: tuple[str, ...] | None = None
@@ -113,8 +123,9 @@ class BGPView:
 
     def local_blocks(self) -> list[str]:
         """This node's confirmed blocks whose document agrees (see the module docstring)."""
+        # `state` is this node's affinity: it decides only for blocks that name this node.
         return sorted(cidr for cidr, state in self._affinities.items()
-                      if state == CONFIRMED and self._block_hosts.get(cidr) == self.nodename)
+                      if block_owner(self._block_hosts.get(cidr), state) == self.nodename)
 
     def local_prefixes(self) -> set[str]:
         """Everything this node originates: its blocks and its borrowed /32s."""

@@ -15,6 +15,8 @@ Modules, pure ones first:
   ipam_plugin  tortie-ipam
   install   tortie-install-cni
 
-The plugin processes import only the standard library and these modules
-until they need etcd themselves (see backend and server).
+The plugin processes import only the standard library, these modules and
+agent.dataplane.workload_sysctls (the workload interface's sysctls, shared with
+the agent; it imports nothing) until they need etcd themselves (see backend and
+server).
 """

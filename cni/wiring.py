@@ -41,6 +41,9 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+# The host end's sysctls are the agent's list (one definition, itself importing nothing).
+from agent.dataplane.workload_sysctls import interface_sysctls as host_sysctls
+
 from .errors import CheckFailed, Conflict, ContainerUnknown, DataplaneFailure
 from .naming import GATEWAY, HOST_MAC
 
@@ -94,16 +97,6 @@ def container_lines(plan: VethPlan) -> list[str]:
     lines += [f"route add {GATEWAY} dev {dev} scope link",
               f"route add default via {GATEWAY} dev {dev}"]
     return lines
-
-
-def host_sysctls(ifname: str) -> dict[str, str]:
-    """Per-interface settings (paths under /proc/sys), the agent's SysctlManager's set."""
-    return {
-        f"net/ipv4/conf/{ifname}/proxy_arp": "1",
-        f"net/ipv4/conf/{ifname}/forwarding": "1",
-        f"net/ipv4/conf/{ifname}/route_localnet": "1",
-        f"net/ipv4/neigh/{ifname}/proxy_delay": "0",
-    }
 
 
 # -- running ip ------------------------------------------------------------------------------

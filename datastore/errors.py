@@ -6,6 +6,7 @@
      ├── ResourceDoesNotExist      get/update/delete of a missing key
      ├── UpdateConflict            compare-and-swap lost (mod revision moved)
      ├── RevisionCompacted         a watch asked for a revision etcd no longer has
+     ├── IPAMDocumentError         a stored IPAM block/affinity/handle that cannot be read
      └── ValidationError           a resource failed validation (field errors)
             └── ParseError         a document could not be read at all
 
@@ -63,6 +64,23 @@ class RevisionCompacted(DatastoreError):
         super().__init__(
             f"revision {requested} has been compacted (oldest available: {compacted})"
         )
+
+
+class IPAMDocumentError(DatastoreError, ValueError):
+    """A stored IPAM document (datastore.ipam_documents) that cannot be read.
+
+    `key` is where it was read from ("" when the reader did not say), `field` the
+    JSON field at fault ("" for the whole document), `value` what it holds and
+    `reason` a sentence naming both. Also a ValueError: reading a document is
+    parsing a value.
+    """
+
+    def __init__(self, key: str, field: str, value: object, reason: str) -> None:
+        self.key = key
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{key}: {reason}" if key else reason)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Block affinities: which node a block belongs to, and the claim/release state machine. Pure.
 
 Stored at /calico/ipam/v2/host/<node>/ipv4/block/<cidr-with-dash> as
-`{"state": "confirmed", "deleted": false}` (Calico's form, verbatim).
+`{"state": "confirmed", "deleted": false}` (Calico's form, verbatim). The
+document, its parser and its states are datastore.ipam_documents'
+(BlockAffinity, here `Affinity`); this module adds the transitions.
 
     ∅ ──claim──▶ pending ──block created──▶ confirmed ──release──▶ pendingDeletion ──▶ ∅
                   │  ▲                                                 │
@@ -16,13 +18,8 @@ interrupted by a crash never makes a node advertise a block it does not hold.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
-PENDING = "pending"
-CONFIRMED = "confirmed"
-PENDING_DELETION = "pendingDeletion"
-STATES = (PENDING, CONFIRMED, PENDING_DELETION)
+from datastore.ipam_documents import CONFIRMED, PENDING, PENDING_DELETION
+from datastore.ipam_documents import BlockAffinity as Affinity
 
 # state -> states it may move to (None = the key is deleted).
 TRANSITIONS: dict[str | None, frozenset[str | None]] = {
@@ -38,35 +35,6 @@ class InvalidTransition(ValueError):
         self.current, self.target = current, target
         super().__init__(f"block affinity cannot go from {current or 'absent'} to "
                          f"{target or 'absent'}")
-
-
-@dataclass(frozen=True)
-class Affinity:
-    state: str
-    deleted: bool = False
-
-    def to_json(self) -> bytes:
-        return json.dumps({"state": self.state, "deleted": self.deleted},
-                          separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Affinity:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ValueError("affinity document is not an object")
-        # Affinities written before the state field existed are confirmed (Calico's rule).
-        state = doc.get("state") or CONFIRMED
-        if state not in STATES:
-            raise ValueError(f"unknown affinity state '{state}'")
-        return cls(state, bool(doc.get("deleted", False)))
-
-    @property
-    def owns_block(self) -> bool:
-        """Does this affinity make its node the block's owner? Only when confirmed."""
-        return self.state == CONFIRMED and not self.deleted
 
 
 def transition(current: Affinity | None, target: str | None) -> Affinity | None:

@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from datastore.errors import IPAMDocumentError
 from datastore.etcd import (
     Compare,
     EtcdClient,
@@ -375,9 +376,9 @@ class Allocator:
 
     def _decode_block(self, kv: KeyValue) -> Block:
         try:
-            return Block.from_json(kv.value)
-        except ValueError as exc:
-            raise CorruptDocument(kv.key, str(exc)) from None
+            return Block.from_json(kv.value, kv.key)
+        except IPAMDocumentError as exc:
+            raise CorruptDocument(kv.key, exc.reason) from None
 
     def _read_block(self, cidr: str) -> tuple[Block, int] | None:
         kv = self.client.get(block_key(cidr))

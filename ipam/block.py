@@ -15,7 +15,9 @@ etcd document uses Calico's JSON names, in Calico's order:
 
 plus one tortie field, `emptySince` (present only while the block is empty
 after a release; Calico ignores unknown fields). Unknown fields written by
-others are kept as they are.
+others are kept as they are. The document is read by datastore.ipam_documents
+(AllocationBlock: its shape, its CIDR, its owner's name); `Block.from_json`
+converts the fields only allocation needs.
 
 Invariants (checked by `problems()`):
   * len(allocations) == block size; every ordinal is either allocated (an index
@@ -34,14 +36,20 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TypeVar
+
+from datastore.errors import IPAMDocumentError
+from datastore.ipam_documents import AllocationBlock, affinity_host
 
 from .errors import AddressAlreadyAssigned, BadSequenceNumber, HandleMismatch, IPAMError
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Go metav1.Time: RFC 3339, whole seconds, UTC
+
+_T = TypeVar("_T")
 
 _KNOWN_FIELDS = (
     "cidr", "affinity", "affinity_claim_time", "allocations", "unallocated", "attributes",
@@ -51,6 +59,15 @@ _KNOWN_FIELDS = (
 
 def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _read(stored: AllocationBlock, name: str, convert: Callable[[], _T]) -> _T:
+    """convert(), with what it raises on a malformed `name` as an IPAMDocumentError."""
+    try:
+        return convert()
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise IPAMDocumentError(stored.key, name, stored.document.get(name),
+                                f"{name} is malformed: {exc}") from None
 
 
 def format_time(moment: datetime) -> str:
@@ -171,39 +188,29 @@ class Block:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> Block:
-        """Parse a stored block; ValueError (with the reason) if it is not one."""
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ValueError("block document is not an object")
-        try:
-            cidr = str(ipaddress.ip_network(doc["cidr"]))
-            allocations = doc.get("allocations") or []
-            unallocated = doc.get("unallocated") or []
-            if not isinstance(allocations, list) or not isinstance(unallocated, list):
-                raise ValueError("allocations/unallocated are not lists")
-            attrs = [Attribute.from_doc(a) for a in doc.get("attributes") or []]
-            seq_map = {str(k): int(v) for k, v in (doc.get("sequenceNumberForAllocation")
-                                                   or {}).items()}
-            extra = {k: v for k, v in doc.items() if k not in _KNOWN_FIELDS}
-            return cls(
-                cidr=cidr,
-                affinity=doc.get("affinity"),
-                affinity_claim_time=doc.get("affinity_claim_time"),
-                allocations=[None if a is None else int(a) for a in allocations],
-                unallocated=[int(o) for o in unallocated],
-                attributes=attrs,
-                sequence_number=int(doc.get("sequenceNumber") or 0),
-                sequence_number_for_allocation=seq_map,
-                deleted=bool(doc.get("deleted", False)),
-                empty_since=doc.get("emptySince"),
-                extra=extra,
-            )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed block: {type(exc).__name__}: {exc}") from None
+    def from_json(cls, raw: bytes | str, key: str = "") -> Block:
+        """Parse a stored block: datastore.ipam_documents' AllocationBlock (the shape, the
+        CIDR, against `key` when given), then the fields only allocation reads.
+        IPAMDocumentError (a ValueError) naming the field if it is not one."""
+        stored = AllocationBlock.from_json(raw, key)
+        doc = stored.document
+        return cls(
+            cidr=stored.cidr,
+            affinity=stored.affinity,
+            affinity_claim_time=doc.get("affinity_claim_time"),
+            allocations=_read(stored, "allocations", lambda: [
+                None if a is None else int(a) for a in stored.allocations]),
+            unallocated=_read(stored, "unallocated", lambda: [int(o) for o in stored.unallocated]),
+            attributes=_read(stored, "attributes", lambda: [
+                Attribute.from_doc(a) for a in stored.attributes]),
+            sequence_number=_read(stored, "sequenceNumber",
+                                  lambda: int(doc.get("sequenceNumber") or 0)),
+            sequence_number_for_allocation=_read(stored, "sequenceNumberForAllocation", lambda: {
+                str(k): int(v) for k, v in (doc.get("sequenceNumberForAllocation") or {}).items()}),
+            deleted=stored.deleted,
+            empty_since=doc.get("emptySince"),
+            extra={k: v for k, v in doc.items() if k not in _KNOWN_FIELDS},
+        )
 
     def to_doc(self) -> dict[str, object]:
         doc: dict[str, object] = {
@@ -284,9 +291,7 @@ class Block:
     @property
     def host(self) -> str | None:
         """The node this block is affine to (from `affinity: host:<node>`), or None."""
-        if self.affinity and self.affinity.startswith("host:"):
-            return self.affinity[5:]
-        return None
+        return affinity_host(self.affinity)
 
     def ip_of(self, ordinal: int) -> str:
         if not 0 <= ordinal < self.size:

@@ -34,7 +34,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from datastore.errors import IPAMDocumentError
 from datastore.etcd import Compare, EtcdClient, KeyValue, Op, delete_op, put_op
+from datastore.ipam_documents import block_owner
 from datastore.keys import (
     IPAM_PREFIX,
     affinity_key,
@@ -268,9 +270,9 @@ def load_snapshot(client: EtcdClient, sources: Sequence[OwnerSource] = ()) -> Sn
 
 def _block_entry(cidr: str, kv: KeyValue) -> BlockEntry:
     try:
-        block = Block.from_json(kv.value)
-    except ValueError as exc:
-        return BlockEntry(cidr, kv.key, kv.mod_revision, None, str(exc))
+        block = Block.from_json(kv.value, kv.key)
+    except IPAMDocumentError as exc:
+        return BlockEntry(cidr, kv.key, kv.mod_revision, None, exc.reason)
     return BlockEntry(cidr, kv.key, kv.mod_revision, block)
 
 
@@ -539,7 +541,7 @@ def _affinity_problems(snapshot: Snapshot) -> list[dict[str, Any]]:
             if entry is None:
                 out.append({**base, "action": "delete",
                             "reason": "confirmed affinity but the block does not exist"})
-            elif host != aff.node:
+            elif block_owner(host, aff.state) != aff.node:
                 out.append({**base, "action": "delete",
                             "reason": f"confirmed affinity but the block belongs to "
                                       f"{host or 'no node'}"})

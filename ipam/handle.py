@@ -1,23 +1,20 @@
 """IPAM handles: the secondary index from an owner's handle ID to the blocks it holds. Pure.
 
-Stored at /calico/ipam/v2/handle/<id> as `{"block": {"10.65.79.0/26": 2}, "deleted": false}`.
-The counts must equal the number of allocations carrying this handle in each
-block. tortie writes a handle in the same etcd transaction as the block it
-counts, so the two cannot drift (Calico writes them one after the other).
-A handle whose counts all reach zero is deleted.
+Stored at /calico/ipam/v2/handle/<id> as `{"block": {"10.65.79.0/26": 2}, "deleted": false}`;
+the document and its parser are datastore.ipam_documents' IPAMHandle, this
+module adds the count arithmetic. The counts must equal the number of
+allocations carrying this handle in each block. tortie writes a handle in the
+same etcd transaction as the block it counts, so the two cannot drift (Calico
+writes them one after the other). A handle whose counts all reach zero is deleted.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from datastore.ipam_documents import IPAMHandle
 
 
-@dataclass(frozen=True)
-class Handle:
-    blocks: Mapping[str, int] = field(default_factory=dict)
-    deleted: bool = False
+class Handle(IPAMHandle):
+    """A handle document with its arithmetic; every change returns a new Handle."""
 
     @property
     def total(self) -> int:
@@ -41,21 +38,3 @@ class Handle:
     def without(self, cidr: str) -> Handle | None:
         blocks = {k: v for k, v in self.blocks.items() if k != cidr}
         return Handle(blocks) if blocks else None
-
-    def to_json(self) -> bytes:
-        return json.dumps({"block": dict(self.blocks), "deleted": self.deleted},
-                          separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Handle:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("block") or {}, dict):
-            raise ValueError("handle document is not {\"block\": {...}}")
-        try:
-            blocks = {str(k): int(v) for k, v in (doc.get("block") or {}).items()}
-        except (TypeError, ValueError):
-            raise ValueError("handle block counts are not integers") from None
-        return cls(blocks, bool(doc.get("deleted", False)))

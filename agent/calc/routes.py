@@ -6,11 +6,12 @@ yet). The rules are Felix's (`felix/calc/l3_route_resolver.go`,
 `felix/dataplane/linux/{route_mgr,vxlan_mgr,ipip_mgr,noencap_mgr}.go`), with
 the decisions Calico leaves open written down here:
 
-Ownership. A block belongs to node N when its document says `affinity:
-host:N` AND N's affinity key for it is `confirmed` (an affinity without a
-state, written before states existed, counts as confirmed). Pending and
-pendingDeletion affinities, a confirmed affinity whose block document names
-another node or is missing, and blocks without affinity belong to nobody.
+Ownership (datastore.ipam_documents.block_owner). A block belongs to node N
+when its document says `affinity: host:N` AND N's affinity key for it is
+`confirmed` (an affinity without a state, written before states existed,
+counts as confirmed). Pending and pendingDeletion affinities, a confirmed
+affinity whose block document names another node or is missing, deleted
+blocks and blocks without affinity belong to nobody.
 
 Local routes.
   * `<ip>/32 dev <interfaceName> scope link`, proto boot, for every IPv4
@@ -206,8 +207,9 @@ def _index(ctx: _Context) -> None:
         holders = state.confirmed_holders(block.cidr)
         if not holders:
             continue
-        if block.affinity_node is not None and block.affinity_node in holders:
-            ctx.owners[block.cidr] = block.affinity_node
+        owner = state.owner_of(block)
+        if owner is not None:
+            ctx.owners[block.cidr] = owner
         else:
             ctx.problem(f"block {block.cidr}: confirmed affinity of {', '.join(holders)} but "
                         f"the block names {block.affinity_node or 'no node'}; "

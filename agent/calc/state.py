@@ -12,6 +12,8 @@ Invariants:
     state) is treated as if its key were deleted, and a message naming the key
     is kept in `problems` until that key is fixed or deleted. Felix's syncer
     update processors likewise turn an unparseable value into a deletion.
+    Blocks and affinities are read by datastore.ipam_documents, whose rule
+    (`block_owner`) also decides which node owns a block.
   * `apply` reports which facets really changed (a re-put of an equal value
     changes nothing), so a caller may skip recomputing.
   * Keys the calculation does not read are ignored silently.
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from datastore.errors import IPAMDocumentError
+from datastore.ipam_documents import CONFIRMED, AllocationBlock, BlockAffinity, block_owner
 from datastore.keys import parse_affinity_key, parse_block_key, parse_resource_key
 from datastore.resources import IPPool, Node, WorkloadEndpoint
 from datastore.syncer import Update
@@ -37,13 +40,6 @@ from .vtep import vtep_mac
 NEVER = "Never"
 ALWAYS = "Always"
 CROSS_SUBNET = "CrossSubnet"
-
-# Block affinity states (libcalico-go model/block_affinity.go). An empty state is what
-# affinities written before states existed carry; confd treats it like confirmed.
-AFFINITY_CONFIRMED = "confirmed"
-AFFINITY_PENDING = "pending"
-AFFINITY_PENDING_DELETION = "pendingDeletion"
-_AFFINITY_STATES = {AFFINITY_CONFIRMED, AFFINITY_PENDING, AFFINITY_PENDING_DELETION}
 
 
 class Facet(enum.StrEnum):
@@ -181,6 +177,13 @@ class ClusterState:
         """Every block CIDR some node holds a confirmed affinity for."""
         return list(self._confirmed)
 
+    def owner_of(self, block: BlockInfo) -> str | None:
+        """The node owning `block` (datastore.ipam_documents.block_owner), or None."""
+        node = block.affinity_node
+        if node is None:
+            return None
+        return block_owner(node, self.affinities.get((node, block.cidr)))
+
     # -- updating -------------------------------------------------------------------
 
     def apply(self, updates: Iterable[Update]) -> set[Facet]:
@@ -213,7 +216,7 @@ class ClusterState:
                 self._problems[key] = "ignored: the key does not name a valid CIDR"
                 return None
             return self._replace(self.blocks, canonical, update, Facet.BLOCKS,
-                                 lambda: _parse_block(canonical, update.value))
+                                 lambda: _parse_block(key, update.value))
         affinity = parse_affinity_key(key)
         if affinity is not None:
             return self._apply_affinity(*affinity, update)
@@ -265,9 +268,9 @@ class ClusterState:
             return None
         ident = (node, canonical)
         facet = self._replace(self.affinities, ident, update, Facet.AFFINITIES,
-                              lambda: _parse_affinity_state(update.value))
+                              lambda: _parse_affinity_state(update.key, update.value))
         holders = self._confirmed.setdefault(canonical, set())
-        if self.affinities.get(ident) == AFFINITY_CONFIRMED:
+        if self.affinities.get(ident) == CONFIRMED:
             holders.add(node)
         else:
             holders.discard(node)
@@ -280,7 +283,9 @@ class ClusterState:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    # An IPAM document's error starts with its key, which the problem line names already.
+    text = exc.reason if isinstance(exc, IPAMDocumentError) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _canonical_cidr(cidr: str) -> str | None:
@@ -354,54 +359,34 @@ def _parse_workload(namespace: str, name: str, update: Update) -> WorkloadInfo:
                         mac=spec.mac)
 
 
-def _parse_affinity_state(value: bytes) -> str | None:
-    doc = json.loads(value)
-    if not isinstance(doc, dict):
-        raise ValueError("an affinity must be a JSON object")
-    if doc.get("deleted") is True:
-        return None
-    state = doc.get("state") or AFFINITY_CONFIRMED
-    if state not in _AFFINITY_STATES:
-        raise ValueError(f"unknown affinity state {state!r}")
-    return str(state)
+def _parse_affinity_state(key: str, value: bytes) -> str | None:
+    affinity = BlockAffinity.from_json(value, key)
+    return None if affinity.deleted else affinity.state
 
 
-def _parse_block(cidr: str, value: bytes) -> BlockInfo | None:
-    """The few fields of Calico's AllocationBlock JSON the routes depend on."""
-    doc = json.loads(value)
-    if not isinstance(doc, dict):
-        raise ValueError("a block must be a JSON object")
-    if doc.get("deleted") is True:
+def _parse_block(key: str, value: bytes) -> BlockInfo | None:
+    """The few fields of Calico's AllocationBlock the routes depend on."""
+    block = AllocationBlock.from_json(value, key)
+    if block.deleted:
         return None
-    net = ipaddress.ip_network(cidr)
-    doc_cidr = doc.get("cidr")
-    if doc_cidr is not None and ipaddress.ip_network(str(doc_cidr), strict=False) != net:
-        raise ValueError(f"block document says cidr {doc_cidr}, its key says {cidr}")
-    affinity = doc.get("affinity")
-    if affinity is not None and not isinstance(affinity, str):
-        raise ValueError(f"affinity must be a string, got {affinity!r}")
-    affinity_node = None
-    if affinity and affinity.startswith("host:") and len(affinity) > len("host:"):
-        affinity_node = affinity[len("host:"):]
-    allocations = doc.get("allocations") or []
-    attributes = doc.get("attributes") or []
-    if not isinstance(allocations, list) or not isinstance(attributes, list):
-        raise ValueError("allocations and attributes must be lists")
+    net = block.network
+    attributes = block.attributes
     base = int(net.network_address)
     by_node: dict[str, list[int]] = {}
-    for ordinal, attr_index in enumerate(allocations[: net.num_addresses]):
+    for ordinal, attr_index in enumerate(block.allocations[: net.num_addresses]):
         if attr_index is None:
             continue
         if (not isinstance(attr_index, int) or isinstance(attr_index, bool)
                 or not 0 <= attr_index < len(attributes)):
-            raise ValueError(f"allocation {ordinal} points at no attribute ({attr_index!r})")
+            raise IPAMDocumentError(key, f"allocations[{ordinal}]", attr_index,
+                                    f"allocation {ordinal} points at no attribute ({attr_index!r})")
         attrs = attributes[attr_index]
         secondary = attrs.get("secondary") if isinstance(attrs, dict) else None
         node = secondary.get("node") if isinstance(secondary, dict) else None
         if isinstance(node, str) and node:
             by_node.setdefault(node, []).append(base + ordinal)
     return BlockInfo(
-        cidr=cidr, version=net.version, base=base, prefixlen=net.prefixlen,
-        affinity_node=affinity_node,
+        cidr=block.cidr, version=net.version, base=base, prefixlen=net.prefixlen,
+        affinity_node=block.host,
         allocations_by_node=tuple((node, tuple(ips)) for node, ips in sorted(by_node.items())),
     )

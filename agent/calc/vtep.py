@@ -5,6 +5,9 @@ every node derives the same one from the node name, as Felix does
 (`felix/calc/vxlan_resolver.go` vtepMACForHost): the byte 'f' followed by the
 first five bytes of SHA-1(node name). 'f' is 0x66: locally administered,
 unicast, so the MAC is always `66:xx:xx:xx:xx:xx`.
+
+The one definition: start-up (agent.startup) writes the derived MAC to the
+Node, the calculation uses it for Nodes that carry none.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ felix/dataplane/linux/endpoint_mgr.go):
   * net.ipv4.ip_forward = 1;
   * per workload interface: net.ipv4.conf.<if>.proxy_arp = 1 (the host answers
     the pod's ARP for 169.254.1.1), forwarding = 1, route_localnet = 1 and
-    net.ipv4.neigh.<if>.proxy_delay = 0 (answer at once, not after up to 0.8 s).
+    net.ipv4.neigh.<if>.proxy_delay = 0 (answer at once, not after up to 0.8 s):
+    agent.dataplane.workload_sysctls, the list the CNI plugin sets too.
 Nothing is ever reset: an interface that goes away takes its sysctls with it.
 
 Invariants: a value is written only when the file holds something else; the
@@ -26,20 +27,11 @@ from dataclasses import dataclass
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError, SysctlError
 from agent.dataplane.netns import NetnsWorker
+from agent.dataplane.workload_sysctls import interface_sysctls
 
 _log = logging.getLogger(__name__)
 
 GLOBAL = {"net/ipv4/ip_forward": "1"}
-
-
-def interface_sysctls(ifname: str) -> dict[str, str]:
-    """The per-interface settings, as paths under /proc/sys."""
-    return {
-        f"net/ipv4/conf/{ifname}/proxy_arp": "1",
-        f"net/ipv4/conf/{ifname}/forwarding": "1",
-        f"net/ipv4/conf/{ifname}/route_localnet": "1",
-        f"net/ipv4/neigh/{ifname}/proxy_delay": "0",
-    }
 
 
 @dataclass(frozen=True)

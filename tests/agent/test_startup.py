@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.calc.vtep import derived_vtep_mac
 from agent.config import load
 from agent.errors import AddressError, AutodetectError, ConfigError, NodeIPConflict, NodeNameError
 from agent.startup import (
     IPV4_ANNOTATION,
     IPV6_ANNOTATION,
-    derived_vxlan_mac,
     redetect,
 )
 from agent.tunnel_addresses import reconcile_tunnel_addresses
@@ -294,7 +294,7 @@ def test_vxlan_pool_gets_address_and_derived_mac(start, store) -> None:
     assert node.spec.ipv4VXLANTunnelAddr == result.tunnels.vxlan
     assert result.tunnels.vxlan is not None and result.tunnels.vxlan.startswith("10.71.")
     expected = ":".join(f"{b:02x}" for b in b"f" + hashlib.sha1(b"node-a").digest()[:5])
-    assert node.spec.vxlanTunnelMACAddr == expected == derived_vxlan_mac("node-a")
+    assert node.spec.vxlanTunnelMACAddr == expected == derived_vtep_mac("node-a")
     assert expected.startswith("66:")
     owner = Allocator(store.client).get_assignment(result.tunnels.vxlan)
     assert owner is not None and owner.handle_id == "vxlan-tunnel-addr-node-a"
