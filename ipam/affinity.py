@@ -48,3 +48,10 @@ def transition(current: Affinity | None, target: str | None) -> Affinity | None:
 PENDING_DOC = Affinity(PENDING).to_json()
 CONFIRMED_DOC = Affinity(CONFIRMED).to_json()
 PENDING_DELETION_DOC = Affinity(PENDING_DELETION).to_json()
+
+__all__ = [
+    # The document and its states, as ipam names them (defined in datastore.ipam_documents).
+    "Affinity", "CONFIRMED", "PENDING", "PENDING_DELETION",
+    "CONFIRMED_DOC", "PENDING_DELETION_DOC", "PENDING_DOC",
+    "TRANSITIONS", "InvalidTransition", "transition",
+]
