@@ -257,6 +257,28 @@ def veth() -> Callable[..., tuple[str, str]]:
     return add_veth
 
 
+# -- tiers --------------------------------------------------------------------------------
+
+_UNIT_DIR = Path(__file__).parent / "unit"
+
+
+# Fixtures that need etcd, root or namespaces: a unit test using one is in the wrong tier.
+_NOT_FOR_UNIT = frozenset({"etcd_server", "etcd_endpoint", "etcd_client", "private_etcd",
+                           "netns", "veth"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests/unit's tests `unit` (so `-m unit` selects the tier) and refuse any of them
+    that asks for etcd or a namespace."""
+    for item in items:
+        if _UNIT_DIR in item.path.parents:
+            item.add_marker(pytest.mark.unit)
+            wrong = _NOT_FOR_UNIT.intersection(getattr(item, "fixturenames", ()))
+            if wrong:
+                raise pytest.UsageError(f"{item.nodeid} is in tests/unit but uses "
+                                        f"{', '.join(sorted(wrong))}: move it to its tier")
+
+
 # -- the leftover check -------------------------------------------------------------------
 
 
@@ -291,6 +313,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if found:
         lines = ["the tests left these behind (now removed):", *(f"  {x}" for x in found)]
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_sep("!", "LEFTOVERS", red=True, bold=True)
             for line in lines:
                 reporter.write_line(line, red=True)
