@@ -162,13 +162,11 @@ def record_lab(name: str) -> str:
 
 
 def keep_lab(name: str) -> bool:
-    """True if labs are to be kept for debugging (TORTIE_KEEP_LAB=1): then say how to reach it."""
+    """True if labs are kept for debugging (TORTIE_KEEP_LAB=1); the session's end then says
+    how to reach and remove lab `name`."""
     if os.environ.get(KEEP_LAB_ENV, "") in ("", "0"):
         return False
     _made.kept_labs.add(name)
-    print(f"\n{KEEP_LAB_ENV}: kept lab {name}; reach it with `tortie-lab status --name {name}`"
-          f" and `tortie-lab exec --name {name} node1 ...`; remove it with "
-          f"`tortie-lab down --name {name}`")
     return True
 
 
@@ -182,9 +180,14 @@ def make_netns(name: str | None = None) -> str:
     """
     name = name or unique_name()
     assert name.startswith(PREFIX), f"test namespaces start with {PREFIX!r}: {name}"
-    # Recorded before it exists, so no failure in between can leave one unrecorded.
+    # Recorded before it exists, so no failure in between can leave one unrecorded;
+    # forgotten again if `ip` refused, as then it is not ours.
     _made.namespaces.add(name)
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        _made.namespaces.discard(name)
+        raise
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
                        capture_output=True)
@@ -306,7 +309,9 @@ def _clean_up() -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-@pytest.hookimpl(tryfirst=True)
+# trylast: after the runner plugin has torn down the session-scoped fixtures (it does so
+# in its own pytest_sessionfinish when the run stopped early, e.g. with -x).
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     found = leftovers()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -321,6 +326,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             print("\n".join(lines))
         _clean_up()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if _made.kept_labs and reporter is not None:
-        reporter.write_line(f"{KEEP_LAB_ENV}: kept labs {', '.join(sorted(_made.kept_labs))}; "
-                            f"remove each with `tortie-lab down --name NAME`")
+    for name in sorted(_made.kept_labs):
+        note = (f"{KEEP_LAB_ENV}: kept lab {name}: `tortie-lab status --name {name}`, "
+                f"`tortie-lab exec --name {name} node1 ip route`; remove it with "
+                f"`tortie-lab down --name {name}`")
+        if reporter is not None:
+            reporter.write_line(note, yellow=True)
+        else:
+            print(note)
