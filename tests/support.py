@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lab import Lab, procs
 from lab import netns as lab_netns
-from lab import procs
 from lab.etcd import EtcdMember, start_single
 
 PREFIX = "tt"  # every namespace and lab name the tests make starts with it
@@ -127,7 +127,7 @@ def _short(value: object, limit: int = 500) -> str:
 class _Made:
     namespaces: set[str] = field(default_factory=set)
     labs: set[str] = field(default_factory=set)
-    kept_labs: set[str] = field(default_factory=set)
+    kept_labs: dict[str, Lab] = field(default_factory=dict)
     processes: dict[tuple[int, int], str] = field(default_factory=dict)  # (pid, start) -> what
 
 
@@ -161,12 +161,14 @@ def record_lab(name: str) -> str:
     return name
 
 
-def keep_lab(name: str) -> bool:
+def keep_lab(lab: Lab) -> bool:
     """True if labs are kept for debugging (TORTIE_KEEP_LAB=1); the session's end then says
-    how to reach and remove lab `name`."""
+    how to reach and remove `lab`."""
     if os.environ.get(KEEP_LAB_ENV, "") in ("", "0"):
         return False
-    _made.kept_labs.add(name)
+    # Held to the end: the Lab holds Popens of processes that keep running, and a running
+    # Popen that is garbage-collected warns (an error under this project's filterwarnings).
+    _made.kept_labs[lab.name] = lab
     return True
 
 
@@ -289,7 +291,7 @@ def leftovers() -> list[str]:
     """What this session made that is still here, one line each (kept labs excepted)."""
     present = set(lab_netns.list_netns())
     found = [f"namespace {ns}" for ns in sorted(_made.namespaces & present)]
-    for lab in sorted(_made.labs - _made.kept_labs):
+    for lab in sorted(_made.labs - _made.kept_labs.keys()):
         found += [f"namespace {ns} of lab {lab}" for ns in sorted(present)
                   if ns.startswith(f"{lab}-")]
     found += [f"process {pid} ({what})" for (pid, started), what in _made.processes.items()
@@ -303,7 +305,7 @@ def _clean_up() -> None:
 
     for (pid, started) in list(_made.processes):
         procs.terminate(pid, started)
-    for lab in sorted(_made.labs - _made.kept_labs):
+    for lab in sorted(_made.labs - _made.kept_labs.keys()):
         teardown(lab)
     for ns in sorted(_made.namespaces):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -331,6 +333,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 f"`tortie-lab exec --name {name} node1 ip route`; remove it with "
                 f"`tortie-lab down --name {name}`")
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(note, yellow=True)
         else:
             print(note)

@@ -37,7 +37,7 @@ def up_lab(**kwargs: Any) -> Iterator[Lab]:
     try:
         yield the_lab
     finally:
-        if not keep_lab(the_lab.name):
+        if not keep_lab(the_lab):
             the_lab.down()
 
 
@@ -91,7 +91,7 @@ def make_lab(lab_env: None) -> Iterator[Callable[..., Lab]]:
 
     yield make
     for each in labs:
-        if not keep_lab(each.name):
+        if not keep_lab(each):
             each.down()
 
 
