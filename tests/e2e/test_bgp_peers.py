@@ -22,11 +22,9 @@ Two labs, one per module fixture:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -40,7 +38,7 @@ from lab.routers import (
     start_bird,
     start_frr,
 )
-from tests.support import wait_until
+from tests.support import need, wait_until
 
 from .bgp_lab import (
     HOLD_TIME,
@@ -207,10 +205,7 @@ def test_stopping_one_reflector_loses_no_route(rr_cluster):
 
 @pytest.fixture(scope="module")
 def routed(lab_env):
-    if not (shutil.which("bird") and shutil.which("birdc")):
-        pytest.skip("BIRD not installed (apt package bird2)")
-    if not (Path("/usr/lib/frr/bgpd").exists() and shutil.which("vtysh")):
-        pytest.skip("FRR not installed (apt package frr)")
+    need("bird", "birdc", "vtysh", files={"/usr/lib/frr/bgpd": "frr"})
     from .conftest import up_lab
 
     with up_lab(nodes=3, subnets=1) as lab:

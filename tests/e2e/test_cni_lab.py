@@ -22,7 +22,7 @@ import pytest
 from lab import Lab
 from lab import agents as lab_agents
 from lab import pods as lab_pods
-from tests.support import wait_until
+from tests.support import need, wait_until
 
 from .pods import BIN, ctl
 
@@ -150,9 +150,7 @@ def test_tortie_lab_pod_commands(cluster: Lab, lab_cli: str) -> None:
 def podman(cluster: Lab) -> Iterator:
     """Runs podman (CNI backend, runc, vfs, all state in one temporary directory) in node1's
     namespace."""
-    for tool in ("podman", "runc", "busybox"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed (apt packages podman runc busybox-static)")
+    need("podman", "runc", "busybox")
     lab = cluster
     conf_dir = lab_pods.conf_path(lab, "node1").parent
     # podman refuses a run root longer than 50 characters: pytest's tmp_path is too deep.

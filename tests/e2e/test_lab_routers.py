@@ -16,7 +16,6 @@ next hop untouched; `lab.down()` must leave no router process (nor FRR's
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from lab.routers import (
     start_bird,
     start_frr,
 )
-from tests.support import wait_until
+from tests.support import need, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -43,10 +42,7 @@ BIRD_NET = "203.0.113.0/24"
 
 @pytest.fixture(scope="module")
 def routers_env(lab_env: None) -> None:
-    if not (shutil.which("bird") and shutil.which("birdc")):
-        pytest.skip("BIRD not installed (apt package bird2)")
-    if not (Path("/usr/lib/frr/bgpd").exists() and shutil.which("vtysh")):
-        pytest.skip("FRR not installed (apt package frr)")
+    need("bird", "birdc", "vtysh", files={"/usr/lib/frr/bgpd": "frr"})
 
 
 @pytest.fixture(scope="module")
