@@ -85,7 +85,7 @@ def make_lab(lab_env: None) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
     def make(**kwargs: Any) -> Lab:
-        new = Lab(kwargs.pop("name", None) or lab_name(), **kwargs)
+        new = Lab(record_lab(kwargs.pop("name", None) or unique_name()), **kwargs)
         labs.append(new)
         return new.up()
 
