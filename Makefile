@@ -1,5 +1,5 @@
 # The two commands of the README. Each does all set-up first (apt packages, .venv).
-.PHONY: demo test setup lint bench
+.PHONY: demo test unit setup lint bench
 
 demo: setup
 	.venv/bin/tortie-lab demo
@@ -7,6 +7,12 @@ demo: setup
 # Lint first: CI runs `make test`, so a lint failure fails it.
 test: lint
 	.venv/bin/pytest -q
+
+# The no-root tier (docs/testing.md): no root, etcd, namespaces or service set-up.
+# Runs setup only when there is no .venv yet, so a user with a venv needs no root.
+unit:
+	@test -x .venv/bin/python || scripts/setup.sh
+	.venv/bin/python -m pytest -q tests/unit
 
 setup:
 	@scripts/setup.sh

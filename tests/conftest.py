@@ -3,31 +3,30 @@
 Tiers (see docs/testing.md): tests/unit needs nothing; tests/datastore needs
 the etcd binary; tests/dataplane and tests/e2e need root and netns. A test
 whose requirement is missing is skipped with a reason naming what is missing.
+tests/support.py (loaded here as a plugin) holds the netns/veth fixtures,
+`need`, `wait_until` and the session-end leftover check.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab.etcd import EtcdMember, start_single
+# The support module is a plugin (pytest_plugins) and is imported here too: register it
+# for assertion rewriting before that import, as pytest does for conftest files.
+pytest.register_assert_rewrite("tests.support")
+pytest_plugins = ["tests.support"]
 
-
-def _need_etcd() -> None:
-    if not shutil.which("etcd"):
-        pytest.skip("etcd binary not installed (apt package etcd-server; `make test` installs it)")
+from lab.etcd import EtcdMember  # noqa: E402
+from tests.support import start_etcd  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
     """One etcd for the whole session; tests isolate themselves by wiping /calico/."""
-    _need_etcd()
-    member = start_single(tmp_path_factory.mktemp("etcd"))
+    member = start_etcd(tmp_path_factory.mktemp("etcd"))
     yield member
     member.stop()
 
@@ -55,19 +54,6 @@ def etcd_client(etcd_endpoint: str):
 @pytest.fixture
 def private_etcd(tmp_path: Path) -> Iterator[EtcdMember]:
     """An etcd of the test's own, for tests that restart, compact or break it."""
-    _need_etcd()
-    member = start_single(tmp_path)
+    member = start_etcd(tmp_path)
     yield member
     member.stop()
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    if not shutil.which("ip"):
-        pytest.skip("iproute2 'ip' not installed")
-
-
-@pytest.fixture
-def unique_name() -> str:
-    return "t" + uuid.uuid4().hex[:6]

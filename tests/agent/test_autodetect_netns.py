@@ -6,40 +6,23 @@ afterwards, whatever happens.
 
 from __future__ import annotations
 
-import subprocess
-import uuid
-from collections.abc import Iterator
-
 import pytest
 
 from agent.autodetect import autodetect, list_interfaces, reach_source
 from agent.errors import AutodetectError
-from tests.conftest import need_root
+from lab.netns import batch
 
 pytestmark = pytest.mark.root
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
-def netns() -> Iterator[str]:
-    need_root()
-    name = "tortie-ad-" + uuid.uuid4().hex[:8]
-    _ip("netns", "add", name)
-    try:
-        # Both ends of each pair stay inside the namespace; only one end is addressed.
-        _ip("-n", name, "link", "add", "ext0", "type", "veth", "peer", "name", "ext0p")
-        _ip("-n", name, "link", "add", "int0", "type", "veth", "peer", "name", "int0p")
-        _ip("-n", name, "addr", "add", "10.81.1.10/24", "dev", "ext0")
-        _ip("-n", name, "addr", "add", "10.82.2.20/25", "dev", "int0")
-        for dev in ("lo", "ext0", "ext0p", "int0", "int0p"):
-            _ip("-n", name, "link", "set", dev, "up")
-        _ip("-n", name, "route", "add", "default", "via", "10.81.1.1", "dev", "ext0")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+def netns(netns: str, veth) -> str:
+    """tests/support.py's namespace, with two veths in different subnets and a default route."""
+    # Both ends of each pair stay inside the namespace; only one end is addressed.
+    veth(netns, "ext0", "ext0p", address="10.81.1.10/24")
+    veth(netns, "int0", "int0p", address="10.82.2.20/25")
+    batch(["route add default via 10.81.1.1 dev ext0"], netns)
+    return netns
 
 
 def test_lists_the_namespaces_interfaces(netns: str) -> None:
@@ -73,7 +56,7 @@ def test_first_found_and_cidr(netns: str) -> None:
 
 
 def test_can_reach_without_a_route(netns: str) -> None:
-    _ip("-n", netns, "route", "del", "default")
+    batch(["route del default"], netns)
     with pytest.raises(AutodetectError) as err:
         autodetect("can-reach=192.0.2.77", 4, netns)
     assert str(err.value).startswith(

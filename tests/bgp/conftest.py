@@ -4,22 +4,22 @@ and an event recorder that can wait.
     a (10.233.0.1, 10.233.1.1) --veth-- b (10.233.0.2)
       \\--veth-- c (10.233.1.3)
 
-Namespaces are `tbgpspk-<6 hex>-{a,b,c}`, made once per session and always removed.
+Namespaces come from tests/support.py (`tt<8 hex>a`, `...b`, `...c`), made once per session
+and always removed.
 The real config renderer is bgp/render.py; `exa_conf` writes just enough by hand.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import pytest
+
+from tests.support import PREFIX, add_veth, need, new_netns
 
 A_B, B_A = "10.233.0.1", "10.233.0.2"
 A_C, C_A = "10.233.1.1", "10.233.1.3"
@@ -34,37 +34,17 @@ class Topology:
     c: str
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="session")
 def topology() -> Iterator[Topology]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    for tool in ("ip",):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed")
-    tag = uuid.uuid4().hex[:6]
-    topo = Topology(*(f"tbgpspk-{tag}-{n}" for n in "abc"))
-    made: list[str] = []
-    try:
-        for ns in (topo.a, topo.b, topo.c):
-            _ip("netns", "add", ns)
-            made.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
+    need("ip", root=True)
+    with ExitStack() as stack:
+        topo = Topology(*(stack.enter_context(new_netns(n)) for n in "abc"))
+        tag = topo.a[len(PREFIX):-1]
         for peer, here, there in ((topo.b, A_B, B_A), (topo.c, A_C, C_A)):
             end = f"s{tag}{peer[-1]}"  # interface names: 15 bytes at most
-            _ip("link", "add", end + "a", "netns", topo.a, "type", "veth",
-                "peer", "name", end + "p", "netns", peer)
-            _ip("-n", topo.a, "addr", "add", here + "/24", "dev", end + "a")
-            _ip("-n", peer, "addr", "add", there + "/24", "dev", end + "p")
-            _ip("-n", topo.a, "link", "set", end + "a", "up")
-            _ip("-n", peer, "link", "set", end + "p", "up")
+            add_veth(topo.a, end + "a", end + "p", peer_ns=peer, address=here + "/24",
+                     peer_address=there + "/24")
         yield topo
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def exa_conf(api_argv: list[str], neighbors: list[dict], *, router_id: str) -> str:

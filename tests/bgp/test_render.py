@@ -12,7 +12,7 @@ import pytest
 
 from bgp.render import render_config, speaker_env
 from bgp.types import GLOBAL, MESH, NODE_SPECIFIC, NodePlan, PeerPlan
-from tests.bgp.test_plan import FOUR, NO_MESH, RR_NODES, RR_PEER, config, peer, plan
+from tests.unit.test_bgp_plan import FOUR, NO_MESH, RR_NODES, RR_PEER, config, peer, plan
 
 EXABGP = Path(sys.executable).with_name("exabgp")
 ARGV = [sys.executable, "-m", "bgp.relay"]  # exists and is executable: ExaBGP checks `run`

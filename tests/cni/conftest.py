@@ -1,12 +1,12 @@
 """Fixtures for the CNI plugin tests: a "node" namespace with its own etcd, and pods.
 
 The plugin creates interfaces in the namespace it runs in, so it never runs
-in the root namespace here: `CniNode` is a namespace `tcni<hex>n` holding an
+in the root namespace here: `CniNode` is a namespace `tt<hex>n` holding an
 etcd on its loopback (the plugin reaches it at 127.0.0.1:2379 there), and the
 plugin is executed inside it with `nsenter --net`, exactly as a runtime would
-execute it on a host. Pod namespaces are `tcni<hex>p<n>`. The test process
+execute it on a host. Pod namespaces are `tt<hex>p<n>`. The test process
 reads the datastore with etcdctl inside the node namespace. Everything is
-removed afterwards, whatever the test did.
+removed afterwards, whatever the test did (tests/support.py checks at the end).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,21 +23,21 @@ from typing import Any
 
 import pytest
 
-from lab.etcd import EtcdMember, start_single
+from lab.etcd import EtcdMember
+from tests.support import (
+    make_netns,
+    need,
+    new_netns,
+    remove_netns,
+    start_etcd,
+    track_process,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 PLUGIN = str(BIN / "tortie-cni")
 IPAM_PLUGIN = str(BIN / "tortie-ipam")
 POOL = "10.244.0.0/16"
-
-
-def need_cni_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    for tool, pkg in (("ip", "iproute2"), ("nsenter", "util-linux"), ("etcd", "etcd-server"),
-                      ("etcdctl", "etcd-client")):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed (apt package {pkg})")
 
 
 @dataclass
@@ -100,10 +98,7 @@ class CniNode:
 
     def new_pod(self) -> str:
         """A fresh pod namespace; returns its path (CNI_NETNS)."""
-        name = f"{self.ns[:-1]}p{len(self.pods)}"
-        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
-                       capture_output=True)
+        name = make_netns(f"{self.ns[:-1]}p{len(self.pods)}")
         self.pods.append(name)
         return f"/run/netns/{name}"
 
@@ -172,19 +167,19 @@ class CniNode:
 
     def start_server(self, socket_path: Path, endpoints: str = "http://127.0.0.1:2379",
                      ) -> subprocess.Popen:
-        import time
-
         with open(self.tmp / "server.log", "ab") as log:
             proc = subprocess.Popen(
                 ["nsenter", f"--net=/run/netns/{self.ns}", sys.executable, "-m", "cni.server",
                  "--socket", str(socket_path), "--etcd-endpoints", endpoints],
                 stdout=subprocess.DEVNULL, stderr=log)
         self.procs.append(proc)
-        deadline = time.monotonic() + 20
-        while not socket_path.exists():
+        track_process(proc.pid, f"CNI server in {self.ns}")
+
+        def listening() -> bool:
             assert proc.poll() is None, (self.tmp / "server.log").read_text()
-            assert time.monotonic() < deadline, "the CNI server did not start"
-            time.sleep(0.02)
+            return socket_path.exists()
+
+        wait_until(listening, timeout=20, interval=0.02, what="the CNI server's socket")
         return proc
 
     def stop(self, proc: subprocess.Popen) -> None:
@@ -198,31 +193,26 @@ class CniNode:
 
     def clean_pods(self) -> None:
         for name in self.pods:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            remove_netns(name)
         self.pods.clear()
 
 
 @pytest.fixture(scope="module")
 def cni_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CniNode]:
     """Name: cni_node. Scope: module. A node namespace with its own etcd (see the docstring)."""
-    need_cni_root()
-    ns = f"tcni{uuid.uuid4().hex[:6]}n"
+    need("ip", "nsenter", "etcd", "etcdctl", root=True)
     tmp = tmp_path_factory.mktemp("cninode")
-    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
-    node: CniNode | None = None
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True,
-                       capture_output=True)
-        etcd = start_single(tmp, netns=ns, host="127.0.0.1")
-        node = CniNode(ns, tmp, etcd)
-        yield node
-    finally:
-        if node is not None:
-            for proc in node.procs:
-                node.stop(proc)
-            node.clean_pods()
-            node.etcd.stop()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with new_netns("n") as ns:
+        node: CniNode | None = None
+        try:
+            node = CniNode(ns, tmp, start_etcd(tmp, netns=ns, host="127.0.0.1"))
+            yield node
+        finally:
+            if node is not None:
+                for proc in node.procs:
+                    node.stop(proc)
+                node.clean_pods()
+                node.etcd.stop()
 
 
 @pytest.fixture

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-
-import pytest
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    for tool in ("ip", "bridge"):
-        if not shutil.which(tool):
-            pytest.skip(f"iproute2 {tool!r} not installed")
 
 
 def sh(ns: str, *args: str, check: bool = True) -> str:
@@ -41,12 +29,3 @@ def ns_exec(ns: str, *argv: str, input: str | None = None, check: bool = True) -
 def routes(ns: str, *filters: str) -> list[str]:
     """`ip route show` lines, whitespace-normalised."""
     return [" ".join(line.split()) for line in sh(ns, "route", "show", *filters).splitlines()]
-
-
-def add_veth(ns: str, name: str, up: bool = True) -> None:
-    """A veth pair inside `ns` (the peer is `p` + the name's tail), like a pod's host end."""
-    peer = ("p" + name[-10:])[:15]
-    sh(ns, "link", "add", name, "type", "veth", "peer", "name", peer)
-    if up:
-        sh(ns, "link", "set", name, "up")
-        sh(ns, "link", "set", peer, "up")

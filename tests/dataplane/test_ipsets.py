@@ -8,7 +8,6 @@ sets are never touched.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -19,21 +18,15 @@ from agent.dataplane.ipsets import IPSetError, IPSets
 from agent.dataplane.iptables import run_command
 from agent.types import IPSet
 from tests.dataplane.helpers import ns_exec
+from tests.support import need
 
 pytestmark = pytest.mark.root
 
 
-def need_root(*binaries: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, ipset)")
-    for b in ("ip", "ipset", *binaries):
-        if not shutil.which(b):
-            pytest.skip(f"{b} not installed")
-
-
 @pytest.fixture(autouse=True)
 def _needs() -> None:
-    need_root()  # the namespace itself comes from conftest's `netns` fixture
+    # The namespace itself comes from tests/support.py's `netns` fixture.
+    need("ip", "ipset", root=True, root_for="network namespaces, ipset")
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ present throughout.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 
@@ -24,26 +22,21 @@ from agent.dataplane.iptables import (
 )
 from agent.types import Chain, Hook, IPSet
 from tests.dataplane.helpers import ns_exec
+from tests.support import need
 
 pytestmark = pytest.mark.root
 
 
-def need_root(*binaries: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, iptables, ipset)")
-    for b in ("ip", "ipset", *binaries):
-        if not shutil.which(b):
-            pytest.skip(f"{b} not installed")
-
-
 @pytest.fixture(autouse=True)
 def _needs() -> None:
-    need_root()  # the namespace itself comes from conftest's `netns` fixture
+    # The namespace itself comes from tests/support.py's `netns` fixture.
+    need("ip", "ipset", root=True, root_for="network namespaces, iptables, ipset")
 
 
 @pytest.fixture(params=["legacy", "nft"])
 def backend(request: pytest.FixtureRequest) -> str:
-    need_root(f"iptables-{request.param}-save", f"iptables-{request.param}-restore")
+    need("ip", "ipset", f"iptables-{request.param}-save", f"iptables-{request.param}-restore",
+         root=True, root_for="network namespaces, iptables, ipset")
     return str(request.param)
 
 
@@ -337,7 +330,7 @@ def test_bad_rule_fails_whole_transaction_with_context(
 
 
 def test_detect_backend_follows_what_the_namespace_uses(netns: str) -> None:
-    need_root("iptables-legacy-save", "iptables-nft-save")
+    need("iptables-legacy-save", "iptables-nft-save")
     assert detect_backend(netns) == "nft"  # nothing anywhere
     sh(netns, "iptables-legacy", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
     assert detect_backend(netns) == "legacy"  # kubelet's canary says where it lives

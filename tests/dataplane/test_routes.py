@@ -14,7 +14,8 @@ from agent.dataplane.errors import NetlinkError
 from agent.dataplane.route_kernel import render_replace
 from agent.dataplane.routes import RouteTable
 from agent.types import PROTO_BOOT, Route, RouteClass
-from tests.dataplane.helpers import add_veth, routes, sh
+from tests.dataplane.helpers import routes, sh
+from tests.support import add_veth
 
 pytestmark = pytest.mark.root
 

@@ -11,7 +11,8 @@ import pytest
 
 from agent.dataplane.monitor import LinkMonitor
 from agent.dataplane.sysctls import SysctlManager
-from tests.dataplane.helpers import add_veth, sh
+from tests.dataplane.helpers import sh
+from tests.support import add_veth
 
 pytestmark = pytest.mark.root
 

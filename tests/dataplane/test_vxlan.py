@@ -21,7 +21,8 @@ from agent.types import (
     RouteClass,
     VXLANDevice,
 )
-from tests.dataplane.helpers import add_veth, routes, sh
+from tests.dataplane.helpers import routes, sh
+from tests.support import add_veth
 
 pytestmark = pytest.mark.root
 

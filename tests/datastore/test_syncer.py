@@ -14,6 +14,7 @@ from datastore.config import load_env
 from datastore.errors import ConnectionFailed
 from datastore.etcd import EtcdClient
 from datastore.syncer import Syncer, SyncerCallbacks, SyncStatus, Update
+from tests.support import wait_until
 
 RES = "/calico/resources/v3/projectcalico.org/"
 IPAM = "/calico/ipam/v2/"
@@ -94,17 +95,10 @@ def etcd_state(client: EtcdClient) -> dict[str, tuple[bytes, int]]:
     return {kv.key: (kv.value, kv.mod_revision) for kv in kvs + more}
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
 def wait_consistent(rec: Recorder, client: EtcdClient, timeout: float = 30.0) -> None:
     expected = etcd_state(client)
-    wait_until(lambda: rec.snapshot_state() == expected, timeout, "consumer == etcd")
+    wait_until(lambda: rec.snapshot_state() == expected, timeout, interval=0.02,
+               what="consumer == etcd")
 
 
 def wait_connected(url: str, timeout: float = 30.0) -> EtcdClient:
@@ -223,7 +217,8 @@ def test_snapshot_then_in_sync_then_live_events(etcd_client, etcd_endpoint, run_
     live.append(Update("delete", RES + "nodes/n1", b"", c.delete(RES + "nodes/n1")))
     live.append(Update("put", IPAM + "handles/h1", b"h", c.put(IPAM + "handles/h1", b"h")))
 
-    wait_until(lambda: len(rec.updates()) >= len(snapshot) + len(live), 10, "live events")
+    wait_until(lambda: len(rec.updates()) >= len(snapshot) + len(live), 10, interval=0.02,
+               what="live events")
     got = rec.updates_after(3)
     assert sorted(got, key=lambda u: u.revision) == live
     for prefix in PREFIXES:  # each stream in order
@@ -291,7 +286,7 @@ def test_compacted_revision_relists_and_sends_only_the_difference(private_etcd, 
     # Cut the syncer off, and keep it from re-watching until history is compacted.
     gated.open.clear()
     private_etcd.stop()
-    wait_until(gated.blocked.is_set, 30, "the syncer to try re-watching")
+    wait_until(gated.blocked.is_set, 30, interval=0.02, what="the syncer to try re-watching")
     private_etcd.start()
     private_etcd.wait_healthy()
     writer.close()

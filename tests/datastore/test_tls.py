@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from lab.etcd import make_tls_files, start_single
+from lab.etcd import make_tls_files
+from tests.support import need, start_etcd
 
 from .ctlrun import run_script
 
@@ -19,11 +18,10 @@ spec: {cidr: 10.60.0.0/16}
 
 @pytest.fixture(scope="module")
 def tls_etcd(tmp_path_factory):
-    if not shutil.which("etcd") or not shutil.which("openssl"):
-        pytest.skip("needs the etcd and openssl binaries")
+    need("etcd", "openssl")
     base = tmp_path_factory.mktemp("tls")
     tls = make_tls_files(base / "pki")
-    member = start_single(base, tls=tls)
+    member = start_etcd(base, tls=tls)
     yield member, tls
     member.stop()
 

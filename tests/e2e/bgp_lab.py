@@ -8,13 +8,13 @@ runtime files and BGP secrets under the lab's state dir.
 from __future__ import annotations
 
 import ipaddress
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lab import Lab
 from lab import agents as lab_agents
+from tests.support import wait_until
 
 from .pods import BIN, ctl
 
@@ -27,18 +27,6 @@ def agent_env(lab: Lab, node: str, **extra: str) -> dict[str, str]:
 
 def start_agent(lab: Lab, node: str, **extra: str):
     return lab_agents.start_agent(lab, node, hold_time=HOLD_TIME, **extra)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "",
-             every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
@@ -124,6 +112,6 @@ def wait_every_block_everywhere(lab: Lab, pods: Mapping[str, Any], nodes: Iterab
         for owner, pod in pods.items():
             if owner == n:
                 continue
-            wait_for(lambda n=n, owner=owner, pod=pod: has_block_route(
-                lab, n, block_of(pod.ip), node_ip(lab, owner)),
-                what=f"{n} to learn {owner}'s block {block_of(pod.ip)}{how}")
+            wait_until(lambda n=n, owner=owner, pod=pod: has_block_route(
+                  lab, n, block_of(pod.ip), node_ip(lab, owner)),
+                  what=f"{n} to learn {owner}'s block {block_of(pod.ip)}{how}")

@@ -1,46 +1,50 @@
 """Fixtures for the e2e tier: labs of network namespaces (lab.Lab), always torn down.
 
-Each lab gets a unique name, so its namespaces (`<name>-*`), address range and
-state dir never meet another test's or another engineer's lab. A test whose
-requirement is missing is skipped with a reason naming it.
+Each lab gets a unique name (`tt<8 hex>`, tests/support.py), so its namespaces
+(`<name>-*`), address range and state dir never meet another test's or another
+engineer's lab. A test whose requirement is missing is skipped with a reason
+naming it. With TORTIE_KEEP_LAB=1 labs brought up by `up_lab`, `lab` and
+`make_lab` are left running after the test, with a note on how to reach and
+remove them (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lab import Lab, netns, state, teardown
+from tests.support import keep_lab, need, record_lab, unique_name
 
-TOOLS = {  # binary -> Debian package
-    "ip": "iproute2", "etcd": "etcd-server", "etcdctl": "etcd-client", "curl": "curl",
-    "ping": "iputils-ping", "sysctl": "procps",
-}
+TOOLS = ("ip", "etcd", "etcdctl", "curl", "ping", "sysctl")  # packages: support.APT_PACKAGES
 
 
-def _need_lab() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (the lab creates network namespaces)")
-    for tool, package in TOOLS.items():
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed (apt package {package})")
+def lab_name() -> str:
+    """A fresh lab name, recorded for the session-end leftover check."""
+    return record_lab(unique_name())
 
 
-def _lab_name() -> str:
-    return "e" + uuid.uuid4().hex[:8]
+@contextmanager
+def up_lab(**kwargs: Any) -> Iterator[Lab]:
+    """Lab(fresh name, **kwargs).up(); down() afterwards unless TORTIE_KEEP_LAB=1."""
+    the_lab = Lab(lab_name(), **kwargs).up()
+    try:
+        yield the_lab
+    finally:
+        if not keep_lab(the_lab):
+            the_lab.down()
 
 
 @pytest.fixture(scope="session")
 def lab_env() -> None:
     """Skips unless root with iproute2, etcd, etcdctl, curl, ping and sysctl."""
-    _need_lab()
+    need(*TOOLS, root=True, root_for="the lab creates network namespaces")
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +75,8 @@ def snapshot() -> Callable[[], dict[str, Any]]:
 @pytest.fixture(scope="module")
 def lab(lab_env: None) -> Iterator[Lab]:
     """A default lab (3 nodes, 2 subnets, 1 etcd) shared by a module's read-only tests."""
-    the_lab = Lab(_lab_name())
-    try:
-        yield the_lab.up()
-    finally:
-        the_lab.down()
+    with up_lab() as the_lab:
+        yield the_lab
 
 
 @pytest.fixture
@@ -84,13 +85,14 @@ def make_lab(lab_env: None) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
     def make(**kwargs: Any) -> Lab:
-        new = Lab(kwargs.pop("name", None) or _lab_name(), **kwargs)
+        new = Lab(record_lab(kwargs.pop("name", None) or unique_name()), **kwargs)
         labs.append(new)
         return new.up()
 
     yield make
     for each in labs:
-        each.down()
+        if not keep_lab(each):
+            each.down()
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ def lab_names(lab_env: None) -> Iterator[Callable[[], str]]:
     names: list[str] = []
 
     def new() -> str:
-        names.append(_lab_name())
+        names.append(lab_name())
         return names[-1]
 
     yield new

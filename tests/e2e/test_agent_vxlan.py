@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab import agents as lab_agents
+from tests.support import wait_until
 
 from .pods import BIN, Pod, add_pod, ctl, ping
 
@@ -55,23 +56,11 @@ def wait_ready(lab, node: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"agent on {node} not ready: {last}\n{log.read_text()[-3000:]}")
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def cluster(lab_env):
-    from lab import Lab
+    from .conftest import up_lab
 
-    from .conftest import _lab_name
-
-    lab = Lab(_lab_name(), nodes=3, subnets=2).up()
-    try:
+    with up_lab(nodes=3, subnets=2) as lab:
         ctl(lab, ["apply", "-f", "-"], stdin=POOL)
         for n in lab.nodes:
             start_agent(lab, n.name)
@@ -79,8 +68,6 @@ def cluster(lab_env):
             wait_ready(lab, n.name)
         pods = {n.name: add_pod(lab, n.name, f"pod{n.name[-1]}") for n in lab.nodes}
         yield lab, pods
-    finally:
-        lab.down()
 
 
 def route_table(lab, node: str) -> str:
@@ -89,14 +76,14 @@ def route_table(lab, node: str) -> str:
 
 def test_routes_have_calico_forms(cluster):
     lab, pods = cluster
-    wait_for(lambda: pods["node1"].ip in route_table(lab, "node1"), what="workload route")
+    wait_until(lambda: pods["node1"].ip in route_table(lab, "node1"), what="workload route")
     table = route_table(lab, "node1")
     assert f"{pods['node1'].ip} dev {pods['node1'].iface} scope link" in table
     assert "blackhole 10.244." in table and "proto 80" in table
     # node2 is on the other subnet: via its VTEP over vxlan.calico; node3 shares node1's
     # subnet: directly via its node IP on eth0.
     node2, node3 = lab.nodes[1], lab.nodes[2]
-    wait_for(lambda: "dev vxlan.calico" in route_table(lab, "node1"), what="vxlan route")
+    wait_until(lambda: "dev vxlan.calico" in route_table(lab, "node1"), what="vxlan route")
     table = route_table(lab, "node1")
     assert any(f"via {node3.ip} dev eth0 proto 80 onlink" in line for line in table.splitlines())
     assert any("dev vxlan.calico proto 80 onlink" in line for line in table.splitlines())
@@ -176,7 +163,7 @@ def test_etcd_outage_keeps_dataplane_and_recovers(cluster):
             res = lab.exec("node1", [str(BIN / "tortie-agent"), "--ready"], check=False,
                            env=agent_env(lab, "node1"))
             return res.returncode == 1 and "datastore" in res.stdout
-        wait_for(not_ready, timeout=30, what="readiness to drop with the datastore")
+        wait_until(not_ready, timeout=30, what="readiness to drop with the datastore")
         pid = _agent_pid(lab, "node1")
         cpu = _cpu_seconds(pid)
         time.sleep(3)

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.support import wait_until
+
 from .bgp_lab import (
     HOLD_TIME,
     NO_ENCAP_POOL,
@@ -31,7 +33,6 @@ from .bgp_lab import (
     start_agent,
     table_rows,
     wait_every_block_everywhere,
-    wait_for,
     wait_ready,
 )
 from .pods import add_pod, ping
@@ -42,15 +43,11 @@ POOL = NO_ENCAP_POOL
 NODES = ("node1", "node2", "node3", "node4")
 
 
-
 @pytest.fixture(scope="module")
 def mesh(lab_env):
-    from lab import Lab
+    from .conftest import up_lab
 
-    from .conftest import _lab_name
-
-    lab = Lab(_lab_name(), nodes=4, subnets=1).up()
-    try:
+    with up_lab(nodes=4, subnets=1) as lab:
         apply(lab, POOL)
         for n in NODES:
             start_agent(lab, n)
@@ -58,17 +55,13 @@ def mesh(lab_env):
             wait_ready(lab, n)
         pods = {n: add_pod(lab, n, f"pod{n[-1]}") for n in NODES}
         yield lab, pods
-    finally:
-        lab.down()
-
-
 
 
 def test_every_node_has_three_established_mesh_peers(mesh):
     lab, _ = mesh
     for n in NODES:
-        rows = wait_for(lambda n=n: len(established(lab, n)) == 3 and established(lab, n),
-                        what=f"3 established sessions on {n}")
+        rows = wait_until(lambda n=n: len(established(lab, n)) == 3 and established(lab, n),
+                          what=f"3 established sessions on {n}")
         assert {r[1] for r in rows} == {"node-to-node mesh"}
         assert {r[0] for r in rows} == {node_ip(lab, m) for m in NODES if m != n}
         assert {r[4] for r in rows} == {"Established"}
@@ -96,7 +89,7 @@ def test_status_all_shows_twelve_sessions_up_from_any_node(mesh):
         rows = table_rows(node_status(lab, "node3", "--all", "-o", "wide"))
         return rows if len([r for r in rows if r[3] == "up"]) == 12 else None
 
-    rows = wait_for(up_rows, what="12 sessions up in --all")
+    rows = wait_until(up_rows, what="12 sessions up in --all")
     assert len(rows) == 12
     assert {r[0] for r in rows} == set(NODES)
     # wide: every node sent each peer at least its own block and received the peer's.
@@ -122,16 +115,16 @@ else:
     lab.exec("node4", [sys.executable, "-c", script, "claim"], env=env)
     via = node_ip(lab, "node4")
     for n in ("node1", "node2", "node3"):
-        wait_for(lambda n=n: has_block_route(lab, n, block, via), what=f"{block} on {n}")
+        wait_until(lambda n=n: has_block_route(lab, n, block, via), what=f"{block} on {n}")
     lab.exec("node4", [sys.executable, "-c", script, "release"], env=env)
     for n in ("node1", "node2", "node3"):
-        wait_for(lambda n=n: block not in routes(lab, n), what=f"{block} withdrawn on {n}")
+        wait_until(lambda n=n: block not in routes(lab, n), what=f"{block} withdrawn on {n}")
 
 
 def test_killed_exabgp_restarts_and_graceful_restart_keeps_its_routes(mesh):
     lab, pods = mesh
     block, via = block_of(pods["node2"].ip), node_ip(lab, "node2")
-    pid = wait_for(lambda: speaker_pid(lab, "node2"), what="node2's ExaBGP")
+    pid = wait_until(lambda: speaker_pid(lab, "node2"), what="node2's ExaBGP")
     os.kill(pid, signal.SIGKILL)
     lost = []
     deadline = time.monotonic() + 30
@@ -157,13 +150,13 @@ def test_disconnected_node_is_withdrawn_within_the_hold_time(mesh):
     try:
         started = time.monotonic()
         for n in ("node1", "node2", "node3"):
-            wait_for(lambda n=n: not has_block_route(lab, n, block, via), timeout=HOLD_TIME + 10,
-                     what=f"node4's block withdrawn on {n}")
+            wait_until(lambda n=n: not has_block_route(lab, n, block, via), timeout=HOLD_TIME + 10,
+                       what=f"node4's block withdrawn on {n}")
         assert time.monotonic() - started < HOLD_TIME + 10
     finally:
         subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=True)
         subprocess.run(["ip", "-n", ns, "route", "replace", "default", "via",
                         lab.nodes[3].gateway], check=False)
     for n in ("node1", "node2", "node3"):
-        wait_for(lambda n=n: has_block_route(lab, n, block, via), timeout=60,
-                 what=f"node4's block back on {n}")
+        wait_until(lambda n=n: has_block_route(lab, n, block, via), timeout=60,
+                   what=f"node4's block back on {n}")

@@ -22,11 +22,9 @@ Two labs, one per module fixture:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -40,6 +38,7 @@ from lab.routers import (
     start_bird,
     start_frr,
 )
+from tests.support import need, wait_until
 
 from .bgp_lab import (
     HOLD_TIME,
@@ -54,7 +53,6 @@ from .bgp_lab import (
     start_agent,
     table_rows,
     wait_every_block_everywhere,
-    wait_for,
     wait_ready,
     write_secret,
 )
@@ -124,10 +122,9 @@ def start_cluster(lab: Lab, *manifests: str) -> None:
 
 @pytest.fixture(scope="module")
 def rr_cluster(lab_env):
-    from .conftest import _lab_name
+    from .conftest import up_lab
 
-    lab = Lab(_lab_name(), nodes=4, subnets=1).up()
-    try:
+    with up_lab(nodes=4, subnets=1) as lab:
         # The mesh is off and the BGPPeer exists before any agent runs, so no
         # session ever starts before the reflectors are configured.
         start_cluster(lab, PEER_WITH_RRS)
@@ -136,8 +133,6 @@ def rr_cluster(lab_env):
             ctl(lab, ["patch", "node", n, "-p", RR_NODE_PATCH])
         pods = {n.name: add_pod(lab, n.name, f"pod{n.name[-1]}") for n in lab.nodes}
         yield lab, pods
-    finally:
-        lab.down()
 
 
 def test_reflectors_and_clients_have_node_specific_sessions(rr_cluster):
@@ -154,7 +149,7 @@ def test_reflectors_and_clients_have_node_specific_sessions(rr_cluster):
             rows = peer_rows(lab, node)
             return rows if set(rows) == peers and all(r[2] == "up" for r in rows.values()) \
                 else None
-        rows = wait_for(up, what=f"{node}'s sessions to {sorted(peers)}")
+        rows = wait_until(up, what=f"{node}'s sessions to {sorted(peers)}")
         assert {r[1] for r in rows.values()} == {"node specific"}, rows
         assert {r[4] for r in rows.values()} == {"Established"}, rows
 
@@ -177,7 +172,7 @@ def test_stopping_one_reflector_loses_no_route(rr_cluster):
     lab, pods = rr_cluster
     live = ("node2", "node3", "node4")
     wanted = {(n, block_of(pods[o].ip), node_ip(lab, o)) for n in live for o in live if o != n}
-    wait_for(lambda: all(has_block_route(lab, *w) for w in wanted), what="every route in place")
+    wait_until(lambda: all(has_block_route(lab, *w) for w in wanted), what="every route in place")
     rr1 = node_ip(lab, "node1")
     before = {n: best_paths(lab, n) for n in ("node3", "node4")}
 
@@ -210,19 +205,13 @@ def test_stopping_one_reflector_loses_no_route(rr_cluster):
 
 @pytest.fixture(scope="module")
 def routed(lab_env):
-    if not (shutil.which("bird") and shutil.which("birdc")):
-        pytest.skip("BIRD not installed (apt package bird2)")
-    if not (Path("/usr/lib/frr/bgpd").exists() and shutil.which("vtysh")):
-        pytest.skip("FRR not installed (apt package frr)")
-    from .conftest import _lab_name
+    need("bird", "birdc", "vtysh", files={"/usr/lib/frr/bgpd": "frr"})
+    from .conftest import up_lab
 
-    lab = Lab(_lab_name(), nodes=3, subnets=1).up()
-    try:
+    with up_lab(nodes=3, subnets=1) as lab:
         start_cluster(lab)
         pods = {n.name: add_pod(lab, n.name, f"pod{n.name[-1]}") for n in lab.nodes}
         yield lab, pods
-    finally:
-        lab.down()
 
 
 def global_peer(name: str, peer_ip: str, asn: int, secret: tuple[str, str] | None = None) -> str:
@@ -236,7 +225,7 @@ def global_peer(name: str, peer_ip: str, asn: int, secret: tuple[str, str] | Non
 def remove_peer(lab: Lab, name: str) -> None:
     ctl(lab, ["delete", "bgppeer", name])
     for n in lab.nodes:
-        wait_for(lambda n=n: not peer_rows(lab, n.name), what=f"{n.name} to drop its sessions")
+        wait_until(lambda n=n: not peer_rows(lab, n.name), what=f"{n.name} to drop its sessions")
 
 
 def router_session_up(lab: Lab, gw: str) -> dict[str, list[str]] | None:
@@ -251,9 +240,9 @@ def test_external_bird_route_reflector_distributes_blocks(routed):
                                               hold_time=HOLD_TIME), name="rr")
     apply(lab, global_peer("rr", gw, 64512))
     try:
-        wait_for(lambda: all(rr.protocols()[bird_proto_name(n.ip, "rr")]["info"] == "Established"
-                             for n in lab.nodes), what="BIRD to have every client Established")
-        rows = wait_for(lambda: router_session_up(lab, gw), what="every node's session to BIRD")
+        wait_until(lambda: all(rr.protocols()[bird_proto_name(n.ip, "rr")]["info"] == "Established"
+                               for n in lab.nodes), what="BIRD to have every client Established")
+        rows = wait_until(lambda: router_session_up(lab, gw), what="every node's session to BIRD")
         assert {r[1] for r in rows.values()} == {"global"}, rows
         # BIRD reflects with the owner's next hop (iBGP, no next hop self).
         wait_every_block_everywhere(lab, pods, [n.name for n in lab.nodes], " through BIRD")
@@ -277,22 +266,22 @@ def test_frr_tor_learns_every_block_and_its_prefix_reaches_every_node(routed):
                                  hold_time=HOLD_TIME), name="tor", with_zebra=False)
     apply(lab, global_peer("tor", gw, 65001))
     try:
-        wait_for(lambda: set(tor.peer_states().values()) == {"Established"} and
-                 len(tor.peer_states()) == 3, what="FRR to have every node Established")
+        wait_until(lambda: set(tor.peer_states().values()) == {"Established"} and
+                   len(tor.peer_states()) == 3, what="FRR to have every node Established")
         blocks = {block_of(p.ip): node_ip(lab, o) for o, p in pods.items()}
 
         def learned():
             table = tor.bgp_routes_json().get("routes", {})
             return table if set(blocks) <= set(table) else None
-        table = wait_for(learned, what="FRR to learn every node's block")
+        table = wait_until(learned, what="FRR to learn every node's block")
         for block, owner_ip in blocks.items():
             (path,) = table[block]  # once, from its owner: nodes pass on no eBGP route
             assert path["peerId"] == owner_ip, path
             assert path["path"] == "64512", path
         for n in lab.nodes:
-            wait_for(lambda n=n: any(line.startswith(f"{TOR_NET} via {gw} dev eth0 proto 80")
-                                     for line in routes(lab, n.name).splitlines()),
-                     what=f"{TOR_NET} via the ToR on {n.name}")
+            wait_until(lambda n=n: any(line.startswith(f"{TOR_NET} via {gw} dev eth0 proto 80")
+                                       for line in routes(lab, n.name).splitlines()),
+                       what=f"{TOR_NET} via the ToR on {n.name}")
         rows = router_session_up(lab, gw)
         assert rows and {r[1] for r in rows.values()} == {"global"}, rows
         # The ToR's copy of node A's block (AS path 65001 64512) is an AS loop for node B:
@@ -327,22 +316,22 @@ def test_bgp_password_matching_establishes_mismatched_never(routed):
     bird = start_bird(lab, config("s3cret"), name="md5")
     apply(lab, global_peer("md5-tor", gw, 65002, ("bgp-secrets", "tor")))
     try:
-        wait_for(lambda: all(p["info"] == "Established" for name, p in bird.protocols().items()
-                             if name.startswith("peer_")) and bird.protocols(),
-                 what="BIRD to have every node Established with the password")
+        wait_until(lambda: all(p["info"] == "Established" for name, p in bird.protocols().items()
+                               if name.startswith("peer_")) and bird.protocols(),
+                   what="BIRD to have every node Established with the password")
         assert router_session_up(lab, gw)
         for n in lab.nodes:
-            wait_for(lambda n=n: any(line.startswith(f"{MD5_NET} via {gw} dev eth0 proto 80")
-                                     for line in routes(lab, n.name).splitlines()),
-                     what=f"{MD5_NET} on {n.name}")
+            wait_until(lambda n=n: any(line.startswith(f"{MD5_NET} via {gw} dev eth0 proto 80")
+                                       for line in routes(lab, n.name).splitlines()),
+                       what=f"{MD5_NET} on {n.name}")
 
         # BIRD now expects another password: it restarts the sessions (with a
         # NOTIFICATION, so the routes go at once) and no node gets back in.
         failures = {n.name: md5_failures(lab, n.name) for n in lab.nodes}
         bird.configure(config("not-s3cret"))
         for n in lab.nodes:
-            wait_for(lambda n=n: not installed(n.name), timeout=HOLD_TIME,
-                     what=f"{MD5_NET} withdrawn on {n.name}")
+            wait_until(lambda n=n: not installed(n.name), timeout=HOLD_TIME,
+                       what=f"{MD5_NET} withdrawn on {n.name}")
         seen_up, seen_route = set(), set()
         end = time.monotonic() + 2 * HOLD_TIME
         while time.monotonic() < end:
@@ -362,10 +351,10 @@ def test_bgp_password_matching_establishes_mismatched_never(routed):
 
         # The passwords agree again: the same sessions come back, nothing restarted.
         bird.configure(config("s3cret"))
-        wait_for(lambda: router_session_up(lab, gw), timeout=3 * HOLD_TIME,
-                 what="every node's session back with the matching password")
+        wait_until(lambda: router_session_up(lab, gw), timeout=3 * HOLD_TIME,
+                   what="every node's session back with the matching password")
         for n in lab.nodes:
-            wait_for(lambda n=n: installed(n.name), what=f"{MD5_NET} back on {n.name}")
+            wait_until(lambda n=n: installed(n.name), what=f"{MD5_NET} back on {n.name}")
 
         # Rotation, as kubelet does it: the mounted secret file is rewritten and the
         # router gets the new password. Each node reads the file again within
@@ -375,13 +364,13 @@ def test_bgp_password_matching_establishes_mismatched_never(routed):
                  if name.startswith("peer_")}
         write_secret(lab, "bgp-secrets", "tor", "r0tated")
         bird.configure(config("r0tated"))
-        wait_for(lambda: all(p["info"] == "Established" and float(p["since"]) > since[name]
-                             for name, p in bird.protocols().items() if name in since),
-                 timeout=SECRET_POLL + 3 * HOLD_TIME,
-                 what="every node Established again with the rotated password")
+        wait_until(lambda: all(p["info"] == "Established" and float(p["since"]) > since[name]
+                               for name, p in bird.protocols().items() if name in since),
+                   timeout=SECRET_POLL + 3 * HOLD_TIME,
+                   what="every node Established again with the rotated password")
         assert {n.name: speaker_pid(lab, n.name) for n in lab.nodes} == speakers
         for n in lab.nodes:
-            wait_for(lambda n=n: installed(n.name), what=f"{MD5_NET} on {n.name} after rotation")
+            wait_until(lambda n=n: installed(n.name), what=f"{MD5_NET} on {n.name} after rotation")
     finally:
         bird.stop()
         remove_peer(lab, "md5-tor")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lab import agents
+from tests.support import wait_until
 
 from .bgp_lab import (
     HOLD_TIME,
@@ -15,7 +16,6 @@ from .bgp_lab import (
     established,
     node_status,
     routes,
-    wait_for,
 )
 from .pods import add_pod, ping
 
@@ -36,13 +36,13 @@ def test_sidecar_speaks_bgp_and_the_agent_installs_what_it_learns(make_lab):
     for n in ("node1", "node2"):
         agents.wait_ready(lab, n)
     pods = {n: add_pod(lab, n, f"pod{n[-1]}") for n in ("node1", "node2")}
-    wait_for(lambda: len(established(lab, "node2")) == 1, what="node2's sidecar session up")
+    wait_until(lambda: len(established(lab, "node2")) == 1, what="node2's sidecar session up")
     assert "tortie process is running." in node_status(lab, "node2")
     node1, node2 = (n.ip for n in lab.nodes)
     block1, block2 = block_of(pods["node1"].ip), block_of(pods["node2"].ip)
     # node2's agent programs what its sidecar learned; node1 learns what the sidecar announces.
-    wait_for(lambda: f"{block1} via {node1} dev eth0 proto 80" in routes(lab, "node2"),
-             what="node1's block on node2, from the sidecar")
-    wait_for(lambda: f"{block2} via {node2} dev eth0 proto 80" in routes(lab, "node1"),
-             what="node2's block on node1")
+    wait_until(lambda: f"{block1} via {node1} dev eth0 proto 80" in routes(lab, "node2"),
+               what="node1's block on node2, from the sidecar")
+    wait_until(lambda: f"{block2} via {node2} dev eth0 proto 80" in routes(lab, "node1"),
+               what="node2's block on node1")
     assert ping(pods["node2"], pods["node1"].ip) or ping(pods["node2"], pods["node1"].ip)

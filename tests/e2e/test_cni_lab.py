@@ -22,6 +22,7 @@ import pytest
 from lab import Lab
 from lab import agents as lab_agents
 from lab import pods as lab_pods
+from tests.support import need, wait_until
 
 from .pods import BIN, ctl
 
@@ -40,15 +41,6 @@ spec:
 
 def agent_env(lab: Lab, node: str) -> dict[str, str]:
     return lab_agents.agent_env(lab, node, backend="vxlan")
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def agent_ready(lab: Lab, node: str) -> bool:
@@ -73,10 +65,9 @@ def ping(pod: lab_pods.PodInfo, ip: str, timeout: float = 20.0) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(lab_env: None) -> Iterator[Lab]:
-    from .conftest import _lab_name
+    from .conftest import up_lab
 
-    lab = Lab(_lab_name(), nodes=2, subnets=2).up()
-    try:
+    with up_lab(nodes=2, subnets=2) as lab:
         ctl(lab, ["apply", "-f", "-"], stdin=POOL)
         for n in lab.nodes:
             lab.start_process(n.name, [str(BIN / "tortie-agent")], role="agent",
@@ -84,10 +75,8 @@ def cluster(lab_env: None) -> Iterator[Lab]:
             lab_pods.install_cni(lab, n.name)
             lab_pods.start_cni_server(lab, n.name)
         for n in lab.nodes:
-            wait_for(lambda n=n: agent_ready(lab, n.name), what=f"agent on {n.name}")
+            wait_until(lambda n=n: agent_ready(lab, n.name), what=f"agent on {n.name}")
         yield lab
-    finally:
-        lab.down()
 
 
 def test_pods_on_two_nodes(cluster: Lab) -> None:
@@ -126,7 +115,7 @@ def test_portmap_maps_a_host_port_to_a_pod(cluster: Lab, tmp_path: Path) -> None
             return lab.exec("node2", ["curl", "-s", "--max-time", "3",
                                       f"http://{node1.ip}:8080/index.html"], check=False).stdout
 
-        wait_for(lambda: "hello from web" in fetch(), timeout=20, what="the mapped port")
+        wait_until(lambda: "hello from web" in fetch(), timeout=20, what="the mapped port")
         nat = lab.exec("node1", ["iptables-save", "-t", "nat"]).stdout
         assert "CNI-HOSTPORT-DNAT" in nat and f"{web.ip}:80" in nat
     finally:
@@ -161,9 +150,7 @@ def test_tortie_lab_pod_commands(cluster: Lab, lab_cli: str) -> None:
 def podman(cluster: Lab) -> Iterator:
     """Runs podman (CNI backend, runc, vfs, all state in one temporary directory) in node1's
     namespace."""
-    for tool in ("podman", "runc", "busybox"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed (apt packages podman runc busybox-static)")
+    need("podman", "runc", "busybox")
     lab = cluster
     conf_dir = lab_pods.conf_path(lab, "node1").parent
     # podman refuses a run root longer than 50 characters: pytest's tmp_path is too deep.

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import need
+
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,12 +25,10 @@ RUNNER = REPO / "scripts" / "run-in-uml.sh"
 
 
 def test_guest_suite_passes_inside_uml():
-    if os.geteuid() != 0:
-        pytest.skip("needs root to boot User-Mode Linux with the host root file system")
-    if not Path("/usr/bin/linux.uml").exists():
-        pytest.skip("User-Mode Linux not installed (apt package user-mode-linux)")
-    if not shutil.which("modprobe") and not Path("/usr/sbin/modprobe").exists():
-        pytest.skip("kmod not installed (the UML guest uses the host's modprobe)")
+    need(root=True, root_for="to boot User-Mode Linux with the host root file system",
+         files={"/usr/bin/linux.uml": "user-mode-linux"})
+    if not shutil.which("modprobe"):  # the UML guest uses the host's modprobe
+        need(files={"/usr/sbin/modprobe": "kmod"})
     res = subprocess.run(
         [str(RUNNER), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "tests/kernel_guest"],

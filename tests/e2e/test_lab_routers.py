@@ -16,8 +16,6 @@ next hop untouched; `lab.down()` must leave no router process (nor FRR's
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from lab.routers import (
     start_bird,
     start_frr,
 )
+from tests.support import need, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -43,31 +42,15 @@ BIRD_NET = "203.0.113.0/24"
 
 @pytest.fixture(scope="module")
 def routers_env(lab_env: None) -> None:
-    if not (shutil.which("bird") and shutil.which("birdc")):
-        pytest.skip("BIRD not installed (apt package bird2)")
-    if not (Path("/usr/lib/frr/bgpd").exists() and shutil.which("vtysh")):
-        pytest.skip("FRR not installed (apt package frr)")
+    need("bird", "birdc", "vtysh", files={"/usr/lib/frr/bgpd": "frr"})
 
 
 @pytest.fixture(scope="module")
 def lab2(routers_env: None) -> Lab:
-    from .conftest import _lab_name
+    from .conftest import up_lab
 
-    lab = Lab(_lab_name(), nodes=2, subnets=1).up()
-    try:
+    with up_lab(nodes=2, subnets=1) as lab:
         yield lab
-    finally:
-        lab.down()
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def kernel_routes(lab: Lab, node: str, proto: str) -> str:
@@ -87,18 +70,22 @@ def test_bird_tor_and_frr_exchange_prefixes(lab2: Lab) -> None:
                                      install_learned=True), name="bird2", netns=n2)
     try:
         assert tor.netns == lab.router_netns and frr.netns == n1.netns and leaf.netns == n2.netns
-        wait_for(lambda: frr.peer_states().get(gw) == "Established", "FRR session to the ToR")
-        wait_for(lambda: all(tor.protocols()[bird_proto_name(ip)]["state"] == "up"
-                             for ip in (n1.ip, n2.ip)), "ToR sessions up")
-        wait_for(lambda: {FRR_NET, BIRD_NET} <= set(tor.routes()), "ToR learning both prefixes")
+        wait_until(lambda: frr.peer_states().get(gw) == "Established",
+                   what="FRR session to the ToR")
+        wait_until(lambda: all(tor.protocols()[bird_proto_name(ip)]["state"] == "up"
+                               for ip in (n1.ip, n2.ip)), what="ToR sessions up")
+        wait_until(lambda: {FRR_NET, BIRD_NET} <= set(tor.routes()),
+                   what="ToR learning both prefixes")
 
         # node2's BIRD installs node1's prefix (proto bird); node1's zebra installs node2's.
         # On a shared subnet BIRD passes the originator's next hop through (third-party
         # next hop), so the route may point at the other node rather than the ToR.
-        wait_for(lambda: FRR_NET in kernel_routes(lab, "node2", "bird"), "FRR prefix in node2")
+        wait_until(lambda: FRR_NET in kernel_routes(lab, "node2", "bird"),
+                   what="FRR prefix in node2")
         assert any(f"{FRR_NET} via {hop} dev eth0" in kernel_routes(lab, "node2", "bird")
                    for hop in (gw, n1.ip))
-        wait_for(lambda: BIRD_NET in kernel_routes(lab, "node1", "bgp"), "BIRD prefix in node1")
+        wait_until(lambda: BIRD_NET in kernel_routes(lab, "node1", "bgp"),
+                   what="BIRD prefix in node1")
         assert any(f"via {hop} dev eth0" in kernel_routes(lab, "node1", "bgp")
                    for hop in (gw, n2.ip))
         assert BIRD_NET in frr.routes_json()
@@ -114,8 +101,8 @@ def test_bird_tor_and_frr_exchange_prefixes(lab2: Lab) -> None:
         # its restart time.)
         frr.vtysh("configure terminal", "router bgp 65001", "address-family ipv4 unicast",
                   f"no network {FRR_NET}")
-        wait_for(lambda: FRR_NET not in kernel_routes(lab, "node2", "bird"),
-                 "FRR prefix withdrawn from node2")
+        wait_until(lambda: FRR_NET not in kernel_routes(lab, "node2", "bird"),
+                   what="FRR prefix withdrawn from node2")
     finally:
         for r in (leaf, frr, tor):
             r.stop()
@@ -133,12 +120,14 @@ def test_bird_route_reflector_reflects_between_clients(lab2: Lab) -> None:
         for i, (n, net) in enumerate(((n1, FRR_NET), (n2, BIRD_NET)), start=1)
     ]
     try:
-        wait_for(lambda: all(p["state"] == "up" for name, p in rr.protocols().items()
-                             if name.startswith("rr_")), "RR sessions up")
+        wait_until(lambda: all(p["state"] == "up" for name, p in rr.protocols().items()
+                               if name.startswith("rr_")), what="RR sessions up")
         # Reflected with the originator's next hop (iBGP leaves it alone).
-        wait_for(lambda: BIRD_NET in kernel_routes(lab, "node1", "bird"), "reflected to node1")
+        wait_until(lambda: BIRD_NET in kernel_routes(lab, "node1", "bird"),
+                   what="reflected to node1")
         assert f"{BIRD_NET} via {n2.ip} dev eth0" in kernel_routes(lab, "node1", "bird")
-        wait_for(lambda: FRR_NET in kernel_routes(lab, "node2", "bird"), "reflected to node2")
+        wait_until(lambda: FRR_NET in kernel_routes(lab, "node2", "bird"),
+                   what="reflected to node2")
         assert f"{FRR_NET} via {n1.ip} dev eth0" in kernel_routes(lab, "node2", "bird")
         detail = rr.birdc("show", "route", "all", FRR_NET)
         assert "BGP.next_hop" in detail
@@ -158,7 +147,8 @@ def test_frr_without_zebra_learns_but_installs_nothing(lab2: Lab) -> None:
                     with_zebra=False)
     try:
         assert set(frr.procs) == {"bgpd"}
-        wait_for(lambda: BIRD_NET in frr.bgp_routes_json().get("routes", {}), "bgpd learning")
+        wait_until(lambda: BIRD_NET in frr.bgp_routes_json().get("routes", {}),
+                   what="bgpd learning")
         assert BIRD_NET not in lab.exec(n2, ["ip", "route"]).stdout
     finally:
         frr.stop()

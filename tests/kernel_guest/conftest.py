@@ -7,9 +7,12 @@ this directory; on the host these items are skipped with that reason.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import make_netns, remove_netns
 
 HERE = Path(__file__).parent
 
@@ -25,20 +28,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def guest_netns():
-    """Fresh namespaces inside the guest (the guest is thrown away, but keep tests tidy)."""
-    import subprocess
-    import uuid
-
+def guest_netns() -> Iterator[Callable[[], str]]:
+    """Factory of fresh namespaces inside the guest (tests/support.py's make_netns); all removed
+    afterwards (the guest is thrown away, but keep tests tidy)."""
     made: list[str] = []
 
     def make() -> str:
-        name = "g" + uuid.uuid4().hex[:6]
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        made.append(name)
-        return name
+        made.append(make_netns())
+        return made[-1]
 
     yield make
     for name in made:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        remove_netns(name)

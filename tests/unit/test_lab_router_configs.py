@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from lab.routers import bird_peer, bird_proto_name, bird_route_reflector, frr_tor
+from tests.support import need
 
 
 def bird_parses(text: str, tmp_path: Path) -> None:
-    if not shutil.which("bird"):
-        pytest.skip("BIRD not installed (apt package bird2)")
+    need("bird")
     conf = tmp_path / "bird.conf"
     conf.write_text(text)
     res = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True)

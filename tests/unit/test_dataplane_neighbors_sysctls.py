@@ -9,7 +9,7 @@ import pytest
 from agent.dataplane.neighbors import NeighborTable
 from agent.dataplane.sysctls import SysctlManager, interface_sysctls
 from agent.types import FdbEntry, Neighbor
-from tests.dataplane.fakes import FakeNeighborKernel
+from tests.unit.fakes import FakeNeighborKernel
 
 VX = "vxlan.calico"
 N1 = Neighbor("10.65.1.0", "66:bb:bb:bb:bb:01", VX)

@@ -31,7 +31,7 @@ from bgp.types import (
     RouteUpdate,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "bgp" / "fixtures"  # beside capture.py, which writes them
 
 
 def lines(name: str) -> list[str]:

@@ -15,7 +15,7 @@ from agent.dataplane.tunnels import (
     vxlan_incompat,
 )
 from agent.types import IPIPDevice, VXLANDevice
-from tests.dataplane.fakes import FakeLinkKernel
+from tests.unit.fakes import FakeLinkKernel
 
 WANT = VXLANDevice(name="vxlan.calico", vni=4096, port=4789, local_ip="192.168.0.1",
                    parent="eth0", mac="66:AA:BB:CC:DD:EE", address="10.65.0.0", mtu=1450)

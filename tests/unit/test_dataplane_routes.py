@@ -18,7 +18,7 @@ from agent.dataplane.route_kernel import KernelRoute, render_delete, render_repl
 from agent.dataplane.route_netlink import kernel_route
 from agent.dataplane.routes import RouteTable, _precedence
 from agent.types import PROTO_BOOT, PROTO_TORTIE, Route, RouteClass
-from tests.dataplane.fakes import FakeRouteKernel
+from tests.unit.fakes import FakeRouteKernel
 
 WL = Route("10.65.0.2/32", RouteClass.LOCAL_WORKLOAD, dev="cali1234567890a", scope="link",
            proto=PROTO_BOOT)
@@ -599,7 +599,7 @@ def test_kernel_dataplane_forwards_learned_routes(tmp_path: Path) -> None:
     from agent.dataplane.sysctls import SysctlManager
     from agent.dataplane.tunnels import IPIPManager, VXLANManager
     from agent.types import DesiredDataplane
-    from tests.dataplane.fakes import FakeLinkKernel, FakeNeighborKernel
+    from tests.unit.fakes import FakeLinkKernel, FakeNeighborKernel
 
     fake = learned_fake()
     rt = table(fake)
