@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 # The host end's sysctls are the agent's list (one definition, itself importing nothing).
-from agent.dataplane.workload_sysctls import interface_sysctls as host_sysctls
+from agent.dataplane.workload_sysctls import interface_sysctls
 
 from .errors import CheckFailed, Conflict, ContainerUnknown, DataplaneFailure
 from .naming import GATEWAY, HOST_MAC
@@ -195,7 +195,7 @@ def wire(plan: VethPlan) -> None:
             run_batch(host_lines(plan, replace=False))
     except BatchFailure as exc:
         raise _host_error(plan, exc) from None
-    write_sysctls(host_sysctls(plan.host_ifname))
+    write_sysctls(interface_sysctls(plan.host_ifname))
     try:
         run_batch(container_lines(plan), plan.netns)
     except BatchFailure as exc:

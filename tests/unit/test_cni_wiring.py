@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cni.wiring import Observed, VethPlan, container_lines, host_lines, host_sysctls, problems
+from cni.wiring import Observed, VethPlan, container_lines, host_lines, problems
 
 PLAN = VethPlan("cali0123456789a", "eth0", "/run/netns/p", 1450, "02:11:22:33:44:55",
                 ("10.65.0.5",))
@@ -25,12 +25,6 @@ def test_container_lines() -> None:
         "route add 169.254.1.1 dev eth0 scope link",
         "route add default via 169.254.1.1 dev eth0",
     ]
-
-
-def test_host_sysctls_match_the_agents() -> None:
-    from agent.dataplane.sysctls import interface_sysctls
-
-    assert host_sysctls("cali1") == interface_sysctls("cali1")
 
 
 GOOD = Observed(

@@ -4,7 +4,8 @@ The loop is driven only through the Agent's public event API (the callbacks
 the syncer, the link monitor and the BGP side call) and its `Dataplane`
 Protocol; the fake records every call and answers each apply() with the next
 scripted result. The real writers and their order are tested against the
-kernel in tests/dataplane.
+kernel in tests/dataplane. No root, etcd or namespace: the loop never reads
+etcd (start-up, which does, is not run here).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent.main import Agent
 from agent.types import DesiredDataplane, Route, RouteClass
 from bgp.types import BestPathChanges
 from datastore.syncer import SyncStatus
+from tests.support import wait_until
 from tests.unit.test_calc_state import node, owned, pool, wep
 
 
@@ -82,12 +84,6 @@ def make_agent(dataplane: FakeDataplane, tmp_path, **env: str) -> Agent:
                  nodename="node1")
 
 
-def poll(until: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not until() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 @contextmanager
 def running(agent: Agent) -> Iterator[None]:
     """The loop in a thread for the `with` block; stopped (and joined) after it."""
@@ -101,10 +97,16 @@ def running(agent: Agent) -> Iterator[None]:
     assert not thread.is_alive()
 
 
-def run_until(agent: Agent, until: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Run the loop until `until()` holds (or the timeout), then stop it."""
+def run_until(agent: Agent, until: Callable[[], bool], what: str) -> None:
+    """Run the loop until `until()` holds, then stop it."""
     with running(agent):
-        poll(until, timeout)
+        wait_until(until, timeout=10.0, interval=0.01, what=what)
+
+
+def run_for(agent: Agent, seconds: float) -> None:
+    """Run the loop for a fixed window, to observe that nothing (more) happens in it."""
+    with running(agent):
+        time.sleep(seconds)
 
 
 def test_a_held_back_deletion_is_applied_when_due_without_new_input(tmp_path) -> None:
@@ -112,8 +114,8 @@ def test_a_held_back_deletion_is_applied_when_due_without_new_input(tmp_path) ->
     dp = FakeDataplane(script=[result(routes=ApplyResult(skipped=1, retry_after=0.2))])
     agent = make_agent(dp, tmp_path)
     agent.on_status(SyncStatus.IN_SYNC)
-    run_until(agent, lambda: len(dp.applies) >= 2)
-    assert len(dp.applies) == 2, "the loop never came back for the held-back deletion"
+    run_until(agent, lambda: len(dp.applies) >= 2, "the apply of the held-back deletion")
+    assert len(dp.applies) == 2
     gap = dp.applies[1] - dp.applies[0]
     assert gap >= 0.2, f"applied again after {gap:.3f} s, before the deletion was due"
 
@@ -122,7 +124,7 @@ def test_without_a_request_the_loop_stays_idle(tmp_path) -> None:
     dp = FakeDataplane()
     agent = make_agent(dp, tmp_path)
     agent.on_status(SyncStatus.IN_SYNC)
-    run_until(agent, lambda: False, timeout=0.5)
+    run_for(agent, 0.5)
     assert len(dp.applies) == 1  # the initial apply, then nothing until input arrives
     assert len(dp.desired) == 1
 
@@ -132,7 +134,7 @@ def test_nothing_is_programmed_before_the_datastore_is_in_sync(tmp_path) -> None
     agent = make_agent(dp, tmp_path)
     agent.on_status(SyncStatus.RESYNC)
     agent.on_updates([pool("pods", "10.65.0.0/16")])
-    run_until(agent, lambda: False, timeout=0.3)
+    run_for(agent, 0.3)
     assert dp.applies == [] and dp.desired == []
 
 
@@ -143,7 +145,7 @@ def test_datastore_updates_reach_the_dataplane_as_desired_state(tmp_path) -> Non
                       *owned("node1", "10.65.0.0/26"),
                       wep("node1", "web", ["10.65.0.2/32"], iface="cali1234567890a")])
     agent.on_status(SyncStatus.IN_SYNC)
-    run_until(agent, lambda: len(dp.applies) >= 1)
+    run_until(agent, lambda: len(dp.applies) >= 1, "the first apply")
     assert dp.lookups == ["10.0.0.5"]  # the parent interface, looked up through the dataplane
     routes = {r.dst: r for r in dp.desired[-1].routes}
     assert routes["10.65.0.2/32"].dev == "cali1234567890a"
@@ -157,11 +159,13 @@ def test_a_link_event_goes_to_the_dataplane_and_the_parent_is_looked_up_again(tm
     agent.on_updates([node("node1", "10.0.0.5/24")])
     agent.on_status(SyncStatus.IN_SYNC)
     with running(agent):
-        poll(lambda: len(dp.applies) >= 1, 5.0)
+        wait_until(lambda: len(dp.applies) >= 1, timeout=10.0, interval=0.01,
+                   what="the first apply")
         dp.interfaces["10.0.0.5"] = HostInterface("eth0", 9000)
         agent.on_link("cali1234567890a", "added")
         agent.on_link("eth0", "up")
-        poll(lambda: len(dp.applies) >= 2 and (tmp_path / "mtu").read_text() == "9000\n", 5.0)
+        wait_until(lambda: (tmp_path / "mtu").read_text() == "9000\n", timeout=10.0,
+                   interval=0.01, what="the parent's new MTU published")
     assert dp.interface_changes == ["cali1234567890a", "eth0"]
     assert dp.lookups == ["10.0.0.5", "10.0.0.5"]  # the parent's event invalidated the look-up
     assert (tmp_path / "mtu").read_text() == "9000\n"
@@ -174,13 +178,14 @@ def test_learned_routes_reach_the_dataplane_as_a_delta(tmp_path) -> None:
     agent.on_status(SyncStatus.IN_SYNC)
     agent.on_learned(BestPathChanges({"10.65.9.0/26": ("10.0.0.9", "10.0.0.9")}, reset=True))
     with running(agent):
-        poll(lambda: bool(dp.learned), 5.0)
+        wait_until(lambda: dp.learned, timeout=10.0, interval=0.01, what="learned routes")
         # A peer on the node's subnet, in a pool without encapsulation: via it, on eth0.
         assert dp.learned == [
             {"10.65.9.0/26": Route("10.65.9.0/26", RouteClass.NO_ENCAP, gateway="10.0.0.9",
                                    dev="eth0", onlink=True)}]
         agent.on_learned(BestPathChanges({"10.65.9.0/26": None}))
-        poll(lambda: len(dp.learned) >= 2, 5.0)
+        wait_until(lambda: len(dp.learned) >= 2, timeout=10.0, interval=0.01,
+                   what="the withdrawal")
     assert dp.learned[1] == {"10.65.9.0/26": None}
 
 
@@ -195,7 +200,7 @@ def test_a_failed_apply_is_retried_with_backoff_and_reported(tmp_path) -> None:
         dataplane_ready.append(agent.health.summary()["components"]["dataplane"]["ready"])
         return len(dp.applies) >= 2
 
-    run_until(agent, second_apply)
+    run_until(agent, second_apply, "the retry of the failed apply")
     assert len(dp.applies) == 2, "the failed apply was not retried"
     assert dp.applies[1] - dp.applies[0] >= 1.0  # MIN_BACKOFF
     assert agent.stats.apply_errors == 1 and agent.stats.last_error == "routes: EPERM"
@@ -208,7 +213,7 @@ def test_each_kind_is_resynced_on_its_own_interval(tmp_path) -> None:
     agent = make_agent(dp, tmp_path, FELIX_ROUTEREFRESHINTERVAL="0.1",
                        FELIX_IPTABLESREFRESHINTERVAL="3600", FELIX_IPSETSREFRESHINTERVAL="0.2")
     agent.on_status(SyncStatus.IN_SYNC)
-    run_until(agent, lambda: dp.resyncs.count("ipsets") >= 2, timeout=5.0)
+    run_until(agent, lambda: dp.resyncs.count("ipsets") >= 2, "two ipset resyncs")
     assert dp.resyncs.count("routes") >= 2 * dp.resyncs.count("ipsets") - 1
     assert "iptables" not in dp.resyncs
     assert len(dp.applies) >= 2  # each resync is followed by an apply that repairs drift
