@@ -97,7 +97,7 @@ def test_ipip_always_pod_to_pod_over_tunl0(guest_netns):
     assert tunl0_packets(ns["nodeb"]) > before  # it really went through the tunnel
     # A second pass against the same kernel writes nothing.
     for plane in planes.values():
-        plane.resync()
+        plane.resync("routes")  # devices, sysctls, neighbours and routes
         assert plane.apply().mutations == 0
 
 
