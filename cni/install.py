@@ -29,12 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import site
 import stat
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import cni
 
 from .config import DEFAULT_SERVER_SOCKET
 
@@ -125,10 +128,6 @@ def render_template(template: str, s: Settings) -> dict[str, Any]:
 
 def import_paths() -> list[str]:
     """Where this environment finds tortie and its dependencies (what `site` would add)."""
-    import site
-
-    import cni
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(cni.__file__)))
     return list(dict.fromkeys([root, *site.getsitepackages()]))
 

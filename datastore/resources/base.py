@@ -10,13 +10,16 @@ or is in the wrong location"), types are not coerced ("26" is not an int).
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from .. import selector as selectors
 from ..errors import FieldError, ParseError, ValidationError
+from ..keys import resource_key
 
 API_VERSION = "projectcalico.org/v3"
 
@@ -89,22 +92,16 @@ class Resource(StrictModel):
         return int(rv) if rv else None
 
     def key(self) -> str:
-        from ..keys import resource_key
-
         return resource_key(self.plural, self.name, self.namespace if self.namespaced else None)
 
     def to_stored(self) -> bytes:
         """The JSON document kept in etcd: resourceVersion blanked (it is the mod revision)."""
-        import json
-
         doc = self.dump()
         doc["metadata"].pop("resourceVersion", None)
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_stored(cls, value: bytes, mod_revision: int) -> Self:
-        import json
-
         doc = json.loads(value)
         doc.setdefault("metadata", {})["resourceVersion"] = str(mod_revision)
         return cls.model_validate(doc)
@@ -185,8 +182,6 @@ def parse_cidr_with_host(value: str, version: int | None = None) -> str:
 
 def check_selector(value: str | None) -> str | None:
     """A pydantic field check for Calico selector strings (None passes)."""
-    from .. import selector as selectors
-
     if value is None:
         return None
     try:
