@@ -1,0 +1,1 @@
+"""policy/: pure; the semantics of network policy, held once."""
