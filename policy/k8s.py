@@ -253,7 +253,8 @@ def _check_label_key(key: str, path: str) -> None:
             raise KubernetesObjectError(path, key, "prefix part must be non-empty")
         if "/" in prefix:
             raise KubernetesObjectError(path, key, "a qualified name may contain at most one '/'")
-        _check_dns_subdomain(prefix, path)
+        if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
+            raise KubernetesObjectError(path, key, "prefix part " + _DNS1123_SUBDOMAIN_MSG)
     if not name:
         raise KubernetesObjectError(path, key, "name part must be non-empty")
     if len(name) > 63:
