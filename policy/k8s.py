@@ -221,32 +221,44 @@ def _string_map(value: object, path: str) -> dict[str, str]:
     return out
 
 
-def _check_type(doc: Mapping[str, Any], api_version: str, kind: str) -> None:
-    """apiVersion and kind may be absent (list items from the API); never wrong."""
-    if doc.get("apiVersion", api_version) != api_version:
-        raise KubernetesObjectError("apiVersion", doc["apiVersion"], f"must be {api_version}")
-    if doc.get("kind", kind) != kind:
-        raise KubernetesObjectError("kind", doc["kind"], f"must be {kind}")
+def _read_object(
+    doc: object, api_version: str, kind: str, allowed: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(top level, metadata) of an object of this type, with a name.
+
+    apiVersion and kind may be absent (list items from the API), never wrong.
+    """
+    if not isinstance(doc, Mapping):
+        raise KubernetesObjectError("", doc, f"a {kind} must be an object")
+    top = _object(doc, "", allowed)
+    if top.get("apiVersion", api_version) != api_version:
+        raise KubernetesObjectError("apiVersion", top["apiVersion"], f"must be {api_version}")
+    if top.get("kind", kind) != kind:
+        raise KubernetesObjectError("kind", top["kind"], f"must be {kind}")
+    return top, _metadata(top)
 
 
 # --- Names and labels, as the API server checks them ------------------------------------
 
 
+def _check_format(value: str, path: str, limit: int, pattern: re.Pattern[str], message: str) -> None:
+    """Kubernetes' two checks of a name or label: its length, then its characters."""
+    if len(value) > limit:
+        raise KubernetesObjectError(path, value, f"must be no more than {limit} characters")
+    if not pattern.match(value):
+        raise KubernetesObjectError(path, value, message)
+
+
 def _check_dns_label(value: str, path: str) -> None:
-    if len(value) > 63:
-        raise KubernetesObjectError(path, value, "must be no more than 63 characters")
-    if not _DNS1123_LABEL.match(value):
-        raise KubernetesObjectError(path, value, _DNS1123_LABEL_MSG)
+    _check_format(value, path, 63, _DNS1123_LABEL, _DNS1123_LABEL_MSG)
 
 
 def _check_dns_subdomain(value: str, path: str) -> None:
-    if len(value) > 253:
-        raise KubernetesObjectError(path, value, "must be no more than 253 characters")
-    if not _DNS1123_SUBDOMAIN.match(value):
-        raise KubernetesObjectError(path, value, _DNS1123_SUBDOMAIN_MSG)
+    _check_format(value, path, 253, _DNS1123_SUBDOMAIN, _DNS1123_SUBDOMAIN_MSG)
 
 
 def _check_label_key(key: str, path: str) -> None:
+    """A qualified name: an optional DNS subdomain and "/", then a name; errors show the key."""
     prefix, slash, name = key.rpartition("/")
     if slash:
         if not prefix:
@@ -257,17 +269,14 @@ def _check_label_key(key: str, path: str) -> None:
             raise KubernetesObjectError(path, key, "prefix part " + _DNS1123_SUBDOMAIN_MSG)
     if not name:
         raise KubernetesObjectError(path, key, "name part must be non-empty")
-    if len(name) > 63:
-        raise KubernetesObjectError(path, key, "name part must be no more than 63 characters")
-    if not _QUALIFIED_NAME.match(name):
-        raise KubernetesObjectError(path, key, _QUALIFIED_NAME_MSG)
+    if len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        reason = ("name part must be no more than 63 characters" if len(name) > 63
+                  else _QUALIFIED_NAME_MSG)
+        raise KubernetesObjectError(path, key, reason)
 
 
 def _check_label_value(value: str, path: str) -> None:
-    if len(value) > 63:
-        raise KubernetesObjectError(path, value, "must be no more than 63 characters")
-    if not _LABEL_VALUE.match(value):
-        raise KubernetesObjectError(path, value, _LABEL_VALUE_MSG)
+    _check_format(value, path, 63, _LABEL_VALUE, _LABEL_VALUE_MSG)
 
 
 def _labels(value: object, path: str) -> dict[str, str]:
@@ -607,11 +616,7 @@ def k8s_network_policy_to_calico(
     tier label Calico's client adds to every policy it writes.
     """
     with _about("NetworkPolicy", doc):
-        if not isinstance(doc, Mapping):
-            raise KubernetesObjectError("", doc, "a NetworkPolicy must be an object")
-        top = _object(doc, "", _POLICY_TOP)
-        _check_type(top, "networking.k8s.io/v1", "NetworkPolicy")
-        meta = _metadata(top)
+        top, meta = _read_object(doc, "networking.k8s.io/v1", "NetworkPolicy", _POLICY_TOP)
         name = meta["name"]
         _check_dns_subdomain(name, "metadata.name")
         if len(name) > MAX_POLICY_NAME:
@@ -692,11 +697,7 @@ def namespace_to_profile(doc: Mapping[str, Any]) -> dict[str, Any]:
     Kubernetes default for a pod that no policy isolates.
     """
     with _about("Namespace", doc):
-        if not isinstance(doc, Mapping):
-            raise KubernetesObjectError("", doc, "a Namespace must be an object")
-        top = _object(doc, "", _NAMESPACE_TOP)
-        _check_type(top, "v1", "Namespace")
-        meta = _metadata(top)
+        _, meta = _read_object(doc, "v1", "Namespace", _NAMESPACE_TOP)
         name = meta["name"]
         _check_dns_label(name, "metadata.name")
         labels = dict(meta.get("labels", {}))
@@ -725,11 +726,7 @@ def service_account_to_profile(
     them. No rules: the namespace profile decides the default.
     """
     with _about("ServiceAccount", doc):
-        if not isinstance(doc, Mapping):
-            raise KubernetesObjectError("", doc, "a ServiceAccount must be an object")
-        top = _object(doc, "", _SERVICE_ACCOUNT_TOP)
-        _check_type(top, "v1", "ServiceAccount")
-        meta = _metadata(top)
+        _, meta = _read_object(doc, "v1", "ServiceAccount", _SERVICE_ACCOUNT_TOP)
         name = meta["name"]
         _check_dns_subdomain(name, "metadata.name")
         namespace = _namespace_of(meta, default_namespace)
@@ -757,6 +754,8 @@ def kubernetes_object_to_calico(
 ) -> dict[str, Any] | None:
     """The Calico document for a Kubernetes object converted here; None for any other."""
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return None
     if (api_version, kind) not in KUBERNETES_KINDS:
         return None
     if kind == "NetworkPolicy":

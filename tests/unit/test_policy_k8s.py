@@ -561,6 +561,7 @@ def test_dispatch_by_api_version_and_kind():
     assert kubernetes_object_to_calico(np, default_namespace="y")["metadata"]["namespace"] == "y"
     assert kubernetes_object_to_calico({"apiVersion": "projectcalico.org/v3",
                                         "kind": "NetworkPolicy"}) is None
+    assert kubernetes_object_to_calico({"apiVersion": ["v1"], "kind": "Namespace"}) is None
 
 
 # --- Namespaces and service accounts (conversion_test.go, kube-controllers) --------------
