@@ -4,6 +4,10 @@ Strict like calicoctl's YAML reader: duplicate keys, unknown fields and wrong
 types are errors; timestamps stay strings. Defensive against hostile input:
 a size limit, no YAML aliases (no "billion laughs"), no binary, bounded depth.
 Every problem becomes one ManifestError naming the document and the field.
+
+Plain Kubernetes objects (networking.k8s.io/v1 NetworkPolicy, v1 Namespace,
+v1 ServiceAccount) are converted to the Calico documents calico-kube-controllers
+would store in etcd mode (policy.k8s) and then validated like any other.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import yaml
 
 from datastore.errors import DatastoreError, ParseError, ValidationError
 from datastore.resources import Resource, parse_document
+from policy.k8s import KubernetesObjectError, kubernetes_object_to_calico
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
@@ -141,8 +146,11 @@ def _expand_lists(docs: list[Any]) -> list[Any]:
     return out
 
 
-def load_manifest(path: str) -> Manifest:
-    """Read, decode and validate every document; raise on the first bad one."""
+def load_manifest(path: str, default_namespace: str = "default") -> Manifest:
+    """Read, decode and validate every document; raise on the first bad one.
+
+    `default_namespace` is where a namespaced Kubernetes object without one goes.
+    """
     source = "standard input" if path == "-" else path
     docs = decode_documents(read_source(path), source)
     resources: list[Resource] = []
@@ -150,9 +158,11 @@ def load_manifest(path: str) -> Manifest:
     for index, doc in enumerate(docs, start=1):
         where = f"document {index}" if len(docs) > 1 else ""
         try:
-            res = parse_document(doc)
+            res = parse_document(_calico_document(doc, default_namespace))
         except ValidationError as exc:
             raise _located(exc, where) from None
+        except KubernetesObjectError as exc:
+            raise ManifestError(f"{where + ': ' if where else ''}{exc}") from None
         ident = (res.kind_name, res.namespace, res.name)
         if ident in seen:
             raise ManifestError(
@@ -162,6 +172,15 @@ def load_manifest(path: str) -> Manifest:
         seen[ident] = index
         resources.append(res)
     return Manifest(source, resources)
+
+
+def _calico_document(doc: Any, default_namespace: str) -> Any:
+    """The document itself, or for a Kubernetes object the Calico document it becomes."""
+    if isinstance(doc, dict):
+        converted = kubernetes_object_to_calico(doc, default_namespace=default_namespace)
+        if converted is not None:
+            return converted
+    return doc
 
 
 def _located(exc: ValidationError, where: str) -> ValidationError:
