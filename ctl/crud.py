@@ -51,6 +51,8 @@ def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
     """Everything that can be known before writing. Returns the resources to write."""
     todo: list[Resource] = []
     for res in resources:
+        # First, as libcalico-go checks the tier (and a tier's protection) before the write.
+        check_policy_write(store, verb, res, todo)
         current = store.find(type(res), res.name, res.namespace)
         if verb == "create" and current is not None:
             if skip_exists:
@@ -64,7 +66,6 @@ def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
             changes = immutable_changes(res, current)
             if changes:
                 raise ValidationError(fields=changes)
-        check_policy_write(store, verb, res, todo)
         todo.append(res)
     if verb != "delete":
         _check_pool_overlaps(store, [r for r in todo if isinstance(r, IPPool)])

@@ -6,9 +6,11 @@ calicoctl's resource managers make them before writing.
   (`clientv3/networkpolicy.go` Create). tortie checks on update too, so that no policy
   is ever left pointing at a missing tier;
 - the protected tiers (default, kube-admin, kube-baseline) cannot be deleted, nor can a
-  tier that still holds policies (`clientv3/tier.go` Delete);
-- NetworkPolicies named `knp.default.*` belong to the Kubernetes API: calicoctl refuses
-  to write or delete them (`calicoctl/resourcemgr/networkpolicy.go`).
+  tier that still holds policies (`clientv3/tier.go` Delete).
+
+calicoctl also refuses NetworkPolicies named `knp.default.*`, leaving them to the
+Kubernetes API (`calicoctl/resourcemgr/networkpolicy.go`); tortie has no Kubernetes API,
+ctl is where converted Kubernetes policies come in, so that refusal is not made here.
 
 Batches are checked in order, as calicoctl executes them one by one: what an earlier
 document of the batch creates or deletes counts for the later ones.
@@ -20,20 +22,13 @@ from collections.abc import Sequence
 
 from datastore.errors import OperationNotSupported, ResourceDoesNotExist
 from datastore.resources import GlobalNetworkPolicy, NetworkPolicy, Resource, Tier
-from datastore.resources.policy import DEFAULT_TIER, K8S_POLICY_PREFIX, PROTECTED_TIERS
+from datastore.resources.policy import DEFAULT_TIER, PROTECTED_TIERS
 from datastore.store import ResourceStore
-
-_VERB_OPERATION = {"create": "create or apply", "apply": "apply or replace",
-                   "replace": "apply or replace", "delete": "delete"}
 
 
 def check_policy_write(store: ResourceStore, verb: str, res: Resource,
                        earlier: Sequence[Resource]) -> None:
     """Raise the DatastoreError calicoctl would give for writing `res` after `earlier`."""
-    if isinstance(res, NetworkPolicy) and res.name.startswith(K8S_POLICY_PREFIX):
-        raise OperationNotSupported(
-            _VERB_OPERATION[verb], f"NetworkPolicy({res.namespace}/{res.name})",
-            "kubernetes network policies must be managed through the kubernetes API")
     if isinstance(res, (NetworkPolicy, GlobalNetworkPolicy)) and verb != "delete":
         _require_tier(store, res.spec.tier, earlier)
     if isinstance(res, Tier) and verb == "delete":

@@ -18,7 +18,7 @@ sees the same policy without re-deriving anything:
   as an int, "first:last" or a port name (Calico's own JSON for numorstring.Port),
   CIDRs with their prefix;
 - names follow the rules of Calico v3.32 and later, where a policy's datastore
-  name is its plain name (no `<tier>.` prefix; see docs/policy.md).
+  name is its plain name (no `<tier>.` prefix; see docs/ctl.md).
 """
 
 from __future__ import annotations
@@ -606,8 +606,6 @@ TIER_NAME_RE = re.compile(rf"^{_LABEL}$")
 _POLICY_NAME_MSG = ("name must consist of lower case alphanumeric characters or '-', with at "
                     "most one '.' (regex: " + _LABEL + ")")
 _TIER_NAME_MSG = f"name must consist of lower case alphanumeric characters or '-' (regex: {_LABEL})"
-# The prefix calico-kube-controllers gives the Kubernetes policies it writes in etcd mode.
-K8S_POLICY_PREFIX = "knp.default."
 
 
 class _TieredPolicy(Resource):
