@@ -122,6 +122,14 @@ class Resource(StrictModel):
 # --- reusable field validators -------------------------------------------------------
 
 
+def check_subdomain(value: str) -> str:
+    """A field that names another resource (a node, a pod, a service): a DNS-1123 subdomain."""
+    if len(value) > 253 or not NAME_RE.match(value):
+        raise ValueError("must consist of lower case alphanumeric characters, '-' or '.', "
+                         "and must start and end with an alphanumeric character")
+    return value
+
+
 def check_name(kind: str, name: str, namespaced: bool, namespace: str | None) -> None:
     if not name:
         raise ValidationError("resource name may not be empty")

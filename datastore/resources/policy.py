@@ -263,10 +263,7 @@ class ServiceMatch(StrictModel):
     @field_validator("name", "namespace")
     @classmethod
     def _names(cls, value: str | None) -> str | None:
-        if value and (len(value) > 253 or not base.NAME_RE.match(value)):
-            raise ValueError("must consist of lower case alphanumeric characters, '-' or '.', "
-                             "and must start and end with an alphanumeric character")
-        return value
+        return base.check_subdomain(value) if value else value
 
 
 class EntityRule(StrictModel):

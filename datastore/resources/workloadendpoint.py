@@ -194,10 +194,7 @@ class WorkloadEndpointSpec(StrictModel):
     @field_validator("node", "pod")
     @classmethod
     def _names(cls, v: str | None) -> str | None:
-        if v and (len(v) > 253 or not base.NAME_RE.match(v)):
-            raise ValueError("must consist of lower case alphanumeric characters, '-' or '.', "
-                             "and must start and end with an alphanumeric character")
-        return v or None
+        return base.check_subdomain(v) if v else None
 
     @field_validator("profiles")
     @classmethod
