@@ -266,16 +266,20 @@ class ServiceMatch(StrictModel):
         return base.check_subdomain(value) if value else value
 
 
+# Fields are declared in the order of Calico's Go structs, so the stored JSON has
+# Calico's key order too.
+
+
 class EntityRule(StrictModel):
     nets: list[RuleNet] | None = Field(default=None, max_length=MAX_NETS)
-    notNets: list[RuleNet] | None = Field(default=None, max_length=MAX_NETS)
     selector: Selector | None = None
-    notSelector: Selector | None = None
     namespaceSelector: Selector | None = None
-    serviceAccounts: ServiceAccountMatch | None = None
     services: ServiceMatch | None = None
     ports: list[PortValue] | None = Field(default=None, max_length=MAX_PORTS)
+    notNets: list[RuleNet] | None = Field(default=None, max_length=MAX_NETS)
+    notSelector: Selector | None = None
     notPorts: list[PortValue] | None = Field(default=None, max_length=MAX_PORTS)
+    serviceAccounts: ServiceAccountMatch | None = None
 
 
 class HTTPPath(StrictModel):
@@ -308,8 +312,8 @@ class Rule(StrictModel):
     action: Action
     ipVersion: Literal[4, 6] | None = None
     protocol: ProtocolValue | None = None
-    notProtocol: ProtocolValue | None = None
     icmp: ICMPFields | None = None
+    notProtocol: ProtocolValue | None = None
     notICMP: ICMPFields | None = None
     source: EntityRule = Field(default_factory=EntityRule)
     destination: EntityRule = Field(default_factory=EntityRule)
@@ -510,18 +514,23 @@ def default_types(ingress: list[Rule], egress: list[Rule]) -> list[PolicyType]:
 
 
 class _RulesSpec(StrictModel):
+    # The JSON key order of the Go struct, where inheritance cannot declare it.
+    json_order: ClassVar[tuple[str, ...]] = ()
+
     ingress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
     egress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
 
     @model_serializer(mode="wrap")
     def _omit_empty_rules(self, handler: SerializerFunctionWrapHandler) -> Any:
         doc = handler(self)
+        if not isinstance(doc, dict):
+            return doc
         # Calico leaves empty rule lists out (`json:",omitempty"`).
-        if isinstance(doc, dict):
-            for direction in ("ingress", "egress"):
-                if doc.get(direction) == []:
-                    del doc[direction]
-        return doc
+        for direction in ("ingress", "egress"):
+            if doc.get(direction) == []:
+                del doc[direction]
+        rank = {key: i for i, key in enumerate(self.json_order)}
+        return dict(sorted(doc.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 class _PolicySpecBase(_RulesSpec):
@@ -563,10 +572,16 @@ class _PolicySpecBase(_RulesSpec):
 
 
 class NetworkPolicySpec(_PolicySpecBase):
-    pass
+    json_order: ClassVar[tuple[str, ...]] = (
+        "tier", "order", "ingress", "egress", "selector", "types", "serviceAccountSelector",
+        "performanceHints")
 
 
 class GlobalNetworkPolicySpec(_PolicySpecBase):
+    json_order: ClassVar[tuple[str, ...]] = (
+        "tier", "order", "ingress", "egress", "selector", "types", "doNotTrack", "preDNAT",
+        "applyOnForward", "serviceAccountSelector", "namespaceSelector", "performanceHints")
+
     namespaceSelector: Selector | None = None
     doNotTrack: bool | None = None
     preDNAT: bool | None = None

@@ -461,6 +461,13 @@ def test_stored_form_is_calicos_json() -> None:
             "nets": ["10.0.0.0/8"], "ports": [80, "1000:2000", "http", 443, 5]}}],
     }
     assert b'"order":100,' in res.to_stored()
+    # Calico's Go field order, as kube-controllers writes the document.
+    assert list(stored["spec"]) == ["tier", "order", "ingress", "egress", "selector", "types"]
+    assert list(stored["spec"]["egress"][0]["destination"]) == ["nets", "ports"]
+    gnp_spec = parse_document(gnp({"applyOnForward": True, "namespaceSelector": "a == 'b'",
+                                   "egress": [RULE]})).dump()["spec"]
+    assert list(gnp_spec) == ["tier", "egress", "selector", "types", "applyOnForward",
+                              "namespaceSelector"]
     again = type(res).from_stored(res.to_stored(), 7)
     assert again.to_stored() == res.to_stored()
     assert again.resource_version == 7
