@@ -786,7 +786,3 @@ class GlobalNetworkSet(_NetworkSetBase):
 
     kind: Literal["GlobalNetworkSet"] = "GlobalNetworkSet"
     spec: GlobalNetworkSetSpec = Field(default_factory=GlobalNetworkSetSpec)
-
-
-POLICY_KINDS: tuple[type[Resource], ...] = (
-    NetworkPolicy, GlobalNetworkPolicy, Tier, Profile, NetworkSet, GlobalNetworkSet)
