@@ -13,10 +13,11 @@ sees the same policy without re-deriving anything:
 - defaults are resolved in the model: `tier` is "default" when omitted, an empty
   `selector` is "all()", `types` follows Calico's defaulting
   (`api/pkg/defaults/networkpolicy.go`), and the `projectcalico.org/tier` label is
-  set to the tier, as libcalico-go's defaulting does on create and update;
+  set to the tier, as libcalico-go's defaulting does on create and update; a Tier
+  without `order` or `defaultAction` gets 1000000 and Deny (`DefaultTierFields`);
 - values are stored canonically: protocols by Calico's name or as a number, ports
   as an int, "first:last" or a port name (Calico's own JSON for numorstring.Port),
-  CIDRs with their prefix;
+  CIDRs with their prefix, and keys in the order of Calico's Go structs;
 - names follow the rules of Calico v3.32 and later, where a policy's datastore
   name is its plain name (no `<tier>.` prefix; see docs/ctl.md).
 """
@@ -391,8 +392,7 @@ def _net_errors(rule: Rule, path: str) -> list[FieldError]:
     return errs
 
 
-def _entity_errors(side: EntityRule, where: str, is_destination: bool,
-                   rule: Rule) -> list[FieldError]:
+def _entity_errors(side: EntityRule, where: str, is_destination: bool) -> list[FieldError]:
     errs: list[FieldError] = []
     if side.selector and "global(" in side.selector:
         errs.append(FieldError(f"{where}.Selector", side.selector, _GLOBAL_ONLY_IN_NS_SELECTOR))
@@ -441,7 +441,7 @@ def rule_errors(rule: Rule, path: str) -> list[FieldError]:
     if rule.http is not None:
         errs += _http_errors(rule, path)
     for side_name, side in _sides(rule):
-        errs += _entity_errors(side, f"{path}.{side_name}", side_name == "Destination", rule)
+        errs += _entity_errors(side, f"{path}.{side_name}", side_name == "Destination")
     return errs
 
 
@@ -484,16 +484,18 @@ def rules_errors(kind: str, ingress: list[Rule], egress: list[Rule],
             path = f"{kind}.Spec.{direction}[{i}]"
             errs += rule_errors(rule, path)
             # Services pick the peer: the source of ingress, the destination of egress.
-            wrong, right = ((rule.destination, rule.source) if direction == "Ingress"
-                            else (rule.source, rule.destination))
-            wrong_side = "Destination" if direction == "Ingress" else "Source"
-            if wrong.services is not None:
+            peer_side, own_side = (("Source", "Destination") if direction == "Ingress"
+                                   else ("Destination", "Source"))
+            peer: EntityRule = getattr(rule, peer_side.lower())
+            own: EntityRule = getattr(rule, own_side.lower())
+            if own.services is not None:
                 errs.append(FieldError(
-                    f"{path}.{wrong_side}.Services", wrong.services.name,
-                    f"not allowed in {direction.lower()} rule {wrong_side.lower()}"))
-            if global_services and right.services is not None and not right.services.namespace:
-                errs.append(FieldError(f"{path}.{'Source' if direction == 'Ingress' else 'Destination'}"
-                                       ".Services.Namespace", "", "must specify a namespace"))
+                    f"{path}.{own_side}.Services", own.services.name,
+                    f"not allowed in {direction.lower()} rule {own_side.lower()}"))
+            if global_services and peer.services is not None and not peer.services.namespace:
+                # A GlobalNetworkPolicy has no namespace to find the service in.
+                errs.append(FieldError(f"{path}.{peer_side}.Services.Namespace", "",
+                                       "must specify a namespace"))
             if direction == "Egress" and rule.http is not None:
                 errs.append(FieldError(f"{path}.HTTP", "", "not allowed in egress rule"))
     return errs
