@@ -9,6 +9,7 @@ that is reported as calicoctl does ("Partial success: ...").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import click
@@ -20,13 +21,15 @@ from datastore.errors import (
     ResourceDoesNotExist,
     ValidationError,
 )
-from datastore.resources import BGPConfiguration, IPPool, ObjectMeta, Resource, kind_for
+from datastore.resources import BGPConfiguration, IPPool, ObjectMeta, Resource, Tier, kind_for
 from datastore.resources.ippool import find_overlap, immutable_changes
+from datastore.resources.policy import DEFAULT_TIER, default_tier
 from datastore.store import ResourceStore
 
 from .common import CtlFailure
 from .manifest import ManifestError, load_manifest
-from .printers import OutputError, PrintContext, render
+from .policy_checks import check_policy_write
+from .printers import OutputError, PrintContext, listing_order, render
 
 PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted"}
 
@@ -48,6 +51,8 @@ def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
     """Everything that can be known before writing. Returns the resources to write."""
     todo: list[Resource] = []
     for res in resources:
+        # First, as libcalico-go checks the tier (and a tier's protection) before the write.
+        check_policy_write(store, verb, res, todo)
         current = store.find(type(res), res.name, res.namespace)
         if verb == "create" and current is not None:
             if skip_exists:
@@ -210,12 +215,15 @@ def register(cli: click.Group) -> None:
             ns = namespace or "default"
         try:
             if names:
-                items = [store.get(cls, n, ns or "default" if cls.namespaced else None)
+                items = [_get_one(store, cls, n, ns or "default" if cls.namespaced else None)
                          for n in names]
                 revision = None
             else:
                 items, revision = store.list_with_revision(cls, ns)
-            ctx = _print_context(store, cls)
+                items = listing_order(cls, _with_implicit(cls, items))
+            # calicoctl adds a NAMESPACE column when -A or -n is given.
+            ctx = dataclasses.replace(_print_context(store, cls),
+                                      print_namespace=all_namespaces or namespace is not None)
             text = render(cls, items, output, ctx, single=bool(names), revision=revision)
         except OutputError as exc:
             raise CtlFailure(str(exc)) from None
@@ -265,6 +273,21 @@ def _stub(cls: type[Resource], name: str, namespace: str | None) -> Resource:
     """A resource carrying only its identity, for delete-by-name."""
     return cls.model_construct(metadata=ObjectMeta(name=name, namespace=namespace))
 
+
+
+def _get_one(store: ResourceStore, cls: type[Resource], name: str,
+             namespace: str | None) -> Resource:
+    if cls is Tier and name == DEFAULT_TIER:
+        stored = store.find(Tier, name)
+        return stored if stored is not None else default_tier()
+    return store.get(cls, name, namespace)
+
+
+def _with_implicit(cls: type[Resource], items: list[Resource]) -> list[Resource]:
+    """The listing plus the resources that exist without being stored (the default tier)."""
+    if cls is Tier and not any(r.name == DEFAULT_TIER for r in items):
+        return [*items, default_tier()]
+    return items
 
 
 def _print_context(store: ResourceStore, cls: type[Resource]) -> PrintContext:

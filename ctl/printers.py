@@ -18,12 +18,19 @@ from datastore.resources import (
     DEFAULT_AS_NUMBER,
     BGPConfiguration,
     BGPPeer,
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
     IPAMConfiguration,
     IPPool,
+    NetworkPolicy,
+    NetworkSet,
     Node,
+    Profile,
     Resource,
+    Tier,
     WorkloadEndpoint,
 )
+from datastore.resources.policy import go_float
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class PrintContext:
 
     global_asn: int | None = None  # BGPConfiguration default's asNumber, if any
     have_bgp_config: bool = False
+    print_namespace: bool = False  # -A or -n given: namespaced kinds get a NAMESPACE column
 
 
 Column = Callable[[Resource, PrintContext], str]
@@ -65,6 +73,33 @@ def _peer_ip(r: Resource, _: PrintContext) -> str:
     assert isinstance(r, BGPPeer)
     return r.spec.peerIP or (f"selector:{r.spec.peerSelector}" if r.spec.peerSelector else "")
 
+
+def join_and_truncate(items: Sequence[str], max_len: int = 80) -> str:
+    """calicoctl's joinAndTruncate(items, ",", 80): cut where the text passes max_len."""
+    text = ""
+    for i, item in enumerate(items):
+        text += ("," if i else "") + item
+        if len(text) > max_len:
+            return text[:max_len - 3] + "..."
+    return text
+
+
+def _labels(labels: dict[str, str] | None) -> str:
+    return ",".join(sorted(f"{k}={v}" for k, v in (labels or {}).items()))
+
+
+_POLICY_COLUMNS: dict[str, Column] = {
+    "NAME": lambda r, c: r.name,
+    "NAMESPACE": lambda r, c: r.namespace or "",
+    "TIER": lambda r, c: r.spec.tier,
+    "ORDER": lambda r, c: go_float(r.spec.order),
+    "SELECTOR": lambda r, c: r.spec.selector,
+}
+_NETWORK_SET_COLUMNS: dict[str, Column] = {
+    "NAME": lambda r, c: r.name,
+    "NAMESPACE": lambda r, c: r.namespace or "",
+    "NETS": lambda r, c: join_and_truncate(r.spec.nets),
+}
 
 # kind -> (default headings, wide headings, column functions by heading)
 COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = {
@@ -133,6 +168,34 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
             "NATS": lambda r, c: ",".join(str(n) for n in r.spec.ipNATs or ()),
         },
     ),
+    # calicoctl/calicoctl/resourcemgr/{networkpolicy,globalnetworkpolicy,tier,profile,
+    # networkset,globalnetworkset}.go
+    NetworkPolicy: (["NAME", "TIER"], ["NAME", "TIER", "ORDER", "SELECTOR"], _POLICY_COLUMNS),
+    GlobalNetworkPolicy: (
+        ["NAME", "TIER"],
+        ["NAME", "TIER", "ORDER", "SELECTOR"],
+        {h: f for h, f in _POLICY_COLUMNS.items() if h != "NAMESPACE"},
+    ),
+    Tier: (
+        ["NAME", "ORDER"],
+        ["NAME", "ORDER"],
+        {
+            "NAME": lambda r, c: r.name,
+            "ORDER": lambda r, c: go_float(r.spec.order),
+            "DEFAULTACTION": lambda r, c: r.spec.defaultAction or "",
+        },
+    ),
+    Profile: (
+        ["NAME"],
+        ["NAME", "LABELS"],
+        {"NAME": lambda r, c: r.name, "LABELS": lambda r, c: _labels(r.spec.labelsToApply)},
+    ),
+    NetworkSet: (["NAME"], ["NAME", "NETS"], _NETWORK_SET_COLUMNS),
+    GlobalNetworkSet: (
+        ["NAME"],
+        ["NAME", "NETS"],
+        {h: f for h, f in _NETWORK_SET_COLUMNS.items() if h != "NAMESPACE"},
+    ),
     IPAMConfiguration: (
         ["NAME", "STRICTAFFINITY", "MAXBLOCKSPERHOST"],
         ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"],
@@ -150,6 +213,17 @@ class OutputError(ValueError):
     pass
 
 
+def listing_order(kind: type[Resource], items: list[Resource]) -> list[Resource]:
+    """Items in the order `get` lists them: tiers by order (none last), as calicoctl sorts
+    them; everything else in key order, as listed."""
+    if kind is Tier:
+        def order(r: Resource) -> tuple[bool, float]:
+            assert isinstance(r, Tier)
+            return (r.spec.order is None, r.spec.order or 0.0)
+        return sorted(items, key=order)
+    return items
+
+
 def tabwrite(rows: Sequence[Sequence[str]], minwidth: int = 5, padding: int = 3) -> str:
     """Go's text/tabwriter with calicoctl's settings; every cell is tab-terminated."""
     if not rows:
@@ -164,6 +238,8 @@ def tabwrite(rows: Sequence[Sequence[str]], minwidth: int = 5, padding: int = 3)
 def render_table(kind: type[Resource], items: Sequence[Resource], headings: Sequence[str],
                  ctx: PrintContext) -> str:
     funcs = COLUMNS[kind][2]
+    if ctx.print_namespace and "NAMESPACE" in funcs and "NAMESPACE" not in headings:
+        headings = ["NAMESPACE", *headings]
     rows = [list(headings)] + [[funcs[h](r, ctx) for h in headings] for r in items]
     return tabwrite(rows) + "\n"
 

@@ -7,6 +7,7 @@
      ├── UpdateConflict            compare-and-swap lost (mod revision moved)
      ├── RevisionCompacted         a watch asked for a revision etcd no longer has
      ├── IPAMDocumentError         a stored IPAM block/affinity/handle that cannot be read
+     ├── OperationNotSupported     a write Calico refuses whatever the document says
      └── ValidationError           a resource failed validation (field errors)
             └── ParseError         a document could not be read at all
 
@@ -64,6 +65,16 @@ class RevisionCompacted(DatastoreError):
         super().__init__(
             f"revision {requested} has been compacted (oldest available: {compacted})"
         )
+
+
+class OperationNotSupported(DatastoreError):
+    """A write Calico refuses for what it is, not for its fields (deleting the default tier)."""
+
+    def __init__(self, operation: str, identifier: str, reason: str) -> None:
+        self.operation = operation
+        self.identifier = identifier
+        self.reason = reason
+        super().__init__(f"operation {operation} is not supported on {identifier}: {reason}")
 
 
 class IPAMDocumentError(DatastoreError, ValueError):

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .. import selector as selectors
@@ -22,6 +22,8 @@ from ..errors import FieldError, ParseError, ValidationError
 from ..keys import resource_key
 
 API_VERSION = "projectcalico.org/v3"
+# Where a namespaced resource without a namespace lands (calicoctl's default).
+DEFAULT_NAMESPACE = "default"
 
 # DNS-1123 subdomain: what Kubernetes and Calico accept as a resource name.
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -78,6 +80,12 @@ class Resource(StrictModel):
     apiVersion: str = API_VERSION
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
+    @model_validator(mode="after")
+    def _default_namespace(self) -> Self:
+        if self.namespaced and not self.metadata.namespace:
+            self.metadata.namespace = DEFAULT_NAMESPACE
+        return self
+
     @property
     def name(self) -> str:
         return self.metadata.name
@@ -112,6 +120,14 @@ class Resource(StrictModel):
 
 
 # --- reusable field validators -------------------------------------------------------
+
+
+def check_subdomain(value: str) -> str:
+    """A field that names another resource (a node, a pod, a service): a DNS-1123 subdomain."""
+    if len(value) > 253 or not NAME_RE.match(value):
+        raise ValueError("must consist of lower case alphanumeric characters, '-' or '.', "
+                         "and must start and end with an alphanumeric character")
+    return value
 
 
 def check_name(kind: str, name: str, namespaced: bool, namespace: str | None) -> None:

@@ -33,8 +33,6 @@ from ..errors import FieldError
 from . import base
 from .base import Resource, StrictModel, parse_ip
 
-DEFAULT_NAMESPACE = "default"
-
 # Calico's `interface` validator (validator.go interfaceRegex); the kernel's own limit
 # is IFNAMSIZ-1 = 15 bytes, and "." / ".." are refused by dev_valid_name().
 _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
@@ -196,10 +194,7 @@ class WorkloadEndpointSpec(StrictModel):
     @field_validator("node", "pod")
     @classmethod
     def _names(cls, v: str | None) -> str | None:
-        if v and (len(v) > 253 or not base.NAME_RE.match(v)):
-            raise ValueError("must consist of lower case alphanumeric characters, '-' or '.', "
-                             "and must start and end with an alphanumeric character")
-        return v or None
+        return base.check_subdomain(v) if v else None
 
     @field_validator("profiles")
     @classmethod
@@ -219,12 +214,6 @@ class WorkloadEndpoint(Resource):
 
     kind: Literal["WorkloadEndpoint"] = "WorkloadEndpoint"
     spec: WorkloadEndpointSpec = WorkloadEndpointSpec()
-
-    @model_validator(mode="after")
-    def _default_namespace(self) -> WorkloadEndpoint:
-        if not self.metadata.namespace:
-            self.metadata.namespace = DEFAULT_NAMESPACE
-        return self
 
     @property
     def ip_networks(self) -> list[str]:

@@ -45,3 +45,16 @@ def run_script(args: list[str], endpoint: str, stdin: bytes | None = None,
 def dump(client) -> list[tuple[str, bytes, int]]:
     items, _ = client.list("/")
     return [(kv.key, kv.value, kv.mod_revision) for kv in items]
+
+
+def refused(client, args: list[str], stdin: bytes, message: str) -> Result:
+    """Run ctl on bad input and check the contract: exit 1, nothing on stdout, `message` on
+    stderr without a traceback, and etcd byte-identical."""
+    before = dump(client)
+    res = run_inprocess(args, stdin)
+    assert res.rc == 1, res
+    assert res.out == ""
+    assert message in res.err, res.err
+    assert "Traceback" not in res.err
+    assert dump(client) == before
+    return res

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .ctlrun import dump, run_inprocess
+from .ctlrun import dump, refused, run_inprocess
 
 HEAD = "apiVersion: projectcalico.org/v3\n"
 
@@ -91,13 +91,7 @@ def test_bad_manifest(seeded, verb, name, manifest, message):
     if verb == "create" and name.startswith("changed"):
         message = "resource already exists: IPPool(existing)"
     data = manifest.encode() if isinstance(manifest, str) else manifest
-    before = dump(seeded)
-    res = run_inprocess([verb, "-f", "-"], data)
-    assert res.rc == 1, res
-    assert res.out == ""
-    assert message in res.err, res.err
-    assert "Traceback" not in res.err
-    assert dump(seeded) == before
+    refused(seeded, [verb, "-f", "-"], data, message)
 
 
 def test_table_is_large_enough():
