@@ -17,17 +17,27 @@ from .bgp import DEFAULT_AS_NUMBER, BGPConfiguration, BGPPeer
 from .ipamconfig import IPAMConfiguration
 from .ippool import IPPool
 from .node import Node
+from .policy import (
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
+    NetworkPolicy,
+    NetworkSet,
+    Profile,
+    Tier,
+)
 from .workloadendpoint import WorkloadEndpoint
 
 KINDS: dict[str, type[Resource]] = {
     cls.kind_name: cls for cls in (IPPool, Node, BGPPeer, BGPConfiguration, IPAMConfiguration,
-                               WorkloadEndpoint)
+                               WorkloadEndpoint, NetworkPolicy, GlobalNetworkPolicy, Tier,
+                               Profile, NetworkSet, GlobalNetworkSet)
 }
 _BY_ALIAS = {alias: cls for cls in KINDS.values() for alias in (*cls.aliases, cls.kind_name.lower())}
 
 __all__ = [
     "API_VERSION", "DEFAULT_AS_NUMBER", "KINDS", "BGPConfiguration", "BGPPeer",
-    "IPAMConfiguration", "IPPool", "Node", "ObjectMeta", "Resource", "kind_for",
+    "GlobalNetworkPolicy", "GlobalNetworkSet", "IPAMConfiguration", "IPPool", "NetworkPolicy",
+    "NetworkSet", "Node", "ObjectMeta", "Profile", "Resource", "Tier", "kind_for",
     "parse_document", "register", "WorkloadEndpoint",
 ]
 

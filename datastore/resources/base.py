@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from .. import selector as selectors
@@ -22,6 +22,8 @@ from ..errors import FieldError, ParseError, ValidationError
 from ..keys import resource_key
 
 API_VERSION = "projectcalico.org/v3"
+# Where a namespaced resource without a namespace lands (calicoctl's default).
+DEFAULT_NAMESPACE = "default"
 
 # DNS-1123 subdomain: what Kubernetes and Calico accept as a resource name.
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -77,6 +79,12 @@ class Resource(StrictModel):
     kind: str = ""
     apiVersion: str = API_VERSION
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    @model_validator(mode="after")
+    def _default_namespace(self) -> Self:
+        if self.namespaced and not self.metadata.namespace:
+            self.metadata.namespace = DEFAULT_NAMESPACE
+        return self
 
     @property
     def name(self) -> str:

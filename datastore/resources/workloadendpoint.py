@@ -33,8 +33,6 @@ from ..errors import FieldError
 from . import base
 from .base import Resource, StrictModel, parse_ip
 
-DEFAULT_NAMESPACE = "default"
-
 # Calico's `interface` validator (validator.go interfaceRegex); the kernel's own limit
 # is IFNAMSIZ-1 = 15 bytes, and "." / ".." are refused by dev_valid_name().
 _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
@@ -219,12 +217,6 @@ class WorkloadEndpoint(Resource):
 
     kind: Literal["WorkloadEndpoint"] = "WorkloadEndpoint"
     spec: WorkloadEndpointSpec = WorkloadEndpointSpec()
-
-    @model_validator(mode="after")
-    def _default_namespace(self) -> WorkloadEndpoint:
-        if not self.metadata.namespace:
-            self.metadata.namespace = DEFAULT_NAMESPACE
-        return self
 
     @property
     def ip_networks(self) -> list[str]:
