@@ -32,16 +32,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from datastore.selector import Selector
 
 from .model import (
-    DEFAULT_TIER,
-    DEFAULT_TIER_ORDER,
     CompiledPolicy,
     CompiledRule,
     Direction,
@@ -50,12 +47,11 @@ from .model import (
     IPAddress,
     IPNetwork,
     NetworkSet,
-    Profile,
+    PolicyState,
     Tier,
     protocol_number,
 )
 
-EndpointToHostAction = Literal["Drop", "Return", "Accept"]
 Outcome = Literal["allow", "deny", "pass", "no-match"]
 ICMP_PROTOCOLS = frozenset({1, 58})
 
@@ -104,59 +100,6 @@ class Flow:
     @property
     def ip_version(self) -> int:
         return self.src.version
-
-
-@dataclass(frozen=True)
-class PolicyState:
-    """Everything evaluation reads: the cluster's endpoints, network sets, policies, tiers
-    and profiles, and each node's own addresses (`hosts`: node name -> addresses,
-    tunnel addresses included) for the host rules. Treated as immutable."""
-
-    endpoints: tuple[Endpoint, ...] = ()
-    network_sets: tuple[NetworkSet, ...] = ()
-    policies: tuple[CompiledPolicy, ...] = ()
-    tiers: tuple[Tier, ...] = ()
-    profiles: tuple[Profile, ...] = ()
-    hosts: Mapping[str, frozenset[IPAddress]] = field(default_factory=dict)
-    endpoint_to_host_action: EndpointToHostAction = "Accept"
-
-    @cached_property
-    def endpoints_by_ip(self) -> dict[IPAddress, tuple[Endpoint, ...]]:
-        index: dict[IPAddress, list[Endpoint]] = {}
-        for endpoint in self.endpoints:
-            for ip in endpoint.ips:
-                index.setdefault(ip, []).append(endpoint)
-        return {ip: tuple(eps) for ip, eps in index.items()}
-
-    @cached_property
-    def node_by_ip(self) -> dict[IPAddress, str]:
-        return {ip: node for node, ips in self.hosts.items() for ip in ips}
-
-    @cached_property
-    def profiles_by_name(self) -> dict[str, Profile]:
-        return {profile.name: profile for profile in self.profiles}
-
-    @cached_property
-    def tiers_by_name(self) -> dict[str, Tier]:
-        tiers = {tier.name: tier for tier in self.tiers}
-        # The default tier exists whether or not a Tier resource says so.
-        tiers.setdefault(DEFAULT_TIER, Tier(DEFAULT_TIER, DEFAULT_TIER_ORDER))
-        return tiers
-
-    def tier(self, name: str) -> Tier:
-        """The named tier; one no resource defines sorts last and ends in Deny."""
-        return self.tiers_by_name.get(name) or Tier(name, None, "Deny", valid=False)
-
-    def ip_matches(self, selector: Selector, ip: IPAddress) -> bool:
-        """Whether `ip` is a member of `selector`'s ipset."""
-        for endpoint in self.endpoints_by_ip.get(ip, ()):
-            if selector.evaluate(endpoint.labels):
-                return True
-        for network_set in self.network_sets:
-            if any(ip in net for net in network_set.nets) and selector.evaluate(
-                    network_set.labels):
-                return True
-        return False
 
 
 # --- what ipsets hold --------------------------------------------------------------------

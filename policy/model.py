@@ -1,9 +1,9 @@
 """Compiled policy state: what evaluation needs, in hashable frozen forms.
 
-Owns the one compile step from datastore documents (a resource's `spec` as a plain
-mapping, the shape `model_dump()` and the YAML give) to Endpoint, NetworkSet, Tier,
-CompiledPolicy, Profile and CompiledRule; evaluation and rendering never see pydantic
-objects. Invariants: every compiled object is immutable and hashable; selectors are
+Owns the one compile step from datastore resources (`compile_state`; each kind's
+`compile_*` takes its `spec` as a plain mapping, the shape `model_dump()` and the YAML
+give) to a PolicyState of Endpoint, NetworkSet, Tier, CompiledPolicy, Profile and
+CompiledRule; evaluation and rendering never see pydantic objects. Invariants: every compiled object is immutable and hashable; selectors are
 already scoped (policy.scope) and parsed once; nets are masked networks; protocols are
 IANA numbers; a policy's `types` are Calico's defaulted ones; an endpoint's labels are
 the ones Calico matches selectors against (its own, then its profiles' labelsToApply
@@ -17,8 +17,11 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, NoReturn
 
+from datastore.resources.base import Resource
+from datastore.resources.policy import DEFAULT_TIER, DEFAULT_TIER_ORDER, parse_port
 from datastore.selector import Selector, parse
 
 from . import scope
@@ -28,11 +31,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Direction = Literal["ingress", "egress"]
 Action = Literal["Allow", "Deny", "Pass", "Log"]
 PolicyKind = Literal["NetworkPolicy", "GlobalNetworkPolicy"]
-
-DEFAULT_TIER = "default"
-# api/pkg/apis/projectcalico/v3/tier.go: the default tier sorts at 1 000 000, so
-# custom tiers with smaller orders come before it.
-DEFAULT_TIER_ORDER = 1_000_000.0
+EndpointToHostAction = Literal["Drop", "Return", "Accept"]
 
 # Calico's protocol names (numorstring.Protocol), case-insensitive, and their numbers.
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132, "udplite": 136}
@@ -49,6 +48,7 @@ __all__ = [
     "Labels",
     "NamedPort",
     "NetworkSet",
+    "PolicyState",
     "Profile",
     "Tier",
     "compile_endpoint",
@@ -56,6 +56,7 @@ __all__ = [
     "compile_policy",
     "compile_profile",
     "compile_rule",
+    "compile_state",
     "compile_tier",
     "effective_labels",
     "protocol_number",
@@ -217,23 +218,72 @@ class Profile:
         return self.ingress_rules if direction == "ingress" else self.egress_rules
 
 
+@dataclass(frozen=True)
+class PolicyState:
+    """Everything evaluation reads: the cluster's endpoints, network sets, policies, tiers
+    and profiles, and each node's own addresses (`hosts`: node name -> addresses,
+    tunnel addresses included) for the host rules. Treated as immutable."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    network_sets: tuple[NetworkSet, ...] = ()
+    policies: tuple[CompiledPolicy, ...] = ()
+    tiers: tuple[Tier, ...] = ()
+    profiles: tuple[Profile, ...] = ()
+    hosts: Mapping[str, frozenset[IPAddress]] = field(default_factory=dict)
+    endpoint_to_host_action: EndpointToHostAction = "Accept"
+
+    @cached_property
+    def endpoints_by_ip(self) -> dict[IPAddress, tuple[Endpoint, ...]]:
+        index: dict[IPAddress, list[Endpoint]] = {}
+        for endpoint in self.endpoints:
+            for ip in endpoint.ips:
+                index.setdefault(ip, []).append(endpoint)
+        return {ip: tuple(eps) for ip, eps in index.items()}
+
+    @cached_property
+    def node_by_ip(self) -> dict[IPAddress, str]:
+        return {ip: node for node, ips in self.hosts.items() for ip in ips}
+
+    @cached_property
+    def profiles_by_name(self) -> dict[str, Profile]:
+        return {profile.name: profile for profile in self.profiles}
+
+    @cached_property
+    def tiers_by_name(self) -> dict[str, Tier]:
+        tiers = {tier.name: tier for tier in self.tiers}
+        # The default tier exists whether or not a Tier resource says so.
+        tiers.setdefault(DEFAULT_TIER, Tier(DEFAULT_TIER, DEFAULT_TIER_ORDER))
+        return tiers
+
+    def tier(self, name: str) -> Tier:
+        """The named tier; one no resource defines sorts last and ends in Deny."""
+        return self.tiers_by_name.get(name) or Tier(name, None, "Deny", valid=False)
+
+    def ip_matches(self, selector: Selector, ip: IPAddress) -> bool:
+        """Whether `ip` is a member of `selector`'s ipset."""
+        for endpoint in self.endpoints_by_ip.get(ip, ()):
+            if selector.evaluate(endpoint.labels):
+                return True
+        for network_set in self.network_sets:
+            if any(ip in net for net in network_set.nets) and selector.evaluate(
+                    network_set.labels):
+                return True
+        return False
+
+
 # --- compile ---------------------------------------------------------------------------
 
 
 def _port_ranges(values: Iterable[int | str]) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
-    """Rule ports -> (numeric ranges, named ports). An int, "80", "1000:2000" or a name."""
+    """Rule ports -> (numeric ranges, named ports)."""
     ranges: list[tuple[int, int]] = []
     names: list[str] = []
     for value in values:
-        if isinstance(value, int):
-            ranges.append((value, value))
-        elif value.isdigit():
-            ranges.append((int(value), int(value)))
-        elif ":" in value:
-            first, _, last = value.partition(":")
-            ranges.append((int(first), int(last)))
+        port = parse_port(value)
+        if isinstance(port, str):
+            names.append(port)
         else:
-            names.append(value)
+            ranges.append((port.first, port.last))
     return tuple(ranges), tuple(names)
 
 
@@ -354,12 +404,13 @@ def compile_policy(kind: PolicyKind, name: str, namespace: str | None,
 
 
 def compile_tier(name: str, spec: Mapping[str, Any]) -> Tier:
+    # Since Calico v3.32 a tier without an order sorts with the default tier
+    # (libcalico-go DefaultTierFields), as datastore.resources.policy resolves it.
     order = spec.get("order")
-    if order is None and name == DEFAULT_TIER:
+    if order is None:
         order = DEFAULT_TIER_ORDER
     action = spec.get("defaultAction") or "Deny"
-    return Tier(name, None if order is None else float(order),
-                "Pass" if action == "Pass" else "Deny")
+    return Tier(name, float(order), "Pass" if action == "Pass" else "Deny")
 
 
 def compile_profile(name: str, spec: Mapping[str, Any]) -> Profile:
@@ -427,3 +478,41 @@ def compile_network_set(name: str, namespace: str | None, labels: Mapping[str, s
         nets=tuple(_network(n) for n in spec.get("nets") or ()),
     )
 
+
+
+def compile_state(resources: Iterable[Resource],
+                  hosts: Mapping[str, frozenset[IPAddress]] | None = None,
+                  endpoint_to_host_action: EndpointToHostAction = "Accept") -> PolicyState:
+    """The PolicyState of validated datastore resources (other kinds are ignored).
+
+    Profiles compile first: endpoints and network sets inherit their labelsToApply.
+    """
+    resources = list(resources)
+    by_kind: dict[str, list[Resource]] = {}
+    for res in resources:
+        by_kind.setdefault(res.kind_name, []).append(res)
+
+    def specs(kind: str) -> list[tuple[Resource, dict[str, Any]]]:
+        return [(res, res.spec.model_dump(exclude_none=True))  # type: ignore[attr-defined]
+                for res in by_kind.get(kind, ())]
+
+    profiles = {res.name: compile_profile(res.name, spec) for res, spec in specs("Profile")}
+    policies = [compile_policy("NetworkPolicy", res.name, res.namespace, spec)
+                for res, spec in specs("NetworkPolicy")]
+    policies += [compile_policy("GlobalNetworkPolicy", res.name, None, spec)
+                 for res, spec in specs("GlobalNetworkPolicy")]
+    network_sets = [compile_network_set(res.name, res.namespace, res.metadata.labels, spec,
+                                        profiles) for res, spec in specs("NetworkSet")]
+    network_sets += [compile_network_set(res.name, None, res.metadata.labels, spec, profiles)
+                     for res, spec in specs("GlobalNetworkSet")]
+    return PolicyState(
+        endpoints=tuple(compile_endpoint(res.name, res.namespace or "", res.metadata.labels,
+                                         spec, profiles)
+                        for res, spec in specs("WorkloadEndpoint")),
+        network_sets=tuple(network_sets),
+        policies=tuple(policies),
+        tiers=tuple(compile_tier(res.name, spec) for res, spec in specs("Tier")),
+        profiles=tuple(profiles.values()),
+        hosts=dict(hosts or {}),
+        endpoint_to_host_action=endpoint_to_host_action,
+    )
