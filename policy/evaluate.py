@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,43 +106,47 @@ class Flow:
 
 
 def members(selector: Selector, endpoints: Iterable[Endpoint],
-            network_sets: Iterable[NetworkSet] = ()) -> frozenset[IPNetwork]:
-    """The addresses a selector's ipset holds: the /32 (/128) of every matching endpoint
-    and the nets of every matching network set, without members inside a wider member
-    (Felix's memberDeduplicator)."""
-    found: set[IPNetwork] = set()
+            network_sets: Iterable[NetworkSet] = ()) -> frozenset[str]:
+    """What a selector's ipset holds, as `ipset save` writes members: the address of every
+    matching endpoint and the nets of every matching network set, without members inside
+    a wider member (Felix's memberDeduplicator); a single-address net is its address."""
     evaluate = selector.evaluate
+    addresses: set[IPAddress] = set()
     for endpoint in endpoints:
         if endpoint.ips and evaluate(endpoint.labels):
-            for ip in endpoint.ips:
-                found.add(ipaddress.ip_network(ip))
-    wide: set[IPNetwork] = set()
+            addresses.update(endpoint.ips)
+    nets: set[IPNetwork] = set()
     for network_set in network_sets:
         if evaluate(network_set.labels):
-            wide.update(network_set.nets)
-    if not wide:
-        return frozenset(found)
-    found |= wide
-    return frozenset(_without_covered(found))
+            nets.update(network_set.nets)
+    if nets:
+        # Single-address nets join the addresses; the rest cover what lies inside them.
+        addresses.update(n.network_address for n in nets if n.prefixlen == n.max_prefixlen)
+        nets = {n for n in nets if n.prefixlen != n.max_prefixlen}
+        covers = _Covers(nets)
+        nets = {n for n in nets if not covers.covers(n.version, int(n.network_address),
+                                                     n.prefixlen)}
+        addresses = {a for a in addresses
+                     if not covers.covers(a.version, int(a), a.max_prefixlen)}
+    return frozenset([*map(str, addresses), *map(str, nets)])
 
 
-def _without_covered(nets: set[IPNetwork]) -> Iterator[IPNetwork]:
-    # Check each member against the (few) distinct prefix lengths that are wider than it.
-    lengths = sorted({(n.version, n.prefixlen) for n in nets})
-    keys = {(n.version, int(n.network_address), n.prefixlen) for n in nets}
-    for net in nets:
-        bits = net.max_prefixlen
-        address = int(net.network_address)
-        covered = False
-        for version, length in lengths:
-            if version != net.version or length >= net.prefixlen:
-                continue
-            mask = ((1 << length) - 1) << (bits - length) if length else 0
-            if (version, address & mask, length) in keys:
-                covered = True
-                break
-        if not covered:
-            yield net
+class _Covers:
+    """Whether some net of a set strictly contains a given prefix: one lookup per distinct
+    prefix length in the set (usually a handful), not one per net."""
+
+    def __init__(self, nets: Iterable[IPNetwork]) -> None:
+        self.lengths = sorted({(n.version, n.prefixlen) for n in nets})
+        self.keys = {(n.version, int(n.network_address), n.prefixlen) for n in nets}
+
+    def covers(self, version: int, address: int, prefixlen: int) -> bool:
+        bits = 32 if version == 4 else 128
+        for net_version, length in self.lengths:
+            if net_version == version and length < prefixlen:
+                mask = ((1 << length) - 1) << (bits - length) if length else 0
+                if (version, address & mask, length) in self.keys:
+                    return True
+        return False
 
 
 def named_port_members(selector: Selector | None, port_name: str, protocol: int | None,

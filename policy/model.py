@@ -437,14 +437,17 @@ def effective_labels(own: Mapping[str, str], profile_names: Iterable[str],
 
 def compile_endpoint(name: str, namespace: str, labels: Mapping[str, str] | None,
                      spec: Mapping[str, Any], profiles: Mapping[str, Profile]) -> Endpoint:
-    """A WorkloadEndpoint. Calico's own labels (namespace, orchestrator, serviceaccount)
-    are added when the document lacks them, as the Kubernetes conversion adds them."""
-    own = dict(labels or {})
-    own.setdefault(scope.NAMESPACE_LABEL, namespace)
-    if spec.get("orchestrator"):
-        own.setdefault(scope.ORCHESTRATOR_LABEL, spec["orchestrator"])
+    """A WorkloadEndpoint, with the labels Felix sees: Calico stores the namespace and
+    orchestrator labels over whatever the document says (clientv3 workloadendpoint.go
+    updateLabelsForStorage), and its syncer drops own `pcns.`/`pcsa.` labels, so an
+    endpoint cannot pretend to be in another namespace, and sets the serviceaccount
+    label from the spec (workloadendpointprocessor.go)."""
+    own = {k: v for k, v in (labels or {}).items()
+           if not k.startswith((scope.NAMESPACE_LABEL_PREFIX, scope.SERVICE_ACCOUNT_LABEL_PREFIX))}
+    own[scope.NAMESPACE_LABEL] = namespace
+    own[scope.ORCHESTRATOR_LABEL] = spec.get("orchestrator") or ""
     if spec.get("serviceAccountName"):
-        own.setdefault(scope.SERVICE_ACCOUNT_LABEL, spec["serviceAccountName"])
+        own[scope.SERVICE_ACCOUNT_LABEL] = spec["serviceAccountName"]
     profile_names = tuple(spec.get("profiles") or ())
     return Endpoint(
         key=f"{namespace}/{name}",

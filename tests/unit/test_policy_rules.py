@@ -220,13 +220,12 @@ def test_members_and_named_port_members(cluster: Cluster, state: PolicyState) ->
                         "x")
     selector = rule.destination.selector
     assert selector is not None
-    assert {str(m) for m in members(selector, state.endpoints, state.network_sets)} == {
-        "10.65.0.2/32"}
+    assert members(selector, state.endpoints, state.network_sets) == {"10.65.0.2"}
     every = compile_rule(0, {"action": "Allow", "destination": {"namespaceSelector": "all()"}},
                          None).destination.selector
     assert every is not None
-    assert {str(m) for m in members(every, state.endpoints, state.network_sets)} == {
-        "10.65.0.1/32", "10.65.0.2/32", "10.65.1.2/32", "fd00::5/128", "172.16.0.0/12"}
+    assert members(every, state.endpoints, state.network_sets) == {
+        "10.65.0.1", "10.65.0.2", "10.65.1.2", "fd00::5", "172.16.0.0/12"}
     assert named_port_members(None, "http", 6, state.endpoints) == {
         (cluster.pods["x/server"].ips[0], 6, 8080), (cluster.pods["y/server"].ips[0], 6, 9090)}
     assert named_port_members(selector, "http", 6, state.endpoints) == {
@@ -236,11 +235,27 @@ def test_members_and_named_port_members(cluster: Cluster, state: PolicyState) ->
 
 
 def test_members_drop_what_a_wider_member_covers(cluster: Cluster) -> None:
-    inside = cluster.network_set("inside", ["10.65.0.0/16", "10.65.3.0/24", "fd00::/64"],
-                                 {"kind": "corp"})
+    inside = cluster.network_set("inside", ["10.65.0.0/16", "10.65.3.0/24", "fd00::/64",
+                                            "192.0.2.7/32", "0.0.0.0/1"], {"kind": "corp"})
     state = cluster.state(network_sets=[inside])
     every = compile_rule(0, {"action": "Allow", "destination": {"selector": "all()"}},
                          None).destination.selector
     assert every is not None
-    assert {str(m) for m in members(every, state.endpoints, state.network_sets)} == {
-        "10.65.0.0/16", "fd00::/64"}
+    assert members(every, state.endpoints, state.network_sets) == {
+        "0.0.0.0/1", "fd00::/64", "192.0.2.7"}
+
+
+def test_endpoint_labels_as_felix_sees_them() -> None:
+    c = Cluster()
+    c.namespace("x", team="red")
+    ep = c.pod("x/sneaky", "10.65.0.50",
+               {"pcns.team": "blue", "pcsa.role": "admin", "projectcalico.org/namespace": "y",
+                "app": "web", "pcns.projectcalico.org/name": "y"}, service_account="robot")
+    assert dict(ep.labels) == {
+        "app": "web", "projectcalico.org/namespace": "x",
+        "projectcalico.org/orchestrator": "k8s", "projectcalico.org/serviceaccount": "robot",
+        "pcns.team": "red", "pcns.projectcalico.org/name": "x"}
+    assert hash(ep) == hash(c.pod("x/sneaky", "10.65.0.50", {"app": "web"},
+                                  service_account="robot"))
+    with pytest.raises(TypeError):
+        ep.labels["app"] = "db"
