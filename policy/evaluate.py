@@ -169,9 +169,10 @@ def named_port_members(selector: Selector | None, port_name: str, protocol: int 
 
 def applicable(policies: Iterable[CompiledPolicy], endpoint: Endpoint,
                direction: Direction) -> list[CompiledPolicy]:
-    """The policies that select `endpoint` and govern `direction`, in the given order."""
-    return [p for p in policies
-            if p.applies_in(direction) and p.selector.evaluate(endpoint.labels)]
+    """The policies that select workload `endpoint` and govern `direction`, in the given
+    order."""
+    return [p for p in policies if p.applies_to_workloads and p.applies_in(direction)
+            and p.selector.evaluate(endpoint.labels)]
 
 
 def tiers_for(state: PolicyState, endpoint: Endpoint,
@@ -214,6 +215,8 @@ def _named_port_matches(names: tuple[str, ...], side: EntityMatch, ip: IPAddress
 
 def _side_matches(side: EntityMatch, ip: IPAddress, port: int | None, rule: CompiledRule,
                   flow: Flow, state: PolicyState) -> bool:
+    if side.services:
+        return False
     version = ip.version
     if side.nets:
         nets = [n for n in side.nets if n.version == version]

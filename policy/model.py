@@ -159,6 +159,9 @@ class EntityMatch:
     named_ports: tuple[str, ...] = ()
     not_ports: tuple[tuple[int, int], ...] = ()
     not_named_ports: tuple[str, ...] = ()
+    # A `services` match needs Kubernetes Services, which tortie does not model: such a
+    # side matches nothing, so an Allow with it never opens more than was written.
+    services: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,10 @@ class CompiledPolicy:
     egress: bool
     ingress_rules: tuple[CompiledRule, ...] = ()
     egress_rules: tuple[CompiledRule, ...] = ()
+    # doNotTrack and preDNAT policies go to host endpoints' raw/mangle chains only; a
+    # workload endpoint's chains hold the others (felix/calc/event_sequencer.go
+    # tierInfoToProtoTierInfo).
+    applies_to_workloads: bool = True
 
     @property
     def label(self) -> str:
@@ -310,6 +317,7 @@ def _entity(doc: Mapping[str, Any] | None, policy_namespace: str | None) -> Enti
         named_ports=named,
         not_ports=not_ports,
         not_named_ports=not_named,
+        services=bool(doc.get("services")),
     )
 
 
@@ -400,6 +408,7 @@ def compile_policy(kind: PolicyKind, name: str, namespace: str | None,
         egress=egress,
         ingress_rules=_rules(spec.get("ingress"), namespace),
         egress_rules=_rules(spec.get("egress"), namespace),
+        applies_to_workloads=not (spec.get("doNotTrack") or spec.get("preDNAT")),
     )
 
 

@@ -152,6 +152,9 @@ CASES: list[tuple[dict[str, Any], Flow, bool]] = [
     ({"action": "Allow", "destination": {"namespaceSelector": "team == 'blue'",
                                          "selector": "kind == 'corp'"}},
      flow("10.65.0.1", "172.16.5.5"), True),  # a NetworkSet inherits its namespace's labels
+    # a services match (Kubernetes Services are not modelled) matches nothing
+    ({"action": "Allow", "destination": {"services": {"name": "dns", "namespace": "x"}}},
+     TCP_80, False),
     # serviceAccounts
     ({"action": "Allow", "source": {"serviceAccounts": {"names": ["robot"]}}}, TCP_80, False),
     # ICMP type / code, notICMP, ipVersion

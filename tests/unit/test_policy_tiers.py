@@ -238,3 +238,10 @@ def test_global_policy_namespace_selector(cluster: Cluster) -> None:
     state = cluster.state([only_y])
     assert cluster.verdict(state, "x/b", "x/a").allowed
     assert not cluster.verdict(state, "x/b", "y/a").allowed
+
+
+def test_untracked_and_pre_dnat_policies_skip_workloads(cluster: Cluster) -> None:
+    untracked = gnp("untracked", doNotTrack=True, applyOnForward=True, ingress=DENY_ALL)
+    pre_dnat = gnp("pre-dnat", preDNAT=True, applyOnForward=True, ingress=DENY_ALL)
+    verdict, ingress = ingress_path(cluster, cluster.state([untracked, pre_dnat]))
+    assert verdict.allowed and ingress.tiers == ()
