@@ -74,8 +74,8 @@ def test_endpoints_belong_to_their_container(backend) -> None:
     old = identify("net", "node1", "old", "eth0", {"K8S_POD_NAMESPACE": "ns",
                                                    "K8S_POD_NAME": "web"})
     new = old._replace(cni_container_id="new", container_id="new")
-    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"], {}))
-    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"], {}))  # a retried ADD
+    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"]))
+    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"]))  # a retried ADD
     backend.put_endpoint(endpoint_document(new, ["10.77.0.2/32"], {}))  # a new sandbox
     doc = backend.get_endpoint("ns", old.endpoint_name)
     assert doc["spec"]["containerID"] == "new" and doc["spec"]["ipNetworks"] == ["10.77.0.2/32"]
