@@ -20,7 +20,8 @@ from pydantic import ValidationError as PydanticValidationError
 from .. import selector as selectors
 from ..errors import FieldError, ParseError, ValidationError
 from ..keys import resource_key
-from ..names import NAME_RE, label_key_problem, label_value_problem
+from ..names import NAME_RE as NAME_RE  # re-exported: the kinds' modules use base.NAME_RE
+from ..names import label_key_problem, label_value_problem
 
 API_VERSION = "projectcalico.org/v3"
 
