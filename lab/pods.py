@@ -113,7 +113,11 @@ def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str =
                 portmap: bool = True) -> Path:
     """Install (idempotently) the plugins and `node`'s conflist; returns the conflist path."""
     name = _node_name(lab, node)
-    argv = [str(BIN / "tortie-install-cni"), "--bin-dir", str(bin_dir(lab)),
+    # `python -m` with the lab's own interpreter, not the console script (whose shebang may
+    # name the venv's python3 where sys.executable says python): install.py writes its
+    # fast site-less launcher only when --python is the interpreter it runs under, and that
+    # launcher then imports tortie from where this process does.
+    argv = [sys.executable, "-m", "cni.install", "--bin-dir", str(bin_dir(lab)),
             "--conf-dir", str(conf_path(lab, name).parent), "--conf-name", CONF_NAME,
             "--nodename", name, "--mtu", str(mtu), "--mtu-file", str(mtu_file(lab, name)),
             "--etcd-endpoints", ",".join(lab.etcd_endpoints), "--log-level", log_level,
