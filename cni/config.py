@@ -22,7 +22,10 @@ Calico conflist works once `type`/`ipam.type` say tortie:
   log_level, log_file_path       debug|info|warning|error; a file to append to
   cni_server_socket              tortie: the node's CNI server (cni/server.py); "" off
   policy, kubernetes, ...        accepted and ignored (Calico keys tortie has no use for)
-  args.cni.labels / .ips         CNI's CONVENTIONS.md: WorkloadEndpoint labels, requested IPs
+  args.cni.labels / .ips         CNI's CONVENTIONS.md: the pod's labels, requested IPs
+  args.cni.ports                 tortie: the pod's container ports, Kubernetes' ContainerPort
+                                 shape ([{name, containerPort, protocol}]): named ports
+  args.cni.serviceAccountName    tortie: the pod's service account
   prevResult, runtimeConfig      from the runtime
 
 Unknown keys are ignored: runtimes and chained plugins add their own.
@@ -37,6 +40,9 @@ import socket
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
+
+# Label and port-name syntax, shared with the resource models (its only import is `re`).
+from datastore.names import NAME_RE, label_key_problem, label_value_problem, port_name_problem
 
 from .errors import (
     DecodingFailure,
@@ -94,6 +100,26 @@ class EtcdSettings(NamedTuple):
         return env
 
 
+class NamedPort(NamedTuple):
+    """A named port of the pod, as Calico stores it on the WorkloadEndpoint (`spec.ports`)."""
+
+    name: str
+    protocol: str  # tcp, udp or sctp: Calico stores Kubernetes' TCP/UDP/SCTP lower-cased
+    port: int
+
+
+class PodArgs(NamedTuple):
+    """What the runtime says about the pod in `args.cni` (see the module docstring)."""
+
+    labels: Mapping[str, str] = _EMPTY
+    requested_ips: tuple[str, ...] = ()  # canonical IPv4 addresses
+    ports: tuple[NamedPort, ...] = ()
+    service_account: str | None = None
+
+
+NO_POD_ARGS = PodArgs()
+
+
 class NetConf(NamedTuple):
     cni_version: str
     name: str
@@ -108,8 +134,7 @@ class NetConf(NamedTuple):
     log_level: str = "info"
     log_file_path: str | None = None
     server_socket: str = DEFAULT_SERVER_SOCKET
-    labels: Mapping[str, str] = _EMPTY
-    requested_ips: tuple[str, ...] = ()
+    pod: PodArgs = NO_POD_ARGS
     prev_result: Result | None = None
     raw: Mapping[str, Any] = _EMPTY  # the document, for delegates
 
@@ -246,7 +271,7 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
         raise UnsupportedField("etcd_discovery_srv", doc["etcd_discovery_srv"],
                                "list the endpoints in etcd_endpoints")
 
-    labels, ips = _runtime_args(doc.get("args"))
+    pod = pod_args(doc.get("args"))
     prev = None
     if doc.get("prevResult") is not None:
         prev = Result.from_dict(doc["prevResult"])
@@ -262,26 +287,84 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
         nodename_file_optional=_flag(doc, "nodename_file_optional", False,
                                      "nodename_file_optional"),
         log_level=level, log_file_path=_str(doc, "log_file_path"), server_socket=server,
-        labels=labels, requested_ips=ips, prev_result=prev, raw=doc,
+        pod=pod, prev_result=prev, raw=doc,
     )
 
 
-def _runtime_args(args: object) -> tuple[dict[str, str], tuple[str, ...]]:
-    """`args.cni.labels` ([{key, value}]) and `args.cni.ips` (CNI's CONVENTIONS.md)."""
+def pod_args(args: object) -> PodArgs:
+    """`args.cni`: labels ([{key, value}]) and ips (CNI's CONVENTIONS.md), ports and
+    serviceAccountName (tortie's, standing in for what Calico reads from the pod)."""
     if not isinstance(args, dict) or not isinstance(args.get("cni"), dict):
-        return {}, ()
+        return NO_POD_ARGS
     cni = args["cni"]
+    ips = tuple(parse_requested_ip(item, f"args.cni.ips[{i}]")
+                for i, item in enumerate(_list(cni, "ips")))
+    return PodArgs(_labels(cni), ips, _ports(cni), _service_account(cni))
+
+
+def _list(cni: Mapping[str, Any], key: str) -> list[Any]:
+    value = cni.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidConfig(f"args.cni.{key}={json.dumps(value)} must be a list")
+    return value
+
+
+def _labels(cni: Mapping[str, Any]) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for i, item in enumerate(cni.get("labels") or ()):
+    for i, item in enumerate(_list(cni, "labels")):
         if not isinstance(item, dict) or not isinstance(item.get("key"), str) \
                 or not isinstance(item.get("value"), str):
             raise InvalidConfig(f"args.cni.labels[{i}]={json.dumps(item)} must be "
                                 '{"key": "...", "value": "..."}')
-        labels[item["key"]] = item["value"]
-    ips = []
-    for i, item in enumerate(cni.get("ips") or ()):
-        ips.append(parse_requested_ip(item, f"args.cni.ips[{i}]"))
-    return labels, tuple(ips)
+        key, value = item["key"], item["value"]
+        problem = label_key_problem(key) or label_value_problem(key, value)
+        if problem:
+            raise InvalidConfig(f"args.cni.labels[{i}]={json.dumps(item)}: {problem} (keys and "
+                                "values: at most 63 letters, digits, '-', '_' and '.', "
+                                "alphanumeric at both ends; keys may have a DNS prefix/)")
+        labels[key] = value
+    return labels
+
+
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def _ports(cni: Mapping[str, Any]) -> tuple[NamedPort, ...]:
+    """Kubernetes ContainerPorts -> Calico's WorkloadEndpoint ports (a name is required:
+    Calico keeps an unnamed port only for its hostPort, which portmap handles here)."""
+    out: list[NamedPort] = []
+    for i, item in enumerate(_list(cni, "ports")):
+        where = f"args.cni.ports[{i}]={json.dumps(item)}"
+        if not isinstance(item, dict):
+            raise InvalidConfig(f"{where} must be {{\"name\": \"http\", \"containerPort\": 80, "
+                                '"protocol": "TCP"}')
+        unknown = set(item) - {"name", "containerPort", "protocol"}
+        if unknown:
+            raise InvalidConfig(f"{where}: unknown field {sorted(unknown)[0]!r} (name, "
+                                "containerPort and protocol are known)")
+        name, port, proto = item.get("name"), item.get("containerPort"), item.get("protocol", "TCP")
+        if not isinstance(name, str) or port_name_problem(name):
+            raise InvalidConfig(f"{where}: name: {port_name_problem(str(name))}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InvalidConfig(f"{where}: containerPort must be an integer from 1 to 65535")
+        if not isinstance(proto, str) or proto.upper() not in _PROTOCOLS:
+            raise InvalidConfig(f"{where}: protocol must be TCP, UDP or SCTP")
+        if any(p.name == name for p in out):
+            raise InvalidConfig(f"{where}: port name {name!r} is used twice")
+        out.append(NamedPort(name, proto.lower(), port))
+    return tuple(out)
+
+
+def _service_account(cni: Mapping[str, Any]) -> str | None:
+    value = cni.get("serviceAccountName")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 253 or not NAME_RE.match(value):
+        raise InvalidConfig(f"args.cni.serviceAccountName={json.dumps(value)} is not a valid "
+                            "service account name (lower-case letters, digits, '-' and '.')")
+    return value
 
 
 def parse_requested_ip(value: object, what: str) -> str:

@@ -148,7 +148,7 @@ def make_ipam(conf: NetConf, env: CniEnv, environ: Mapping[str, str], workload: 
 
 def requested_ips(cni_args: Mapping[str, str], conf: NetConf) -> tuple[str, ...]:
     """Specific addresses asked for: CNI_ARGS IP=a[,b] (Calico) or args.cni.ips."""
-    out = list(conf.requested_ips)
+    out = list(conf.pod.requested_ips)
     for i, part in enumerate(p for p in cni_args.get("IP", "").split(",") if p.strip()):
         try:
             out.append(parse_requested_ip(part.strip(), f"CNI_ARGS IP[{i}]"))

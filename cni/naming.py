@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from .config import NO_POD_ARGS, PodArgs
 from .errors import InvalidConfig, InvalidEnvironment
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -143,13 +144,22 @@ def identify(network: str, node: str, container_id: str, ifname: str,
     return workload
 
 
-def endpoint_document(w: Workload, ip_networks: list[str], labels: Mapping[str, str],
+def endpoint_document(w: Workload, ip_networks: list[str], pod: PodArgs = NO_POD_ARGS,
                       ) -> dict[str, Any]:
-    """The WorkloadEndpoint the CNI writes for `w` (Calico's fields for its orchestrator)."""
-    all_labels = {
+    """The WorkloadEndpoint the CNI writes for `w`, with Calico's labels, profiles and ports.
+
+    As libcalico-go converts a pod (conversion/workload_endpoint_default.go) and
+    stores an endpoint (clientv3/workloadendpoint.go updateLabelsForStorage):
+    the pod's labels, then `projectcalico.org/namespace` and
+    `projectcalico.org/orchestrator`, which no pod label can override, and
+    `projectcalico.org/serviceaccount` when the account is known and its name
+    is under 63 characters (a label value's limit). A Kubernetes pod gets the
+    profiles `kns.<namespace>` and, with a service account, `ksa.<namespace>.<sa>`.
+    """
+    labels = {
+        **pod.labels,
         "projectcalico.org/namespace": w.namespace,
         "projectcalico.org/orchestrator": w.orchestrator,
-        **labels,
     }
     spec: dict[str, Any] = {
         "orchestrator": w.orchestrator,
@@ -163,11 +173,19 @@ def endpoint_document(w: Workload, ip_networks: list[str], labels: Mapping[str, 
     if w.pod is not None:
         spec["pod"] = w.pod
         spec["profiles"] = [f"kns.{w.namespace}"]
+        if pod.service_account:
+            spec["serviceAccountName"] = pod.service_account
+            spec["profiles"].append(f"ksa.{w.namespace}.{pod.service_account}")
+            if len(pod.service_account) < 63:
+                labels["projectcalico.org/serviceaccount"] = pod.service_account
     else:
         spec["workload"] = w.container_id
+    if pod.ports:
+        spec["ports"] = [{"name": p.name, "protocol": p.protocol, "port": p.port}
+                         for p in pod.ports]
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "WorkloadEndpoint",
-        "metadata": {"name": w.endpoint_name, "namespace": w.namespace, "labels": all_labels},
+        "metadata": {"name": w.endpoint_name, "namespace": w.namespace, "labels": labels},
         "spec": spec,
     }

@@ -116,7 +116,7 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, A
                      lambda: wiring.remove_host_veth(plan.host_ifname)))
         wiring.wire(plan)
         inv.backend().put_endpoint(
-            endpoint_document(w, [f"{ip}/32" for ip in v4], conf.labels))
+            endpoint_document(w, [f"{ip}/32" for ip in v4], conf.pod))
     except BaseException as exc:
         failed = _undo(undo)
         if failed and isinstance(exc, CniError):

@@ -168,7 +168,7 @@ def demo(name: str, nodes: int, keep: bool) -> None:
 
 @main.group()
 def pod() -> None:
-    """Pods made through the CNI plugin (lab/pods.py): add, del, list."""
+    """Pods made through the CNI plugin (lab/pods.py): add, del, list, label."""
 
 
 @pod.command(name="add")
@@ -177,11 +177,23 @@ def pod() -> None:
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--port", "ports", multiple=True, metavar="HOST:POD[/PROTO]",
               help="Map a host port to the pod through portmap (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label of the pod, on its WorkloadEndpoint (repeatable).")
+@click.option("--named-port", "named_ports", multiple=True, metavar="NAME:PROTO/PORT",
+              help="A named container port, e.g. http:TCP/80 (repeatable).")
+@click.option("--service-account", default=None, metavar="SA",
+              help="The pod's service account (label and ksa.<ns>.<sa> profile).")
 @click.argument("pod_name")
-def pod_add(name: str, node: str, namespace: str, ports: tuple[str, ...], pod_name: str) -> None:
+def pod_add(name: str, node: str, namespace: str, ports: tuple[str, ...], labels: tuple[str, ...],
+            named_ports: tuple[str, ...], service_account: str | None, pod_name: str) -> None:
     """Create pod POD_NAME on a node: its namespace, then the conflist's ADD."""
     from lab import pods
 
+    try:
+        pod_labels = dict(pods.parse_label(text) for text in labels)
+        pod_ports = [pods.parse_named_port(text) for text in named_ports]
+    except LabError as e:
+        _fail(e)
     mappings = []
     for spec in ports:
         try:
@@ -192,11 +204,35 @@ def pod_add(name: str, node: str, namespace: str, ports: tuple[str, ...], pod_na
         except ValueError:
             _fail(LabError(f"--port {spec!r} is not HOST:POD[/PROTO], e.g. 8080:80/tcp"))
     try:
-        info = pods.add_pod(Lab.load(name), node, namespace, pod_name, port_mappings=mappings)
+        info = pods.add_pod(Lab.load(name), node, namespace, pod_name, port_mappings=mappings,
+                            labels=pod_labels, named_ports=pod_ports,
+                            service_account=service_account)
     except LabError as e:
         _fail(e)
     click.echo(f"{info.namespace}/{info.name}\t{info.node}\t{info.ip}\t{info.iface}\t"
                f"{info.netns}")
+
+
+@pod.command(name="label")
+@name_option
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--remove", "remove", multiple=True, metavar="KEY",
+              help="Remove this label (repeatable); removals happen first.")
+@click.argument("pod_name")
+@click.argument("labels", nargs=-1, metavar="KEY=VALUE...")
+def pod_label(name: str, namespace: str, remove: tuple[str, ...], pod_name: str,
+              labels: tuple[str, ...]) -> None:
+    """Set (overwriting) and remove labels of POD_NAME's WorkloadEndpoint, through ctl label."""
+    from lab import pods
+
+    if not labels and not remove:
+        _fail(LabError("give KEY=VALUE labels to set and/or --remove KEY"))
+    try:
+        wanted = dict(pods.parse_label(text) for text in labels)
+        for line in pods.label_pod(Lab.load(name), namespace, pod_name, wanted, remove):
+            click.echo(line)
+    except LabError as e:
+        _fail(e)
 
 
 @pod.command(name="del")

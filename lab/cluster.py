@@ -137,7 +137,8 @@ class Lab:
                        f"(nodes: {', '.join(n.name for n in self.plan.nodes)})")
 
     def netns_of(self, target: Target) -> str:
-        """The namespace of a node/etcd member/the router: by object, role, netns name or node number."""
+        """The namespace of a node/etcd member/the router: by object, role, netns name or node
+        number; also any other namespace of this lab by name (`<lab>-...`, e.g. a pod's)."""
         if isinstance(target, LabNode | LabEtcd):
             return target.netns
         roles = {"router": self.router_netns}
@@ -147,7 +148,7 @@ class Lab:
             target = f"node{int(target)}"
         if target in roles:
             return roles[target]
-        if target in roles.values():
+        if target in roles.values() or target.startswith(ns_prefix(self.name)):
             return target
         raise LabError(f"lab {self.name} has no {target!r}; choose from {', '.join(roles)}")
 

@@ -7,14 +7,16 @@ semantics, enough for the e2e tests, the benchmark and the demo).
     <state>/cni/bin (shared), the node's conflist in <state>/cni/<node>/net.d
     (nodename, the lab's etcd, a per-node log file, MTU file and CNI server
     socket), tortie followed by portmap.
-  * `add_pod(lab, node, namespace, name)` creates the pod's network namespace
-    `<lab>-pod-<namespace>-<name>` (so `lab.down()` removes it), brings its
-    loopback up and runs the conflist's ADD inside the node's namespace, each
+  * `add_pod(lab, node, namespace, name, labels=..., named_ports=...)` creates the
+    pod's network namespace `<lab>-pod-<namespace>-<name>` (so `lab.down()`
+    removes it), brings its loopback up and runs the conflist's ADD inside the
+    node's namespace (the pod's labels and named ports in `args.cni`), each
     plugin with the previous one's result as prevResult and the runtimeConfig
     its capabilities ask for, exactly as libcni does. The result is kept in
     <state>/cni/<node>/pods/ for DEL (a runtime's result cache).
   * `delete_pod` runs DEL in reverse order with that prevResult, then removes
     the namespace; it is idempotent.
+  * `label_pod` changes a pod's WorkloadEndpoint labels afterwards (`ctl label`).
   * `start_cni_server(lab, node)` runs the node's CNI server (cni/server.py)
     as a recorded lab process; without one the plugin talks to etcd itself.
 
@@ -36,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cni.config import NamedPort
+from datastore.names import label_key_problem, label_value_problem, port_name_problem
 from lab import netns
 from lab.cluster import Lab
 from lab.errors import LabError
@@ -109,7 +113,11 @@ def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str =
                 portmap: bool = True) -> Path:
     """Install (idempotently) the plugins and `node`'s conflist; returns the conflist path."""
     name = _node_name(lab, node)
-    argv = [str(BIN / "tortie-install-cni"), "--bin-dir", str(bin_dir(lab)),
+    # `python -m` with the lab's own interpreter, not the console script (whose shebang may
+    # name the venv's python3 where sys.executable says python): install.py writes its
+    # fast site-less launcher only when --python is the interpreter it runs under, and that
+    # launcher then imports tortie from where this process does.
+    argv = [sys.executable, "-m", "cni.install", "--bin-dir", str(bin_dir(lab)),
             "--conf-dir", str(conf_path(lab, name).parent), "--conf-name", CONF_NAME,
             "--nodename", name, "--mtu", str(mtu), "--mtu-file", str(mtu_file(lab, name)),
             "--etcd-endpoints", ",".join(lab.etcd_endpoints), "--log-level", log_level,
@@ -155,18 +163,59 @@ def _find(plugin_type: str, path: str) -> str:
     raise PodError(f"no CNI plugin {plugin_type!r} in {path}")
 
 
+def pod_cni_args(labels: Mapping[str, str] | None = None,
+                 named_ports: Sequence[NamedPort] = (),
+                 service_account: str | None = None) -> dict[str, Any]:
+    """What the runtime tells the plugins about the pod, as `args.cni` (docs/cni.md). Pure."""
+    args: dict[str, Any] = {}
+    if labels:
+        args["labels"] = [{"key": k, "value": v} for k, v in labels.items()]
+    if named_ports:
+        args["ports"] = [{"name": p.name, "containerPort": p.port,
+                          "protocol": p.protocol.upper()} for p in named_ports]
+    if service_account:
+        args["serviceAccountName"] = service_account
+    return args
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """'key=value' (a command line's --label) -> (key, value); PodError names what is wrong."""
+    key, sep, value = text.partition("=")
+    problem = "not KEY=VALUE"
+    if sep:
+        problem = label_key_problem(key) or label_value_problem(key, value) or ""
+    if problem:
+        raise PodError(f"label {text!r}: {problem}, e.g. app=web")
+    return key, value
+
+
+def parse_named_port(text: str) -> NamedPort:
+    """'NAME:PROTO/PORT' (a command line's --named-port), e.g. 'http:TCP/80'. Pure."""
+    name, _, rest = text.partition(":")
+    proto, _, port = rest.partition("/")
+    problem = port_name_problem(name)
+    if not problem and proto.upper() not in ("TCP", "UDP", "SCTP"):
+        problem = "the protocol is TCP, UDP or SCTP"
+    if not problem and not (port.isdigit() and 1 <= int(port) <= 65535):
+        problem = "the port is a number from 1 to 65535"
+    if problem:
+        raise PodError(f"named port {text!r} is not NAME:PROTO/PORT ({problem}), "
+                       "e.g. http:TCP/80")
+    return NamedPort(name, proto.lower(), int(port))
+
+
 def plugin_configs(conflist: Mapping[str, Any], runtime_config: Mapping[str, Any],
-                   labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                   cni_args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each plugin's network configuration as libcni builds it (without prevResult). Pure.
 
-    `labels` travel as `args.cni.labels` (CNI's CONVENTIONS.md), which tortie turns into
-    WorkloadEndpoint labels."""
+    `cni_args` (see pod_cni_args) travel as `args.cni` (CNI's CONVENTIONS.md), which
+    tortie turns into the WorkloadEndpoint's labels and ports."""
+    args = dict(cni_args or {})
     out = []
     for plugin in conflist["plugins"]:
         conf = {**plugin, "cniVersion": conflist["cniVersion"], "name": conflist["name"]}
-        if labels:
-            conf["args"] = {"cni": {"labels": [{"key": k, "value": v}
-                                               for k, v in labels.items()]}}
+        if args:
+            conf["args"] = {"cni": args}
         caps = {c for c, on in (plugin.get("capabilities") or {}).items() if on}
         rc = {k: v for k, v in runtime_config.items() if k in caps}
         if rc:
@@ -196,9 +245,9 @@ def exec_plugin(lab: Lab, node: str, conf: Mapping[str, Any], command: str,
 def run_conflist(lab: Lab, node: str, conflist: Mapping[str, Any], command: str,
                  env: Mapping[str, str], runtime_config: Mapping[str, Any] | None = None,
                  prev: Mapping[str, Any] | None = None,
-                 labels: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+                 cni_args: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """ADD in order (prevResult chained), DEL in reverse, CHECK in order (libcni)."""
-    confs = plugin_configs(conflist, runtime_config or {}, labels)
+    confs = plugin_configs(conflist, runtime_config or {}, cni_args)
     if command == "ADD":
         result: dict[str, Any] | None = None
         for conf in confs:
@@ -253,12 +302,15 @@ def _load_conflist(lab: Lab, node: str) -> dict[str, Any]:
 def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str = "pod",
             *, port_mappings: Sequence[Mapping[str, Any]] = (),
             labels: Mapping[str, str] | None = None,
+            named_ports: Sequence[NamedPort] = (),
+            service_account: str | None = None,
             container_id: str | None = None) -> PodInfo:
     """Create pod `namespace/name` on `node` through the CNI plugin (see the module docstring).
 
     port_mappings: portmap's runtimeConfig entries, e.g.
-    [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]; labels: the
-    WorkloadEndpoint's labels (as a runtime would pass the pod's).
+    [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]; labels, named_ports
+    and service_account: the pod's, passed as a runtime passes them (`args.cni`), which
+    the WorkloadEndpoint carries.
     """
     node_name = _node_name(lab, node)
     for what, value in (("namespace", namespace), ("pod name", name)):
@@ -276,7 +328,7 @@ def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str
     try:
         netns.batch(["link set lo up"], pod.netns)
         result = run_conflist(lab, node_name, conflist, "ADD", env, runtime_config,
-                              labels=labels) or {}
+                              cni_args=pod_cni_args(labels, named_ports, service_account)) or {}
     except BaseException:
         try:  # what a runtime does after a failed ADD: DEL, then drop the sandbox
             run_conflist(lab, node_name, conflist, "DEL", env, runtime_config)
@@ -331,6 +383,36 @@ def delete_pod(lab: Lab, pod: PodInfo | str, namespace: str = "default") -> bool
     netns.batch([f"netns del {pod.netns}"], force=True)
     _record_path(lab, pod.node, pod.namespace, pod.name).unlink(missing_ok=True)
     return True
+
+
+def endpoint_name(lab: Lab, pod: PodInfo) -> str:
+    """The WorkloadEndpoint the plugin wrote for `pod` (named by cni.naming's rules)."""
+    from cni.naming import identify
+
+    k8s = {"K8S_POD_NAMESPACE": pod.namespace, "K8S_POD_NAME": pod.name}
+    return identify("lab", pod.node, pod.container_id, "eth0", k8s).endpoint_name
+
+
+def label_pod(lab: Lab, namespace: str, name: str, labels: Mapping[str, str],
+              remove: Sequence[str] = ()) -> list[str]:
+    """Change the labels of pod `namespace/name`'s WorkloadEndpoint: `remove` keys, then set
+    `labels` (overwriting), each a `ctl label` run in node1's namespace (a compare-and-swap
+    on the endpoint; ctl/label.py). Returns ctl's lines; PodError names what failed."""
+    pod = find_pod(lab, namespace, name)
+    if pod is None:
+        raise PodError(f"no pod {namespace}/{name} in lab {lab.name}")
+    wep = endpoint_name(lab, pod)
+    changes = [[key, "--remove"] for key in remove]
+    changes += [[f"{key}={value}", "--overwrite"] for key, value in labels.items()]
+    said = []
+    for change in changes:
+        res = lab.exec("node1", [str(BIN / "ctl"), "label", "workloadendpoints", wep, *change,
+                                 "-n", namespace], check=False,
+                       env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
+        if res.returncode != 0:
+            raise PodError(f"labelling pod {namespace}/{name}: {res.stderr.strip()}")
+        said.append(res.stdout.strip())
+    return said
 
 
 def pod_exec(pod: PodInfo, argv: Sequence[str], check: bool = False, timeout: float = 30,

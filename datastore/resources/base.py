@@ -20,15 +20,13 @@ from pydantic import ValidationError as PydanticValidationError
 from .. import selector as selectors
 from ..errors import FieldError, ParseError, ValidationError
 from ..keys import resource_key
+from ..names import NAME_RE as NAME_RE  # re-exported: the kinds' modules use base.NAME_RE
+from ..names import label_key_problem, label_value_problem
 
 API_VERSION = "projectcalico.org/v3"
 # Where a namespaced resource without a namespace lands (calicoctl's default).
 DEFAULT_NAMESPACE = "default"
 
-# DNS-1123 subdomain: what Kubernetes and Calico accept as a resource name.
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
 class StrictModel(BaseModel):
@@ -41,11 +39,9 @@ class StrictModel(BaseModel):
 
 
 def validate_label_key(key: str) -> None:
-    prefix, _, name = key.rpartition("/")
-    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
-        raise ValueError(f"invalid label key '{key}'")
-    if prefix and (len(prefix) > 253 or not NAME_RE.match(prefix)):
-        raise ValueError(f"invalid label key prefix '{prefix}'")
+    problem = label_key_problem(key)
+    if problem:
+        raise ValueError(problem)
 
 
 class ObjectMeta(StrictModel):
@@ -62,9 +58,9 @@ class ObjectMeta(StrictModel):
     @classmethod
     def _labels(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
         for k, v in (labels or {}).items():
-            validate_label_key(k)
-            if len(v) > 63 or not _LABEL_VALUE_RE.match(v):
-                raise ValueError(f"invalid label value '{v}' for key '{k}'")
+            problem = label_key_problem(k) or label_value_problem(k, v)
+            if problem:
+                raise ValueError(problem)
         return labels
 
 

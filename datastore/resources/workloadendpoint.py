@@ -30,6 +30,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, field_validator, model_validator
 
 from ..errors import FieldError
+from ..names import port_name_problem
 from . import base
 from .base import Resource, StrictModel, parse_ip
 
@@ -39,9 +40,6 @@ _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 # DNS-1123 label: what Kubernetes (and so Calico) accepts as a namespace name.
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# IANA service name, as Kubernetes validates container port names: at most 15
-# characters, lower-case letters, digits and '-', at least one letter, no '--'.
-_PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # Go field names for the error paths (base.go_path capitalises the rest itself).
 base.GO_NAMES.update({
@@ -108,10 +106,9 @@ class WorkloadEndpointPort(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if (len(v) > 15 or not _PORT_NAME_RE.match(v) or "--" in v
-                or not any(c.isalpha() for c in v)):
-            raise ValueError("port name must be at most 15 lower-case letters, digits and '-', "
-                             "with at least one letter")
+        problem = port_name_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("port")

@@ -231,13 +231,18 @@ def test_a_failure_after_ipam_rolls_everything_back(node: CniNode) -> None:
     assert "(dev lo)" in out.msg
     node.ip("route", "del", "10.244.9.9/32", "dev", "lo")
     assert_nothing_left(node)
-    # The endpoint cannot be written (a label Kubernetes would never allow): after IPAM
-    # and wiring. Everything is undone.
-    bad = node.conf(args={"cni": {"labels": [{"key": "bad key!", "value": "x"}]}})
+    # The endpoint cannot be written (its ksa.<ns>.<sa> profile name would be over 253
+    # characters): after IPAM and wiring. Everything is undone.
+    bad = node.conf(args={"cni": {"serviceAccountName": "s" * 250}})
     out = node.run("ADD", bad, netns=pod)
     assert out.rc == 1 and out.code == 7 and "WorkloadEndpoint" in out.msg, out
     assert_nothing_left(node)
     assert "eth0" not in node.ip("-o", "link", ns=pod_ns)
+    # A label Kubernetes would never allow is refused before anything is allocated.
+    bad = node.conf(args={"cni": {"labels": [{"key": "bad key!", "value": "x"}]}})
+    out = node.run("ADD", bad, netns=pod)
+    assert out.rc == 1 and out.code == 7 and "args.cni.labels[0]" in out.msg, out
+    assert_nothing_left(node)
 
 
 def test_del_after_the_namespace_is_gone(node: CniNode) -> None:
@@ -266,14 +271,17 @@ def test_a_new_sandbox_keeps_its_endpoint_when_the_old_one_is_deleted(node: CniN
     assert_nothing_left(node)
 
 
-def test_requested_ip_and_labels(node: CniNode) -> None:
+def test_requested_ip_labels_and_named_ports(node: CniNode) -> None:
     pod = node.new_pod()
-    conf = node.conf(args={"cni": {"labels": [{"key": "app", "value": "web"}]}})
+    conf = node.conf(args={"cni": {"labels": [{"key": "app", "value": "web"}],
+                                   "ports": [{"name": "http", "containerPort": 80}]}})
     out = node.run("ADD", conf, netns=pod, extra_env={
         "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod1;IP=10.244.7.7"})
     assert out.rc == 0, out
     assert out.out is not None and out.out["ips"][0]["address"] == "10.244.7.7/32"
-    assert node.endpoints()["default/node1-k8s-pod1-eth0"]["metadata"]["labels"]["app"] == "web"
+    wep = node.endpoints()["default/node1-k8s-pod1-eth0"]
+    assert wep["metadata"]["labels"]["app"] == "web"
+    assert wep["spec"]["ports"] == [{"name": "http", "protocol": "tcp", "port": 80}]
     assert node.run("DEL", conf, netns=pod).rc == 0
     assert_nothing_left(node)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cni.backend import LocalBackend
-from cni.config import EtcdSettings
+from cni.config import EtcdSettings, PodArgs
 from cni.errors import InvalidConfig, NoAddresses
 from cni.naming import endpoint_document, identify
 from cni.server import CniServer, RemoteBackend, connect
@@ -74,9 +74,9 @@ def test_endpoints_belong_to_their_container(backend) -> None:
     old = identify("net", "node1", "old", "eth0", {"K8S_POD_NAMESPACE": "ns",
                                                    "K8S_POD_NAME": "web"})
     new = old._replace(cni_container_id="new", container_id="new")
-    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"], {}))
-    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"], {}))  # a retried ADD
-    backend.put_endpoint(endpoint_document(new, ["10.77.0.2/32"], {}))  # a new sandbox
+    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"]))
+    backend.put_endpoint(endpoint_document(old, ["10.77.0.1/32"]))  # a retried ADD
+    backend.put_endpoint(endpoint_document(new, ["10.77.0.2/32"]))  # a new sandbox
     doc = backend.get_endpoint("ns", old.endpoint_name)
     assert doc["spec"]["containerID"] == "new" and doc["spec"]["ipNetworks"] == ["10.77.0.2/32"]
     assert backend.delete_endpoint("ns", old.endpoint_name, "old") is False
@@ -87,7 +87,7 @@ def test_endpoints_belong_to_their_container(backend) -> None:
 
 def test_an_invalid_endpoint_is_invalid_config(backend) -> None:
     w = identify("net", "node1", "c", "eth0", {})
-    doc = endpoint_document(w, ["10.77.0.1/32"], {"bad key!": "x"})
+    doc = endpoint_document(w, ["10.77.0.1/32"], PodArgs(labels={"bad key!": "x"}))
     with pytest.raises(InvalidConfig, match="WorkloadEndpoint default/node1-cni-c-eth0"):
         backend.put_endpoint(doc)
 

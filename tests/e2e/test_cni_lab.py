@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab import Lab
 from lab import agents as lab_agents
@@ -141,6 +142,29 @@ def test_tortie_lab_pod_commands(cluster: Lab, lab_cli: str) -> None:
     assert "web/front\tnode2" in cli("list").stdout
     bad = cli("add", "--port", "80", "other")
     assert bad.returncode == 1 and "HOST:POD" in bad.stderr
+    for flag, value, words in (("--label", "app", "not KEY=VALUE"),
+                               ("--named-port", "http:TCP", "NAME:PROTO/PORT")):
+        bad = cli("add", flag, value, "other")
+        assert bad.returncode == 1 and words in bad.stderr and cli("list").stdout.count("\n") == 1
+
+    labelled = cli("add", "--namespace", "web", "--label", "app=api", "--label", "team=t1",
+                   "--named-port", "http:TCP/8080", "--service-account", "api-sa", "api")
+    assert labelled.returncode == 0, labelled.stderr
+    changed = cli("label", "--namespace", "web", "api", "app=api2", "--remove", "team")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.splitlines() == [
+        "Successfully removed label team from workloadendpoints node1-k8s-api-eth0",
+        "Successfully updated label app on workloadendpoints node1-k8s-api-eth0"]
+    wep = yaml.safe_load(ctl(lab, ["get", "wep", "node1-k8s-api-eth0", "-n", "web", "-o",
+                                   "yaml"]))
+    assert wep["metadata"]["labels"] == {
+        "app": "api2", "projectcalico.org/namespace": "web",
+        "projectcalico.org/orchestrator": "k8s", "projectcalico.org/serviceaccount": "api-sa"}
+    assert wep["spec"]["profiles"] == ["kns.web", "ksa.web.api-sa"]
+    assert wep["spec"]["ports"] == [{"name": "http", "protocol": "tcp", "port": 8080}]
+    missing = cli("label", "--namespace", "web", "api", "--remove", "team")
+    assert missing.returncode == 1 and "key team does not exist" in missing.stderr
+    assert cli("del", "--namespace", "web", "api").returncode == 0
     assert cli("del", "--namespace", "web", "front").returncode == 0
     assert cli("list").stdout == ""
     assert cli("del", "--namespace", "web", "front").returncode == 0  # quiet when absent

@@ -36,7 +36,7 @@ def test_a_calico_style_configuration() -> None:
     assert (c.cni_version, c.name, c.mtu, c.nodename, c.log_level) == (
         "1.0.0", "k8s-pod-network", 1400, "node1", "debug")
     assert c.etcd.endpoints == "http://10.0.0.1:2379" and c.etcd.ca_cert_file == "/etc/ca.pem"
-    assert c.labels == {"app": "web"} and c.requested_ips == ("10.65.0.9",)
+    assert c.pod.labels == {"app": "web"} and c.pod.requested_ips == ("10.65.0.9",)
     assert c.ipam is not None and c.ipam.type == "tortie-ipam"
 
 
@@ -122,3 +122,49 @@ def test_mtu_precedence(tmp_path: Path) -> None:
     assert config.pod_mtu(config.parse(conf(mtu=0, mtu_file=str(f))))[0] == 1430
     f.write_text("garbage")
     assert config.pod_mtu(config.parse(conf(mtu_file=str(f)))) == (1450, "default")
+
+
+def test_pod_args_labels_named_ports_and_service_account() -> None:
+    c = config.parse(conf(args={"cni": {
+        "labels": [{"key": "pod", "value": "a"}, {"key": "example.com/tier", "value": ""}],
+        "ports": [{"name": "serve-80-tcp", "containerPort": 80},
+                  {"name": "serve-81-udp", "containerPort": 81, "protocol": "UDP"}],
+        "serviceAccountName": "builder"}}))
+    assert c.pod.labels == {"pod": "a", "example.com/tier": ""}
+    assert c.pod.ports == (config.NamedPort("serve-80-tcp", "tcp", 80),
+                           config.NamedPort("serve-81-udp", "udp", 81))
+    assert c.pod.service_account == "builder"
+    assert config.parse(conf()).pod == config.PodArgs()
+
+
+def cni_args(**cni: object) -> bytes:
+    return conf(args={"cni": cni})
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (cni_args(labels={"a": "b"}), 'args.cni.labels={"a": "b"} must be a list'),
+    (cni_args(labels=[{"key": "-a", "value": "b"}]), "invalid label key '-a'"),
+    (cni_args(labels=[{"key": "a", "value": "b c"}]), "invalid label value 'b c' for key 'a'"),
+    (cni_args(labels=[{"key": "Bad_Prefix/a", "value": "b"}]),
+     "invalid label key prefix 'Bad_Prefix'"),
+    (cni_args(labels=[{"key": "a", "value": "v" * 64}]), "args.cni.labels[0]"),
+    (cni_args(ports=[{"name": "http"}]), "args.cni.ports[0]={\"name\": \"http\"}: containerPort"),
+    (cni_args(ports=[{"name": "http", "containerPort": 70000}]), "from 1 to 65535"),
+    (cni_args(ports=[{"name": "http", "containerPort": "80"}]), "containerPort must be an integer"),
+    (cni_args(ports=[{"name": "Http", "containerPort": 80}]), "name: port name must be"),
+    (cni_args(ports=[{"name": "80", "containerPort": 80}]), "at least one letter"),
+    (cni_args(ports=[{"containerPort": 80}]), "name: port name must be"),
+    (cni_args(ports=[{"name": "h", "containerPort": 80, "protocol": "ICMP"}]),
+     "protocol must be TCP, UDP or SCTP"),
+    (cni_args(ports=[{"name": "h", "containerPort": 80, "hostPort": 8080}]),
+     "unknown field 'hostPort'"),
+    (cni_args(ports=[{"name": "h", "containerPort": 80}, {"name": "h", "containerPort": 81}]),
+     "args.cni.ports[1]"),
+    (cni_args(ports=["http:80"]), 'args.cni.ports[0]="http:80" must be'),
+    (cni_args(serviceAccountName="Bad_SA"), 'args.cni.serviceAccountName="Bad_SA"'),
+    (cni_args(serviceAccountName=7), "args.cni.serviceAccountName=7"),
+])
+def test_bad_pod_args_name_the_field_and_value(data: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidConfig) as err:
+        config.parse(data)
+    assert fragment in err.value.msg

@@ -1,5 +1,6 @@
 """The CNI plugin's start-up stays light: importing it pulls in none of tortie's heavier
-packages, only the one agent module it shares (agent.dataplane.workload_sysctls)."""
+packages, only the modules it shares: the agent's sysctl list (agent.dataplane.workload_sysctls)
+and the label syntax (datastore.names)."""
 
 from __future__ import annotations
 
@@ -13,4 +14,5 @@ def test_importing_the_plugin_imports_only_the_shared_sysctl_list_outside_cni():
              "'pyroute2', 'pydantic', 'grpc', 'etcd3'})))")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                          text=True).stdout.split()
-    assert out == ["agent", "agent.dataplane", "agent.dataplane.workload_sysctls"]
+    assert out == ["agent", "agent.dataplane", "agent.dataplane.workload_sysctls", "datastore",
+                   "datastore.names"]

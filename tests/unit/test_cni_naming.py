@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from cni.config import NamedPort, PodArgs
 from cni.errors import InvalidConfig, InvalidEnvironment
 from cni.naming import endpoint_document, identify
 from datastore.resources import WorkloadEndpoint, parse_document
@@ -77,7 +78,7 @@ def test_invalid_node_and_interface_names() -> None:
 
 def test_endpoint_document_is_a_valid_calico_workload_endpoint() -> None:
     w = identify("k8s-pod-network", "node1", "cid1", "eth0", K8S)
-    doc = endpoint_document(w, ["10.65.0.5/32"], {"app": "dns"})
+    doc = endpoint_document(w, ["10.65.0.5/32"], PodArgs(labels={"app": "dns"}))
     wep = parse_document(doc)
     assert isinstance(wep, WorkloadEndpoint)
     assert wep.namespace == "kube-system" and wep.name == w.endpoint_name
@@ -86,5 +87,30 @@ def test_endpoint_document_is_a_valid_calico_workload_endpoint() -> None:
     assert wep.metadata.labels == {"projectcalico.org/namespace": "kube-system",
                                    "projectcalico.org/orchestrator": "k8s", "app": "dns"}
     cni = parse_document(endpoint_document(identify("n", "node1", "cid9", "eth0", {}),
-                                           ["10.65.0.6/32"], {}))
+                                           ["10.65.0.6/32"]))
     assert cni.spec.orchestrator == "cni" and cni.spec.workload == "cid9"
+
+
+def test_endpoint_document_carries_calicos_labels_profiles_and_named_ports() -> None:
+    w = identify("k8s-pod-network", "node1", "cid1", "eth0", K8S)
+    pod = PodArgs(labels={"pod": "a", "projectcalico.org/namespace": "spoofed"},
+                  ports=(NamedPort("serve-80-tcp", "tcp", 80), NamedPort("dns", "udp", 53)),
+                  service_account="builder")
+    wep = parse_document(endpoint_document(w, ["10.65.0.5/32"], pod))
+    assert isinstance(wep, WorkloadEndpoint)
+    # Calico's own labels win over the pod's: a pod cannot claim another namespace.
+    assert wep.metadata.labels == {"pod": "a", "projectcalico.org/namespace": "kube-system",
+                                   "projectcalico.org/orchestrator": "k8s",
+                                   "projectcalico.org/serviceaccount": "builder"}
+    assert wep.spec.profiles == ["kns.kube-system", "ksa.kube-system.builder"]
+    assert wep.spec.serviceAccountName == "builder"
+    assert [(p.name, p.protocol, p.port) for p in wep.spec.ports or ()] == [
+        ("serve-80-tcp", "tcp", 80), ("dns", "udp", 53)]
+
+
+def test_a_long_service_account_is_a_profile_but_not_a_label() -> None:
+    sa = "s" * 70  # over a label value's 63 characters: Calico leaves the label out
+    doc = endpoint_document(identify("n", "node1", "c", "eth0", K8S), ["10.65.0.5/32"],
+                            PodArgs(service_account=sa))
+    assert "projectcalico.org/serviceaccount" not in doc["metadata"]["labels"]
+    assert doc["spec"]["profiles"][-1] == f"ksa.kube-system.{sa}"

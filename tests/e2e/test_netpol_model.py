@@ -1,0 +1,71 @@
+"""The conformance model in the lab (tests/e2e/netpol.py): without policy, everything is allowed.
+
+The groundwork of issue 15's conformance cases: 9 pods in namespaces x, y, z on 3 nodes
+across 2 subnets, each serving TCP and UDP on 80 and 81, every ordered pair probed.
+Policies are not enforced yet, so the only case is the one that needs none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .netpol import NetpolLab, Reachability, netpol_lab
+from .pods import ctl
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+@pytest.fixture(scope="module")
+def world(lab_env: None) -> Iterator[NetpolLab]:
+    with netpol_lab() as built:
+        yield built
+
+
+def test_the_endpoints_carry_the_models_labels_and_named_ports(world: NetpolLab) -> None:
+    weps = json.loads(ctl(world.lab, ["get", "workloadendpoints", "-A", "-o", "json"]))["items"]
+    by_key = {f"{w['metadata']['namespace']}/{w['spec']['pod']}": w for w in weps}
+    assert sorted(by_key) == sorted(world.model.keys)
+    for pod in world.model.pods:
+        wep = by_key[pod.key]
+        assert wep["metadata"]["labels"] == {
+            "pod": pod.name, "projectcalico.org/namespace": pod.namespace,
+            "projectcalico.org/orchestrator": "k8s"}
+        assert wep["spec"]["profiles"] == [f"kns.{pod.namespace}"]
+        assert wep["spec"]["node"] == pod.node
+        assert {(p["name"], p["protocol"], p["port"]) for p in wep["spec"]["ports"]} == {
+            ("serve-80-tcp", "tcp", 80), ("serve-80-udp", "udp", 80),
+            ("serve-81-tcp", "tcp", 81), ("serve-81-udp", "udp", 81)}
+    assert len({p.node for p in world.model.pods}) == 3  # both subnets hold pods
+
+
+def test_without_policy_every_pair_is_allowed_tcp_and_udp_on_both_ports(
+        world: NetpolLab) -> None:
+    started = time.monotonic()
+    world.check(Reachability(world.model.keys))
+    # 288 probes (72 ordered pairs x 2 ports x 2 protocols) in parallel: a few seconds at most.
+    assert time.monotonic() - started < 20
+
+
+def test_a_pod_label_change_reaches_its_endpoint(world: NetpolLab) -> None:
+    world.label_pod("x/a", {"pod": "a2", "tier": "web"})
+    try:
+        out = ctl(world.lab, ["get", "workloadendpoints", "-n", "x", "-o", "json"])
+        labels = {w["spec"]["pod"]: w["metadata"]["labels"] for w in json.loads(out)["items"]}
+        assert labels["a"]["pod"] == "a2" and labels["a"]["tier"] == "web"
+    finally:
+        world.label_pod("x/a", {"pod": "a"}, remove=["tier"])
+
+
+def test_the_harness_reports_a_wrong_expectation_with_the_tables(world: NetpolLab) -> None:
+    """The check itself: expecting x/a isolated (nothing enforces that yet) must fail, naming
+    the cells, so a later case that passes has really been compared."""
+    expected = Reachability(world.model.keys).expect_all_ingress("x/a", False)
+    with pytest.raises(AssertionError) as err:
+        world.check(expected, ports=[80], protocols=["TCP"], timeout=0)
+    text = str(err.value)
+    assert "TCP/80:" in text and "comparison (8 wrong of 72):" in text
+    assert "x/b -> x/a: x/a" in text  # the probe's answer: it reached x/a
