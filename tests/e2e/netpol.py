@@ -40,6 +40,7 @@ from lab import agents as lab_agents
 from lab import pods as lab_pods
 from lab import probe as lab_probe
 from lab.probe import Outcome, Probe
+from tests.netpol_cases import Reachability, compare
 from tests.support import wait_until
 
 from .pods import ctl
@@ -95,58 +96,6 @@ class Model:
     @property
     def keys(self) -> list[str]:
         return [p.key for p in self.pods]
-
-
-class Reachability:
-    """The expected verdict of every ordered pair of pods (upstream's Reachability)."""
-
-    def __init__(self, keys: Sequence[str], allowed: bool = True) -> None:
-        self.keys = list(keys)
-        self.cells = {(a, b): allowed for a in self.keys for b in self.keys}
-
-    def expect(self, src: str, dst: str, allowed: bool) -> Reachability:
-        self.cells[(src, dst)] = allowed
-        return self
-
-    def expect_all_ingress(self, dst: str, allowed: bool) -> Reachability:
-        for src in self.keys:
-            self.cells[(src, dst)] = allowed
-        return self
-
-    def expect_all_egress(self, src: str, allowed: bool) -> Reachability:
-        for dst in self.keys:
-            self.cells[(src, dst)] = allowed
-        return self
-
-    def __getitem__(self, pair: tuple[str, str]) -> bool:
-        return self.cells[pair]
-
-
-def truth_table(keys: Sequence[str], mark: Mapping[tuple[str, str], str], title: str) -> str:
-    """Rows from, columns to; `mark` gives each cell's character ('-' on the diagonal)."""
-    width = max(len(k) for k in keys)
-    lines = [title, " ".join(["-".ljust(width), *(k.ljust(width) for k in keys)]).rstrip()]
-    for src in keys:
-        cells = ["-" if src == dst else mark[(src, dst)] for dst in keys]
-        lines.append(" ".join([src.ljust(width), *(c.ljust(width) for c in cells)]).rstrip())
-    return "\n".join(lines)
-
-
-def compare(keys: Sequence[str], expected: Reachability,
-            observed: Mapping[tuple[str, str], bool]) -> tuple[int, str]:
-    """(number of wrong cells, the expected/observed/comparison tables). Pure."""
-    def verdict(allowed: bool) -> str:
-        return "." if allowed else "X"
-
-    pairs = [(a, b) for a in keys for b in keys if a != b]
-    wrong = {p for p in pairs if observed[p] != expected[p]}
-    tables = [
-        truth_table(keys, {p: verdict(expected[p]) for p in pairs}, "expected:"),
-        truth_table(keys, {p: verdict(observed[p]) for p in pairs}, "observed:"),
-        truth_table(keys, {p: "X" if p in wrong else "." for p in pairs},
-                    f"comparison ({len(wrong)} wrong of {len(pairs)}):"),
-    ]
-    return len(wrong), "\n\n".join(tables)
 
 
 @dataclass

@@ -8,7 +8,6 @@ Policies are not enforced yet, so the only case is the one that needs none.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -44,10 +43,7 @@ def test_the_endpoints_carry_the_models_labels_and_named_ports(world: NetpolLab)
 
 def test_without_policy_every_pair_is_allowed_tcp_and_udp_on_both_ports(
         world: NetpolLab) -> None:
-    started = time.monotonic()
     world.check(Reachability(world.model.keys))
-    # 288 probes (72 ordered pairs x 2 ports x 2 protocols) in parallel: a few seconds at most.
-    assert time.monotonic() - started < 20
 
 
 def test_a_pod_label_change_reaches_its_endpoint(world: NetpolLab) -> None:

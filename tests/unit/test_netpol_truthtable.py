@@ -1,9 +1,10 @@
-"""The conformance harness's pure parts (tests/e2e/netpol.py): the model, Reachability,
+"""The conformance harness's pure parts (tests/e2e/netpol.py, tests/netpol_cases.py): the model, Reachability,
 and the truth tables it prints when a check fails."""
 
 from __future__ import annotations
 
-from tests.e2e.netpol import Model, Reachability, compare, truth_table
+from tests.e2e.netpol import Model
+from tests.netpol_cases import Reachability, compare, truth_table
 
 KEYS = ["x/a", "x/b", "y/a"]
 
