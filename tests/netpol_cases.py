@@ -94,31 +94,30 @@ class Reachability:
 
 
 def truth_table(keys: Sequence[str], mark: Mapping[tuple[str, str], str], title: str) -> str:
-    """Upstream's truth table: rows are the source, columns the destination."""
+    """Rows from, columns to; `mark` gives each cell's character ('-' on the diagonal)."""
     width = max(len(k) for k in keys)
-    lines = [title, " " * (width + 1) + " ".join(k.rjust(width) for k in keys)]
+    lines = [title, " ".join(["-".ljust(width), *(k.ljust(width) for k in keys)]).rstrip()]
     for src in keys:
-        cells = [mark.get((src, dst), "-").rjust(width) for dst in keys]
-        lines.append(src.ljust(width) + " " + " ".join(cells))
+        cells = ["-" if src == dst else mark[(src, dst)] for dst in keys]
+        lines.append(" ".join([src.ljust(width), *(c.ljust(width) for c in cells)]).rstrip())
     return "\n".join(lines)
 
 
 def compare(keys: Sequence[str], expected: Reachability,
             observed: Mapping[tuple[str, str], bool]) -> tuple[int, str]:
-    """(cells that differ, the expected/observed/comparison tables); loopback ignored."""
-
+    """(number of wrong cells, the expected/observed/comparison tables); loopback ignored."""
     def verdict(allowed: bool) -> str:
         return "." if allowed else "X"
 
     pairs = [(a, b) for a in keys for b in keys if a != b]
     wrong = {p for p in pairs if observed[p] != expected[p]}
-    tables = "\n\n".join([
+    tables = [
         truth_table(keys, {p: verdict(expected[p]) for p in pairs}, "expected:"),
         truth_table(keys, {p: verdict(observed[p]) for p in pairs}, "observed:"),
-        truth_table(keys, {p: ("X" if p in wrong else ".") for p in pairs},
+        truth_table(keys, {p: "X" if p in wrong else "." for p in pairs},
                     f"comparison ({len(wrong)} wrong of {len(pairs)}):"),
-    ])
-    return len(wrong), tables
+    ]
+    return len(wrong), "\n\n".join(tables)
 
 
 # -- cases -------------------------------------------------------------------------------
