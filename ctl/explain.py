@@ -282,18 +282,31 @@ def _list(addresses: Iterable[IPAddress]) -> str:
     return ", ".join(map(str, addresses))
 
 
-def explain(resources: Sequence[Resource], source: str, destination: str, spec: FlowSpec, *,
-            namespace: str | None = None, ip_version: int | None = None,
-            endpoint_to_host_action: EndpointToHostAction = "Accept",
-            ) -> tuple[Verdict, Party, Party]:
-    """Resolve, compile and evaluate: the whole query over resources already read."""
-    hosts = host_addresses(r for r in resources if isinstance(r, Node))
-    endpoints = [r for r in resources if isinstance(r, WorkloadEndpoint)]
-    src = resolve(source, namespace, endpoints, hosts)
-    dst = resolve(destination, namespace, endpoints, hosts)
-    flow = build_flow(spec, src, dst, ip_version)
-    state = compile_state(resources, hosts, endpoint_to_host_action)
-    return evaluate_flow(state, flow), src, dst
+class Explainer:
+    """One read of the cluster, compiled once, to ask about many flows (the command asks
+    one; a conformance harness asks one per pod pair)."""
+
+    def __init__(self, resources: Sequence[Resource],
+                 endpoint_to_host_action: EndpointToHostAction = "Accept") -> None:
+        self.hosts = host_addresses(r for r in resources if isinstance(r, Node))
+        self.endpoints = [r for r in resources if isinstance(r, WorkloadEndpoint)]
+        self.state = compile_state(resources, self.hosts, endpoint_to_host_action)
+
+    @classmethod
+    def from_store(cls, store: ResourceStore,
+                   endpoint_to_host_action: EndpointToHostAction = "Accept") -> Explainer:
+        return cls(read_cluster(store), endpoint_to_host_action)
+
+    def resolve(self, text: str, namespace: str | None = None) -> Party:
+        return resolve(text, namespace, self.endpoints, self.hosts)
+
+    def explain(self, source: str, destination: str, spec: FlowSpec, *,
+                namespace: str | None = None,
+                ip_version: int | None = None) -> tuple[Verdict, Party, Party]:
+        """Resolve FROM and TO, build the flow, evaluate: the verdict and both parties."""
+        src, dst = self.resolve(source, namespace), self.resolve(destination, namespace)
+        flow = build_flow(spec, src, dst, ip_version)
+        return evaluate_flow(self.state, flow), src, dst
 
 
 # --- printing ---------------------------------------------------------------------------
@@ -425,8 +438,8 @@ def register(cli: click.Group) -> None:
         FROM and TO: NAMESPACE/POD, a WorkloadEndpoint name, or an IP address."""
         # The options are checked before etcd is asked anything.
         spec = flow_spec(port, protocol, source_port, icmp_type, icmp_code)
-        verdict, src, dst = explain(
-            read_cluster(obj.store), source, destination, spec, namespace=namespace,
-            ip_version=int(ip_version) if ip_version else None,
-            endpoint_to_host_action=cast(EndpointToHostAction, endpoint_to_host_action))
+        explainer = Explainer.from_store(
+            obj.store, cast(EndpointToHostAction, endpoint_to_host_action))
+        verdict, src, dst = explainer.explain(source, destination, spec, namespace=namespace,
+                                              ip_version=int(ip_version) if ip_version else None)
         click.echo(format_json(verdict) if output == "json" else format_verdict(verdict, src, dst))

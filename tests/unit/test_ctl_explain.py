@@ -10,21 +10,23 @@ import pytest
 
 from ctl.common import CtlFailure
 from ctl.explain import (
+    EXPLAIN_KINDS,
+    Explainer,
     FlowSpec,
     Party,
     build_flow,
-    explain,
     flow_spec,
     format_json,
     format_verdict,
     host_addresses,
     parse_port,
+    read_cluster,
     resolve,
 )
 from ctl.main import main
-from datastore.resources import Node, WorkloadEndpoint
+from datastore.resources import Node, Resource, WorkloadEndpoint
 from policy.evaluate import Flow, evaluate
-from policy.model import compile_state
+from policy.model import EndpointToHostAction, compile_state
 
 from .explain_cluster import (
     ALLOW_FROM_Y,
@@ -187,10 +189,9 @@ def test_build_flow_picks_one_ip_version() -> None:
 
 
 def text(*manifests: str, src: str, dst: str, spec: FlowSpec = HTTP,
-         **kwargs: object) -> str:
-    verdict, source, destination = explain(resources(CLUSTER, *manifests), src, dst, spec,
-                                           **kwargs)  # type: ignore[arg-type]
-    return format_verdict(verdict, source, destination)
+         endpoint_to_host_action: EndpointToHostAction = "Accept") -> str:
+    explainer = Explainer(resources(CLUSTER, *manifests), endpoint_to_host_action)
+    return format_verdict(*explainer.explain(src, dst, spec))
 
 
 def test_no_policy_the_namespace_profile_allows() -> None:
@@ -290,7 +291,7 @@ def test_addresses_outside_and_hosts() -> None:
 
 def test_missing_profile_and_itself() -> None:
     orphan = resources(CLUSTER.replace("profiles: [kns.y]", "profiles: [kns.gone]"))
-    verdict, src, dst = explain(orphan, "x/a", "y/a", FlowSpec(TCP, 80))
+    verdict, src, dst = Explainer(orphan).explain("x/a", "y/a", HTTP)
     out = format_verdict(verdict, src, dst)
     assert "  profile kns.gone: not in the datastore (contributes nothing)\n" in out
     assert out.endswith("  => no profile allowed it: denied (Drop if no profiles matched)")
@@ -298,9 +299,26 @@ def test_missing_profile_and_itself() -> None:
     assert itself.startswith("ALLOWED") and "to itself: the packet never leaves" in itself
 
 
+def test_the_cluster_is_read_at_one_revision() -> None:
+    class Store:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, int | None]] = []
+
+        def list_with_revision(self, kind: type[Resource], namespace: str | None,
+                               revision: int | None) -> tuple[list[Resource], int]:
+            self.asked.append((kind.kind_name, revision))
+            return [r for r in BASE if type(r) is kind], 40 + len(self.asked)
+
+    store = Store()
+    found = read_cluster(store)  # type: ignore[arg-type]
+    assert sorted(map(id, found)) == sorted(map(id, BASE))
+    assert store.asked == [(kind.kind_name, None if i == 0 else 41)
+                           for i, kind in enumerate(EXPLAIN_KINDS)]
+
+
 def test_json_is_the_verdicts_own() -> None:
     manifests = resources(CLUSTER, DENY_INGRESS_X, ALLOW_FROM_Y, SECURITY_TIER)
-    verdict, _, _ = explain(manifests, "y/a", "x/a", FlowSpec(TCP, 80))
+    verdict, _, _ = Explainer(manifests).explain("y/a", "x/a", HTTP)
     state = compile_state(manifests, HOSTS)
     direct = evaluate(state, Flow.of(IP["y/a"], IP["x/a"], "TCP", 80))
     assert json.loads(format_json(verdict)) == direct.as_dict() == verdict.as_dict()
