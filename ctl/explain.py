@@ -56,7 +56,14 @@ from policy.evaluate import (
     Verdict,
 )
 from policy.evaluate import evaluate as evaluate_flow
-from policy.model import EndpointToHostAction, IPAddress, compile_state, protocol_number
+from policy.model import (
+    Endpoint,
+    EndpointToHostAction,
+    IPAddress,
+    PolicyState,
+    compile_state,
+    protocol_number,
+)
 
 from .common import CtlFailure
 
@@ -198,37 +205,35 @@ class Party:
         return "not a workload endpoint"
 
 
-def _endpoint_addresses(wep: WorkloadEndpoint) -> tuple[IPAddress, ...]:
-    return tuple(ipaddress.ip_network(n, strict=False).network_address
-                 for n in wep.spec.ipNetworks or ())
+def _endpoint_party(endpoint: Endpoint, pods: Mapping[str, str],
+                    addresses: tuple[IPAddress, ...]) -> Party:
+    ns, _, name = endpoint.key.partition("/")
+    return Party(f"{ns}/{pods.get(endpoint.key) or name}", addresses, endpoint.key,
+                 endpoint.node)
 
 
-def _endpoint_party(wep: WorkloadEndpoint, addresses: tuple[IPAddress, ...]) -> Party:
-    ns = wep.namespace or DEFAULT_NAMESPACE
-    return Party(f"{ns}/{wep.spec.pod or wep.name}", addresses, f"{ns}/{wep.name}",
-                 wep.spec.node)
+def _keys(endpoints: Iterable[Endpoint]) -> str:
+    return ", ".join(sorted(e.key for e in endpoints))
 
 
-def _names(weps: Iterable[WorkloadEndpoint]) -> str:
-    return ", ".join(sorted(f"{w.namespace}/{w.name}" for w in weps))
+def resolve(text: str, namespace: str | None, state: PolicyState,
+            pods: Mapping[str, str]) -> Party:
+    """FROM or TO as typed -> a Party, or CtlFailure naming what is unknown or ambiguous.
 
-
-def resolve(text: str, namespace: str | None, endpoints: Sequence[WorkloadEndpoint],
-            hosts: Mapping[str, frozenset[IPAddress]]) -> Party:
-    """FROM or TO as typed -> a Party, or CtlFailure naming what is unknown or ambiguous."""
+    Addresses are looked up in the index evaluate() uses (`state.endpoints_by_ip`,
+    `state.node_by_ip`); `pods` maps an endpoint's key to its pod's name."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         ip = None
     if ip is not None:
-        holders = [w for w in endpoints if ip in _endpoint_addresses(w)]
+        holders = state.endpoints_by_ip.get(ip, ())
         if len(holders) > 1:
             raise CtlFailure(f"address {text} is ambiguous: held by WorkloadEndpoints "
-                             f"{_names(holders)}")
+                             f"{_keys(holders)}")
         if holders:
-            return _endpoint_party(holders[0], (ip,))
-        node = next((name for name, ips in hosts.items() if ip in ips), None)
-        return Party(str(ip), (ip,), node=node)
+            return _endpoint_party(holders[0], pods, (ip,))
+        return Party(str(ip), (ip,), node=state.node_by_ip.get(ip))
     if "/" in text and _is_network(text):
         raise CtlFailure(f"{text} is a network: FROM and TO are single addresses")
     ns, sep, name = text.partition("/")
@@ -237,17 +242,17 @@ def resolve(text: str, namespace: str | None, endpoints: Sequence[WorkloadEndpoi
     if not ns or not name or "/" in name:
         raise CtlFailure(f"invalid endpoint '{text}': want NAMESPACE/POD, NAMESPACE/ENDPOINT, "
                          "POD or ENDPOINT (with -n), or an IP address")
-    by_name = [w for w in endpoints if w.namespace == ns and w.name == name]
-    found = by_name or [w for w in endpoints if w.namespace == ns and w.spec.pod == name]
+    key = f"{ns}/{name}"
+    found = ([e for e in state.endpoints if e.key == key]
+             or [e for e in state.endpoints if e.namespace == ns and pods.get(e.key) == name])
     if not found:
         raise CtlFailure(f"no workload endpoint or pod named {name} in namespace {ns}")
     if len(found) > 1:
-        raise CtlFailure(f"{ns}/{name} is ambiguous: pod {name} has WorkloadEndpoints "
-                         f"{_names(found)}; name one of them")
-    addresses = _endpoint_addresses(found[0])
-    if not addresses:
-        raise CtlFailure(f"WorkloadEndpoint {ns}/{found[0].name} has no IP address")
-    return _endpoint_party(found[0], addresses)
+        raise CtlFailure(f"{key} is ambiguous: pod {name} has WorkloadEndpoints "
+                         f"{_keys(found)}; name one of them")
+    if not found[0].ips:
+        raise CtlFailure(f"WorkloadEndpoint {found[0].key} has no IP address")
+    return _endpoint_party(found[0], pods, found[0].ips)
 
 
 def _is_network(text: str) -> bool:
@@ -288,9 +293,10 @@ class Explainer:
 
     def __init__(self, resources: Sequence[Resource],
                  endpoint_to_host_action: EndpointToHostAction = "Accept") -> None:
-        self.hosts = host_addresses(r for r in resources if isinstance(r, Node))
-        self.endpoints = [r for r in resources if isinstance(r, WorkloadEndpoint)]
-        self.state = compile_state(resources, self.hosts, endpoint_to_host_action)
+        hosts = host_addresses(r for r in resources if isinstance(r, Node))
+        self.state = compile_state(resources, hosts, endpoint_to_host_action)
+        self.pods = {f"{r.namespace}/{r.name}": r.spec.pod for r in resources
+                     if isinstance(r, WorkloadEndpoint) and r.spec.pod}
 
     @classmethod
     def from_store(cls, store: ResourceStore,
@@ -298,7 +304,7 @@ class Explainer:
         return cls(read_cluster(store), endpoint_to_host_action)
 
     def resolve(self, text: str, namespace: str | None = None) -> Party:
-        return resolve(text, namespace, self.endpoints, self.hosts)
+        return resolve(text, namespace, self.state, self.pods)
 
     def explain(self, source: str, destination: str, spec: FlowSpec, *,
                 namespace: str | None = None,

@@ -21,10 +21,9 @@ from ctl.explain import (
     host_addresses,
     parse_port,
     read_cluster,
-    resolve,
 )
 from ctl.main import main
-from datastore.resources import Node, Resource, WorkloadEndpoint
+from datastore.resources import Node, Resource
 from policy.evaluate import Flow, evaluate
 from policy.model import EndpointToHostAction, compile_state
 
@@ -42,7 +41,7 @@ from .explain_cluster import (
 )
 
 BASE = resources(CLUSTER)
-ENDPOINTS = [r for r in BASE if isinstance(r, WorkloadEndpoint)]
+EXPLAINER = Explainer(BASE)
 HOSTS = host_addresses(r for r in BASE if isinstance(r, Node))
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 HTTP = FlowSpec(TCP, 80)
@@ -121,17 +120,17 @@ def test_host_addresses_come_from_the_nodes() -> None:
     (IP["x/multi-eth1"], None, "x/multi", "x/node1-k8s-multi-eth1"),
 ])
 def test_resolve_endpoints(text: str, namespace: str | None, name: str, endpoint: str) -> None:
-    party = resolve(text, namespace, ENDPOINTS, HOSTS)
+    party = EXPLAINER.resolve(text, namespace)
     assert (party.name, party.endpoint) == (name, endpoint)
     assert party.node in ("node1", "node2")
 
 
 def test_resolve_addresses() -> None:
-    assert resolve(IP["x/dual"], None, ENDPOINTS, HOSTS).addresses == (ip(IP["x/dual"]),)
-    assert resolve("x/dual", None, ENDPOINTS, HOSTS).addresses == (
+    assert EXPLAINER.resolve(IP["x/dual"]).addresses == (ip(IP["x/dual"]),)
+    assert EXPLAINER.resolve("x/dual").addresses == (
         ip(IP["x/dual"]), ip(IP["x/dual6"]))
-    assert resolve(NODE2, None, ENDPOINTS, HOSTS) == Party(NODE2, (ip(NODE2),), node="node2")
-    outside = resolve(OUTSIDE, None, ENDPOINTS, HOSTS)
+    assert EXPLAINER.resolve(NODE2) == Party(NODE2, (ip(NODE2),), node="node2")
+    outside = EXPLAINER.resolve(OUTSIDE)
     assert outside == Party(OUTSIDE, (ip(OUTSIDE),))
     assert outside.what == "not a workload endpoint"
 
@@ -148,30 +147,29 @@ def test_resolve_addresses() -> None:
 ])
 def test_resolve_errors(text: str, namespace: str | None, message: str) -> None:
     with pytest.raises(CtlFailure) as err:
-        resolve(text, namespace, ENDPOINTS, HOSTS)
+        EXPLAINER.resolve(text, namespace)
     assert str(err.value).startswith(message)
 
 
 def test_an_address_two_endpoints_hold_is_ambiguous() -> None:
-    clone = resources(CLUSTER.replace("10.65.0.3", "10.65.0.2"))
-    weps = [r for r in clone if isinstance(r, WorkloadEndpoint)]
+    clone = Explainer(resources(CLUSTER.replace("10.65.0.3", "10.65.0.2")))
     with pytest.raises(CtlFailure, match="^address 10.65.0.2 is ambiguous: held by "
                                          "WorkloadEndpoints x/node1-k8s-a-eth0, "
                                          "x/node1-k8s-b-eth0$"):
-        resolve("10.65.0.2", None, weps, HOSTS)
+        clone.resolve("10.65.0.2")
 
 
 def test_an_endpoint_without_addresses_is_an_error() -> None:
-    bare = resources(CLUSTER.replace(f"ipNetworks: ['{IP['x/b']}']", "ipNetworks: []"))
-    weps = [r for r in bare if isinstance(r, WorkloadEndpoint)]
+    bare = Explainer(resources(CLUSTER.replace(f"ipNetworks: ['{IP['x/b']}']",
+                                               "ipNetworks: []")))
     with pytest.raises(CtlFailure, match="^WorkloadEndpoint x/node1-k8s-b-eth0 has no IP"):
-        resolve("x/b", None, weps, HOSTS)
+        bare.resolve("x/b")
 
 
 def test_build_flow_picks_one_ip_version() -> None:
-    dual = resolve("x/dual", None, ENDPOINTS, HOSTS)
+    dual = EXPLAINER.resolve("x/dual")
     six = Party("fd00::1", (ip("fd00::1"),))
-    a = resolve("x/a", None, ENDPOINTS, HOSTS)
+    a = EXPLAINER.resolve("x/a")
     assert build_flow(FlowSpec(TCP, 80), a, dual) == Flow(ip(IP["x/a"]), ip(IP["x/dual"]), TCP, 80)
     assert build_flow(FlowSpec(TCP), six, dual).dst == ip(IP["x/dual6"])
     assert build_flow(FlowSpec(TCP), dual, dual, ip_version=6).src == ip(IP["x/dual6"])
