@@ -18,7 +18,7 @@ from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
 from datastore.store import ResourceStore
 
-from . import crud, ipam, label, node
+from . import crud, explain, ipam, label, node
 from .common import CtlFailure
 from .version import client_version
 
@@ -81,6 +81,7 @@ def version(obj: CtlContext) -> None:
 
 # Each noun's module adds its commands to the group.
 crud.register(cli)
+explain.register(cli)
 ipam.register(cli)
 label.register(cli)
 node.register(cli)

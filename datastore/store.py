@@ -68,12 +68,14 @@ class ResourceStore:
         return self.list_with_revision(cls, namespace)[0]
 
     def list_with_revision(
-        self, cls: type[R], namespace: str | None = None
+        self, cls: type[R], namespace: str | None = None, revision: int | None = None
     ) -> tuple[builtins.list[R], int]:
+        """Every `cls` (in `namespace`, or all), and the revision read at. With `revision`,
+        as of that revision: several kinds read at one revision are one consistent view."""
         if cls is IPAMConfiguration:
             kv = self.client.get(IPAMConfiguration(metadata=ObjectMeta(name="default")).key())
             return ([self._decode(cls, kv)] if kv else []), self.client.revision()
-        items, rev = self.client.list(resource_prefix(cls.plural, namespace))
+        items, rev = self.client.list(resource_prefix(cls.plural, namespace), revision)
         out = []
         for kv in items:
             try:
