@@ -350,6 +350,9 @@ class Agent:
             vxlan_port=self.config.vxlan_port,
             parent_interface=parent,
             datastore_cluster_routes=not self._bgp_running,
+            endpoint_to_host_action=self.config.default_endpoint_to_host_action,  # type: ignore[arg-type]
+            failsafe_inbound=self.config.failsafe_inbound_host_ports,
+            failsafe_outbound=self.config.failsafe_outbound_host_ports,
         )
 
     def _report_problems(self) -> None:

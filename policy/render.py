@@ -63,6 +63,7 @@ from datastore.selector import (
 from .evaluate import members, named_port_members, tiers_for
 from .model import (
     PROTOCOL_NAMES,
+    PROTOCOL_NUMBERS,
     CompiledPolicy,
     CompiledRule,
     Direction,
@@ -711,16 +712,25 @@ def input_rules() -> tuple[Rule, ...]:
     )
 
 
-def failsafe_chains(inbound: Sequence[tuple[int, int]],
-                    outbound: Sequence[tuple[int, int]]) -> list[RenderedChain]:
-    """cali-failsafe-in / -out (filter table): (protocol, port) pairs always allowed to and
-    from the host. Only host endpoint chains jump to them, so a node without host endpoints
-    does not program them (Felix programs no chain nothing jumps to)."""
-    def chain(name: str, ports: Sequence[tuple[int, int]]) -> RenderedChain:
-        return RenderedChain(name, tuple(
-            Rule(Accept(), (_protocol(proto), PortMatch("dst", ((port, port),))))
-            for proto, port in ports))
-    return [chain(CHAIN_FAILSAFE_IN, inbound), chain(CHAIN_FAILSAFE_OUT, outbound)]
+def failsafe_chains(inbound: Sequence[tuple[str, str | None, int]],
+                    outbound: Sequence[tuple[str, str | None, int]]) -> list[RenderedChain]:
+    """cali-failsafe-in / -out (filter table): (protocol, CIDR or None, port) always
+    allowed to and from the host, from or to the CIDR when one is given (failsafeInChain,
+    failsafeOutChain). Only host endpoint chains jump to them, so a node without host
+    endpoints does not program them (Felix programs no chain that nothing jumps to)."""
+    def chain(name: str, ports: Sequence[tuple[str, str | None, int]],
+              net_side: Side) -> RenderedChain:
+        rules = []
+        for proto, net, port in ports:
+            if net is not None and ipaddress.ip_network(net).version != 4:
+                continue
+            match: list[Term] = [_protocol(PROTOCOL_NUMBERS[proto]),
+                                 PortMatch("dst", ((port, port),))]
+            if net is not None:
+                match.append(NetMatch(net_side, net))
+            rules.append(Rule(Accept(), tuple(match)))
+        return RenderedChain(name, tuple(rules))
+    return [chain(CHAIN_FAILSAFE_IN, inbound, "src"), chain(CHAIN_FAILSAFE_OUT, outbound, "dst")]
 
 
 # --- the whole node --------------------------------------------------------------------------

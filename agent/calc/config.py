@@ -44,6 +44,10 @@ class CalcConfig:
     # traffic to its own host once its egress policy allowed it. Return is what an
     # etcd-mode calico-node writes into the node's FelixConfiguration at start-up.
     endpoint_to_host_action: EndpointToHostAction = "Return"
+    # Felix's FailsafeInbound/OutboundHostPorts, (protocol, CIDR or None, port): host
+    # endpoint chains jump to them; a node without host endpoints programs neither.
+    failsafe_inbound: tuple[tuple[str, str | None, int], ...] = ()
+    failsafe_outbound: tuple[tuple[str, str | None, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("host_mtu", "ipip_mtu", "vxlan_mtu"):
