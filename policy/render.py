@@ -39,7 +39,7 @@ import base64
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -745,20 +745,12 @@ class LocalEndpoint:
 
 
 @dataclass(frozen=True)
-class IPSetContent:
-    name: str
-    set_type: str
-    members: frozenset[str]
-
-
-@dataclass(frozen=True)
 class PolicyRender:
     """The filter-table chains (cali-INPUT's policy part apart) and the ipsets with members."""
 
     chains: tuple[RenderedChain, ...]
     input_rules: tuple[Rule, ...]
-    ipsets: tuple[IPSetContent, ...]
-    referenced_policies: tuple[str, ...] = field(default=())
+    ipsets: tuple[tuple[IPSetSpec, frozenset[str]], ...]
 
 
 def _endpoint_plan(state: PolicyState, endpoint: Endpoint, direction: Direction,
@@ -810,6 +802,5 @@ def render_node(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_por
         chains.append(chain)
         for spec in used:
             specs[spec.name] = spec
-    ipsets = tuple(IPSetContent(spec.name, spec.set_type, _set_members(spec, state))
-                   for _, spec in sorted(specs.items()))
-    return PolicyRender(tuple(chains), input_rules(), ipsets, tuple(sorted(policy_chains)))
+    ipsets = tuple((spec, _set_members(spec, state)) for _, spec in sorted(specs.items()))
+    return PolicyRender(tuple(chains), input_rules(), ipsets)

@@ -151,6 +151,7 @@ def plan_policy(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_por
         chains=frozenset(filter_chain(c) for c in rendered.chains),
         hooks=frozenset({make_hook("filter", "FORWARD", CHAIN_FORWARD),
                          make_hook("filter", "OUTPUT", CHAIN_OUTPUT)}),
-        ipsets=frozenset(IPSet(s.name, s.set_type, s.members) for s in rendered.ipsets),
+        ipsets=frozenset(IPSet(spec.name, spec.set_type, members)
+                         for spec, members in rendered.ipsets),
         input_rules=tuple(iptables_rule(r) for r in rendered.input_rules),
     )

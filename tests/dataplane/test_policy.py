@@ -35,6 +35,9 @@ PODS = {"a": "10.65.0.2", "b": "10.65.0.3"}
 ONLY_81_FROM_A = {"selector": "pod == 'b'", "ingress": [
     {"action": "Allow", "protocol": "TCP", "source": {"selector": "pod == 'a'"},
      "destination": {"ports": [81]}}]}
+# The namespace's profile, as a v1 Namespace becomes it: everything allowed.
+NAMESPACE_X = put("Profile", "kns.x", {"ingress": [{"action": "Allow"}],
+                                       "egress": [{"action": "Allow"}]})
 POLICY_CHAIN = policy_chain_name(
     compile_policy("NetworkPolicy", "only-81", "x", {}), "ingress")
 
@@ -103,8 +106,7 @@ def test_policy_enforced_restart_writes_nothing_and_flushed_chain_repaired(
         lab: dict[str, str], backend: str) -> None:
     state = ClusterState()
     state.apply([
-        put("Profile", "kns.x", {"ingress": [{"action": "Allow"}],
-                                 "egress": [{"action": "Allow"}]}),
+        NAMESPACE_X,
         *(pod(name, NODE, ip, {"pod": name}) for name, ip in PODS.items()),
     ])
     writers = Writers(lab["node"], backend)
@@ -136,8 +138,7 @@ def test_an_interface_the_agent_does_not_know_passes_nothing(
         lab: dict[str, str], backend: str) -> None:
     state = ClusterState()
     state.apply([
-        put("Profile", "kns.x", {"ingress": [{"action": "Allow"}],
-                                 "egress": [{"action": "Allow"}]}),
+        NAMESPACE_X,
         pod("a", NODE, PODS["a"], {"pod": "a"}),  # b's endpoint is not in the datastore
     ])
     program(Writers(lab["node"], backend), state)

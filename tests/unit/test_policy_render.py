@@ -278,9 +278,9 @@ def test_named_port_set_filtered_by_selector_replaces_the_selector_set():
     state = PolicyState(endpoints=(web, other), policies=(policy,))
     out = render_node(state, [LocalEndpoint(web, "calia")], vxlan_port=4789,
                       endpoint_to_host_action="Return")
-    (ipset,) = out.ipsets
+    ((ipset, members),) = out.ipsets
     assert ipset.set_type == "hash:ip,port" and ipset.name.startswith("cali40n:")
-    assert ipset.members == {"10.65.0.2,tcp:8080"}
+    assert members == {"10.65.0.2,tcp:8080"}
     chain = by_name(out.chains)[policy_chain_name(policy, "egress")]
     assert f"-p tcp -m set --match-set {ipset.name} dst,dst" in texts(chain)[0]
 
