@@ -30,6 +30,8 @@ from tests.support import add_veth, need, new_netns, wait_until
 from tests.unit.test_calc_policy import pod, put
 from tests.unit.test_calc_state import CONFIG
 
+pytestmark = pytest.mark.root
+
 NODE = "node1"
 PODS = {"a": "10.65.0.2", "b": "10.65.0.3"}
 ONLY_81_FROM_A = {"selector": "pod == 'b'", "ingress": [
