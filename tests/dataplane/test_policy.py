@@ -149,3 +149,21 @@ def test_an_interface_the_agent_does_not_know_passes_nothing(
     state.apply([pod("b", NODE, PODS["b"], {"pod": "b"})])
     program(Writers(lab["node"], backend), state)
     assert reaches(lab, "a", "b", 80) and reaches(lab, "b", "a", 80)
+
+
+def test_a_named_port_rule_matches_the_declared_port_only(
+        lab: dict[str, str], backend: str) -> None:
+    named = {"selector": "pod == 'b'", "ingress": [
+        {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["web"]}}]}
+    state = ClusterState()
+    state.apply([
+        NAMESPACE_X, pod("a", NODE, PODS["a"], {"pod": "a"}),
+        pod("b", NODE, PODS["b"], {"pod": "b"},
+            ports=[{"name": "web", "protocol": "TCP", "port": 81}]),
+        put("NetworkPolicy", "named", named, namespace="x"),
+    ])
+    program(Writers(lab["node"], backend), state)
+    sets = ns_exec(lab["node"], "ipset", "list", "-t")
+    assert "Type: hash:ip,port" in sets
+    assert reaches(lab, "a", "b", 81) and not reaches(lab, "a", "b", 80)
+    assert program(Writers(lab["node"], backend), state) == 0  # the set reads back the same

@@ -32,11 +32,15 @@ def put(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None
     return Update("put", res.key(), res.to_stored(), 1)
 
 
-def pod(name: str, node_name: str, ip: str, labels: dict[str, str], ns: str = "x") -> Update:
-    return put("WorkloadEndpoint", f"{node_name}-k8s-{name}-eth0", {
-        "orchestrator": "k8s", "node": node_name, "pod": name, "endpoint": "eth0",
-        "ipNetworks": [f"{ip}/32"], "interfaceName": f"cali{name}", "profiles": [f"kns.{ns}"]},
-        namespace=ns, labels=labels)
+def pod(name: str, node_name: str, ip: str, labels: dict[str, str], ns: str = "x",
+        ports: list[dict[str, Any]] | None = None) -> Update:
+    spec = {"orchestrator": "k8s", "node": node_name, "pod": name, "endpoint": "eth0",
+            "ipNetworks": [f"{ip}/32"], "interfaceName": f"cali{name}",
+            "profiles": [f"kns.{ns}"]}
+    if ports:
+        spec["ports"] = ports
+    return put("WorkloadEndpoint", f"{node_name}-k8s-{name}-eth0", spec, namespace=ns,
+               labels=labels)
 
 
 DENY_FROM_B = {"selector": "pod == 'a'", "ingress": [
