@@ -482,6 +482,9 @@ def rule_to_rules(rule: CompiledRule, log_prefix: str = "calico-packet") -> tupl
     dst = _scan_side("dst", rule.destination, rule.protocol)
     if src is None or dst is None:
         return (), ()
+    # Every set the rule matches on, taken before match blocks move some of them out.
+    sets = [*src.sets, *src.not_sets, *src.named, *src.not_named,
+            *dst.sets, *dst.not_sets, *dst.named, *dst.not_named]
     blocks = _MatchBlocks()
     protocol = _protocol_terms(rule)
     for sd in (src, dst):
@@ -528,8 +531,6 @@ def rule_to_rules(rule: CompiledRule, log_prefix: str = "calico-packet") -> tupl
         out.append(Rule(SetMark(mark, mark), terms))
         final: Action = Drop() if rule.action == "Deny" else Return()
         out.append(Rule(final, (MarkMatch(mark, mark),)))
-    sets = [*src.sets, *src.not_sets, *src.named, *src.not_named,
-            *dst.sets, *dst.not_sets, *dst.named, *dst.not_named]
     return tuple(out), tuple(sets)
 
 

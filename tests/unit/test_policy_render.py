@@ -285,6 +285,18 @@ def test_named_port_set_filtered_by_selector_replaces_the_selector_set():
     assert f"-p tcp -m set --match-set {ipset.name} dst,dst" in texts(chain)[0]
 
 
+def test_a_rule_returns_the_sets_its_match_blocks_use():
+    # Numeric and named ports together need a port block; its named-port set is still
+    # one the rule matches on (found by the interpreter test on random policies).
+    rule = compile_rule(0, {"action": "Allow", "protocol": "TCP",
+                            "destination": {"selector": "app == 'web'",
+                                            "ports": [80, "http"]}}, None)
+    rules, sets = rule_to_rules(rule)
+    used = {t.name for r in rules for t in r.match if hasattr(t, "name") and
+            t.name.startswith("cali40")}
+    assert used == {s.name for s in sets} and len(sets) == 2
+
+
 # --- endpoints, policies, profiles ---------------------------------------------------------
 
 

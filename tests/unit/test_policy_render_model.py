@@ -14,6 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
 
 from policy.evaluate import Flow, evaluate
 from policy.model import PROTOCOL_NAMES, PolicyState
@@ -40,6 +41,8 @@ from policy.render import (
     render_node,
 )
 
+from .policy_cluster import Cluster
+from .test_policy_properties import FAST, POD_KEYS, flows, states
 from .test_policy_truth_table import ALL, CASES, address, state_for
 
 
@@ -178,3 +181,19 @@ def test_an_unknown_interface_is_dropped_and_the_host_reaches_its_pods() -> None
     out = Packet(ipaddress.ip_address("10.0.0.5"), ipaddress.ip_address(address("x/b")),  # type: ignore[arg-type]
                  6, 80, "", iface("x/b"))
     assert table.run("cali-OUTPUT", out) == "RETURN"
+
+
+@FAST
+@given(states())
+def test_the_dataplane_decides_as_the_model_on_random_policies(
+        cluster_state: tuple[Cluster, PolicyState]) -> None:
+    # Every pod rendered as local (the pod-to-pod verdict does not depend on the node),
+    # and an outside address reached through the uplink.
+    cluster, state = cluster_state
+    ifaces = {cluster.ip(k): iface(k) for k in POD_KEYS}
+    table = Table(state, [LocalEndpoint(cluster.pods[k], iface(k)) for k in POD_KEYS])
+    for flow in flows(cluster):
+        p = Packet(flow.src, flow.dst, flow.protocol, flow.dst_port or 0,  # type: ignore[arg-type]
+                   ifaces.get(str(flow.src), "eth0"), ifaces.get(str(flow.dst), "eth0"))
+        rendered = table.run("cali-FORWARD", p)
+        assert (rendered == "ACCEPT") is evaluate(state, flow).allowed, (flow, rendered)
