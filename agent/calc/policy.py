@@ -96,26 +96,26 @@ def term_text(term: Term) -> str:
     raise TypeError(f"unknown match term {term!r}")
 
 
-def _action_fields(action: Action | None) -> dict[str, str | bool]:
+def _target(action: Action | None) -> tuple[str, str, bool]:
+    """(target, target arguments, goto) of an action, as Felix's actions write them."""
     if action is None:
-        return {}
+        return "", "", False
     if isinstance(action, Accept):
-        return {"target": "ACCEPT"}
+        return "ACCEPT", "", False
     if isinstance(action, Drop):
-        return {"target": "DROP"}
+        return "DROP", "", False
     if isinstance(action, Return):
-        return {"target": "RETURN"}
+        return "RETURN", "", False
     if isinstance(action, Jump):
-        return {"target": action.chain}
+        return action.chain, "", False
     if isinstance(action, Goto):
-        return {"target": action.chain, "goto": True}
+        return action.chain, "", True
     if isinstance(action, SetMark):
-        return {"target": "MARK", "target_args": f"--set-mark {_mark(action.mark)}/"
-                                                  f"{_mark(action.mask)}"}
+        return "MARK", f"--set-mark {_mark(action.mark)}/{_mark(action.mask)}", False
     if isinstance(action, ClearMark):
-        return {"target": "MARK", "target_args": f"--set-mark 0/{_mark(action.mask)}"}
+        return "MARK", f"--set-mark 0/{_mark(action.mask)}", False
     if isinstance(action, LogAction):
-        return {"target": "LOG", "target_args": f'--log-prefix "{action.prefix}: " --log-level 5'}
+        return "LOG", f'--log-prefix "{action.prefix}: " --log-level 5', False
     raise TypeError(f"unknown action {action!r}")
 
 
@@ -124,9 +124,10 @@ def _comment(text: str) -> str:
 
 
 def iptables_rule(rule: Rule) -> IptablesRule:
-    return IptablesRule(match=" ".join(term_text(t) for t in rule.match),
-                        comments=tuple(_comment(c) for c in rule.comments),
-                        **_action_fields(rule.action))  # type: ignore[arg-type]
+    target, target_args, goto = _target(rule.action)
+    return IptablesRule(match=" ".join(term_text(t) for t in rule.match), target=target,
+                        target_args=target_args, goto=goto,
+                        comments=tuple(_comment(c) for c in rule.comments))
 
 
 @lru_cache(maxsize=65536)
