@@ -66,5 +66,5 @@ def local_endpoints(state: ClusterState, local_node: str) -> list[LocalEndpoint]
 
 
 def desired_dataplane(state: ClusterState, local_node: str, config: CalcConfig) -> DesiredDataplane:
-    """The desired dataplane of `local_node` (see agent/calc/routes.py and rules.py for rules)."""
+    """The desired dataplane of `local_node` (agent/calc/routes.py, rules.py and policy.py)."""
     return calculate(state, local_node, config).dataplane
