@@ -75,11 +75,13 @@ from .model import (
 )
 
 __all__ = [
-    "Accept", "Action", "ClearMark", "Conntrack", "Drop", "Goto", "ICMPMatch", "InInterface",
-    "IPSetSpec", "Jump", "LogAction", "MarkMatch", "NetMatch", "OutInterface", "PolicyRender",
-    "PortMatch", "ProtocolMatch", "RenderedChain", "Return", "Rule", "SetMark", "SetMatch",
-    "Term", "calico_selector_string", "endpoint_chain_name", "length_limited_name",
-    "render_policy", "selector_set_id",
+    "Accept", "Action", "ClearMark", "Conntrack", "Drop", "EndpointPlan", "Goto", "ICMPMatch",
+    "IPSetSpec", "InInterface", "Jump", "LocalEndpoint", "LogAction", "MarkMatch", "NetMatch",
+    "OutInterface", "PolicyRender", "PortMatch", "ProtocolMatch", "RenderedChain", "Return",
+    "Rule", "SetMark", "SetMatch", "Term", "calico_selector_string", "dispatch_chains",
+    "endpoint_chain", "endpoint_chain_name", "failsafe_chains", "input_rules",
+    "length_limited_name", "policy_chain_name", "profile_chain_name", "render_node",
+    "render_policy", "render_profile", "rule_to_rules", "selector_set_id", "static_chains",
 ]
 
 # Felix's mark bits with the default IptablesMarkMask 0xffff0000 (felix/markbits).
