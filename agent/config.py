@@ -172,6 +172,49 @@ def _asn(text: str) -> int:
         raise _Invalid(str(exc)) from None
 
 
+ENDPOINT_TO_HOST_ACTIONS = ("Drop", "Return", "Accept")
+# Felix's defaults (felix/config/config_params.go): ssh, DHCP, BGP, etcd, Typha, the
+# Kubernetes API server and kube-proxy health (inbound); DNS, DHCP and the same
+# control-plane ports (outbound).
+DEFAULT_FAILSAFE_INBOUND = "tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
+DEFAULT_FAILSAFE_OUTBOUND = "udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667"
+
+FailsafePort = tuple[str, str | None, int]  # (protocol, CIDR or None, port)
+
+
+def parse_port_list(text: str) -> tuple[FailsafePort, ...]:
+    """Felix's port-list: comma-separated `[<protocol>:][<cidr>:]<port>` (protocol tcp,
+    udp or sctp, default tcp; an IPv6 CIDR in brackets); `none` for no ports."""
+    if text.strip().lower() == "none":
+        return ()
+    out: list[FailsafePort] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        protocol, net = "tcp", None
+        head, _, port_text = item.rpartition(":")
+        if head:
+            first, sep, rest = head.partition(":")
+            if first.lower() in ("tcp", "udp", "sctp"):
+                protocol, head = first.lower(), rest if sep else ""
+            if head:
+                try:
+                    net = str(ipaddress.ip_network(head.strip("[]"), strict=False))
+                except ValueError:
+                    raise _Invalid(f"{item!r} is not [<protocol>:][<cidr>:]<port>") from None
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise _Invalid(f"{item!r}: the port must be between 1 and 65535")
+        out.append((protocol, net, int(port_text)))
+    return tuple(out)
+
+
+def _endpoint_to_host_action(text: str) -> str:
+    for action in ENDPOINT_TO_HOST_ACTIONS:
+        if text.strip().lower() == action.lower():
+            return action
+    raise _Invalid(f"must be one of {', '.join(ENDPOINT_TO_HOST_ACTIONS)} (any case)")
+
+
 def _regex(text: str) -> str:
     try:
         re.compile(text)
@@ -313,6 +356,20 @@ SETTINGS: tuple[Setting, ...] = (
             DEFAULT_MTU_IFACE_PATTERN,
             "Interfaces whose smallest MTU is the host MTU for auto-detection "
             "(no match: 1460).", _regex),
+    Setting("FELIX_DEFAULTENDPOINTTOHOSTACTION", "default_endpoint_to_host_action",
+            "|".join(ENDPOINT_TO_HOST_ACTIONS), "Return", "Return",
+            "What happens to a workload's traffic to its own host after its egress policy "
+            "allowed it: Drop, Return (on to the host's INPUT rules) or Accept. Felix's own "
+            "default is Drop; Return is what an etcd-mode calico-node configures per node.",
+            _endpoint_to_host_action),
+    Setting("FELIX_FAILSAFEINBOUNDHOSTPORTS", "failsafe_inbound_host_ports", "port list",
+            parse_port_list(DEFAULT_FAILSAFE_INBOUND), DEFAULT_FAILSAFE_INBOUND,
+            "[<protocol>:][<cidr>:]<port>,... always allowed into the host whatever host "
+            "endpoint policy says (cali-failsafe-in); none for no ports.", parse_port_list),
+    Setting("FELIX_FAILSAFEOUTBOUNDHOSTPORTS", "failsafe_outbound_host_ports", "port list",
+            parse_port_list(DEFAULT_FAILSAFE_OUTBOUND), DEFAULT_FAILSAFE_OUTBOUND,
+            "[<protocol>:][<cidr>:]<port>,... always allowed out of the host "
+            "(cali-failsafe-out); none for no ports.", parse_port_list),
     Setting("FELIX_LOGSEVERITYSCREEN", "log_severity_screen", "|".join(LOG_SEVERITIES), "Info",
             "Info", "Log level of the agent (case-insensitive).", _one_of(LOG_SEVERITIES)),
 )
@@ -350,6 +407,11 @@ class AgentConfig:
     vxlan_mtu: int = 0
     ipip_mtu: int = 0
     mtu_iface_pattern: str = DEFAULT_MTU_IFACE_PATTERN
+    default_endpoint_to_host_action: str = "Return"
+    failsafe_inbound_host_ports: tuple[FailsafePort, ...] = parse_port_list(
+        DEFAULT_FAILSAFE_INBOUND)
+    failsafe_outbound_host_ports: tuple[FailsafePort, ...] = parse_port_list(
+        DEFAULT_FAILSAFE_OUTBOUND)
     log_severity_screen: str = "Info"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -420,6 +482,8 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}s"
+    if isinstance(value, tuple):  # a port list
+        return ",".join(f"{p}:{f'{n}:' if n else ''}{port}" for p, n, port in value) or "none"
     return str(value) if value != "" else "(unset)"
 
 

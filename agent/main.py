@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from agent import config as agent_config
 from agent import idle_gc
@@ -68,6 +69,7 @@ from datastore.syncer import (
     Update,
     drain_events,
 )
+from policy.model import EndpointToHostAction
 
 _log = logging.getLogger("agent")
 
@@ -350,6 +352,11 @@ class Agent:
             vxlan_port=self.config.vxlan_port,
             parent_interface=parent,
             datastore_cluster_routes=not self._bgp_running,
+            # agent.config accepts only Drop, Return and Accept.
+            endpoint_to_host_action=cast(EndpointToHostAction,
+                                         self.config.default_endpoint_to_host_action),
+            failsafe_inbound=self.config.failsafe_inbound_host_ports,
+            failsafe_outbound=self.config.failsafe_outbound_host_ports,
         )
 
     def _report_problems(self) -> None:

@@ -132,7 +132,8 @@ class IPIPDevice:
 
 @dataclass(frozen=True)
 class IPSet:
-    """A hash:net (or hash:ip) set; names are at most 31 characters, e.g. cali40masq-ipam-pools."""
+    """A hash:net, hash:ip or hash:ip,port set (members `10.0.0.1,tcp:80`); names are at most
+    31 characters, e.g. cali40masq-ipam-pools."""
 
     name: str
     set_type: str

@@ -13,7 +13,9 @@ semantics, enough for the e2e tests, the benchmark and the demo).
     node's namespace (the pod's labels and named ports in `args.cni`), each
     plugin with the previous one's result as prevResult and the runtimeConfig
     its capabilities ask for, exactly as libcni does. The result is kept in
-    <state>/cni/<node>/pods/ for DEL (a runtime's result cache).
+    <state>/cni/<node>/pods/ for DEL (a runtime's result cache). The pod's
+    namespace gets its Profile `kns.<namespace>` first when it has none
+    (`ensure_namespace`), as calico-kube-controllers keeps one per Namespace.
   * `delete_pod` runs DEL in reverse order with that prevResult, then removes
     the namespace; it is idempotent.
   * `label_pod` changes a pod's WorkloadEndpoint labels afterwards (`ctl label`).
@@ -299,6 +301,19 @@ def _load_conflist(lab: Lab, node: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def ensure_namespace(lab: Lab, namespace: str) -> None:
+    """Create namespace `namespace` (a v1 Namespace through `ctl create`, stored as the
+    Profile `kns.<namespace>`) unless it exists. A pod's endpoint names that profile, and
+    the agent, like Felix, drops all traffic of an endpoint whose profile is missing; in
+    Kubernetes every pod's namespace exists. An existing one, labels and all, is kept."""
+    manifest = json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": namespace}})
+    res = lab.exec("node1", [str(BIN / "ctl"), "create", "-f", "-"], input=manifest,
+                   check=False, env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
+    if res.returncode != 0 and "already exists" not in res.stderr + res.stdout:
+        raise PodError(f"creating namespace {namespace}: {(res.stderr or res.stdout).strip()}")
+
+
 def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str = "pod",
             *, port_mappings: Sequence[Mapping[str, Any]] = (),
             labels: Mapping[str, str] | None = None,
@@ -319,6 +334,7 @@ def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str
     record = _record_path(lab, node_name, namespace, name)
     if record.exists():
         raise PodError(f"pod {namespace}/{name} already exists on {node_name}")
+    ensure_namespace(lab, namespace)
     conflist = _load_conflist(lab, node_name)
     pod = PodInfo(name, namespace, node_name, pod_netns(lab, namespace, name), "", "",
                   container_id or uuid.uuid4().hex, port_mappings=[dict(p) for p in port_mappings])

@@ -12,8 +12,9 @@
 
 Modules: state (the index of the cluster), routes (routes, devices,
 neighbours, FDB), learned (BGP-learned routes, incrementally), rules
-(natOutgoing and encapsulation INPUT chains, hooks, ipsets), desired (puts
-them together), vtep (VTEP MACs), prefixes (prefix lookup), config
+(natOutgoing and encapsulation INPUT chains, hooks, ipsets), policy (the
+policy engine's filter chains and ipsets from policy.render, as iptables text),
+desired (puts them together), vtep (VTEP MACs), prefixes (prefix lookup), config
 (CalcConfig).
 """
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policy.model import EndpointToHostAction
+
 from ..types import VXLAN_PORT, VXLAN_VNI
 
 IPIP_OVERHEAD = 20
@@ -38,6 +40,14 @@ class CalcConfig:
     datastore_cluster_routes: bool = True
     # Felix's ExternalNodesCIDRList: extra sources allowed to send IPIP.
     external_nodes_cidrs: tuple[str, ...] = ()
+    # Felix's DefaultEndpointToHostAction: what cali-wl-to-host does with a workload's
+    # traffic to its own host once its egress policy allowed it. Return is what an
+    # etcd-mode calico-node writes into the node's FelixConfiguration at start-up.
+    endpoint_to_host_action: EndpointToHostAction = "Return"
+    # Felix's FailsafeInbound/OutboundHostPorts, (protocol, CIDR or None, port): host
+    # endpoint chains jump to them; a node without host endpoints programs neither.
+    failsafe_inbound: tuple[tuple[str, str | None, int], ...] = ()
+    failsafe_outbound: tuple[tuple[str, str | None, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("host_mtu", "ipip_mtu", "vxlan_mtu"):

@@ -1,7 +1,7 @@
 """iptables chains, hooks and ipsets that go with routing: natOutgoing and encap INPUT filters.
 
 Owns the nat chains `cali-POSTROUTING` / `cali-nat-outgoing`, the filter chain
-`cali-INPUT` (only its encapsulation rules, see below), their hooks, and the
+`cali-INPUT` (its encapsulation rules, first; `input_chain` composes it), their hooks, and the
 ipsets `cali40masq-ipam-pools`, `cali40all-ipam-pools` (v3.32 name),
 `cali40all-hosts-net` and `cali40all-vxlan-net`. Pure.
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..types import IPIP_DEVICE, VXLAN_DEVICE, Chain, Hook, IPIPDevice, IPSet, VXLANDevice
@@ -56,25 +57,30 @@ class IptablesRule:
     """One rule: match criteria as Felix renders them, a target, free-text comments."""
 
     match: str = ""
-    target: str = ""  # ACCEPT, DROP, MASQUERADE or a chain to jump to
+    target: str = ""  # ACCEPT, DROP, MASQUERADE or a chain to jump to; "" counts only
     target_args: str = ""  # e.g. "--random-fully"
     comments: tuple[str, ...] = ()
+    goto: bool = False  # --goto the target chain instead of --jump
 
-    def _body(self, jump_flag: str) -> str:
+    def _body(self, long_flags: bool) -> str:
         parts = [f'-m comment --comment "{c}"' for c in self.comments]
         if self.match:
             parts.append(self.match)
-        parts.append(f"{jump_flag} {self.target}")
+        if self.target:
+            if self.goto:
+                parts.append(f"{'--goto' if long_flags else '-g'} {self.target}")
+            else:
+                parts.append(f"{'--jump' if long_flags else '-j'} {self.target}")
         if self.target_args:
             parts.append(self.target_args)
         return " ".join(parts)
 
     def hash_input(self, chain: str) -> str:
         """Felix's Rule.RenderAppend(chain, "HASH"): what its rule hash is computed over."""
-        return f"-A {chain} HASH {self._body('--jump')}"
+        return f"-A {chain} HASH {self._body(long_flags=True)}"
 
     def render(self, rule_hash: str) -> str:
-        return f'-m comment --comment "cali:{rule_hash}" {self._body("-j")}'
+        return f'-m comment --comment "cali:{rule_hash}" {self._body(long_flags=False)}'
 
 
 def rule_hashes(chain: str, rules: list[IptablesRule]) -> list[str]:
@@ -106,6 +112,19 @@ class RulePlan:
     ipsets: frozenset[IPSet]
     chains: frozenset[Chain]
     hooks: frozenset[Hook]
+    # cali-INPUT's encapsulation rules; input_chain() puts them first in cali-INPUT.
+    input_rules: tuple[IptablesRule, ...] = ()
+
+
+def input_chain(encap_rules: Sequence[IptablesRule],
+                policy_rules: Sequence[IptablesRule] = ()) -> tuple[set[Chain], set[Hook]]:
+    """cali-INPUT and its hook: the encapsulation rules first (Felix's filterInputChain
+    order), then the policy engine's; nothing when both are empty."""
+    rules = [*encap_rules, *policy_rules]
+    if not rules:
+        return set(), set()
+    return ({make_chain("filter", CHAIN_FILTER_INPUT, rules)},
+            {make_hook("filter", "INPUT", CHAIN_FILTER_INPUT)})
 
 
 def plan_rules(
@@ -174,8 +193,4 @@ def plan_rules(
             IptablesRule(match=f"{dport} -m addrtype --dst-type LOCAL", target="DROP",
                          comments=("Drop IPv4 VXLAN packets from non-allowed hosts",)),
         ]
-    if inputs:
-        chains.add(make_chain("filter", CHAIN_FILTER_INPUT, inputs))
-        hooks.add(make_hook("filter", "INPUT", CHAIN_FILTER_INPUT))
-
-    return RulePlan(frozenset(ipsets), frozenset(chains), frozenset(hooks))
+    return RulePlan(frozenset(ipsets), frozenset(chains), frozenset(hooks), tuple(inputs))

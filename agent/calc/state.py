@@ -1,7 +1,9 @@
 """ClusterState: the calculation's in-memory index of the synced cluster.
 
-Owns the parsed, minimal form of every datastore value the route calculation
-reads (pools, nodes, IPAM blocks, block affinities, workload endpoints). It is
+Owns the parsed, minimal form of every datastore value the calculation reads
+(pools, nodes, IPAM blocks, block affinities, workload endpoints, and the policy
+kinds: NetworkPolicy, GlobalNetworkPolicy, Tier, Profile, NetworkSet,
+GlobalNetworkSet, compiled once per update by policy.model). It is
 fed syncer `Update`s in order and keeps nothing else: no I/O, no logging, no
 clock. (BGP-learned routes are agent/calc/learned.py's.)
 
@@ -21,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 from collections.abc import Callable, Iterable
@@ -30,12 +33,39 @@ from typing import Any
 from datastore.errors import IPAMDocumentError
 from datastore.ipam_documents import CONFIRMED, AllocationBlock, BlockAffinity, block_owner
 from datastore.keys import parse_affinity_key, parse_block_key, parse_resource_key
-from datastore.resources import IPPool, Node, WorkloadEndpoint
+from datastore.resources import (
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
+    IPPool,
+    NetworkPolicy,
+    NetworkSet,
+    Node,
+    Profile,
+    Tier,
+    WorkloadEndpoint,
+)
+from datastore.resources.base import Resource
 from datastore.syncer import Update
+from policy import model as policy_model
+from policy.model import (
+    CompiledPolicy,
+    Endpoint,
+    PolicyState,
+    compile_endpoint,
+    compile_network_set,
+    compile_policy,
+    compile_profile,
+    compile_tier,
+    effective_labels,
+)
 
 from ..types import PROTO_BOOT, Route, RouteClass
 from .prefixes import dotted, mask_for
 from .vtep import vtep_mac
+
+PolicyNetworkSet = policy_model.NetworkSet
+PolicyProfile = policy_model.Profile
+PolicyTier = policy_model.Tier
 
 NEVER = "Never"
 ALWAYS = "Always"
@@ -50,6 +80,15 @@ class Facet(enum.StrEnum):
     BLOCKS = "blocks"
     AFFINITIES = "affinities"
     WORKLOADS = "workloads"
+    POLICIES = "policies"  # NetworkPolicy and GlobalNetworkPolicy
+    TIERS = "tiers"
+    PROFILES = "profiles"
+    NETWORK_SETS = "network_sets"  # NetworkSet and GlobalNetworkSet
+
+
+# What the policy state is built from: a change to any of them rebuilds it.
+POLICY_FACETS = frozenset({Facet.WORKLOADS, Facet.POLICIES, Facet.TIERS, Facet.PROFILES,
+                           Facet.NETWORK_SETS})
 
 
 class Encapsulation(enum.StrEnum):
@@ -146,6 +185,9 @@ class WorkloadInfo:
     ipv4: tuple[int, ...]  # the IPv4 addresses, sorted
     local_routes: tuple[Route, ...]
     mac: str | None
+    # The endpoint as policy sees it, its own labels only (profiles' labelsToApply are
+    # inherited when the policy state is built, since profiles change on their own).
+    endpoint: Endpoint | None = None
 
 
 class ClusterState:
@@ -161,6 +203,14 @@ class ClusterState:
         self.workloads_by_node: dict[str | None, dict[tuple[str, str], WorkloadInfo]] = {}
         self._confirmed: dict[str, set[str]] = {}  # block CIDR -> nodes with confirmed affinity
         self._problems: dict[str, str] = {}
+        # Policy kinds, compiled: policies by (kind, namespace, name); network sets by
+        # (namespace, name) with their own labels (kns.<ns> labels are inherited later).
+        self.policies: dict[tuple[str, str | None, str], CompiledPolicy] = {}
+        self.tiers: dict[str, PolicyTier] = {}
+        self.profiles: dict[str, PolicyProfile] = {}
+        self.network_sets: dict[tuple[str | None, str], PolicyNetworkSet] = {}
+        self._policy_state: PolicyState | None = None
+        self._policy_endpoints: dict[tuple[str, str], Endpoint] = {}
 
     # -- reading --------------------------------------------------------------------
 
@@ -176,6 +226,31 @@ class ClusterState:
     def confirmed_cidrs(self) -> list[str]:
         """Every block CIDR some node holds a confirmed affinity for."""
         return list(self._confirmed)
+
+    def policy_state(self) -> PolicyState:
+        """The compiled policy state of the whole cluster (every endpoint and network set,
+        for ipset members), rebuilt only after a policy facet changed."""
+        if self._policy_state is None:
+            profiles = self.profiles
+            self._policy_endpoints = {
+                ident: _inherit(w.endpoint, profiles)
+                for ident, w in self.workloads.items() if w.endpoint is not None}
+            endpoints = tuple(self._policy_endpoints.values())
+            network_sets = tuple(
+                ns if ns.namespace is None else PolicyNetworkSet(
+                    ns.key, ns.namespace,
+                    effective_labels(ns.labels, (f"kns.{ns.namespace}",), profiles), ns.nets)
+                for ns in self.network_sets.values())
+            self._policy_state = PolicyState(
+                endpoints=endpoints, network_sets=network_sets,
+                policies=tuple(self.policies.values()), tiers=tuple(self.tiers.values()),
+                profiles=tuple(profiles.values()))
+        return self._policy_state
+
+    def policy_endpoint(self, workload: WorkloadInfo) -> Endpoint | None:
+        """The workload as policy.render sees it, with its profiles' labels."""
+        self.policy_state()
+        return self._policy_endpoints.get((workload.namespace, workload.name))
 
     def owner_of(self, block: BlockInfo) -> str | None:
         """The node owning `block` (datastore.ipam_documents.block_owner), or None."""
@@ -193,6 +268,8 @@ class ClusterState:
             facet = self._apply_one(update)
             if facet is not None:
                 changed.add(facet)
+        if changed & POLICY_FACETS:
+            self._policy_state = None
         return changed
 
     def _apply_one(self, update: Update) -> Facet | None:
@@ -208,7 +285,7 @@ class ClusterState:
                                      lambda: _parse_node(name, update))
             if plural == WorkloadEndpoint.plural and namespace is not None:
                 return self._apply_workload(namespace, name, update)
-            return None
+            return self._apply_policy_kind(plural, namespace, name, update)
         cidr = parse_block_key(key)
         if cidr is not None:
             canonical = _canonical_cidr(cidr)
@@ -257,6 +334,31 @@ class ClusterState:
         if new is not None:
             self.workloads_by_node.setdefault(new.node, {})[ident] = new
         return facet
+
+    def _apply_policy_kind(self, plural: str, namespace: str | None, name: str,
+                           update: Update) -> Facet | None:
+        if plural in (NetworkPolicy.plural, GlobalNetworkPolicy.plural):
+            cls = NetworkPolicy if plural == NetworkPolicy.plural else GlobalNetworkPolicy
+            if (namespace is not None) != cls.namespaced:
+                return None
+            kind = cls.kind_name
+            return self._replace(
+                self.policies, (kind, namespace, name), update, Facet.POLICIES,
+                lambda: compile_policy(kind, name, namespace,  # type: ignore[arg-type]
+                                       _valid_spec(cls, update)))
+        if plural == Tier.plural and namespace is None:
+            return self._replace(self.tiers, name, update, Facet.TIERS,
+                                 lambda: compile_tier(name, _valid_spec(Tier, update)))
+        if plural == Profile.plural and namespace is None:
+            return self._replace(self.profiles, name, update, Facet.PROFILES,
+                                 lambda: compile_profile(name, _valid_spec(Profile, update)))
+        if plural in (NetworkSet.plural, GlobalNetworkSet.plural):
+            set_cls = NetworkSet if plural == NetworkSet.plural else GlobalNetworkSet
+            if (namespace is not None) != set_cls.namespaced:
+                return None
+            return self._replace(self.network_sets, (namespace, name), update,
+                                 Facet.NETWORK_SETS, lambda: _parse_network_set(set_cls, update))
+        return None
 
     def _apply_affinity(self, affinity_type: str, node: str, cidr: str,
                         update: Update) -> Facet | None:
@@ -354,9 +456,41 @@ def _parse_workload(namespace: str, name: str, update: Update) -> WorkloadInfo:
         # DeviceRouteProtocol (boot), so `ip route` shows "10.65.0.2 dev caliX scope link".
         routes = tuple(Route(f"{dotted(a)}/32", RouteClass.LOCAL_WORKLOAD, dev=spec.interfaceName,
                              scope="link", proto=PROTO_BOOT) for a in v4)
+    endpoint = compile_endpoint(name, namespace, wep.metadata.labels,
+                                spec.model_dump(exclude_none=True), {})
     return WorkloadInfo(namespace=namespace, name=name, node=spec.node,
                         interface=spec.interfaceName, ipv4=tuple(v4), local_routes=routes,
-                        mac=spec.mac)
+                        mac=spec.mac, endpoint=endpoint)
+
+
+def _valid(cls: type[Resource], update: Update) -> Resource:
+    resource = cls.from_stored(update.value, update.revision)
+    errs = resource.validate_semantics()
+    if errs:
+        raise ValueError("; ".join(str(e) for e in errs))
+    return resource
+
+
+def _valid_spec(cls: type[Resource], update: Update) -> dict[str, Any]:
+    """A validated resource's spec as plain data, the shape policy.model compiles."""
+    return _valid(cls, update).spec.model_dump(exclude_none=True)  # type: ignore[attr-defined, no-any-return]
+
+
+def _parse_network_set(cls: type[Resource], update: Update) -> PolicyNetworkSet:
+    resource = _valid(cls, update)
+    spec = resource.spec.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+    # Profiles are applied when the policy state is built: kns.<ns> may change alone.
+    return compile_network_set(resource.name, resource.namespace, resource.metadata.labels,
+                               spec, {})
+
+
+def _inherit(endpoint: Endpoint, profiles: dict[str, PolicyProfile]) -> Endpoint:
+    """The endpoint with its profiles' labelsToApply (policy.model.effective_labels)."""
+    if not any(profiles.get(p) is not None and profiles[p].labels_to_apply
+               for p in endpoint.profiles):
+        return endpoint
+    return dataclasses.replace(
+        endpoint, labels=effective_labels(endpoint.labels, endpoint.profiles, profiles))
 
 
 def _parse_affinity_state(key: str, value: bytes) -> str | None:

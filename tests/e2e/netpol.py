@@ -4,8 +4,9 @@ The model is kubernetes/kubernetes test/e2e/network/netpol (model.go, reachabili
 truthtable.go), with its names:
 
   * namespaces x, y, z, labelled `ns: <name>` (and `kubernetes.io/metadata.name:
-    <name>`, which the Kubernetes control plane adds to every namespace); the labels
-    are in the model for the cases to apply as `v1` Namespaces once ctl takes them;
+    <name>`, which the Kubernetes control plane adds to every namespace), applied as
+    `v1` Namespaces (so their Profiles `kns.<name>` allow everything and carry the
+    labels, as calico-kube-controllers writes them);
   * pods a, b, c in each, labelled `pod: <name>`, dealt round-robin over the lab's
     nodes (so over both subnets), each serving TCP and UDP on ports 80 and 81
     (lab/probe.py, answering with `<ns>/<pod>`) with upstream's named ports
@@ -27,6 +28,7 @@ apply policies with `ctl`, change labels with `label_pod`, then `check`.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -159,6 +161,10 @@ def netpol_lab(nodes: int = 3) -> Iterator[NetpolLab]:
             lab_agents.wait_ready(lab, n.name)
         model = Model([n.name for n in lab.nodes])
         world = NetpolLab(lab, model)
+        ctl(lab, ["apply", "-f", "-"], stdin="\n---\n".join(
+            json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": ns, "labels": labels}})
+            for ns, labels in model.namespace_labels.items()))
 
         def add(pod: ModelPod) -> None:
             info = lab_pods.add_pod(lab, pod.node, pod.namespace, pod.name, labels=pod.labels,

@@ -2,7 +2,8 @@
 
 The groundwork of issue 15's conformance cases: 9 pods in namespaces x, y, z on 3 nodes
 across 2 subnets, each serving TCP and UDP on 80 and 81, every ordered pair probed.
-Policies are not enforced yet, so the only case is the one that needs none.
+Without policy every pair is allowed (the namespaces' profiles allow all); the first
+enforced case is upstream's default deny ingress.
 """
 
 from __future__ import annotations
@@ -65,3 +66,27 @@ def test_the_harness_reports_a_wrong_expectation_with_the_tables(world: NetpolLa
     text = str(err.value)
     assert "TCP/80:" in text and "comparison (8 wrong of 72):" in text
     assert "x/b -> x/a: x/a" in text  # the probe's answer: it reached x/a
+
+
+DEFAULT_DENY_INGRESS_X = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny-ingress, namespace: x}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+"""
+
+
+def test_default_deny_ingress_isolates_namespace_x_until_deleted(world: NetpolLab) -> None:
+    # Upstream's "should support a 'default-deny-ingress' policy": nothing reaches x's
+    # pods, from any namespace (x itself included); everything else is untouched.
+    ctl(world.lab, ["apply", "-f", "-"], stdin=DEFAULT_DENY_INGRESS_X)
+    try:
+        denied = Reachability(world.model.keys)
+        for key in world.model.keys:
+            if key.startswith("x/"):
+                denied.expect_all_ingress(key, False)
+        world.check(denied, ports=[80], protocols=["TCP"])
+    finally:
+        ctl(world.lab, ["delete", "-f", "-"], stdin=DEFAULT_DENY_INGRESS_X)
+    world.check(Reachability(world.model.keys), ports=[80], protocols=["TCP"])

@@ -149,10 +149,14 @@ def test_pod_added_and_removed():
     d = change(c, wep("node1", "db", ["10.65.0.3/32"], "calidb"))
     assert routes(d["routes"][1]) == {"10.65.0.3 dev calidb scope link"}
     assert d["workload_interfaces"] == (set(), {"calidb"})
-    assert set(d) == {"routes", "workload_interfaces"}
+    # Its policy chains, and the dispatch chains that now know its interface.
+    assert {ch.name for ch in d["chains"][1]} == {
+        "cali-tw-calidb", "cali-fw-calidb", "cali-from-wl-dispatch", "cali-to-wl-dispatch"}
+    assert {ch.name for ch in d["chains"][0]} == {"cali-from-wl-dispatch", "cali-to-wl-dispatch"}
+    assert set(d) == {"routes", "workload_interfaces", "chains"}
     d = change(c, delete(wep_key("node1", "db")))
     assert routes(d["routes"][0]) == {"10.65.0.3 dev calidb scope link"}
-    assert set(d) == {"routes", "workload_interfaces"}
+    assert set(d) == {"routes", "workload_interfaces", "chains"}
 
 
 def test_remote_pod_changes_nothing_unless_borrowed():

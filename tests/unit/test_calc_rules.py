@@ -6,7 +6,8 @@ import pytest
 
 from agent.calc import CalcConfig
 from agent.calc.rules import IptablesRule, rule_hashes
-from agent.types import Chain, Hook, IPSet
+from agent.types import Chain, DesiredDataplane, Hook, IPSet
+from policy.render import input_rules
 
 from .test_calc_state import CONFIG, Cluster, node, owned, pool
 
@@ -43,8 +44,24 @@ def two_nodes(*pools, node1_tunnels: dict | None = None) -> Cluster:
                    *owned("node1", "10.65.0.0/26"), *owned("node2", "10.65.1.0/26"))
 
 
+# cali-INPUT ends in the policy engine's rules; the other filter chains are all its own
+# (tests/unit/test_calc_policy.py). These tests look at what routing adds.
+POLICY_INPUT_RULES = len(input_rules())
+
+
+def routing_hooks(dp: DesiredDataplane) -> set[Hook]:
+    return {h for h in dp.hooks if h.table == "nat" or h.chain == "INPUT"}
+
+
 def chains(c: Cluster, config: CalcConfig = CONFIG) -> dict[str, tuple[str, ...]]:
-    return {f"{ch.table}/{ch.name}": ch.rules for ch in c.calc(config=config).dataplane.chains}
+    out = {}
+    for ch in c.calc(config=config).dataplane.chains:
+        if ch.table == "filter" and ch.name != "cali-INPUT":
+            continue
+        rules = ch.rules[:-POLICY_INPUT_RULES] if ch.name == "cali-INPUT" else ch.rules
+        if rules:
+            out[f"{ch.table}/{ch.name}"] = rules
+    return out
 
 
 def ipsets(c: Cluster, config: CalcConfig = CONFIG) -> dict[str, IPSet]:
@@ -77,18 +94,20 @@ def test_nat_outgoing_chains_ipsets_and_hook():
                                       frozenset({"10.65.0.0/16", "10.66.0.0/16",
                                                  "10.67.0.0/16"})),
     }
-    assert dp.hooks == {POSTROUTING_HOOK}
+    assert routing_hooks(dp) == {POSTROUTING_HOOK, INPUT_HOOK}
 
 
 def test_no_nat_outgoing_pool_means_no_nat_objects():
-    dp = two_nodes(pool("plain", "10.65.0.0/16")).calc().dataplane
-    assert dp.chains == frozenset() and dp.ipsets == frozenset() and dp.hooks == frozenset()
+    c = two_nodes(pool("plain", "10.65.0.0/16"))
+    dp = c.calc().dataplane
+    assert chains(c) == {} and dp.ipsets == frozenset()
+    assert not any(h.table == "nat" for h in dp.hooks)
 
 
 def test_nat_outgoing_switched_off_in_config_and_without_random_fully():
     c = two_nodes(pool("masq", "10.65.0.0/16", nat=True))
     off = CalcConfig(host_mtu=1500, parent_interface="eth0", nat_outgoing=False)
-    assert c.calc(config=off).dataplane.chains == frozenset()
+    assert chains(c, off) == {}
     plain = CalcConfig(host_mtu=1500, parent_interface="eth0", masquerade_random_fully=False)
     (rule,) = chains(c, plain)["nat/cali-nat-outgoing"]
     assert rule.endswith("dst -j MASQUERADE") and "cali:Dw4T8UWPnCLxRJiI" in rule
@@ -106,7 +125,7 @@ def test_input_rules_per_encapsulation(vxlan, ipip, expected_input, expected_set
     dp = c.calc().dataplane
     assert chains(c).get("filter/cali-INPUT") == expected_input
     assert set(ipsets(c)) == expected_sets
-    assert (INPUT_HOOK in dp.hooks) is (expected_input is not None)
+    assert INPUT_HOOK in dp.hooks  # the policy engine's cali-INPUT rules are always there
 
 
 def test_both_encapsulations_in_felix_order_and_set_members():
