@@ -6,7 +6,7 @@ state), resolving FROM and TO to addresses, building the Flow, and printing the
 Verdict. The semantics are not here: the verdict and its path come from
 policy.evaluate.evaluate on policy.model.compile_state, the code whose model the
 agent renders into the dataplane, so `explain` and the dataplane agree by
-construction (docs/policy-model.md).
+construction (docs/policy.md, "Evaluation model").
 
 FROM and TO are each one of:
 
