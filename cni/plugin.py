@@ -132,7 +132,8 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, A
     if conf.policy_setup_timeout:
         # After the backend is closed: the wait holds no datastore connection.
         endpoint_status.wait_until_programmed(conf.endpoint_status_dir, w.namespace,
-                                              w.endpoint_name, conf.policy_setup_timeout)
+                                              w.endpoint_name, w.container_mac,
+                                              conf.policy_setup_timeout)
     result = Result(
         interfaces=(Interface(plan.host_ifname, HOST_MAC),
                     Interface(env.ifname, w.container_mac, env.netns)),

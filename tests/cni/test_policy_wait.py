@@ -44,8 +44,12 @@ def test_add_returns_only_once_the_agent_has_programmed_the_endpoint(node: CniNo
         time.sleep(0.5)
         assert not add.done(), f"ADD returned before the endpoint was programmed: {add.result()}"
         wep = node.endpoints()[ENDPOINT]
-        (status / STATUS_FILE).write_text(json.dumps(
-            {"ifaceName": wep["spec"]["interfaceName"], "ipv4Nets": wep["spec"]["ipNetworks"]}))
+        status_doc = {"ifaceName": wep["spec"]["interfaceName"], "mac": wep["spec"]["mac"],
+                      "ipv4Nets": wep["spec"]["ipNetworks"]}
+        (status / STATUS_FILE).write_text(json.dumps({**status_doc, "mac": "02:00:00:00:00:01"}))
+        time.sleep(0.5)
+        assert not add.done(), "a file naming another sandbox's MAC released ADD"
+        (status / STATUS_FILE).write_text(json.dumps(status_doc))
         written = time.monotonic()
         out = add.result(timeout=30)
         returned = time.monotonic()

@@ -53,12 +53,20 @@ def test_a_bad_timeout_is_refused_before_anything_is_done(value: object) -> None
         config.parse(data)
 
 
+MAC = "02:aa:bb:cc:dd:ee"
+STATUS = json.dumps({"ifaceName": "cali1", "mac": MAC, "ipv4Nets": ["10.65.0.2/32"]})
+
+
+def wait(directory: Path, clock: FakeClock, timeout: float = 10) -> bool:
+    return endpoint_status.wait_until_programmed(str(directory), "default", "node1-k8s-web-eth0",
+                                                 MAC, timeout, clock=clock, sleep=clock.sleep)
+
+
 def test_the_wait_ends_when_the_file_appears(tmp_path: Path) -> None:
     clock = FakeClock()
     target = tmp_path / "k8s default%2Fweb eth0"
-    clock.at.append((0.7, lambda: target.write_text("{}")))
-    assert endpoint_status.wait_until_programmed(str(tmp_path), "default", "node1-k8s-web-eth0",
-                                                 10, clock=clock, sleep=clock.sleep)
+    clock.at.append((0.7, lambda: target.write_text(STATUS)))
+    assert wait(tmp_path, clock)
     assert 0.7 <= clock.now < 0.8  # found within one (capped) poll interval of appearing
     assert clock.sleeps[:3] == [0.005, 0.01, 0.02]  # quick at first, then backing off
     assert max(clock.sleeps) == endpoint_status.MAX_POLL
@@ -66,19 +74,25 @@ def test_the_wait_ends_when_the_file_appears(tmp_path: Path) -> None:
 
 def test_a_file_already_there_needs_no_sleep(tmp_path: Path) -> None:
     clock = FakeClock()
-    (tmp_path / "k8s default%2Fweb eth0").write_text("{}")
-    assert endpoint_status.wait_until_programmed(str(tmp_path), "default", "node1-k8s-web-eth0",
-                                                 10, clock=clock, sleep=clock.sleep)
+    (tmp_path / "k8s default%2Fweb eth0").write_text(STATUS)
+    assert wait(tmp_path, clock)
     assert clock.sleeps == []
+
+
+def test_a_file_of_the_previous_sandbox_does_not_count(tmp_path: Path) -> None:
+    clock = FakeClock()
+    target = tmp_path / "k8s default%2Fweb eth0"
+    target.write_text(STATUS.replace(MAC, "02:00:00:00:00:01"))  # the old sandbox's MAC
+    clock.at.append((1.5, lambda: target.write_text(STATUS)))  # the agent saw the new one
+    assert wait(tmp_path, clock)
+    assert clock.now >= 1.5
 
 
 def test_on_timeout_it_logs_calicos_warning_and_gives_up_on_time(tmp_path: Path,
                                                                  caplog) -> None:
     clock = FakeClock()
     caplog.set_level(logging.WARNING)
-    assert not endpoint_status.wait_until_programmed(
-        str(tmp_path / "missing-dir"), "default", "node1-k8s-web-eth0", 3, clock=clock,
-        sleep=clock.sleep)
+    assert not wait(tmp_path / "missing-dir", clock, timeout=3)
     assert clock.now == pytest.approx(3.0)  # the last sleep is cut to the deadline
     assert "Unblocking pod creation" in caplog.text
     assert "k8s default%2Fweb eth0" in caplog.text
