@@ -28,14 +28,13 @@ import pytest
 
 from datastore.names import endpoint_status_filename
 from lab import Lab
-from lab import agents as lab_agents
 from lab import pods as lab_pods
 from lab import probe as lab_probe
 from lab.pods import PodInfo
 from lab.probe import Outcome
 from tests.support import wait_until
 
-from .netpol import POOL
+from .netpol import policy_lab
 from .pods import ctl
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -132,16 +131,7 @@ def add(world: World, namespace: str, name: str) -> PodInfo:
 
 @pytest.fixture(scope="module")
 def world(lab_env: None) -> Iterator[World]:
-    from .conftest import up_lab
-
-    with up_lab(nodes=2, subnets=2) as lab:
-        ctl(lab, ["apply", "-f", "-"], stdin=POOL)
-        for n in lab.nodes:
-            lab_agents.start_agent(lab, n.name, backend="vxlan")
-            lab_pods.install_cni(lab, n.name, policy_setup_timeout=WAIT)
-            lab_pods.start_cni_server(lab, n.name)
-        for n in lab.nodes:
-            lab_agents.wait_ready(lab, n.name)
+    with policy_lab(2, policy_setup_timeout=WAIT) as lab:
         ctl(lab, ["apply", "-f", "-"], stdin=POLICIES)
         world = World(lab, lab_pods.add_pod(lab, "node2", "probers", "prober"))
         # Both policies are in node1's kernel before the race starts: a pod of each

@@ -105,6 +105,14 @@ class Cluster:
         return desired
 
 
+def published_web(tmp: Path) -> Cluster:
+    """A cluster whose pod default/web on node1 is expected and published to `tmp`."""
+    c = Cluster(tmp)
+    c.apply(wep("node1", "web", ["10.65.0.2/32"], iface=IFACE))
+    c.publisher.publish()
+    return c
+
+
 def files(tmp: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_bytes()) for p in (tmp / "endpoint-status").iterdir()}
 
@@ -144,31 +152,21 @@ def test_only_changes_are_written_and_gone_endpoints_lose_their_file(tmp_path: P
 
 def test_a_restart_with_nothing_changed_writes_nothing_and_strays_are_removed(
         tmp_path: Path) -> None:
-    c = Cluster(tmp_path)
-    c.apply(wep("node1", "web", ["10.65.0.2/32"], iface=IFACE))
-    c.publisher.publish()
+    published_web(tmp_path)
     path = tmp_path / "endpoint-status" / "k8s default%2Fweb eth0"
     before = path.stat().st_mtime_ns, path.stat().st_ino
-    restarted = Cluster(tmp_path)
-    restarted.apply(wep("node1", "web", ["10.65.0.2/32"], iface=IFACE))
-    restarted.publisher.publish()
-    assert restarted.publisher.writes == 0
+    assert published_web(tmp_path).publisher.writes == 0  # a restart
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
     # Felix's FV "should cleanup stale files after a restart": anything not wanted goes.
     (tmp_path / "endpoint-status" / "sdfsdf").write_text("")
     (tmp_path / "endpoint-status" / ".tmp-1").write_text("{")  # a crash mid-write
-    again = Cluster(tmp_path)
-    again.apply(wep("node1", "web", ["10.65.0.2/32"], iface=IFACE))
-    again.publisher.publish()
-    assert again.publisher.writes == 2
+    assert published_web(tmp_path).publisher.writes == 2
     assert list(files(tmp_path)) == ["k8s default%2Fweb eth0"]
 
 
 def test_a_file_removed_behind_the_agents_back_comes_back_at_the_next_rescan(
         tmp_path: Path) -> None:
-    c = Cluster(tmp_path)
-    c.apply(wep("node1", "web", ["10.65.0.2/32"], iface=IFACE))
-    c.publisher.publish()
+    c = published_web(tmp_path)
     (tmp_path / "endpoint-status" / "k8s default%2Fweb eth0").unlink()
     c.clock[0] = 10.0
     c.publisher.publish()
