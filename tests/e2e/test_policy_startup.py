@@ -13,21 +13,29 @@ So, in a lab whose plugins wait:
 The second half is what the wait buys: without it the pod's interface is still
 unknown to the agent when the pod starts, and its first packets are dropped.
 Each pod is checked right after ADD, several times, with the server started the
-way a runtime starts a container: after ADD returned.
+way a runtime starts a container: after ADD returned. In this lab the agent is
+usually quicker than the rest of ADD, so the last test pauses node1's agent
+(SIGSTOP, by the PID the lab recorded) while a pod is added: ADD must still be
+waiting when the endpoint is written, return only once the agent runs again, and
+the pod must then answer its first probe.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
 
 from datastore.names import endpoint_status_filename
-from lab import Lab
+from lab import Lab, procs
 from lab import pods as lab_pods
 from lab import probe as lab_probe
 from lab.pods import PodInfo
@@ -167,3 +175,29 @@ def test_a_pod_its_policy_allows_answers_the_first_probe_after_it_starts(world: 
         first = lab_probe.probe(pod.ip, PORT, "TCP", netns=world.prober.netns)
         assert first == Outcome(True, f"open/{pod.name}"), \
             f"the first probe of open/{pod.name} after it started: {first.detail}"
+
+
+def has_endpoint(lab: Lab, namespace: str, pod: str) -> bool:
+    out = ctl(lab, ["get", "workloadendpoints", "-n", namespace, "-o", "json"])
+    return any(w["spec"].get("pod") == pod for w in json.loads(out)["items"])
+
+
+def test_add_waits_for_a_paused_agent_and_the_pod_answers_its_first_probe(world: World) -> None:
+    (agent,) = [p for p in world.lab.status()["processes"]
+                if p["role"] == "agent" and p["name"] == "agent-node1" and p["alive"]]
+    assert procs.is_ours(agent["pid"], agent["start_time"])  # the lab's agent, not a reused PID
+    os.kill(agent["pid"], signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            adding = pool.submit(add, world, "open", "late")
+            wait_until(lambda: has_endpoint(world.lab, "open", "late"), timeout=30,
+                       what="the endpoint written by ADD")
+            time.sleep(1.0)
+            assert not adding.done(), "ADD returned while the agent could not program the pod"
+            os.kill(agent["pid"], signal.SIGCONT)
+            pod = adding.result(timeout=WAIT + 10)  # add() checks the status file is there
+    finally:
+        os.kill(agent["pid"], signal.SIGCONT)
+    serve(world.lab, pod)
+    first = lab_probe.probe(pod.ip, PORT, "TCP", netns=world.prober.netns)
+    assert first == Outcome(True, "open/late"), f"the first probe after it started: {first.detail}"
