@@ -47,11 +47,6 @@ from .pods import ctl
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
-# The policy chains are rendered by policy/render.py (branch pol-render); without them
-# the agent programs routes only and no policy can hold.
-pytest.importorskip("policy.render", reason="needs the policy chains in the agent's "
-                    "calculation (policy/render.py, branch pol-render, not merged yet)")
-
 WAIT = 20  # policy_setup_timeout_seconds of the lab's plugins
 PORT = 80
 ROUNDS = 3
