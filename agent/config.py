@@ -325,6 +325,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TORTIE_RUN_DIR", "run_dir", "path", "/var/run/tortie", "/var/run/tortie",
             "Where the agent keeps runtime files: ExaBGP's configuration and log under "
             "bgp/<node name>/.", _string),
+    Setting("FELIX_ENDPOINTSTATUSPATHPREFIX", "endpoint_status_path_prefix", "path",
+            "/var/run/calico", "/var/run/calico",
+            "Where the agent publishes, in endpoint-status/, one file per local workload "
+            "endpoint whose routes and policy are programmed (Felix's EndpointStatusPathPrefix); "
+            "the CNI plugin's policy_setup_timeout_seconds waits for it. Created if missing.",
+            _string),
     Setting("DISABLE_NODE_IP_CHECK", "disable_node_ip_check", "bool", False, "false",
             "Skip the check that no other Node uses this node's address.", parse_bool),
     Setting("CALICO_K8S_NODE_REF", "k8s_node_ref", "string", None, "(unset)",
@@ -394,6 +400,7 @@ class AgentConfig:
     bgp_hold_time: int = 240
     mtu_file: str = "/var/lib/calico/mtu"
     run_dir: str = "/var/run/tortie"
+    endpoint_status_path_prefix: str = "/var/run/calico"
     disable_node_ip_check: bool = False
     k8s_node_ref: str | None = None
     health_enabled: bool = False

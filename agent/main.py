@@ -15,7 +15,9 @@ Invariants:
     iptables every IPTABLESREFRESHINTERVAL, ipsets every IPSETSREFRESHINTERVAL;
   * with etcd unreachable the kernel stays exactly as it is, readiness turns
     false and the syncer reconnects with backoff;
-  * SIGTERM stops the loop and leaves routes, devices and rules in place.
+  * SIGTERM stops the loop and leaves routes, devices and rules in place;
+  * an endpoint's "policy programmed" file (agent/endpoint_status.py) is written
+    only after an apply that programmed it succeeded.
 BGP (CALICO_NETWORKING_BACKEND bird or exabgp): the BGP side runs in-process
 (bgp.daemon) or, with TORTIE_BGP_SIDECAR, in a separate `tortie-bgp` whose
 control socket the agent follows. Either way changes of its best paths
@@ -47,6 +49,7 @@ from agent import config as agent_config
 from agent import idle_gc
 from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
 from agent.dataplane.facade import RESYNC_KINDS, Dataplane, KernelDataplane, ResyncKind
+from agent.endpoint_status import EndpointStatusPublisher
 from agent.errors import StartupError
 from agent.health import HealthAggregator, HealthServer, Metrics, probe
 from agent.startup import StartupResult, redetect, run_startup
@@ -137,6 +140,8 @@ class Agent:
         self._host_mtu: int | None = None
         self._mtu_written: int | None = None
         self._bgp_running = False  # BGP carries IPIP/no-encap routes (agent/calc/routes.py)
+        self.endpoint_status = EndpointStatusPublisher(config.endpoint_status_path_prefix,
+                                                       clock=clock)
         for name in ("datastore", "dataplane"):
             self.health.register(name)
 
@@ -375,6 +380,7 @@ class Agent:
             self._calc_problems = calc.problems
             desired = calc.dataplane
             dataplane.set_desired(desired)
+            self.endpoint_status.expect(self._state, self.nodename, desired)
             self._publish_mtu(desired)
             self._learned.set_context(calc.learned_context)
             self._dirty_calc = False
@@ -421,6 +427,8 @@ class Agent:
             self._dirty_apply = False
             self._backoff = MIN_BACKOFF
             self.health.report("dataplane", ready=True)
+            # Only now are the expected endpoints' routes and policy in the kernel.
+            self.endpoint_status.publish()
 
 
 def pod_mtu(desired: DesiredDataplane, host_mtu: int) -> int:

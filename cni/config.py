@@ -21,6 +21,10 @@ Calico conflist works once `type`/`ipam.type` say tortie:
                                  (/var/lib/calico/nodename) > host name if optional
   log_level, log_file_path       debug|info|warning|error; a file to append to
   cni_server_socket              tortie: the node's CNI server (cni/server.py); "" off
+  policy_setup_timeout_seconds   ADD waits up to this long for the agent to program the
+                                 endpoint's policy (cni/endpoint_status.py); 0: no wait
+  endpoint_status_dir            where the agent publishes that (a host path; default
+                                 /var/run/calico/endpoint-status, Calico's)
   policy, kubernetes, ...        accepted and ignored (Calico keys tortie has no use for)
   args.cni.labels / .ips         CNI's CONVENTIONS.md: the pod's labels, requested IPs
   args.cni.ports                 tortie: the pod's container ports, Kubernetes' ContainerPort
@@ -59,6 +63,8 @@ TORTIE_IPAM = "tortie-ipam"
 DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 DEFAULT_SERVER_SOCKET = "/var/run/tortie/cni.sock"
+# Felix's EndpointStatusPathPrefix default + "endpoint-status" (the agent's default too).
+DEFAULT_ENDPOINT_STATUS_DIR = "/var/run/calico/endpoint-status"
 # With nothing configured and nothing published: the VXLAN MTU of a 1500-byte network.
 # It is also safe under IPIP (1480) and without encapsulation, only 50 bytes short there.
 FALLBACK_MTU = 1450
@@ -134,6 +140,8 @@ class NetConf(NamedTuple):
     log_level: str = "info"
     log_file_path: str | None = None
     server_socket: str = DEFAULT_SERVER_SOCKET
+    policy_setup_timeout: int = 0  # seconds; 0: ADD does not wait for the agent
+    endpoint_status_dir: str = DEFAULT_ENDPOINT_STATUS_DIR
     pod: PodArgs = NO_POD_ARGS
     prev_result: Result | None = None
     raw: Mapping[str, Any] = _EMPTY  # the document, for delegates
@@ -279,6 +287,12 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
     if not isinstance(server, str):
         raise InvalidConfig(f"cni_server_socket={json.dumps(server)} must be a path, or \"\" "
                             "to never use a CNI server")
+    timeout = doc.get("policy_setup_timeout_seconds") or 0
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        # Calico refuses a negative value too ("invalid pod startup delay"), but only
+        # after the pod is wired; here it fails before any side effect.
+        raise InvalidConfig(f"policy_setup_timeout_seconds={json.dumps(timeout)} must be a "
+                            "whole number of seconds, or 0 (the default) not to wait")
     return NetConf(
         cni_version=version, name=name, type=plugin_type, ipam=ipam, mtu=mtu,
         mtu_file=_str(doc, "mtu_file") or DEFAULT_MTU_FILE, etcd=etcd,
@@ -287,6 +301,8 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
         nodename_file_optional=_flag(doc, "nodename_file_optional", False,
                                      "nodename_file_optional"),
         log_level=level, log_file_path=_str(doc, "log_file_path"), server_socket=server,
+        policy_setup_timeout=timeout,
+        endpoint_status_dir=_str(doc, "endpoint_status_dir") or DEFAULT_ENDPOINT_STATUS_DIR,
         pod=pod, prev_result=prev, raw=doc,
     )
 

@@ -66,6 +66,8 @@ class Settings:
     cni_version: str = "1.0.0"
     portmap: bool = True
     bandwidth: bool = False
+    policy_setup_timeout: int = 0
+    endpoint_status_dir: str = ""
 
 
 PLACEHOLDERS = {
@@ -94,7 +96,8 @@ def render_conflist(s: Settings) -> dict[str, Any]:
         "log_file_path": s.log_file_path, "etcd_endpoints": s.etcd_endpoints,
         "etcd_ca_cert_file": s.etcd_ca_cert_file, "etcd_cert_file": s.etcd_cert_file,
         "etcd_key_file": s.etcd_key_file, "nodename": s.nodename, "mtu_file": s.mtu_file,
-        "nodename_file": s.nodename_file,
+        "nodename_file": s.nodename_file, "endpoint_status_dir": s.endpoint_status_dir,
+        "policy_setup_timeout_seconds": s.policy_setup_timeout,
     }
     main.update({k: v for k, v in optional.items() if v})
     main["cni_server_socket"] = s.server_socket
@@ -199,7 +202,9 @@ def settings_from(opts: argparse.Namespace) -> Settings:
         etcd_key_file=opts.etcd_key_file, log_level=opts.log_level,
         log_file_path=opts.log_file_path, server_socket=opts.server_socket,
         mtu_file=opts.mtu_file, nodename_file=opts.nodename_file,
-        network_name=opts.network_name, portmap=not opts.no_portmap, bandwidth=opts.bandwidth)
+        network_name=opts.network_name, portmap=not opts.no_portmap, bandwidth=opts.bandwidth,
+        policy_setup_timeout=opts.policy_setup_timeout_seconds,
+        endpoint_status_dir=opts.endpoint_status_dir)
 
 
 def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -234,6 +239,13 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="[CNI_LOG_FILE_PATH] '' for none")
     p.add_argument("--server-socket", default=e("CNI_SERVER_SOCKET", DEFAULT_SERVER_SOCKET),
                    help="[CNI_SERVER_SOCKET] the node's CNI server; '' never uses one")
+    p.add_argument("--policy-setup-timeout-seconds", type=int,
+                   default=int(e("CNI_POLICY_SETUP_TIMEOUT_SECONDS", "0") or 0),
+                   help="[CNI_POLICY_SETUP_TIMEOUT_SECONDS] ADD waits up to this long for the "
+                        "agent to program the pod's policy; 0: no wait")
+    p.add_argument("--endpoint-status-dir", default=e("CNI_ENDPOINT_STATUS_DIR", ""),
+                   help="[CNI_ENDPOINT_STATUS_DIR] where the agent publishes that (default "
+                        "/var/run/calico/endpoint-status)")
     p.add_argument("--no-portmap", action="store_true",
                    default=e("CNI_NO_PORTMAP", "") == "true", help="[CNI_NO_PORTMAP=true]")
     p.add_argument("--bandwidth", action="store_true", default=e("CNI_BANDWIDTH", "") == "true",

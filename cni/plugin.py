@@ -6,7 +6,9 @@ ADD, in order, each step undone if a later one fails (reverse order):
   2. IPAM: an address for handle `<network>.<CNI_CONTAINERID>` (undo: release it);
   3. the veth, addresses, routes and sysctls (cni/wiring.py) (undo: delete the veth);
   4. the WorkloadEndpoint (create or replace); the agent takes over from here;
-  5. print the result: host and container interfaces, the /32, a default route.
+  5. with policy_setup_timeout_seconds > 0: wait for the agent to have programmed
+     the endpoint (cni/endpoint_status.py; on timeout, log and go on, as Calico);
+  6. print the result: host and container interfaces, the /32, a default route.
 A failed ADD therefore leaves no address allocated and no interface behind;
 the error says what failed, and the rollback's own failures (if any) are in
 its details (a later DEL, which runtimes always send, finishes the job).
@@ -31,7 +33,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import config, wiring
+from . import config, endpoint_status, wiring
 from .errors import (
     CheckFailed,
     CniError,
@@ -127,6 +129,11 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, A
         inv.backend.close()
     _log.info("%s: %s on %s (mtu %d from %s), endpoint %s/%s", w.describe(),
               ", ".join(v4), plan.host_ifname, mtu, mtu_source, w.namespace, w.endpoint_name)
+    if conf.policy_setup_timeout:
+        # After the backend is closed: the wait holds no datastore connection.
+        endpoint_status.wait_until_programmed(conf.endpoint_status_dir, w.namespace,
+                                              w.endpoint_name, w.container_mac,
+                                              conf.policy_setup_timeout)
     result = Result(
         interfaces=(Interface(plan.host_ifname, HOST_MAC),
                     Interface(env.ifname, w.container_mac, env.netns)),

@@ -7,6 +7,17 @@ label values (the same characters, at most 63, may be empty) and port names
 lower-case letters, digits and '-', at least one letter, no '--', no '-' at
 either end).
 
+Also owns the name of an endpoint's "policy programmed" status file, which
+the agent writes and the CNI plugin waits for (agent/endpoint_status.py,
+cni/endpoint_status.py): libcalico-go's v1 workload endpoint key taken from
+the v3 name (`ConvertWorkloadEndpointV3KeyToV1Key`: the name's four
+dash-separated parts, '--' inside a part standing for '-'; the workload is
+`<namespace>/<third part>`), then orchestrator, workload and endpoint, each
+escaped as Go's url.PathEscape escapes, joined by spaces
+(`WorkloadEndpointKeyToStatusFilename`, libcalico-go/lib/names/
+workloadendpointstatus.go). Both sides derive it from (namespace, name), so
+they agree by construction.
+
 Each check returns the reason the text is invalid, or None. Pure, and imports
 nothing but `re`: the CNI plugin checks its input with it without loading the
 resource models (tests/unit/test_cni_light_imports.py).
@@ -44,3 +55,52 @@ def port_name_problem(name: str) -> str | None:
         return ("port name must be at most 15 lower-case letters, digits and '-', with at "
                 "least one letter")
     return None
+
+
+# The directory under Felix's EndpointStatusPathPrefix that holds the status files
+# (libcalico-go/lib/epstatusfile); the CNI's endpoint_status_dir defaults to
+# /var/run/calico/endpoint-status.
+ENDPOINT_STATUS_DIR = "endpoint-status"
+
+# What Go's url.PathEscape leaves alone: RFC 3986 unreserved characters and the
+# sub-delimiters a path segment may hold ('/', ';', ',' and '?' are escaped).
+_PATH_SEGMENT_SAFE = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~$&+:=@")
+
+
+def path_escape(text: str) -> str:
+    """Go's url.PathEscape: every other byte of the UTF-8 text as %XX (upper-case hex)."""
+    return "".join(chr(b) if b in _PATH_SEGMENT_SAFE else f"%{b:02X}"
+                   for b in text.encode())
+
+
+def dash_separated_parts(name: str, count: int) -> list[str] | None:
+    """libcalico-go's ExtractDashSeparatedParms: `name` split at single dashes into
+    exactly `count` parts, each with '--' turned back into '-'; None if it does not split so."""
+    if len(name) < 2 * count - 1:
+        return None
+    parts: list[str] = []
+    last_dash = -1
+    i = 1  # a dash in the first character never separates (Go starts at 1 too)
+    while i < len(name):
+        if name[i] == "-":
+            if i < len(name) - 1 and name[i + 1] == "-":
+                i += 2
+                continue
+            parts.append(name[last_dash + 1:i].replace("--", "-"))
+            last_dash = i
+        i += 1
+    parts.append(name[last_dash + 1:].replace("--", "-"))
+    return parts if len(parts) == count else None
+
+
+def endpoint_status_filename(namespace: str, name: str) -> str | None:
+    """The status file name of WorkloadEndpoint `namespace/name`, e.g.
+    "k8s default%2Fpod1 eth0" for default/node1-k8s-pod1-eth0; None when the name
+    has not Calico's four parts (Felix has no key, so no file, for such an endpoint)."""
+    parts = dash_separated_parts(name, 4)
+    if parts is None or not namespace:
+        return None
+    _node, orchestrator, workload, endpoint = parts
+    return " ".join((path_escape(orchestrator), path_escape(f"{namespace}/{workload}"),
+                     path_escape(endpoint)))

@@ -2,7 +2,8 @@
 
 Owns the lab's agent conventions: every agent registers under its lab node's
 name, autodetects its address, reads the lab's etcd, keeps its runtime files
-(ExaBGP's config and log, the CNI MTU file) and BGP secrets under the lab's
+(ExaBGP's config and log; the CNI MTU file and the endpoint status files, per
+node where that node's plugin reads them) and BGP secrets under the lab's
 state dir, serves health on the node's own loopback, and is recorded by the
 lab so `down()` stops it (and with it its ExaBGP) by PID.
 """
@@ -30,6 +31,8 @@ def agent_env(lab: Lab, node: str, *, backend: str = "bird", hold_time: int = 9,
         "TORTIE_RUN_DIR": str(state / "run"), "TORTIE_BGP_SECRETS_DIR": str(state / "secrets"),
         "CALICO_NODENAME_FILE": str(state / f"{node}.nodename"),
         "CALICO_MTU_FILE": str(state / "cni" / node / "mtu"),  # = lab.pods.mtu_file
+        # <prefix>/endpoint-status = lab.pods.endpoint_status_dir
+        "FELIX_ENDPOINTSTATUSPATHPREFIX": str(state / "cni" / node),
         **extra,
     }
 

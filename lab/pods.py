@@ -5,8 +5,10 @@ semantics, enough for the e2e tests, the benchmark and the demo).
 
   * `install_cni(lab, node)` runs tortie-install-cni for a node: launchers in
     <state>/cni/bin (shared), the node's conflist in <state>/cni/<node>/net.d
-    (nodename, the lab's etcd, a per-node log file, MTU file and CNI server
-    socket), tortie followed by portmap.
+    (nodename, the lab's etcd, a per-node log file, MTU file, endpoint status
+    directory and CNI server socket), tortie followed by portmap. The lab's
+    nodes share one file system, so every file an agent and its node's plugin
+    share is per node; `policy_setup_timeout` makes ADD wait for the agent.
   * `add_pod(lab, node, namespace, name, labels=..., named_ports=...)` creates the
     pod's network namespace `<lab>-pod-<namespace>-<name>` (so `lab.down()`
     removes it), brings its loopback up and runs the conflist's ADD inside the
@@ -103,6 +105,12 @@ def mtu_file(lab: Lab, node: str) -> Path:
     return node_dir(lab, node) / "mtu"
 
 
+def endpoint_status_dir(lab: Lab, node: str) -> Path:
+    """Where the node's agent publishes "policy programmed" per endpoint (its
+    FELIX_ENDPOINTSTATUSPATHPREFIX is node_dir; the plugin waits on this directory)."""
+    return node_dir(lab, node) / "endpoint-status"
+
+
 def cni_path(lab: Lab) -> str:
     return f"{bin_dir(lab)}:{REFERENCE_PLUGINS}"
 
@@ -112,8 +120,10 @@ def _node_name(lab: Lab, node: str | LabNode) -> str:
 
 
 def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str = "info",
-                portmap: bool = True) -> Path:
-    """Install (idempotently) the plugins and `node`'s conflist; returns the conflist path."""
+                portmap: bool = True, policy_setup_timeout: int = 0) -> Path:
+    """Install (idempotently) the plugins and `node`'s conflist; returns the conflist path.
+    `policy_setup_timeout` > 0: ADD waits up to that many seconds for the node's agent to
+    program the pod (policy_setup_timeout_seconds)."""
     name = _node_name(lab, node)
     # `python -m` with the lab's own interpreter, not the console script (whose shebang may
     # name the venv's python3 where sys.executable says python): install.py writes its
@@ -124,7 +134,9 @@ def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str =
             "--nodename", name, "--mtu", str(mtu), "--mtu-file", str(mtu_file(lab, name)),
             "--etcd-endpoints", ",".join(lab.etcd_endpoints), "--log-level", log_level,
             "--log-file-path", str(node_dir(lab, name) / "cni.log"),
-            "--server-socket", str(socket_path(lab, name)), "--python", sys.executable]
+            "--server-socket", str(socket_path(lab, name)), "--python", sys.executable,
+            "--endpoint-status-dir", str(endpoint_status_dir(lab, name)),
+            "--policy-setup-timeout-seconds", str(policy_setup_timeout)]
     if not portmap:
         argv.append("--no-portmap")
     res = subprocess.run(argv, capture_output=True, text=True)

@@ -83,7 +83,10 @@ class CniNode:
         args = "IgnoreUnknown=1"
         if pod:
             args += f";K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}"
-        env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command,
+        # PYTHONPATH passes through so that the plugin runs the code under test (a
+        # checkout other than the one the venv's console scripts were installed from).
+        passed = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
+        env = {**passed, "PATH": os.environ["PATH"], "CNI_COMMAND": command,
                "CNI_CONTAINERID": container_id, "CNI_NETNS": netns or "", "CNI_IFNAME": ifname,
                "CNI_PATH": cni_path, "CNI_ARGS": args, **(extra_env or {})}
         data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()

@@ -142,23 +142,31 @@ class NetpolLab:
         lab_pods.label_pod(self.lab, namespace, name, labels, remove)
 
 
-def _start_node(lab: Lab, node: str) -> None:
+def _start_node(lab: Lab, node: str, policy_setup_timeout: int) -> None:
     lab_agents.start_agent(lab, node, backend="vxlan")
-    lab_pods.install_cni(lab, node)
+    lab_pods.install_cni(lab, node, policy_setup_timeout=policy_setup_timeout)
     lab_pods.start_cni_server(lab, node)
 
 
 @contextmanager
-def netpol_lab(nodes: int = 3) -> Iterator[NetpolLab]:
-    """A lab with the model up: nodes on 2 subnets, agents, the CNI, 9 pods serving."""
+def policy_lab(nodes: int = 3, *, policy_setup_timeout: int = 0) -> Iterator[Lab]:
+    """A lab for policy: nodes on 2 subnets, the pool, every node's agent, CNI and CNI
+    server up (with a timeout, ADD waits for the agent: lab.pods.install_cni)."""
     from .conftest import up_lab
 
     with up_lab(nodes=nodes, subnets=2) as lab:
         ctl(lab, ["apply", "-f", "-"], stdin=POOL)
         for n in lab.nodes:
-            _start_node(lab, n.name)
+            _start_node(lab, n.name, policy_setup_timeout)
         for n in lab.nodes:
             lab_agents.wait_ready(lab, n.name)
+        yield lab
+
+
+@contextmanager
+def netpol_lab(nodes: int = 3) -> Iterator[NetpolLab]:
+    """A lab with the model up: nodes on 2 subnets, agents, the CNI, 9 pods serving."""
+    with policy_lab(nodes) as lab:
         model = Model([n.name for n in lab.nodes])
         world = NetpolLab(lab, model)
         ctl(lab, ["apply", "-f", "-"], stdin="\n---\n".join(

@@ -77,8 +77,8 @@ def result(**by_writer: ApplyResult) -> DataplaneResult:
 
 
 def make_agent(dataplane: FakeDataplane, tmp_path, **env: str) -> Agent:
-    config = load({"NODENAME": "node1", "CALICO_MTU_FILE": str(tmp_path / "mtu"), **env},
-                  log=False)
+    config = load({"NODENAME": "node1", "CALICO_MTU_FILE": str(tmp_path / "mtu"),
+                   "FELIX_ENDPOINTSTATUSPATHPREFIX": str(tmp_path), **env}, log=False)
     # No client: run_loop() never reads etcd (start-up, which does, is not run here).
     return Agent(config, client=None, dataplane=dataplane,  # type: ignore[arg-type]
                  nodename="node1")
