@@ -3,10 +3,15 @@
 Steps, each printed as it runs: lab up; an IP pool (VXLAN CrossSubnet,
 natOutgoing) applied with ctl; tortie-agent on every node (BGP full mesh over
 ExaBGP); the CNI plugin installed and 2 pods per node created through it,
-exactly as a runtime calls it; then node1's `ctl node status`, `ctl get
-ippool -o wide`, `ctl ipam show --show-blocks`, and a ping matrix between all
-pods ending with `ping matrix: <ok>/<total> ok`. Owns nothing lasting: the
-lab is torn down at the end and on any failure, unless `keep` is set.
+exactly as a runtime calls it (pod1s labelled `role: frontend`, pod2s
+`role: backend`); then node1's `ctl node status`, `ctl get ippool -o wide`,
+`ctl ipam show --show-blocks`, and a ping matrix between all pods ending with
+`ping matrix: <ok>/<total> ok`. Then policy: a Kubernetes default-deny ingress
+policy plus one allowing frontends to reach backends, applied with ctl; a
+second ping matrix that must match what the policies say, ending with
+`ping matrix with policy: <allowed> allowed, <denied> denied, as expected`;
+and `ctl explain` of one denied cell. Owns nothing lasting: the lab is torn
+down at the end and on any failure, unless `keep` is set.
 """
 
 from __future__ import annotations
@@ -32,6 +37,29 @@ spec:
   natOutgoing: true
 """
 PODS_PER_NODE = 2
+ROLES = ("frontend", "backend")  # pod1 on every node is a frontend, pod2 a backend
+POLICIES = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: default-deny
+  namespace: default
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: frontend-to-backend
+  namespace: default
+spec:
+  podSelector:
+    matchLabels: {role: backend}
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {role: frontend}
+"""
 
 
 def _step(text: str) -> None:
@@ -87,6 +115,40 @@ def _ping_matrix(all_pods: list[pods.PodInfo]) -> tuple[int, int]:
     return ok, len(results)
 
 
+def _policy_matrix(all_pods: list[pods.PodInfo], roles: dict[str, str],
+                   timeout: float = 20.0) -> tuple[int, int, int]:
+    """Ping every pair until the matrix is what the policies say (frontend -> backend only)
+    or `timeout` passes; print it. Returns (allowed, denied, cells that differ)."""
+    pairs = [(a, b) for a in all_pods for b in all_pods if a is not b]
+    want = {(a.name, b.name): (roles[a.name], roles[b.name]) == ROLES for a, b in pairs}
+
+    def reach(pair: tuple[pods.PodInfo, pods.PodInfo]) -> bool:
+        return pods.ping(pair[0], pair[1].ip, wait=1)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            got = {(a.name, b.name): ok
+                   for (a, b), ok in zip(pairs, pool.map(reach, pairs), strict=True)}
+        wrong = sum(got[k] != want[k] for k in want)
+        if not wrong or time.monotonic() > deadline:
+            break
+    width = max(len(p.name) for p in all_pods)
+    click.echo(" " * (width + 1) + " ".join(p.name.rjust(width) for p in all_pods))
+
+    def cell(a: pods.PodInfo, b: pods.PodInfo) -> str:
+        if a is b:
+            return "-"
+        seen = got[(a.name, b.name)]
+        text = "ok" if seen else "denied"
+        return text if seen == want[(a.name, b.name)] else f"{text}!"  # ! marks a surprise
+
+    for a in all_pods:
+        click.echo(a.name.ljust(width + 1) + " ".join(cell(a, b).rjust(width) for b in all_pods))
+    allowed = sum(got.values())
+    return allowed, len(got) - allowed, wrong
+
+
 def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) -> None:
     lab = Lab(name, nodes=nodes, subnets=subnets)
     _step(f"bringing up lab '{name}': {nodes} nodes across {subnets} subnets, etcd in its own "
@@ -109,13 +171,17 @@ def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) ->
             click.echo(f"    {n.name}: ready")
         _step(f"creating {PODS_PER_NODE} pods per node through the CNI plugin (tortie-cni)")
         all_pods = []
+        roles: dict[str, str] = {}
         for n in lab.nodes:
             pods.install_cni(lab, n.name)
             pods.start_cni_server(lab, n.name)  # a warm etcd connection: ~0.1 s per ADD
             for i in range(1, PODS_PER_NODE + 1):
-                pod = pods.add_pod(lab, n.name, "default", f"{n.name}-pod{i}")
+                role = ROLES[(i - 1) % len(ROLES)]
+                pod = pods.add_pod(lab, n.name, "default", f"{n.name}-pod{i}",
+                                   labels={"role": role})
+                roles[pod.name] = role
                 click.echo(f"    {pod.namespace}/{pod.name:<12} {pod.ip:<14} on {pod.node} "
-                           f"({pod.iface})")
+                           f"({pod.iface}, role={role})")
                 all_pods.append(pod)
         _step("waiting for the BGP sessions")
         _wait("BGP sessions on node1",
@@ -128,6 +194,22 @@ def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) ->
         _step(f"ping matrix between all {len(all_pods)} pods")
         ok, total = _ping_matrix(all_pods)
         click.echo(f"ping matrix: {ok}/{total} ok")
+        _step("network policy: default-deny ingress, and frontends may reach backends")
+        click.echo(POLICIES.rstrip())
+        _ctl(lab, ["apply", "-f", "-"], POLICIES)
+        _ctl(lab, ["get", "networkpolicy", "-o", "wide"])
+        _step("ping matrix with the policies (ok: allowed, denied: dropped by policy)")
+        allowed, denied, wrong = _policy_matrix(all_pods, roles)
+        click.echo(f"ping matrix with policy: {allowed} allowed, {denied} denied, "
+                   + ("as expected" if not wrong else f"{wrong} cells NOT as expected"))
+        frontend = next(p for p in all_pods if roles[p.name] == "frontend")
+        backends = [p for p in all_pods if roles[p.name] == "backend"]
+        _step(f"why is {backends[0].name} -> {backends[1].name} denied? (ctl explain)")
+        _ctl(lab, ["explain", f"default/{backends[0].name}", f"default/{backends[1].name}",
+                   "--protocol", "icmp", "--icmp-type", "8"])
+        _step(f"and why is {frontend.name} -> {backends[1].name} allowed?")
+        _ctl(lab, ["explain", f"default/{frontend.name}", f"default/{backends[1].name}",
+                   "--protocol", "icmp", "--icmp-type", "8"])
         if keep:
             _step(f"lab '{name}' left running: tortie-lab exec --name {name} node1 -- ip route; "
                   f"tortie-lab down --name {name}")

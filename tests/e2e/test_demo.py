@@ -1,5 +1,7 @@
 """The README's demo command, end to end: 3 nodes across 2 subnets, agents with BGP, pods
-through the CNI plugin, the status tables, a full ping matrix, and nothing left behind."""
+through the CNI plugin, the status tables, a full ping matrix, then a default-deny policy
+plus one allow, a second matrix as the policies say, `ctl explain` of a denied and an
+allowed cell, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -28,6 +30,14 @@ def test_demo_shows_bgp_pools_blocks_and_a_full_ping_matrix(lab_cli, lab_names, 
     assert len(blocks) == 3, out  # one block per node: 2 pods and the VXLAN tunnel address
     assert "ping matrix: 30/30 ok" in out.splitlines()
     assert "FAIL" not in out
+    # Then policy: default-deny ingress plus frontends -> backends (3 x 3 pairs allowed).
+    assert "Successfully applied 2 'NetworkPolicy' resource(s)" in out
+    assert "ping matrix with policy: 9 allowed, 21 denied, as expected" in out.splitlines()
+    assert "denied!" not in out and "ok!" not in out
+    assert re.search(r"^DENIED: ICMP type 8 from default/node1-pod2 .* to default/node2-pod2",
+                     out, re.M), out
+    assert "end of tier default: no policy allowed or passed it (defaultAction Deny)" in out
+    assert re.search(r"^ALLOWED: ICMP type 8 from default/node1-pod1 ", out, re.M), out
     assert snapshot() == before
 
 
