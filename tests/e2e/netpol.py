@@ -10,7 +10,8 @@ truthtable.go), with its names:
   * pods a, b, c in each, labelled `pod: <name>`, dealt round-robin over the lab's
     nodes (so over both subnets), each serving TCP and UDP on ports 80 and 81
     (lab/probe.py, answering with `<ns>/<pod>`) with upstream's named ports
-    `serve-<port>-<proto>`;
+    `serve-<port>-<proto>`, and answering SCTP INITs on them (raw sockets: this
+    kernel has no SCTP sockets, lab/probe.py);
   * a Reachability: the expected verdict of every ordered pod pair, all allowed to
     start with, then `expect`, `expect_all_ingress`, `expect_all_egress`, later calls
     winning;

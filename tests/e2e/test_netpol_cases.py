@@ -3,8 +3,8 @@
 Nine pods in namespaces x, y, z on three nodes over two subnets, each serving TCP
 and UDP on 80 and 81 (tests/e2e/netpol.py). Each case applies its manifests with
 `ctl apply -f`, changes pod labels with `ctl label`, and after every step probes
-every ordered pair on every port and protocol until the observation matches the
-expectation (or the convergence time is up, and then fails with upstream's truth
+every ordered pair on every port and protocol the case checks (SCTP, with the raw
+INIT probe, only in the SCTP cases) until the observation matches the expectation (or the convergence time is up, and then fails with upstream's truth
 tables). Then `ctl explain`'s model is asked about the same pairs from inside the
 lab, against the lab's etcd: its verdicts must equal what the probes saw. Each case
 leaves the cluster as it found it (its manifests deleted, namespaces and labels
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 import yaml
 
-from tests.netpol_cases import CASES, COMBOS, Case, Context, Expectation, namespaces
+from tests.netpol_cases import CASES, Case, Context, Expectation, namespaces
 
 from .netpol import NetpolLab, netpol_lab
 from .pods import ctl
@@ -62,19 +62,20 @@ def apply(world: NetpolLab, documents: list[dict], verb: str = "apply") -> None:
         ctl(world.lab, [verb, "-f", "-"], stdin=yaml.safe_dump_all(documents))
 
 
-def explained(world: NetpolLab) -> dict[str, bool]:
+def explained(world: NetpolLab, combos: Sequence[tuple[int, str]]) -> dict[str, bool]:
     res = world.lab.exec("node1", [sys.executable, "-c", EXPLAIN_ALL],
-                         input=json.dumps([world.ips, list(COMBOS)]),
+                         input=json.dumps([world.ips, list(combos)]),
                          env={"ETCD_ENDPOINTS": ",".join(world.lab.etcd_endpoints)})
     return json.loads(res.stdout)
 
 
-def check_step(world: NetpolLab, expect: Expectation, where: str) -> None:
+def check_step(world: NetpolLab, expect: Expectation, combos: Sequence[tuple[int, str]],
+               where: str) -> None:
     """Probes agree with the expectation on every combination, and so does ctl explain."""
-    expected = {(port, proto): expect(port, proto) for port, proto in COMBOS}
+    expected = {(port, proto): expect(port, proto) for port, proto in combos}
     for (port, proto), reach in expected.items():
         world.check(reach, ports=[port], protocols=[proto])
-    verdicts = explained(world)
+    verdicts = explained(world, combos)
     disagree = [f"{proto}/{port} {a} -> {b}"
                 for (port, proto), reach in expected.items()
                 for a in world.model.keys for b in world.model.keys
@@ -97,7 +98,7 @@ def test_case(world: NetpolLab, case: Case) -> None:
             for key, labels in step.relabel.items():
                 world.label_pod(key, dict(labels))
                 relabelled.add(key)
-            check_step(world, step.expect, f"{case.name} step {number}")
+            check_step(world, step.expect, case.combos, f"{case.name} step {number}")
     finally:
         deletable = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
                      for d in applied if d["kind"] != "Namespace"

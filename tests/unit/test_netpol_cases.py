@@ -3,7 +3,8 @@
 Each case's manifests go through what `ctl apply -f` does with them (Kubernetes
 objects converted by policy.k8s, every document validated by datastore.resources),
 the model's nine pods are WorkloadEndpoints as the CNI plugin writes them, and
-policy.evaluate decides every ordered pair on every port and protocol. A mismatch
+policy.evaluate decides every ordered pair on every port and protocol the case checks
+(SCTP, protocol 132, in the SCTP cases). A mismatch
 prints upstream's truth tables. The same cases run with real traffic in the lab
 (tests/e2e/test_netpol_cases.py); here the expectations and the model check each other.
 """
@@ -20,8 +21,8 @@ from policy.k8s import kubernetes_object_to_calico
 from policy.model import compile_state
 from tests.netpol_cases import (
     CASES,
-    COMBOS,
     KEYS,
+    WITH_SCTP,
     Case,
     Context,
     compare,
@@ -71,7 +72,7 @@ def run_case(case: Case) -> list[str]:
         pod_labels.update({key: dict(labels) for key, labels in step.relabel.items()})
         endpoints = [parse_document(endpoint(key, pod_labels[key])) for key in KEYS]
         state = compile_state([*store.values(), *endpoints])
-        for port, proto in COMBOS:
+        for port, proto in case.combos:
             observed = {(a, b): evaluate(state, Flow.of(IPS[a], IPS[b], proto, port)).allowed
                         for a in KEYS for b in KEYS if a != b}
             wrong, tables = compare(KEYS, step.expect(port, proto), observed)
@@ -85,6 +86,12 @@ def test_there_are_at_least_forty_cases_with_both_origins() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
     assert sum(c.origin == "calico" for c in CASES) >= 10
     assert sum(c.origin != "calico" for c in CASES) >= 25
+
+
+def test_the_sctp_cases_check_sctp_and_only_they_do() -> None:
+    with_sctp = {c.name for c in CASES if c.protocols == WITH_SCTP}
+    assert with_sctp == {"default-deny-ingress", "sctp-does-not-allow-tcp", "sctp-allows-sctp"}
+    assert all(c.protocols == ("TCP", "UDP") for c in CASES if c.name not in with_sctp)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
