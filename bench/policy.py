@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.calc import CalcConfig, ClusterState, calculate  # noqa: E402
 from agent.dataplane.common import ip_argv  # noqa: E402
 from agent.dataplane.facade import IPTABLES_TABLES, KernelDataplane  # noqa: E402
+from agent.dataplane.ipsets import IPSets, desired_state, plan_updates, render_updates  # noqa: E402
 from agent.dataplane.iptables import (  # noqa: E402
     IptablesTable,
     TableState,
@@ -61,7 +62,6 @@ from agent.dataplane.iptables import (  # noqa: E402
     render_restore,
     run_command,
 )
-from agent.dataplane.ipsets import IPSets, desired_state, plan_updates, render_updates  # noqa: E402
 from agent.types import DesiredDataplane  # noqa: E402
 from datastore.resources import parse_document  # noqa: E402
 from datastore.syncer import Update  # noqa: E402

@@ -70,6 +70,7 @@ from .model import (
     Endpoint,
     EndpointToHostAction,
     EntityMatch,
+    NetworkSet,
     PolicyState,
     Profile,
 )
@@ -78,7 +79,7 @@ __all__ = [
     "Accept", "Action", "ClearMark", "Conntrack", "Drop", "EndpointPlan", "Goto", "ICMPMatch",
     "IPSetSpec", "InInterface", "Jump", "LocalEndpoint", "LogAction", "MarkMatch", "NetMatch",
     "OutInterface", "PolicyRender", "PortMatch", "ProtocolMatch", "RenderedChain", "Return",
-    "Rule", "SetMark", "SetMatch", "Term", "calico_selector_string", "dispatch_chains",
+    "Rule", "SetMark", "SetMatch", "SetMemberIndex", "Term", "calico_selector_string", "dispatch_chains",
     "endpoint_chain", "endpoint_chain_name", "failsafe_chains", "input_rules",
     "length_limited_name", "policy_chain_name", "profile_chain_name", "render_node",
     "render_policy", "render_profile", "rule_to_rules", "selector_set_id", "static_chains",
@@ -776,20 +777,90 @@ def _endpoint_plan(state: PolicyState, endpoint: Endpoint, direction: Direction,
     return EndpointPlan(tuple(tiers), tuple(profile_names))
 
 
-def _set_members(spec: IPSetSpec, state: PolicyState) -> frozenset[str]:
+def _set_members(spec: IPSetSpec, endpoints: Iterable[Endpoint],
+                 network_sets: Iterable[NetworkSet]) -> frozenset[str]:
     if spec.named_port is None:
-        found = members(spec.selector, state.endpoints, state.network_sets)
+        found = members(spec.selector, endpoints, network_sets)
         return frozenset(m for m in found if ":" not in m)
     return frozenset(
         f"{ip},{PROTOCOL_NAMES.get(proto, str(proto))}:{port}"
         for ip, proto, port in named_port_members(spec.selector, spec.named_port,
-                                                  spec.protocol, state.endpoints)
+                                                  spec.protocol, endpoints)
         if ip.version == 4)
 
 
+def _may_hold(spec: IPSetSpec, endpoint: Endpoint) -> bool:
+    """Whether `endpoint` can contribute to the set: a superset of what _set_members keeps
+    (which decides exactly), so the index below only has to track these endpoints."""
+    if spec.named_port is not None and not any(p.name == spec.named_port
+                                               for p in endpoint.ports):
+        return False
+    return spec.selector is None or spec.selector.evaluate(endpoint.labels)
+
+
+class SetMemberIndex:
+    """Ipset members kept up to date from one policy state to the next, for a caller that
+    calculates again and again (the agent's ClusterState holds one).
+
+    Computing every set from every endpoint costs sets x endpoints selector evaluations
+    per calculation (seconds at 500 sets and 16 000 endpoints); here each set keeps the
+    endpoints that may belong to it, and a new state costs one evaluation per set and
+    changed endpoint, as Felix's label index does (`felix/labelindex/`). An endpoint
+    counts as changed when its object is not last state's (agent/calc/state.py keeps
+    unchanged endpoints' objects). A set with a changed member, or any network set
+    change, has its members recomputed by _set_members from its tracked endpoints, so
+    the result is exactly what the full computation gives. Sets no calculation asked for
+    in the previous state are forgotten.
+    """
+
+    def __init__(self) -> None:
+        self._state: PolicyState | None = None
+        self._endpoints: dict[str, Endpoint] = {}
+        # spec -> (the endpoints that may hold it, by key; its members once computed)
+        self._sets: dict[IPSetSpec, tuple[dict[str, Endpoint], frozenset[str] | None]] = {}
+        self._used: set[IPSetSpec] = set()
+
+    def members(self, spec: IPSetSpec, state: PolicyState) -> frozenset[str]:
+        if state is not self._state:
+            self._advance(state)
+        self._used.add(spec)
+        tracked = self._sets.get(spec)
+        if tracked is None:
+            tracked = ({e.key: e for e in state.endpoints if _may_hold(spec, e)}, None)
+        candidates, found = tracked
+        if found is None:
+            found = _set_members(spec, candidates.values(), state.network_sets)
+        self._sets[spec] = (candidates, found)
+        return found
+
+    def _advance(self, state: PolicyState) -> None:
+        previous = self._state
+        self._state = state
+        self._sets = {spec: self._sets[spec] for spec in self._used}
+        self._used = set()
+        old, new = self._endpoints, {e.key: e for e in state.endpoints}
+        self._endpoints = new
+        changed = [key for key, e in new.items() if old.get(key) is not e]
+        changed += [key for key in old if key not in new]
+        nets_changed = previous is None or previous.network_sets != state.network_sets
+        if not changed and not nets_changed:
+            return
+        for spec, (candidates, found) in self._sets.items():
+            for key in changed:
+                endpoint = new.get(key)
+                if endpoint is not None and _may_hold(spec, endpoint):
+                    candidates[key] = endpoint
+                    found = None
+                elif candidates.pop(key, None) is not None:
+                    found = None
+            self._sets[spec] = (candidates, None if nets_changed else found)
+
+
 def render_node(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_port: int,
-                endpoint_to_host_action: EndpointToHostAction) -> PolicyRender:
-    """Everything the filter table needs for this node's endpoints `local`."""
+                endpoint_to_host_action: EndpointToHostAction,
+                set_members: SetMemberIndex | None = None) -> PolicyRender:
+    """Everything the filter table needs for this node's endpoints `local`; ipset members
+    through `set_members` when given (the same members, kept across calls)."""
     policy_chains: dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]] = {}
     chains: list[RenderedChain] = []
     profiles = state.profiles_by_name
@@ -805,5 +876,10 @@ def render_node(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_por
         chains.append(chain)
         for spec in used:
             specs[spec.name] = spec
-    ipsets = tuple((spec, _set_members(spec, state)) for _, spec in sorted(specs.items()))
+    if set_members is None:
+        ipsets = tuple((spec, _set_members(spec, state.endpoints, state.network_sets))
+                       for _, spec in sorted(specs.items()))
+    else:
+        ipsets = tuple((spec, set_members.members(spec, state))
+                       for _, spec in sorted(specs.items()))
     return PolicyRender(tuple(chains), input_rules(), ipsets)

@@ -43,6 +43,7 @@ from policy.render import (
     Rule,
     SetMark,
     SetMatch,
+    SetMemberIndex,
     Term,
     render_node,
 )
@@ -144,10 +145,12 @@ class PolicyPlan:
 
 
 def plan_policy(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_port: int,
-                endpoint_to_host_action: EndpointToHostAction) -> PolicyPlan:
+                endpoint_to_host_action: EndpointToHostAction,
+                set_members: SetMemberIndex | None = None) -> PolicyPlan:
     """The filter chains, hooks and ipsets that police this node's workloads `local`."""
     rendered = render_node(state, local, vxlan_port=vxlan_port,
-                           endpoint_to_host_action=endpoint_to_host_action)
+                           endpoint_to_host_action=endpoint_to_host_action,
+                           set_members=set_members)
     return PolicyPlan(
         chains=frozenset(filter_chain(c) for c in rendered.chains),
         hooks=frozenset({make_hook("filter", "FORWARD", CHAIN_FORWARD),

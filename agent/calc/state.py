@@ -58,6 +58,7 @@ from policy.model import (
     compile_tier,
     effective_labels,
 )
+from policy.render import SetMemberIndex
 
 from ..types import PROTO_BOOT, Route, RouteClass
 from .prefixes import dotted, mask_for
@@ -211,6 +212,10 @@ class ClusterState:
         self.network_sets: dict[tuple[str | None, str], PolicyNetworkSet] = {}
         self._policy_state: PolicyState | None = None
         self._policy_endpoints: dict[tuple[str, str], Endpoint] = {}
+        # Each workload's own compiled endpoint that _policy_endpoints' entry came from.
+        self._policy_sources: dict[tuple[str, str], Endpoint] = {}
+        # Ipset members kept per selector across calculations (policy.render).
+        self.set_members = SetMemberIndex()
 
     # -- reading --------------------------------------------------------------------
 
@@ -232,9 +237,18 @@ class ClusterState:
         for ipset members), rebuilt only after a policy facet changed."""
         if self._policy_state is None:
             profiles = self.profiles
+            # An endpoint whose own compiled form is the one inherited from last time keeps
+            # last time's object (profiles unchanged: a profile change clears the sources):
+            # one pod's change then costs one _inherit, and the set member index below
+            # (policy.render.SetMemberIndex) sees every other endpoint as unchanged by
+            # identity.
+            previous, sources = self._policy_endpoints, self._policy_sources
             self._policy_endpoints = {
-                ident: _inherit(w.endpoint, profiles)
+                ident: previous[ident] if sources.get(ident) is w.endpoint
+                else _inherit(w.endpoint, profiles)
                 for ident, w in self.workloads.items() if w.endpoint is not None}
+            self._policy_sources = {ident: w.endpoint for ident, w in self.workloads.items()
+                                    if w.endpoint is not None}
             endpoints = tuple(self._policy_endpoints.values())
             network_sets = tuple(
                 ns if ns.namespace is None else PolicyNetworkSet(
@@ -270,6 +284,8 @@ class ClusterState:
                 changed.add(facet)
         if changed & POLICY_FACETS:
             self._policy_state = None
+        if Facet.PROFILES in changed:
+            self._policy_sources.clear()  # every endpoint's inherited labels may change
         return changed
 
     def _apply_one(self, update: Update) -> Facet | None:
