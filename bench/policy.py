@@ -321,8 +321,11 @@ def full_programming(cluster: Cluster, spaces: list[str], rounds: int, backend: 
 
 
 def change_lane(title: str, goal_ms: float, state: ClusterState, programmed: Programmed,
-                updates: Sequence[Update], expect: Callable[[Programmed, Any], str]) -> None:
-    totals, calcs, applies = [], [], []
+                updates: Sequence[Update], expect: Callable[[Programmed, Any], str],
+                floor: Callable[[Programmed], float]) -> None:
+    """`floor` replays what the writers wrote for one change (the same restore input)
+    into the floor's namespace, which holds the same full state."""
+    totals, calcs, applies, floors = [], [], [], []
     lines = []
     for update in updates:
         programmed.ipset_runner.restores.clear()
@@ -339,14 +342,26 @@ def change_lane(title: str, goal_ms: float, state: ClusterState, programmed: Pro
         calcs.append(t1 - t0)
         applies.append(t2 - t1)
         lines.append(expect(programmed, result))
+        floors.append(floor(programmed))
     print(f"\n{title} ({len(updates)} samples)")
     for name, values in [("apply(update) + calculate()", calcs),
-                         ("set_desired() + apply()", applies), ("total", totals)]:
+                         ("set_desired() + apply()", applies), ("total", totals),
+                         ("floor: the same restore(s)", floors)]:
         print(f"  {name:28} p50 {pct(values, 50) * 1e3:8.1f} ms   p99 {pct(values, 99) * 1e3:8.1f}"
               f" ms   best {min(values) * 1e3:8.1f} ms")
+    print(f"  ratio floor / total        p50 {pct(floors, 50) / pct(totals, 50):6.1%}   "
+          f"floor / set_desired() + apply() p50 {pct(floors, 50) / pct(applies, 50):6.1%}")
     print(f"  goal: total under {goal_ms:.0f} ms: p50 {'met' if pct(totals, 50) * 1e3 < goal_ms else 'MISSED'}")
     for line in sorted(set(lines)):
         print(f"  writes: {line} ({lines.count(line)}x)")
+
+
+def replay(ns: str, argv: list[str], texts: Sequence[str]) -> float:
+    t0 = time.perf_counter()
+    for text in texts:
+        subprocess.run(in_netns(ns, argv), input=text, text=True, check=True,
+                       capture_output=True)
+    return time.perf_counter() - t0
 
 
 def restore_lines(texts: Sequence[str], prefix: str) -> list[str]:
@@ -410,10 +425,15 @@ def main() -> None:
     with namespaces(2 * a.rounds, a.local) as spaces:
         backend = detect_backend(spaces[0])
         state, programmed = full_programming(cluster, spaces, a.rounds, backend)
+        floor_ns = spaces[0]
         change_lane("pod label change (one local pod's `role`), all of the above present", 50,
-                    state, programmed, label_updates(cluster, a.samples), label_writes)
+                    state, programmed, label_updates(cluster, a.samples), label_writes,
+                    lambda p: replay(floor_ns, ["ipset", "-exist", "restore"],
+                                     p.ipset_runner.restores))
         change_lane("policy edit (one GlobalNetworkPolicy's port)", 100, state, programmed,
-                    policy_updates(cluster, a.samples), policy_writes)
+                    policy_updates(cluster, a.samples), policy_writes,
+                    lambda p: replay(floor_ns, [binary(backend, "restore"), "--noflush"],
+                                     p.iptables_runner.restores))
     if a.lab:
         from bench.policy_lab import lab_lane  # noqa: PLC0415
 

@@ -79,7 +79,7 @@ __all__ = [
     "Accept", "Action", "ClearMark", "Conntrack", "Drop", "EndpointPlan", "Goto", "ICMPMatch",
     "IPSetSpec", "InInterface", "Jump", "LocalEndpoint", "LogAction", "MarkMatch", "NetMatch",
     "OutInterface", "PolicyRender", "PortMatch", "ProtocolMatch", "RenderedChain", "Return",
-    "Rule", "SetMark", "SetMatch", "SetMemberIndex", "Term", "calico_selector_string", "dispatch_chains",
+    "RenderMemo", "Rule", "SetMark", "SetMatch", "SetMemberIndex", "Term", "calico_selector_string", "dispatch_chains",
     "endpoint_chain", "endpoint_chain_name", "failsafe_chains", "input_rules",
     "length_limited_name", "policy_chain_name", "profile_chain_name", "render_node",
     "render_policy", "render_profile", "rule_to_rules", "selector_set_id", "static_chains",
@@ -798,26 +798,63 @@ def _may_hold(spec: IPSetSpec, endpoint: Endpoint) -> bool:
     return spec.selector is None or spec.selector.evaluate(endpoint.labels)
 
 
+class _TrackedSet:
+    """One set's share of SetMemberIndex: its candidate endpoints, what each contributes
+    alone, how many contribute each member, and what the network sets contribute alone."""
+
+    __slots__ = ("candidates", "contributions", "counts", "from_network_sets", "found")
+
+    def __init__(self) -> None:
+        self.candidates: dict[str, Endpoint] = {}
+        self.contributions: dict[str, frozenset[str]] = {}
+        self.counts: dict[str, int] = {}
+        self.from_network_sets: frozenset[str] | None = None
+        self.found: frozenset[str] | None = None
+
+    def put(self, spec: IPSetSpec, endpoint: Endpoint) -> None:
+        self.drop(endpoint.key)
+        if not _may_hold(spec, endpoint):
+            return
+        self.candidates[endpoint.key] = endpoint
+        contributed = _set_members(spec, (endpoint,), ())
+        self.contributions[endpoint.key] = contributed
+        for member in contributed:
+            self.counts[member] = self.counts.get(member, 0) + 1
+        self.found = None
+
+    def drop(self, key: str) -> None:
+        if self.candidates.pop(key, None) is None:
+            return
+        for member in self.contributions.pop(key):
+            left = self.counts[member] - 1
+            if left:
+                self.counts[member] = left
+            else:
+                del self.counts[member]
+        self.found = None
+
+
 class SetMemberIndex:
     """Ipset members kept up to date from one policy state to the next, for a caller that
     calculates again and again (the agent's ClusterState holds one).
 
     Computing every set from every endpoint costs sets x endpoints selector evaluations
     per calculation (seconds at 500 sets and 16 000 endpoints); here each set keeps the
-    endpoints that may belong to it, and a new state costs one evaluation per set and
-    changed endpoint, as Felix's label index does (`felix/labelindex/`). An endpoint
-    counts as changed when its object is not last state's (agent/calc/state.py keeps
-    unchanged endpoints' objects). A set with a changed member, or any network set
-    change, has its members recomputed by _set_members from its tracked endpoints, so
-    the result is exactly what the full computation gives. Sets no calculation asked for
-    in the previous state are forgotten.
+    endpoints that may belong to it and what each contributes alone, and a new state
+    costs one evaluation per set and changed endpoint, as Felix's label index does
+    (`felix/labelindex/`). An endpoint counts as changed when its object is not last
+    state's (agent/calc/state.py keeps unchanged endpoints' objects). When no network
+    set contributes to a set, its members are the union of the endpoints' contributions
+    (counted, so a member two endpoints share stays while one remains); otherwise
+    _set_members recomputes them from the candidates, since a net may cover addresses.
+    Either way the result is exactly the full computation's. Sets no calculation asked
+    for in the previous state are forgotten.
     """
 
     def __init__(self) -> None:
         self._state: PolicyState | None = None
         self._endpoints: dict[str, Endpoint] = {}
-        # spec -> (the endpoints that may hold it, by key; its members once computed)
-        self._sets: dict[IPSetSpec, tuple[dict[str, Endpoint], frozenset[str] | None]] = {}
+        self._sets: dict[IPSetSpec, _TrackedSet] = {}
         self._used: set[IPSetSpec] = set()
 
     def members(self, spec: IPSetSpec, state: PolicyState) -> frozenset[str]:
@@ -826,12 +863,16 @@ class SetMemberIndex:
         self._used.add(spec)
         tracked = self._sets.get(spec)
         if tracked is None:
-            tracked = ({e.key: e for e in state.endpoints if _may_hold(spec, e)}, None)
-        candidates, found = tracked
-        if found is None:
-            found = _set_members(spec, candidates.values(), state.network_sets)
-        self._sets[spec] = (candidates, found)
-        return found
+            tracked = self._sets[spec] = _TrackedSet()
+            for endpoint in state.endpoints:
+                tracked.put(spec, endpoint)
+        if tracked.from_network_sets is None:
+            tracked.from_network_sets = _set_members(spec, (), state.network_sets)
+            tracked.found = None
+        if tracked.found is None:
+            tracked.found = _set_members(spec, tracked.candidates.values(), state.network_sets) \
+                if tracked.from_network_sets else frozenset(tracked.counts)
+        return tracked.found
 
     def _advance(self, state: PolicyState) -> None:
         previous = self._state
@@ -840,33 +881,65 @@ class SetMemberIndex:
         self._used = set()
         old, new = self._endpoints, {e.key: e for e in state.endpoints}
         self._endpoints = new
-        changed = [key for key, e in new.items() if old.get(key) is not e]
-        changed += [key for key in old if key not in new]
+        changed = [e for key, e in new.items() if old.get(key) is not e]
+        removed = [key for key in old if key not in new]
         nets_changed = previous is None or previous.network_sets != state.network_sets
-        if not changed and not nets_changed:
-            return
-        for spec, (candidates, found) in self._sets.items():
-            for key in changed:
-                endpoint = new.get(key)
-                if endpoint is not None and _may_hold(spec, endpoint):
-                    candidates[key] = endpoint
-                    found = None
-                elif candidates.pop(key, None) is not None:
-                    found = None
-            self._sets[spec] = (candidates, None if nets_changed else found)
+        for spec, tracked in self._sets.items():
+            for endpoint in changed:
+                tracked.put(spec, endpoint)
+            for key in removed:
+                tracked.drop(key)
+            if nets_changed:
+                tracked.from_network_sets = None
+
+
+class RenderMemo:
+    """What render_node keeps from one call to the next, for a caller that renders again
+    and again (the agent's ClusterState holds one): ipset members (SetMemberIndex) and
+    each local endpoint's plans. A plan is a function of the endpoint and the state's
+    policies, tiers and profiles only, so it is reused while the endpoint is the same
+    object and those three compare equal (tuples of the same objects: one identity check
+    each); a label change elsewhere then costs no tier walk for this node's endpoints."""
+
+    def __init__(self) -> None:
+        self.set_members = SetMemberIndex()
+        self._basis: tuple[object, ...] | None = None
+        # (endpoint key, direction) -> (the endpoint, its plan, the chains the plan uses)
+        self._plans: dict[tuple[str, Direction], tuple[
+            Endpoint, EndpointPlan, dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]]]] = {}
+
+    def begin(self, state: PolicyState) -> None:
+        basis = (state.policies, state.tiers, state.profiles)
+        if basis != self._basis:
+            self._basis = basis
+            self._plans = {}
+
+    def plan(self, state: PolicyState, endpoint: Endpoint, direction: Direction,
+             policy_chains: dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]]
+             ) -> EndpointPlan:
+        known = self._plans.get((endpoint.key, direction))
+        if known is None or known[0] is not endpoint:
+            used: dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]] = {}
+            plan = _endpoint_plan(state, endpoint, direction, used, state.profiles_by_name)
+            known = self._plans[(endpoint.key, direction)] = (endpoint, plan, used)
+        policy_chains.update(known[2])
+        return known[1]
 
 
 def render_node(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_port: int,
                 endpoint_to_host_action: EndpointToHostAction,
-                set_members: SetMemberIndex | None = None) -> PolicyRender:
-    """Everything the filter table needs for this node's endpoints `local`; ipset members
-    through `set_members` when given (the same members, kept across calls)."""
+                memo: RenderMemo | None = None) -> PolicyRender:
+    """Everything the filter table needs for this node's endpoints `local`; with `memo`,
+    what did not change since its last call is taken from it (the same result)."""
     policy_chains: dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]] = {}
     chains: list[RenderedChain] = []
     profiles = state.profiles_by_name
+    if memo is not None:
+        memo.begin(state)
     for item in sorted(local, key=lambda e: e.interface):
         for direction in ("ingress", "egress"):
-            plan = _endpoint_plan(state, item.endpoint, direction, policy_chains, profiles)
+            plan = _endpoint_plan(state, item.endpoint, direction, policy_chains, profiles) \
+                if memo is None else memo.plan(state, item.endpoint, direction, policy_chains)
             chains.append(endpoint_chain(item.interface, direction, plan, vxlan_port))
     chains += dispatch_chains(e.interface for e in local)
     chains += static_chains(endpoint_to_host_action)
@@ -876,10 +949,10 @@ def render_node(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_por
         chains.append(chain)
         for spec in used:
             specs[spec.name] = spec
-    if set_members is None:
+    if memo is None:
         ipsets = tuple((spec, _set_members(spec, state.endpoints, state.network_sets))
                        for _, spec in sorted(specs.items()))
     else:
-        ipsets = tuple((spec, set_members.members(spec, state))
+        ipsets = tuple((spec, memo.set_members.members(spec, state))
                        for _, spec in sorted(specs.items()))
     return PolicyRender(tuple(chains), input_rules(), ipsets)

@@ -39,11 +39,11 @@ from policy.render import (
     PortMatch,
     ProtocolMatch,
     RenderedChain,
+    RenderMemo,
     Return,
     Rule,
     SetMark,
     SetMatch,
-    SetMemberIndex,
     Term,
     render_node,
 )
@@ -146,11 +146,11 @@ class PolicyPlan:
 
 def plan_policy(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_port: int,
                 endpoint_to_host_action: EndpointToHostAction,
-                set_members: SetMemberIndex | None = None) -> PolicyPlan:
+                memo: RenderMemo | None = None) -> PolicyPlan:
     """The filter chains, hooks and ipsets that police this node's workloads `local`."""
     rendered = render_node(state, local, vxlan_port=vxlan_port,
                            endpoint_to_host_action=endpoint_to_host_action,
-                           set_members=set_members)
+                           memo=memo)
     return PolicyPlan(
         chains=frozenset(filter_chain(c) for c in rendered.chains),
         hooks=frozenset({make_hook("filter", "FORWARD", CHAIN_FORWARD),

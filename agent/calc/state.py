@@ -58,7 +58,7 @@ from policy.model import (
     compile_tier,
     effective_labels,
 )
-from policy.render import SetMemberIndex
+from policy.render import RenderMemo
 
 from ..types import PROTO_BOOT, Route, RouteClass
 from .prefixes import dotted, mask_for
@@ -214,8 +214,9 @@ class ClusterState:
         self._policy_endpoints: dict[tuple[str, str], Endpoint] = {}
         # Each workload's own compiled endpoint that _policy_endpoints' entry came from.
         self._policy_sources: dict[tuple[str, str], Endpoint] = {}
-        # Ipset members kept per selector across calculations (policy.render).
-        self.set_members = SetMemberIndex()
+        # What policy rendering keeps across calculations: ipset members per set and
+        # local endpoints' plans (policy.render.RenderMemo).
+        self.render_memo = RenderMemo()
 
     # -- reading --------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class ClusterState:
             # An endpoint whose own compiled form is the one inherited from last time keeps
             # last time's object (profiles unchanged: a profile change clears the sources):
             # one pod's change then costs one _inherit, and the set member index below
-            # (policy.render.SetMemberIndex) sees every other endpoint as unchanged by
+            # (policy.render.RenderMemo) sees every other endpoint as unchanged by
             # identity.
             previous, sources = self._policy_endpoints, self._policy_sources
             self._policy_endpoints = {

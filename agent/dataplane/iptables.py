@@ -571,9 +571,13 @@ class IptablesTable:
         if not self._scratch_ok:
             return
         chains: dict[str, tuple[str, ...]] = {}
+        # Kernel text this writer wrote and read back itself: a chain made only of such
+        # rules that differs from the desired one is a real change (a policy edit), not
+        # a spelling to learn, and costs no scratch round trip.
+        written = set(self._canon.values())
         for name, rules in self._chains.items():
             have = kernel.chains.get(name)
-            if have is None or len(have) != len(rules):
+            if have is None or len(have) != len(rules) or all(k in written for k in have):
                 continue
             if any(not self._same(d, k) and d not in self._tried_scratch
                    for d, k in zip(rules, have, strict=True)):
