@@ -248,6 +248,12 @@ class RenderedChain:
     name: str
     rules: tuple[Rule, ...]
 
+    def __hash__(self) -> int:
+        # By name and length only: the generated hash walks every term of every rule,
+        # and the calculation hashes each chain (agent/calc/policy.py's cache) on every
+        # run. Equal chains still hash equal; equality decides the rest.
+        return hash((self.name, len(self.rules)))
+
 
 @dataclass(frozen=True, slots=True)
 class IPSetSpec:
