@@ -2,7 +2,7 @@
 ipset restore of the same chains and sets (the floor), and the cost of small changes.
 
 Run: .venv/bin/python bench/policy.py [--rounds 3] [--samples 20] [--lab | --no-lab]
-Needs root. Works in network namespaces of its own (`tpb<hex>`), removed at the end.
+Needs root. Works in network namespaces of its own (`tdb<hex>`, bench/routes.py's), removed at the end.
 
 A synthetic cluster, pure and seeded (--seed): --local endpoints on this node (with
 their cali veths in the bench's namespace), --remote endpoints on other nodes, global
@@ -41,15 +41,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.calc import CalcConfig, ClusterState, calculate  # noqa: E402
-from agent.dataplane.common import ip_argv  # noqa: E402
 from agent.dataplane.facade import IPTABLES_TABLES, KernelDataplane  # noqa: E402
 from agent.dataplane.ipsets import IPSets, desired_state, plan_updates, render_updates  # noqa: E402
 from agent.dataplane.iptables import (  # noqa: E402
@@ -63,10 +61,11 @@ from agent.dataplane.iptables import (  # noqa: E402
     run_command,
 )
 from agent.types import DesiredDataplane  # noqa: E402
-from datastore.resources import parse_document  # noqa: E402
+from bench.routes import namespaces  # noqa: E402
+from datastore.resources import API_VERSION  # noqa: E402
+from datastore.resources import stored_update as put  # noqa: E402
 from datastore.syncer import Update  # noqa: E402
 
-API = "projectcalico.org/v3"
 LOCAL_NODE = "bench-local"
 CONFIG = CalcConfig(host_mtu=1500, parent_interface="eth0")
 PEER_KEYS = ("role", "team", "zone", "stage", "unit")  # the labels rules select peers by
@@ -82,18 +81,8 @@ def pct(values: Sequence[float], p: float) -> float:
 # -- the synthetic cluster ------------------------------------------------------------------
 
 
-def put(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None,
-        labels: dict[str, str] | None = None, revision: int = 1) -> Update:
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    res = parse_document({"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec})
-    return Update("put", res.key(), res.to_stored(), revision)
-
-
 def interface(i: int) -> str:
+    """The i-th local endpoint's veth, as bench/routes.py's namespaces() names them."""
     return f"cali{i:011x}"
 
 
@@ -169,31 +158,6 @@ def make_cluster(local: int, remote: int, policies: int, rules: int, network_set
 
 
 # -- namespaces and writers -----------------------------------------------------------------
-
-
-@contextmanager
-def namespaces(count: int, local: int) -> Iterator[list[str]]:
-    """`count` namespaces with the local endpoints' cali veths, all made before the timings
-    and removed after them (the kernel cleans a removed namespace up in the background,
-    which would land in the next measurement)."""
-    names: list[str] = []
-    try:
-        for _ in range(count):
-            name = "tpb" + uuid.uuid4().hex[:8]
-            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-            names.append(name)
-            lines = ["link set lo up", "link add eth0 type veth peer name eth0peer",
-                     "addr add 192.168.0.1/16 dev eth0", "link set eth0 up",
-                     "link set eth0peer up"]
-            for i in range(local):
-                lines += [f"link add {interface(i)} type veth peer name pod{i}",
-                          f"link set {interface(i)} up", f"link set pod{i} up"]
-            subprocess.run(ip_argv(name, "-batch", "-"), input="\n".join(lines) + "\n",
-                           text=True, check=True, capture_output=True)
-        yield names
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 class Recorder:
@@ -418,7 +382,7 @@ PROBE_TIMEOUT = 0.1  # a dropped SYN is only seen as silence; the lab's RTT is u
 
 def lab_policy(action: str) -> str:
     """The policy the lab lane flips: ingress to pod `target` from the probers."""
-    return json.dumps({"apiVersion": API, "kind": "GlobalNetworkPolicy",
+    return json.dumps({"apiVersion": API_VERSION, "kind": "GlobalNetworkPolicy",
                        "metadata": {"name": "bench-flip"},
                        "spec": {"selector": "role == 'target'", "ingress": [
                            {"action": action, "protocol": "TCP",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datastore.resources import parse_document
+from datastore.resources import stored_update
 from datastore.syncer import Update
 from policy.model import compile_policy
 from policy.render import policy_chain_name
@@ -18,18 +18,10 @@ from policy.render import policy_chain_name
 from .test_calc_changes import diff
 from .test_calc_state import CONFIG, Cluster, delete, flatten, node, owned, pool
 
-API = "projectcalico.org/v3"
-
 
 def put(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None,
         labels: dict[str, str] | None = None) -> Update:
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    res = parse_document({"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec})
-    return Update("put", res.key(), res.to_stored(), 1)
+    return stored_update(kind, name, spec, namespace, labels)
 
 
 def pod(name: str, node_name: str, ip: str, labels: dict[str, str], ns: str = "x",
