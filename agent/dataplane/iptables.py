@@ -67,6 +67,8 @@ BUILTIN_CHAINS: Mapping[str, frozenset[str]] = {
 }
 # How long iptables-restore waits for the xtables lock (legacy only; nft ignores it).
 RESTORE_LOCK_WAIT_S = 10
+# A write that rewrote at most this many chains (and nothing else) reads back only them.
+READ_BACK_CHAINS_MAX = 8
 COMMAND_TIMEOUT_S = 60.0
 # Felix's DetectBackend: this many legacy rules settle it without looking at nft.
 LEGACY_RULES_THRESHOLD = 10
@@ -503,7 +505,7 @@ class IptablesTable:
                     _log.warning("iptables %s: %s; re-reading the table and retrying once",
                                  self.table, exc)
                     continue
-                self._kernel = self._read()
+                self._kernel = self._read_back(plan, self._kernel)
                 self._learn_from_readback(plan, self._kernel)
                 break
         except IptablesError as exc:
@@ -546,6 +548,31 @@ class IptablesTable:
         if res.returncode != 0:
             raise IptablesError(argv, res.returncode, res.stderr)
         return parse_save(res.stdout, self.table)
+
+    def _read_back(self, plan: Plan, before: TableState | None) -> TableState:
+        """The table after `plan` was written. A plan that only rewrote a few chains (a
+        policy edit) reads back just those: ``-S <chain>`` prints a chain as
+        iptables-save does, ~3 ms a chain against ~100 ms for a 10,000-rule table; the
+        rest of the view is what was read before (drift is the periodic resync's)."""
+        if (before is None or len(plan.write) > READ_BACK_CHAINS_MAX or plan.delete
+                or plan.flush_only or plan.remove_hooks or plan.insert_hooks):
+            return self._read()
+        chains = dict(before.chains)
+        list_binary = f"iptables-{self.backend}"
+        list_binary = list_binary if shutil.which(list_binary) else "iptables"
+        for name in plan.write:
+            argv = in_netns(self.netns, [list_binary, "-w", str(RESTORE_LOCK_WAIT_S),
+                                         "-t", self.table, "-S", name])
+            self.reads += 1
+            res = self._runner(argv, None)
+            if res.returncode != 0:
+                return self._read()
+            # `-N NAME` declares the chain, `-A NAME rule` lines follow: the save form.
+            text = "\n".join(f":{line[3:]} - [0:0]" if line.startswith("-N ") else line
+                             for line in res.stdout.splitlines())
+            chains[name] = parse_save(f"*{self.table}\n{text}\nCOMMIT\n",
+                                      self.table).chains.get(name, [])
+        return TableState(chains)
 
     def _restore(self, text: str) -> None:
         argv = in_netns(self.netns, [binary(self.backend, "restore"), "--noflush",
