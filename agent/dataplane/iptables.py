@@ -23,7 +23,8 @@ Invariants:
   given (``-p 4`` -> ``-p ipencap``, ``-s 10.0.0.1`` -> ``-s 10.0.0.1/32``, an
   added ``-m udp``, comment quoting, option order), so each desired rule is
   mapped once to the kernel's form of it: learnt by reading the table back
-  after every write, or, when a desired rule meets a kernel rule it has not
+  after every write (only the rewritten chains, ``-S CHAIN``, when a write did
+  nothing but rewrite a few), or, when a desired rule meets a kernel rule it has not
   been mapped to yet (a restart), by loading the rule into a throwaway network
   namespace (``unshare --net``) and reading it back there. The host's tables
   are never written to find out, so a restart with unchanged desired state
