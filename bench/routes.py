@@ -50,8 +50,9 @@ def ip(ns: str, *args: str) -> None:
 
 
 @contextmanager
-def namespaces(count: int) -> Iterator[list[str]]:
-    """`count` prepared namespaces, all created before and removed after the timings:
+def namespaces(count: int, veths: int = VETHS) -> Iterator[list[str]]:
+    """`count` prepared namespaces with `veths` cali veths (`cali<11 hex digits>`, peer
+    `pod<i>`), all created before and removed after the timings (bench/policy.py too):
     removing a namespace makes the kernel clean it up in the background under the
     locks route writes need, which would land in the next measurement."""
     names: list[str] = []
@@ -64,7 +65,7 @@ def namespaces(count: int) -> Iterator[list[str]]:
                      "link add eth0 type veth peer name eth0peer",
                      "addr add 192.168.0.1/16 dev eth0",
                      "link set eth0 up", "link set eth0peer up"]
-            for i in range(VETHS):
+            for i in range(veths):
                 lines += [f"link add cali{i:011x} type veth peer name pod{i}",
                           f"link set cali{i:011x} up", f"link set pod{i} up"]
             subprocess.run(ip_argv(name, "-batch", "-"), input="\n".join(lines) + "\n",

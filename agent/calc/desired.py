@@ -42,7 +42,8 @@ def calculate(state: ClusterState, local_node: str, config: CalcConfig) -> Calcu
     )
     policy = plan_policy(
         state.policy_state(), local_endpoints(state, local_node),
-        vxlan_port=config.vxlan_port, endpoint_to_host_action=config.endpoint_to_host_action)
+        vxlan_port=config.vxlan_port, endpoint_to_host_action=config.endpoint_to_host_action,
+        memo=state.render_memo)
     input_chains, input_hooks = input_chain(rules.input_rules, policy.input_rules)
     dataplane = DesiredDataplane(
         routes=routing.routes, neighbors=routing.neighbors, fdb=routing.fdb,

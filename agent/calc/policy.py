@@ -39,6 +39,7 @@ from policy.render import (
     PortMatch,
     ProtocolMatch,
     RenderedChain,
+    RenderMemo,
     Return,
     Rule,
     SetMark,
@@ -144,10 +145,12 @@ class PolicyPlan:
 
 
 def plan_policy(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_port: int,
-                endpoint_to_host_action: EndpointToHostAction) -> PolicyPlan:
+                endpoint_to_host_action: EndpointToHostAction,
+                memo: RenderMemo | None = None) -> PolicyPlan:
     """The filter chains, hooks and ipsets that police this node's workloads `local`."""
     rendered = render_node(state, local, vxlan_port=vxlan_port,
-                           endpoint_to_host_action=endpoint_to_host_action)
+                           endpoint_to_host_action=endpoint_to_host_action,
+                           memo=memo)
     return PolicyPlan(
         chains=frozenset(filter_chain(c) for c in rendered.chains),
         hooks=frozenset({make_hook("filter", "FORWARD", CHAIN_FORWARD),

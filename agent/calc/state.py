@@ -58,6 +58,7 @@ from policy.model import (
     compile_tier,
     effective_labels,
 )
+from policy.render import RenderMemo
 
 from ..types import PROTO_BOOT, Route, RouteClass
 from .prefixes import dotted, mask_for
@@ -211,6 +212,11 @@ class ClusterState:
         self.network_sets: dict[tuple[str | None, str], PolicyNetworkSet] = {}
         self._policy_state: PolicyState | None = None
         self._policy_endpoints: dict[tuple[str, str], Endpoint] = {}
+        # Workloads changed since _policy_endpoints was built; None: rebuild them all.
+        self._changed_workloads: set[tuple[str, str]] | None = None
+        # What policy rendering keeps across calculations: ipset members per set and
+        # local endpoints' plans (policy.render.RenderMemo).
+        self.render_memo = RenderMemo()
 
     # -- reading --------------------------------------------------------------------
 
@@ -232,9 +238,22 @@ class ClusterState:
         for ipset members), rebuilt only after a policy facet changed."""
         if self._policy_state is None:
             profiles = self.profiles
-            self._policy_endpoints = {
-                ident: _inherit(w.endpoint, profiles)
-                for ident, w in self.workloads.items() if w.endpoint is not None}
+            # Only the workloads that changed since the last build get their profiles'
+            # labels again (all of them after a profile change): one pod's change costs
+            # one _inherit, and every other endpoint keeps its object, which is how the
+            # render memo (policy.render.RenderMemo) tells it is unchanged.
+            if self._changed_workloads is None:
+                self._policy_endpoints = {
+                    ident: _inherit(w.endpoint, profiles)
+                    for ident, w in self.workloads.items() if w.endpoint is not None}
+            else:
+                for ident in self._changed_workloads:
+                    w = self.workloads.get(ident)
+                    if w is None or w.endpoint is None:
+                        self._policy_endpoints.pop(ident, None)
+                    else:
+                        self._policy_endpoints[ident] = _inherit(w.endpoint, profiles)
+            self._changed_workloads = set()
             endpoints = tuple(self._policy_endpoints.values())
             network_sets = tuple(
                 ns if ns.namespace is None else PolicyNetworkSet(
@@ -270,6 +289,8 @@ class ClusterState:
                 changed.add(facet)
         if changed & POLICY_FACETS:
             self._policy_state = None
+        if Facet.PROFILES in changed:
+            self._changed_workloads = None  # every endpoint's inherited labels may change
         return changed
 
     def _apply_one(self, update: Update) -> Facet | None:
@@ -325,6 +346,8 @@ class ClusterState:
         old = self.workloads.get(ident)
         facet = self._replace(self.workloads, ident, update, Facet.WORKLOADS,
                               lambda: _parse_workload(namespace, name, update))
+        if facet is not None and self._changed_workloads is not None:
+            self._changed_workloads.add(ident)
         if old is not None:
             by_node = self.workloads_by_node[old.node]
             del by_node[ident]

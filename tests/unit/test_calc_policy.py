@@ -10,26 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from datastore.resources import parse_document
+from datastore.resources import stored_update
 from datastore.syncer import Update
 from policy.model import compile_policy
 from policy.render import policy_chain_name
 
 from .test_calc_changes import diff
-from .test_calc_state import CONFIG, Cluster, delete, node, owned, pool
-
-API = "projectcalico.org/v3"
+from .test_calc_state import CONFIG, Cluster, delete, flatten, node, owned, pool
 
 
 def put(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None,
         labels: dict[str, str] | None = None) -> Update:
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if labels:
-        meta["labels"] = labels
-    res = parse_document({"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec})
-    return Update("put", res.key(), res.to_stored(), 1)
+    return stored_update(kind, name, spec, namespace, labels)
 
 
 def pod(name: str, node_name: str, ip: str, labels: dict[str, str], ns: str = "x",
@@ -50,7 +42,11 @@ DENY_FROM_B = {"selector": "pod == 'a'", "ingress": [
 
 
 def cluster() -> Cluster:
-    return Cluster(
+    return Cluster(*cluster_updates())
+
+
+def cluster_updates() -> list[Update]:
+    return flatten([
         pool("p", "10.65.0.0/16", vxlan="Always"),
         node("node1", "10.0.0.5/24", vxlan_tunnel="10.65.0.0"),
         node("node2", "10.0.0.6/24", vxlan_tunnel="10.65.1.0"),
@@ -60,7 +56,7 @@ def cluster() -> Cluster:
         pod("a", "node1", "10.65.0.2", {"pod": "a"}),
         pod("b", "node2", "10.65.1.2", {"pod": "b"}),
         put("NetworkPolicy", "deny-from-b", DENY_FROM_B, namespace="x"),
-    )
+    ])
 
 
 def change(c: Cluster, *updates: Update) -> dict[str, tuple[set, set]]:
@@ -168,3 +164,27 @@ def test_a_bad_policy_is_ignored_with_a_problem_and_deleting_it_clears_both():
     assert POLICY_IN not in {ch.name for ch in calc.dataplane.chains}
     c.apply(delete(key))
     assert not any(p.startswith(key) for p in c.calc().problems)
+
+
+def test_ipset_members_kept_across_changes_equal_a_computation_from_scratch():
+    # ClusterState keeps members per selector (policy.render.SetMemberIndex); after each
+    # change they must equal what a ClusterState fed the same updates from scratch computes.
+    named = [{"name": "http", "protocol": "TCP", "port": 8080}]
+    base = [*cluster_updates(),
+            put("GlobalNetworkPolicy", "web", {"selector": "pod == 'a'", "ingress": [
+                {"action": "Allow", "protocol": "TCP", "source": {"selector": "has(pod)"},
+                 "destination": {"ports": ["http"]}}]}),
+            put("GlobalNetworkSet", "nets", {"nets": ["10.65.1.0/28"]}, labels={"pod": "b"})]
+    changes = [pod("b", "node2", "10.65.1.2", {"pod": "other"}, ports=named),
+               pod("b2", "node2", "10.65.1.3", {"pod": "b"}, ports=named),
+               put("GlobalNetworkSet", "nets", {"nets": ["10.65.1.0/30"]}, labels={"pod": "b"}),
+               pod("b", "node2", "10.65.1.2", {"pod": "b"}),
+               delete(pod("b2", "node2", "10.65.1.3", {"pod": "b"}).key),
+               put("Profile", "kns.x", {"labelsToApply": {"pcns.team": "blue"}})]
+    c = Cluster(*base)
+    applied = list(base)
+    for update in changes:
+        c.apply(update)
+        applied.append(update)
+        kept = {s.name: s.members for s in c.calc().dataplane.ipsets}
+        assert kept == {s.name: s.members for s in Cluster(*applied).calc().dataplane.ipsets}

@@ -3,6 +3,7 @@ backend choice, and the apply loop against an in-memory stand-in for iptables-re
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Sequence
 
@@ -325,6 +326,13 @@ class FakeIptables:
         self.calls.append((list(argv), input))
         if any(a.endswith("-save") for a in argv):
             return subprocess.CompletedProcess(argv, 0, self.save(), "")
+        if "-S" in argv:  # one chain, as `iptables -S CHAIN` lists it
+            name = argv[argv.index("-S") + 1]
+            if name not in self.state.chains:
+                return subprocess.CompletedProcess(argv, 1, "", f"No chain/target/match by "
+                                                   f"that name: {name}")
+            listed = [f"-N {name}"] + [f"-A {name} {r}" for r in self.state.chains[name]]
+            return subprocess.CompletedProcess(argv, 0, "\n".join(listed) + "\n", "")
         if self.fail_with:
             return subprocess.CompletedProcess(argv, 2, "", self.fail_with)
         chains = {c: list(r) for c, r in self.state.chains.items()}
@@ -422,6 +430,25 @@ def test_learnt_kernel_form_prevents_rewrites() -> None:
     t.set_desired([Chain("nat", "cali-x", ("-p 4 -j RETURN",))], [])
     assert t.apply().writes == 1
     assert fake.state.chains["cali-x"] == ["-p ipencap -j RETURN"]
+    t.resync()
+    assert t.apply().writes == 0
+
+
+def test_a_rewrite_of_one_chain_reads_back_only_that_chain() -> None:
+    fake = FakeIptables()
+    t = IptablesTable("nat", "nft", runner=fake.run, normalise_in_scratch=False)
+    chains, hooks = nat_desired()
+    t.set_desired(chains, hooks)
+    assert t.apply().writes == 1
+    edited = [Chain("nat", c.name, ("-p 4 -j RETURN",)) if c.name == "cali-nat-outgoing"
+              else c for c in chains]
+    t.set_desired(edited, hooks)
+    calls = len(fake.calls)
+    assert t.apply().writes == 1
+    listed = [argv for argv, _ in fake.calls[calls:] if "restore" not in " ".join(argv)]
+    assert listed == [["iptables-nft" if shutil.which("iptables-nft") else "iptables", "-w",
+                       "10", "-t", "nat", "-S", "cali-nat-outgoing"]]
+    assert t.read_kernel().chains == t._kernel.chains  # the view is the table
     t.resync()
     assert t.apply().writes == 0
 
