@@ -60,7 +60,7 @@ from datastore.selector import (
     StartsWith,
 )
 
-from .evaluate import members, named_port_members, tiers_for
+from .evaluate import applicable, members, named_port_members, tiers_for
 from .model import (
     PROTOCOL_NAMES,
     PROTOCOL_NUMBERS,
@@ -902,32 +902,65 @@ class SetMemberIndex:
 class RenderMemo:
     """What render_node keeps from one call to the next, for a caller that renders again
     and again (the agent's ClusterState holds one): ipset members (SetMemberIndex) and
-    each local endpoint's plans. A plan is a function of the endpoint and the state's
-    policies, tiers and profiles only, so it is reused while the endpoint is the same
-    object and those three compare equal (tuples of the same objects: one identity check
-    each); a label change elsewhere then costs no tier walk for this node's endpoints."""
+    each local endpoint's plans. A plan is a function of the endpoint, the policies that
+    apply to it in its direction, and the state's tiers and profiles, so it is reused
+    while the endpoint is the same object, the tiers and profiles compare equal (tuples
+    of the same objects: one identity check each), and no policy that applies to it was
+    added, removed or replaced. A label change elsewhere then costs no tier walk for
+    this node's endpoints, and a policy edit re-plans only the endpoints the policy
+    selected before or after it (agent/calc/state.py keeps unchanged policies' objects,
+    so a policy counts as changed when its object is not last state's)."""
 
     def __init__(self) -> None:
         self.set_members = SetMemberIndex()
         self._basis: tuple[object, ...] | None = None
+        self._policies: tuple[CompiledPolicy, ...] = ()
         # (endpoint key, direction) -> (the endpoint, its plan, the chains the plan uses)
         self._plans: dict[tuple[str, Direction], tuple[
             Endpoint, EndpointPlan, dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]]]] = {}
+        # The plans the last render asked for; begin() moves them here so that the plans of
+        # endpoints that left the node are dropped rather than kept forever.
+        self._previous: dict[tuple[str, Direction], tuple[
+            Endpoint, EndpointPlan, dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]]]] = {}
+        self.plans_built = 0  # how many plans were walked, not reused (for tests)
 
     def begin(self, state: PolicyState) -> None:
-        basis = (state.policies, state.tiers, state.profiles)
+        basis = (state.tiers, state.profiles)
         if basis != self._basis:
             self._basis = basis
             self._plans = {}
+        elif state.policies != self._policies:
+            self._forget_plans_of(self._changed_policies(state.policies))
+        self._policies = state.policies
+        self._previous, self._plans = self._plans, {}
+
+    def _changed_policies(self, policies: tuple[CompiledPolicy, ...]) -> list[CompiledPolicy]:
+        """The policies added, removed or replaced since the last state, old and new objects
+        both. By identity: the old tuple is still held, so no live id is reused."""
+        old = {id(p): p for p in self._policies}
+        new = {id(p): p for p in policies}
+        return [p for key, p in old.items() if key not in new] + \
+            [p for key, p in new.items() if key not in old]
+
+    def _forget_plans_of(self, changed: Sequence[CompiledPolicy]) -> None:
+        # Exactly the plans whose tier walk includes a changed policy: the others walk the
+        # same policies, in the same order, to the same chains.
+        stale = [slot for slot, (endpoint, _, _) in self._plans.items()
+                 if applicable(changed, endpoint, slot[1])]
+        for slot in stale:
+            del self._plans[slot]
 
     def plan(self, state: PolicyState, endpoint: Endpoint, direction: Direction,
              policy_chains: dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]]
              ) -> EndpointPlan:
-        known = self._plans.get((endpoint.key, direction))
+        slot = (endpoint.key, direction)
+        known = self._previous.get(slot)
         if known is None or known[0] is not endpoint:
             used: dict[str, tuple[RenderedChain, frozenset[IPSetSpec]]] = {}
             plan = _endpoint_plan(state, endpoint, direction, used, state.profiles_by_name)
-            known = self._plans[(endpoint.key, direction)] = (endpoint, plan, used)
+            known = (endpoint, plan, used)
+            self.plans_built += 1
+        self._plans[slot] = known
         policy_chains.update(known[2])
         return known[1]
 
