@@ -2,8 +2,9 @@
 
 Owns the selector language of libcalico-go's `lib/selector`: a tokenizer, a
 hand-written recursive-descent parser and a tree of frozen nodes that evaluate
-against a label mapping. Invariants: every Selector renders to one canonical
-string, parse(str(s)) == s, and equality and hashing go by that string; "" is
+against a label mapping, and `calico_string`, the form Calico's own printer
+gives (which Felix hashes into ipset names). Invariants: every Selector renders
+to one canonical string, parse(str(s)) == s, and equality and hashing go by that string; "" is
 all(); keys are valid Kubernetes label keys; input (or its canonical form)
 longer than 4096 characters, or nested deeper than 100 levels, is a
 SelectorError, never a RecursionError.
@@ -20,6 +21,7 @@ from typing import NamedTuple
 
 __all__ = [
     "All",
+    "calico_string",
     "And",
     "Contains",
     "EndsWith",
@@ -513,3 +515,36 @@ def parse(text: str) -> Selector:
 def validate(text: str) -> None:
     """Raise SelectorError unless `text` is a valid selector."""
     parse(text)
+
+
+# --- Calico's print form ------------------------------------------------------
+
+
+def _calico_quoted(value: str) -> str:
+    # Calico's printer prefers double quotes (parser/ast.go); tortie's own prefers single.
+    return f"'{value}'" if '"' in value else f'"{value}"'
+
+
+def calico_string(selector: Selector) -> str:
+    """The canonical string Calico's selector parser prints (parser/ast.go), which Felix
+    hashes into ipset IDs: double quotes unless the value holds one, every && and ||
+    group in parentheses. tortie's selector tree flattens nested && (and ||) chains, so
+    for `a && (b && c)` this prints `(a && b && c)` where Calico keeps the nesting; the
+    set is the same, only its name differs from Felix's then."""
+    if isinstance(selector, All):
+        return "all()"
+    if isinstance(selector, Global):
+        return "global()"
+    if isinstance(selector, Has):
+        return f"has({selector.key})"
+    if isinstance(selector, Eq | Ne | Contains | StartsWith | EndsWith):
+        return f"{selector.key} {selector.op} {_calico_quoted(selector.value)}"
+    if isinstance(selector, In | NotIn):
+        values = ", ".join(_calico_quoted(v) for v in sorted(selector.values))
+        return f"{selector.key} {selector.op} {{{values}}}"
+    if isinstance(selector, Not):
+        return "!" + calico_string(selector.operand)
+    if isinstance(selector, And | Or):
+        joiner = f" {selector.op} "
+        return "(" + joiner.join(calico_string(t) for t in selector.terms) + ")"
+    raise TypeError(f"unknown selector node {type(selector).__name__}")

@@ -46,18 +46,9 @@ from typing import Literal
 from datastore.selector import (
     All,
     And,
-    Contains,
-    EndsWith,
-    Eq,
-    Global,
-    Has,
-    In,
-    Ne,
     Not,
-    NotIn,
-    Or,
     Selector,
-    StartsWith,
+    calico_string,
 )
 
 from .evaluate import applicable, members, named_port_members, tiers_for
@@ -79,7 +70,7 @@ __all__ = [
     "Accept", "Action", "ClearMark", "Conntrack", "Drop", "EndpointPlan", "Goto", "ICMPMatch",
     "IPSetSpec", "InInterface", "Jump", "LocalEndpoint", "LogAction", "MarkMatch", "NetMatch",
     "OutInterface", "PolicyRender", "PortMatch", "ProtocolMatch", "RenderedChain", "Return",
-    "RenderMemo", "Rule", "SetMark", "SetMatch", "SetMemberIndex", "Term", "calico_selector_string", "dispatch_chains",
+    "RenderMemo", "Rule", "SetMark", "SetMatch", "SetMemberIndex", "Term", "dispatch_chains",
     "endpoint_chain", "endpoint_chain_name", "failsafe_chains", "input_rules",
     "length_limited_name", "policy_chain_name", "profile_chain_name", "render_node",
     "render_policy", "render_profile", "rule_to_rules", "selector_set_id", "static_chains",
@@ -300,35 +291,6 @@ def profile_chain_name(name: str, direction: Direction) -> str:
     return length_limited_name("cali-pri-" if direction == "ingress" else "cali-pro-", name)
 
 
-def _quoted(value: str) -> str:
-    return f"'{value}'" if '"' in value else f'"{value}"'
-
-
-def calico_selector_string(selector: Selector) -> str:
-    """The canonical string Calico's selector parser prints (parser/ast.go), which Felix
-    hashes into ipset IDs: double quotes unless the value holds one, every && and ||
-    group in parentheses. tortie's selector tree flattens nested && (and ||) chains, so
-    for `a && (b && c)` this prints `(a && b && c)` where Calico keeps the nesting; the
-    set is the same, only its name differs from Felix's then."""
-    if isinstance(selector, All):
-        return "all()"
-    if isinstance(selector, Global):
-        return "global()"
-    if isinstance(selector, Has):
-        return f"has({selector.key})"
-    if isinstance(selector, Eq | Ne | Contains | StartsWith | EndsWith):
-        return f"{selector.key} {selector.op} {_quoted(selector.value)}"
-    if isinstance(selector, In | NotIn):
-        values = ", ".join(_quoted(v) for v in sorted(selector.values))
-        return f"{selector.key} {selector.op} {{{values}}}"
-    if isinstance(selector, Not):
-        return "!" + calico_selector_string(selector.operand)
-    if isinstance(selector, And | Or):
-        joiner = f" {selector.op} "
-        return "(" + joiner.join(calico_selector_string(t) for t in selector.terms) + ")"
-    raise TypeError(f"unknown selector node {type(selector).__name__}")
-
-
 def _unique_id(prefix: str, content: str) -> str:
     """libcalico-go hash.MakeUniqueID: `<prefix>:` + base64url(SHA-224(`<prefix>:<content>`))."""
     digest = hashlib.sha224(f"{prefix}:{content}".encode()).digest()
@@ -337,7 +299,7 @@ def _unique_id(prefix: str, content: str) -> str:
 
 @lru_cache(maxsize=65536)
 def selector_set_id(selector: Selector) -> str:
-    return _unique_id("s", calico_selector_string(selector))
+    return _unique_id("s", calico_string(selector))
 
 
 def _set_name(set_id: str) -> str:
