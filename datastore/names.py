@@ -27,16 +27,20 @@ from __future__ import annotations
 
 import re
 
+# Kubernetes' patterns (k8s.io/apimachinery/pkg/util/validation); policy.k8s checks
+# Kubernetes objects with them too, worded as the API server words its refusals.
 # DNS-1123 subdomain: what Kubernetes and Calico accept as a resource name.
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1123 label: one part of a subdomain (also the characters of a port name).
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# The name part of a qualified name (a label key after its optional "prefix/").
+LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
 def label_key_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
-    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+    if not name or len(name) > 63 or not LABEL_NAME_RE.match(name):
         return f"invalid label key '{key}'"
     if prefix and (len(prefix) > 253 or not NAME_RE.match(prefix)):
         return f"invalid label key prefix '{prefix}'"
@@ -44,13 +48,13 @@ def label_key_problem(key: str) -> str | None:
 
 
 def label_value_problem(key: str, value: str) -> str | None:
-    if len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+    if len(value) > 63 or not LABEL_VALUE_RE.match(value):
         return f"invalid label value '{value}' for key '{key}'"
     return None
 
 
 def port_name_problem(name: str) -> str | None:
-    if (len(name) > 15 or not _PORT_NAME_RE.match(name) or "--" in name
+    if (len(name) > 15 or not DNS_LABEL_RE.match(name) or "--" in name
             or not any(c.isalpha() for c in name)):
         return ("port name must be at most 15 lower-case letters, digits and '-', with at "
                 "least one letter")

@@ -32,6 +32,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
+from datastore.names import DNS_LABEL_RE, LABEL_NAME_RE, LABEL_VALUE_RE, NAME_RE
+
 __all__ = [
     "KUBERNETES_KINDS",
     "KubernetesObjectError",
@@ -92,11 +94,8 @@ _SERVICE_ACCOUNT_TOP: Final = frozenset({
     "automountServiceAccountToken",
 })
 
-# Kubernetes' own patterns and messages (k8s.io/apimachinery/pkg/util/validation).
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# The characters Kubernetes' IsValidPortName allows (k8s.io/apimachinery/pkg/util/
+# validation); its name and label patterns are datastore.names'.
 _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
 # A CIDR as Go's net.ParseCIDR reads it: an address, "/", a decimal prefix length. Python's
 # ip_network also takes a bare address or a netmask; those are refused here.
@@ -250,11 +249,11 @@ def _check_format(value: str, path: str, limit: int, pattern: re.Pattern[str], m
 
 
 def _check_dns_label(value: str, path: str) -> None:
-    _check_format(value, path, 63, _DNS1123_LABEL, _DNS1123_LABEL_MSG)
+    _check_format(value, path, 63, DNS_LABEL_RE, _DNS1123_LABEL_MSG)
 
 
 def _check_dns_subdomain(value: str, path: str) -> None:
-    _check_format(value, path, 253, _DNS1123_SUBDOMAIN, _DNS1123_SUBDOMAIN_MSG)
+    _check_format(value, path, 253, NAME_RE, _DNS1123_SUBDOMAIN_MSG)
 
 
 def _check_label_key(key: str, path: str) -> None:
@@ -265,18 +264,18 @@ def _check_label_key(key: str, path: str) -> None:
             raise KubernetesObjectError(path, key, "prefix part must be non-empty")
         if "/" in prefix:
             raise KubernetesObjectError(path, key, "a qualified name may contain at most one '/'")
-        if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
+        if len(prefix) > 253 or not NAME_RE.match(prefix):
             raise KubernetesObjectError(path, key, "prefix part " + _DNS1123_SUBDOMAIN_MSG)
     if not name:
         raise KubernetesObjectError(path, key, "name part must be non-empty")
-    if len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if len(name) > 63 or not LABEL_NAME_RE.match(name):
         reason = ("name part must be no more than 63 characters" if len(name) > 63
                   else _QUALIFIED_NAME_MSG)
         raise KubernetesObjectError(path, key, reason)
 
 
 def _check_label_value(value: str, path: str) -> None:
-    _check_format(value, path, 63, _LABEL_VALUE, _LABEL_VALUE_MSG)
+    _check_format(value, path, 63, LABEL_VALUE_RE, _LABEL_VALUE_MSG)
 
 
 def _labels(value: object, path: str) -> dict[str, str]:
