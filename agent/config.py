@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from datastore.resources.base import parse_asn
+from policy.model import EndpointToHostAction
 
 from .autodetect import parse_method
 from .errors import AutodetectError, ConfigError
@@ -172,7 +173,7 @@ def _asn(text: str) -> int:
         raise _Invalid(str(exc)) from None
 
 
-ENDPOINT_TO_HOST_ACTIONS = ("Drop", "Return", "Accept")
+ENDPOINT_TO_HOST_ACTIONS: tuple[EndpointToHostAction, ...] = ("Drop", "Return", "Accept")
 # Felix's defaults (felix/config/config_params.go): ssh, DHCP, BGP, etcd, Typha, the
 # Kubernetes API server and kube-proxy health (inbound); DNS, DHCP and the same
 # control-plane ports (outbound).
@@ -208,7 +209,7 @@ def parse_port_list(text: str) -> tuple[FailsafePort, ...]:
     return tuple(out)
 
 
-def _endpoint_to_host_action(text: str) -> str:
+def _endpoint_to_host_action(text: str) -> EndpointToHostAction:
     for action in ENDPOINT_TO_HOST_ACTIONS:
         if text.strip().lower() == action.lower():
             return action
@@ -414,7 +415,7 @@ class AgentConfig:
     vxlan_mtu: int = 0
     ipip_mtu: int = 0
     mtu_iface_pattern: str = DEFAULT_MTU_IFACE_PATTERN
-    default_endpoint_to_host_action: str = "Return"
+    default_endpoint_to_host_action: EndpointToHostAction = "Return"
     failsafe_inbound_host_ports: tuple[FailsafePort, ...] = parse_port_list(
         DEFAULT_FAILSAFE_INBOUND)
     failsafe_outbound_host_ports: tuple[FailsafePort, ...] = parse_port_list(

@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from agent import config as agent_config
 from agent import idle_gc
@@ -72,7 +71,6 @@ from datastore.syncer import (
     Update,
     drain_events,
 )
-from policy.model import EndpointToHostAction
 
 _log = logging.getLogger("agent")
 
@@ -357,9 +355,7 @@ class Agent:
             vxlan_port=self.config.vxlan_port,
             parent_interface=parent,
             datastore_cluster_routes=not self._bgp_running,
-            # agent.config accepts only Drop, Return and Accept.
-            endpoint_to_host_action=cast(EndpointToHostAction,
-                                         self.config.default_endpoint_to_host_action),
+            endpoint_to_host_action=self.config.default_endpoint_to_host_action,
             failsafe_inbound=self.config.failsafe_inbound_host_ports,
             failsafe_outbound=self.config.failsafe_outbound_host_ports,
         )
