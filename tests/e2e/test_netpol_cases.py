@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,29 +27,6 @@ from .netpol import NetpolLab, netpol_lab
 from .pods import ctl
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
-
-# Run inside node1 against the lab's etcd: the verdict of every ordered pair on every
-# combination, as `ctl explain` computes it (one read, compiled once).
-EXPLAIN_ALL = """
-import json, sys
-from ctl.explain import Explainer, flow_spec
-from datastore.config import load_env
-from datastore.etcd import EtcdClient
-from datastore.store import ResourceStore
-ips, combos = json.loads(sys.stdin.read())
-with EtcdClient(load_env()) as client:
-    explainer = Explainer.from_store(ResourceStore(client))
-out = {}
-for port, proto in combos:
-    spec = flow_spec(f"{port}/{proto}")
-    for a, ip_a in ips.items():
-        for b, ip_b in ips.items():
-            if a != b:
-                verdict = explainer.explain(ip_a, ip_b, spec)[0]
-                out[f"{port}/{proto} {a} {b}"] = verdict.allowed
-print(json.dumps(out))
-"""
-
 
 @pytest.fixture(scope="module")
 def world(lab_env: None) -> Iterator[NetpolLab]:
@@ -63,7 +41,8 @@ def apply(world: NetpolLab, documents: list[dict], verb: str = "apply") -> None:
 
 
 def explained(world: NetpolLab, combos: Sequence[tuple[int, str]]) -> dict[str, bool]:
-    res = world.lab.exec("node1", [sys.executable, "-c", EXPLAIN_ALL],
+    script = str(Path(__file__).with_name("explain_pairs.py"))
+    res = world.lab.exec("node1", [sys.executable, script],
                          input=json.dumps([world.ips, list(combos)]),
                          env={"ETCD_ENDPOINTS": ",".join(world.lab.etcd_endpoints)})
     return json.loads(res.stdout)
