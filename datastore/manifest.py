@@ -70,7 +70,10 @@ def read_source(path: str) -> bytes:
     return data
 
 
-def decode_documents(data: bytes, source: str = "input") -> list[Any]:
+def decode_documents(data: bytes, source: str = "input", *,
+                     allow_empty: bool = False) -> list[Any]:
+    """The documents of a manifest, `kind: List` items expanded. With `allow_empty`, a
+    manifest with no documents (blank, only comments or `---`) is [] instead of an error."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -80,6 +83,8 @@ def decode_documents(data: bytes, source: str = "input") -> list[Any]:
     if "\x00" in text:
         raise ManifestError(f"{source} contains NUL bytes: not a YAML or JSON manifest")
     if not text.strip():
+        if allow_empty:
+            return []
         raise ManifestError("No resources specified")
     stripped = text.lstrip()
     docs: list[Any]
@@ -99,7 +104,7 @@ def decode_documents(data: bytes, source: str = "input") -> list[Any]:
         raise ManifestError(f"{source}: invalid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ManifestError(f"{source} is nested too deeply") from None
-    if not docs:
+    if not docs and not allow_empty:
         raise ManifestError("No resources specified")
     return _expand_lists(docs)
 
@@ -107,10 +112,9 @@ def decode_documents(data: bytes, source: str = "input") -> list[Any]:
 def _reject_aliases(text: str, source: str) -> None:
     for event in yaml.parse(text, Loader=_StrictLoader):
         if isinstance(event, yaml.AliasEvent):
+            line = f" (line {event.start_mark.line + 1})" if event.start_mark else ""
             raise ManifestError(
-                f"{source}: YAML aliases (*{event.anchor}) are not supported in manifests "
-                f"(line {event.start_mark.line + 1})"
-            )
+                f"{source}: YAML aliases (*{event.anchor}) are not supported in manifests{line}")
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
