@@ -206,7 +206,7 @@ class _Recorder(dict[str, str]):
         super().__init__(*args, **kwargs)
         self.asked: set[str] = set()
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self.asked.add(key)
         return super().get(key, default)
 
@@ -229,7 +229,8 @@ def _datastore_env_names() -> set[str]:
 
 
 def _default_pool_env_names() -> set[str]:
-    from ipam.pools import DefaultPoolConfigError, default_pool_from_env
+    from ipam.errors import DefaultPoolConfigError
+    from ipam.pools import default_pool_from_env
 
     asked: set[str] = set()
     for start in ({}, {"NO_DEFAULT_POOLS": "true", "CALICO_IPV4POOL_CIDR": "10.0.0.0/16"}):
@@ -417,7 +418,7 @@ def startup_documents(objects: list[dict[str, Any]]) -> bytes:
 
 def kubernetes_versions(first: str = "1.28") -> list[str]:
     """Every Kubernetes minor kubernetes-validate has schemas for, from `first` on."""
-    from kubernetes_validate.utils import all_versions
+    from kubernetes_validate.utils import all_versions  # type: ignore[import-untyped]
     from packaging.version import Version
 
     return sorted({v for v in all_versions() if Version(v) >= Version(first)}, key=Version)
@@ -426,7 +427,7 @@ def kubernetes_versions(first: str = "1.28") -> list[str]:
 def invalid_for_kubernetes(objects: list[dict[str, Any]], versions: list[str]) -> list[str]:
     """kubernetes-validate --strict, in-process, of every object against every version;
     Calico kinds (no schema there) are checked by tortie's own parser instead."""
-    from kubernetes_validate import utils as kv
+    from kubernetes_validate import utils as kv  # type: ignore[import-untyped]
 
     wrong = []
     for version in versions:
