@@ -12,8 +12,7 @@ import pytest
 from yamllint import config as yamllint_config
 from yamllint import linter
 
-from ctl.manifest import decode_documents
-from datastore.resources import parse_document
+from agent.startup_resources import load_startup_resources
 
 from .chart import (
     CHART,
@@ -87,23 +86,23 @@ def test_kubernetes_validate_strict(rendered: Rendered) -> None:
     assert invalid_for_kubernetes(rendered.objects, versions) == []
 
 
-def test_startup_resources_parse_as_tortie_resources(rendered: Rendered) -> None:
+def test_startup_resources_are_what_the_agent_reads(rendered: Rendered, tmp_path: Path) -> None:
+    """The ConfigMap's startup_resources.yaml, read by the agent's own reader (which
+    validates every document, names and pool overlaps), holds exactly the values' objects."""
     merged = _merged(rendered.values, chart_defaults())
-    want = ([("IPPool", p["name"]) for p in merged["ipPools"]]
-            + ([("BGPConfiguration", "default")] if merged["bgpConfiguration"] else [])
-            + [("BGPPeer", p["name"]) for p in merged["bgpPeers"]])
-    text = startup_documents(rendered.objects)
-    if not want:
-        assert text.strip() == b""
-        return
-    docs = decode_documents(text, "startup_resources.yaml")
-    resources = [parse_document(d) for d in docs if d is not None]
-    assert [(r.kind, r.metadata.name) for r in resources] == want
-    for resource, doc in zip(resources, [d for d in docs if d is not None], strict=True):
+    want = ([("IPPool", p["name"], p["spec"]) for p in merged["ipPools"]]
+            + ([("BGPConfiguration", "default", merged["bgpConfiguration"])]
+               if merged["bgpConfiguration"] else [])
+            + [("BGPPeer", p["name"], p["spec"]) for p in merged["bgpPeers"]])
+    path = tmp_path / "startup_resources.yaml"
+    path.write_bytes(startup_documents(rendered.objects))
+    resources = load_startup_resources(str(path))
+    assert [(r.kind, r.metadata.name) for r in resources] == [(k, n) for k, n, _ in want]
+    for resource, (_, _, spec) in zip(resources, want, strict=True):
         assert resource.apiVersion == "projectcalico.org/v3"
-        # Nothing the values said was dropped on the way (parse_document keeps all it knows).
-        assert resource.model_dump(mode="json", exclude_none=True)["spec"].items() >= \
-            doc["spec"].items(), dump(doc)
+        # Nothing the values said was dropped on the way.
+        stored = resource.model_dump(mode="json", exclude_none=True)["spec"]
+        assert stored.items() >= spec.items(), dump(stored)
 
 
 def test_conflist_is_what_the_plugin_accepts(rendered: Rendered) -> None:
@@ -147,12 +146,7 @@ def test_host_paths_come_from_values(rendered: Rendered) -> None:
 
 
 def test_every_environment_variable_is_read_by_its_program(rendered: Rendered) -> None:
-    unknown = unknown_env(rendered.objects)
-    # TORTIE_STARTUP_RESOURCES is the start-up task's (docs/install.md, contracts of issue 16).
-    pending = [u for u in unknown if u.endswith(": TORTIE_STARTUP_RESOURCES")]
-    assert [u for u in unknown if u not in pending] == []
-    if pending:
-        pytest.xfail("the agent does not read TORTIE_STARTUP_RESOURCES yet: " + "; ".join(pending))
+    assert unknown_env(rendered.objects) == []
 
 
 def test_every_reference_resolves(rendered: Rendered) -> None:
