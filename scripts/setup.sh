@@ -94,3 +94,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     echo "$want" > "$stamp"
 fi
+
+# The pinned Helm 3 and Helm 4 for the chart's offline checks (tests/chart), into
+# .cache/tools/; nothing is fetched when they are there.
+.venv/bin/python scripts/fetch_helm.py >/dev/null
