@@ -254,8 +254,12 @@ def ensure(rebuild: bool = False, repo: Path = REPO, shim: Path = SHIM) -> Image
     """The image for the tree as it is now, built only if absent (or if `rebuild`)."""
     started = time.monotonic()
     podman = Podman()
+    p = plan(repo, shim)
+    # Look before taking the lock, so finding an image never waits for another
+    # checkout's build; look again under it, as that build may have been this one.
+    if not rebuild and _exists(podman, p.ref):
+        return ImageResult(p.ref, built=False, seconds=time.monotonic() - started)
     with _build_lock():
-        p = plan(repo, shim)
         if not rebuild and _exists(podman, p.ref):
             return ImageResult(p.ref, built=False, seconds=time.monotonic() - started)
         base_built = _ensure_base(podman, p)
