@@ -1,6 +1,6 @@
 """The tortie image, built (or found) through lab.image, and what is inside it.
 
-Builds the image when this tree's is absent (about 70 s with the base, 25 s without:
+Builds the image when this tree's is absent (about 60 s with the base, 28 s without:
 docs/image.md), then runs each program in a container with no network. The
 second `ensure()` must find the image under its content tag and build nothing.
 """
