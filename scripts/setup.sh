@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(etcd-server etcd-client iproute2 iptables ipset iputils-ping tcpdump bird2 frr
           openssl curl procps python3-venv kmod user-mode-linux
-          containernetworking-plugins podman runc busybox-static)
+          containernetworking-plugins podman runc busybox-static
+          catatonit mmdebstrap git)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
