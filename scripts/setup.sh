@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(etcd-server etcd-client iproute2 iptables ipset iputils-ping tcpdump bird2 frr
           openssl curl procps python3-venv kmod user-mode-linux
-          containernetworking-plugins podman runc busybox-static)
+          containernetworking-plugins podman runc busybox-static musl-tools file)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -94,3 +94,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     echo "$want" > "$stamp"
 fi
+
+# The host-side CNI plugin (shim/tortie-cni-shim.c), static: tests, the lab and the image
+# use build/tortie-cni-shim. Rebuilt only when its source changed.
+scripts/build-shim.sh >/dev/null
