@@ -182,7 +182,7 @@ def podman(cluster: Lab) -> Iterator:
     (state / "containers.conf").write_text(f"""[network]
 network_backend = "cni"
 network_config_dir = "{conf_dir}"
-cni_plugin_dirs = ["{lab_pods.bin_dir(lab)}", "{lab_pods.REFERENCE_PLUGINS}"]
+cni_plugin_dirs = ["{lab_pods.bin_dir(lab, "node1")}", "{lab_pods.REFERENCE_PLUGINS}"]
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
