@@ -18,7 +18,10 @@
  * The socket: the top-level key "cni_server_socket" of stdin (default below); "" is
  * refused (the shim has no in-process fallback). When the server cannot be reached or
  * the connection breaks, the shim prints a CNI error with code 11 ("try again later",
- * so the runtime retries) naming the socket, and exits 1. VERSION is forwarded too.
+ * so the runtime retries) naming the socket, and exits 1. VERSION is answered here:
+ * runtimes ask it with only {"cniVersion"} on stdin (podman validating a conflist, no
+ * socket named), and must get an answer before the DaemonSet runs. VERSION_RESULT is
+ * cni/spec.py's version_result(), byte for byte (tests/cni/test_install.py checks).
  * Timeouts: connecting and sending give up after 10 s (SO_SNDTIMEO); the reply has
  * none of its own (ADD may wait for policy): the runtime's deadline bounds it.
  */
@@ -40,6 +43,8 @@
 #define MAX_PART (16u << 20)
 #define MAX_ENV 4096u
 #define MAX_ENV_STRING (128u << 10)
+#define VERSION_RESULT \
+    "{\"cniVersion\": \"1.0.0\", \"supportedVersions\": [\"0.3.0\", \"0.3.1\", \"0.4.0\", \"1.0.0\"]}\n"
 
 extern char **environ;
 static char version[16] = "1.0.0"; /* the cniVersion errors are reported in */
@@ -170,6 +175,11 @@ int main(int argc, char **argv) {
     char chunk[65536], path[sizeof(((struct sockaddr_un *)0)->sun_path)], msg[512];
     ssize_t r;
     (void)argc;
+    const char *command = getenv("CNI_COMMAND");
+    if (command && !strcmp(command, "VERSION")) {
+        fputs(VERSION_RESULT, stdout);
+        return 0;
+    }
     while ((r = read(0, chunk, sizeof chunk)) != 0) {
         if (r < 0) { if (errno == EINTR) continue; return fail(5, "cannot read stdin", strerror(errno)); }
         if (in.len + (size_t)r > MAX_PART) return fail(5, "the network configuration on stdin is over 16 MiB", "");

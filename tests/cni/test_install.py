@@ -139,7 +139,8 @@ def test_installed_shim_without_server_says_so(tmp_path: Path, shim: Path) -> No
     conf = json.dumps({**conflist["plugins"][0], "name": conflist["name"],
                        "cniVersion": conflist["cniVersion"]})
     res = subprocess.run([str(tmp_path / "bin" / "tortie")], input=conf, capture_output=True,
-                         text=True, env={"CNI_COMMAND": "VERSION"})
+                         text=True, env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1",
+                                         "CNI_IFNAME": "eth0", "CNI_NETNS": "/proc/self/ns/net"})
     assert res.returncode == 1
     err = json.loads(res.stdout)
     assert err["code"] == 11 and err["cniVersion"] == "1.0.0"
@@ -151,3 +152,16 @@ def test_missing_shim_option_is_an_error_and_writes_nothing(tmp_path: Path) -> N
     assert res.returncode == 1
     assert f"--shim='{tmp_path / 'nope'}': no such file" in res.stderr
     assert not (tmp_path / "bin").exists() and not (tmp_path / "net.d").exists()
+
+
+def test_shim_answers_version_itself_as_the_plugin_does(tmp_path: Path, shim: Path) -> None:
+    """Runtimes ask VERSION with only the cniVersion on stdin (podman, when it validates a
+    conflist), before any server may run: the shim answers it, with the plugin's words."""
+    from cni.spec import version_result
+
+    assert run_install(tmp_path, "--shim", str(shim)).returncode == 0
+    for name in ("tortie", "tortie-ipam"):
+        res = subprocess.run([str(tmp_path / "bin" / name)], input='{"cniVersion": "0.4.0"}',
+                             text=True,
+                             capture_output=True, env={"CNI_COMMAND": "VERSION"})
+        assert (res.returncode, res.stdout) == (0, json.dumps(version_result()) + "\n"), name
