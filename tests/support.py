@@ -48,6 +48,7 @@ APT_PACKAGES = {
     "curl": "curl", "ping": "iputils-ping", "sysctl": "procps", "tcpdump": "tcpdump",
     "modprobe": "kmod", "busybox": "busybox-static", "podman": "podman",
     "mmdebstrap": "mmdebstrap", "git": "git", "runc": "runc",
+    "musl-gcc": "musl-tools", "file": "file", "chroot": "coreutils", "unshare": "util-linux",
 }
 
 T = TypeVar("T")

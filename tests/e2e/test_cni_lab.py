@@ -184,7 +184,7 @@ def podman(cluster: Lab) -> Iterator:
     lab = cluster
     network = lab_podman.Network(
         config_dir=lab_pods.conf_path(lab, "node1").parent,
-        plugin_dirs=(lab_pods.bin_dir(lab), Path(lab_pods.REFERENCE_PLUGINS)),
+        plugin_dirs=(lab_pods.bin_dir(lab, "node1"), Path(lab_pods.REFERENCE_PLUGINS)),
         conf_dir=lab_pods.node_dir(lab, "node1"))  # removed with the lab
     runner = lab_podman.Podman(netns=lab.netns_of("node1"), network=network)
     image = f"localhost/tortie-busybox:{lab.name}"
