@@ -332,6 +332,11 @@ SETTINGS: tuple[Setting, ...] = (
             "endpoint whose routes and policy are programmed (Felix's EndpointStatusPathPrefix); "
             "the CNI plugin's policy_setup_timeout_seconds waits for it. Created if missing.",
             _string),
+    Setting("TORTIE_STARTUP_RESOURCES", "startup_resources", "path", None, "(unset)",
+            "A multi-document YAML of projectcalico.org/v3 IPPool, BGPConfiguration and "
+            "BGPPeer objects (the chart's values) applied at every start before the default "
+            "pool: created when absent, updated only while unchanged since start-up wrote "
+            "them, otherwise left as they are (see Start-up resources).", _string),
     Setting("DISABLE_NODE_IP_CHECK", "disable_node_ip_check", "bool", False, "false",
             "Skip the check that no other Node uses this node's address.", parse_bool),
     Setting("CALICO_K8S_NODE_REF", "k8s_node_ref", "string", None, "(unset)",
@@ -402,6 +407,7 @@ class AgentConfig:
     mtu_file: str = "/var/lib/calico/mtu"
     run_dir: str = "/var/run/tortie"
     endpoint_status_path_prefix: str = "/var/run/calico"
+    startup_resources: str | None = None
     disable_node_ip_check: bool = False
     k8s_node_ref: str | None = None
     health_enabled: bool = False

@@ -12,7 +12,10 @@ any of them into one clear message and exit code 1:
      ├── AddressError                no usable address
      ├── NodeIPConflict              another Node has this node's address
      ├── NodeWriteError              the Node could not be written
-     └── TunnelAddressError          a tunnel address could not be allocated or released
+     ├── TunnelAddressError          a tunnel address could not be allocated or released
+     └── StartupResourcesError       TORTIE_STARTUP_RESOURCES is unreadable, invalid, or asks
+                                     for what the datastore cannot take (names file, document,
+                                     field and value)
 
 Datastore and IPAM failures that are not the operator's fault propagate as
 their own trees (datastore.errors; ipam.errors, wrapped in TunnelAddressError
@@ -73,7 +76,12 @@ class TunnelAddressError(StartupError):
     """A tunnel address could not be allocated or released."""
 
 
+class StartupResourcesError(StartupError):
+    """The start-up resources cannot be applied (found before their first write, but for a
+    race lost to another writer midway)."""
+
+
 __all__ = [
     "AddressError", "AutodetectError", "ConfigError", "NodeIPConflict", "NodeNameError",
-    "NodeWriteError", "StartupError", "TunnelAddressError",
+    "NodeWriteError", "StartupError", "StartupResourcesError", "TunnelAddressError",
 ]

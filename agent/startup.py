@@ -14,13 +14,18 @@ Owns the start-up sequence of node/pkg/lifecycle/startup/startup.go `Run()`:
      swapped addresses cannot deadlock each other (Calico PR #1589);
   5. write the Node (create-if-absent, or compare-and-swap on its
      resourceVersion, re-read and re-applied on conflict) only if it differs;
-  6. create the default BGPConfiguration (empty spec) and IPAMConfiguration
+  6. the start-up resources (TORTIE_STARTUP_RESOURCES, agent.startup_resources):
+     read and validated before step 2, applied here, before the defaults, so that
+     pools given there mean no default pool (as any existing pool does for
+     calico-node) and a BGPConfiguration `default` given there is created with
+     its values rather than empty;
+  7. create the default BGPConfiguration (empty spec) and IPAMConfiguration
      when missing, and the default IPv4 pool (ipam.pools.ensure_default_pool);
-  7. tunnel addresses (agent.tunnel_addresses): for IPIP and VXLAN, an address
+  8. tunnel addresses (agent.tunnel_addresses): for IPIP and VXLAN, an address
      from the IPAM when an enabled pool that allows Tunnel use, selects this
      node and has that encapsulation needs one; released (by handle) and
      cleared when none does; VXLAN also gets the node's VTEP MAC;
-  8. remember the node name in the node-name file.
+  9. remember the node name in the node-name file.
 
 Invariants:
   * A restart with nothing changed writes nothing: every write is preceded by a
@@ -54,7 +59,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from datastore.errors import ResourceAlreadyExists, ValidationError
 from datastore.resources import BGPConfiguration, IPAMConfiguration, IPPool, Node, ObjectMeta
@@ -79,6 +84,7 @@ from .config import AgentConfig
 from .errors import AddressError, AutodetectError, NodeIPConflict, NodeNameError, StartupError
 from .node_write import build_node, node_document, set_field, write_node
 from .nodename import determine_node_name, write_nodename_file
+from .startup_resources import apply_startup_resources, load_startup_resources, summary
 from .tunnel_addresses import TunnelAddresses, TunnelAllocator, reconcile_tunnel_addresses
 
 _log = logging.getLogger(__name__)
@@ -102,6 +108,8 @@ class StartupResult:
     tunnels_written: bool
     default_pool: IPPool | None        # the pool this start created, if any
     warnings: tuple[str, ...] = ()
+    # (kind, name) -> created | updated | unchanged | kept, per start-up resource
+    startup_resources: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -372,6 +380,9 @@ def run_startup(store: ResourceStore, config: AgentConfig,
                                             gethostname)
     _validate_name(name, name_source)
     _log.info("Starting node %s (name from %s)", name, name_source)
+    # Read and validated before the first write: a bad file changes nothing.
+    resources_path = config.startup_resources
+    resources = load_startup_resources(resources_path) if resources_path else []
 
     ifaces = list(interfaces) if interfaces is not None else list_interfaces(netns)
     existing = store.find(Node, name)
@@ -398,6 +409,9 @@ def run_startup(store: ResourceStore, config: AgentConfig,
     node, node_written = write_node(store, name,
                                     lambda cur: _apply_plan(cur, name, config, plan))
 
+    outcomes = apply_startup_resources(store, resources, resources_path) if resources_path else {}
+    if resources_path:
+        _log.info("start-up resources %s: %s", resources_path, summary(outcomes))
     ensure_default_config(store)
     host_addresses = [str(a) for i in ifaces for a in i.addresses if a.version == 4]
     try:
@@ -413,7 +427,8 @@ def run_startup(store: ResourceStore, config: AgentConfig,
         node=node, nodename=name, nodename_source=name_source,
         detected=plan.detected4 if plan else None, detected6=plan.detected6 if plan else None,
         node_written=node_written, tunnels=tunnels, tunnels_written=tunnels_written,
-        default_pool=default_pool, warnings=plan.warnings if plan else ())
+        default_pool=default_pool, warnings=plan.warnings if plan else (),
+        startup_resources=outcomes)
 
 
 def redetect(store: ResourceStore, config: AgentConfig, nodename: str, *,

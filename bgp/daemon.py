@@ -138,6 +138,7 @@ class BGPDaemon:
         self._status_doc: dict[str, Any] = {}
         self._status_dirty = True
         self._status_written = -1e9
+        self._started = wall()  # readiness is stricter in the first moments (bgp.status)
         # The passwords the current plan was made with: (name, key) -> (ref, value).
         self._passwords: dict[tuple[str, str], tuple[SecretKeyRef, str | None]] = {}
 
@@ -168,6 +169,7 @@ class BGPDaemon:
             self._thread.join(timeout=15)
 
     def run(self) -> None:
+        self._started = self.wall()
         self.workdir.mkdir(parents=True, exist_ok=True)
         syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
         if self.control:
@@ -223,6 +225,7 @@ class BGPDaemon:
                     if status is SyncStatus.IN_SYNC and not self.in_sync:
                         _log.info("datastore in sync: configuring BGP")
                         self.in_sync = True
+                        self._status_dirty = True
                 case StopRequested():
                     pass  # self._stop is set: the loop ends after this batch
                 case _:
@@ -409,6 +412,7 @@ class BGPDaemon:
         if not self._status_dirty and now < self._status_written + STATUS_REFRESH:
             return
         doc = self.book.snapshot(self.nodename, self.wall())
+        doc.update(started=self._started, inSync=self.in_sync)
         with self._status_lock:
             self._status_doc = doc
         if now < self._status_written + STATUS_MIN_GAP and self._status_dirty:

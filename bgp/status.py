@@ -13,7 +13,9 @@ read `calicoctl node status` in it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from .types import NeighborTable, NodePlan, PeerNotification, PeerState
 
@@ -132,6 +134,52 @@ class PeerStatusBook:
             "asNumber": plan.local_as if plan else None,
             "peers": [asdict(r) for r in self.rows()],
         }
+
+
+# -- probes (tortie-bgp --live / --ready) ---------------------------------------------------
+
+# calico-node's -threshold-time default: within this long of the start every peer must
+# be Established for readiness, afterwards one is enough.
+READY_THRESHOLD = 30.0
+# The loop rewrites its status document at least every 10 s (bgp.daemon STATUS_REFRESH);
+# one this old means the loop is stuck while the control socket still answers.
+LIVE_MAX_AGE = 60.0
+
+
+def liveness(doc: Mapping[str, Any], now: float, max_age: float = LIVE_MAX_AGE
+             ) -> tuple[bool, str]:
+    """Live: the daemon answered (the caller got `doc`) and its loop keeps its status fresh.
+    Pure; `now` is wall-clock time."""
+    if "time" not in doc:
+        return True, "tortie-bgp is live: starting"
+    age = now - float(doc["time"])
+    if age > max_age:
+        return False, (f"tortie-bgp is not live: its loop last refreshed its status "
+                       f"{age:.0f}s ago")
+    return True, f"tortie-bgp is live: BGP speaker {doc.get('speaker', 'stopped')}"
+
+
+def readiness(doc: Mapping[str, Any], now: float, threshold: float = READY_THRESHOLD
+              ) -> tuple[bool, str]:
+    """calico-node's -bird-ready (node/pkg/health/health.go checkBIRDReady), on the status
+    document. Pure; `now` is wall-clock time.
+
+    No peers: ready. Within `threshold` of the daemon's start: ready only when every
+    peer is Established (so a rolling update waits for BGP to be back). Afterwards: ready
+    when at least one is (so a mesh does not turn unready when some nodes go down).
+    Not ready names the peers that are not Established."""
+    if not doc.get("inSync"):
+        return False, "tortie-bgp is not ready: waiting for the datastore to be in sync"
+    peers = list(doc.get("peers") or [])
+    if not peers:
+        return True, "tortie-bgp is ready: no BGP peers configured"
+    down = [p["address"] for p in peers if p.get("state") != "up"]
+    up = len(peers) - len(down)
+    young = now - float(doc.get("started", 0)) < threshold
+    if (down and young) or not up:
+        why = "" if doc.get("speaker") == "running" else " (BGP speaker not running)"
+        return False, f"tortie-bgp is not ready: BGP not established with {','.join(down)}{why}"
+    return True, f"tortie-bgp is ready: {up} of {len(peers)} BGP sessions established"
 
 
 def _ip_key(ip: str) -> tuple[int, ...]:
