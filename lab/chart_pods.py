@@ -9,8 +9,8 @@ for these changes, each because podman 4.3 or the lab differs from a kubelet:
 
 1. Kind: the DaemonSet's `spec.template` becomes a `v1` Pod (podman plays Pods and
    Deployments, not DaemonSets). Its name is the node's pod name (`<lab>-<node>`), its
-   labels are the template's plus the lab's (`tortie.lab=<lab>`, `tortie.lab-node=<node>`),
-   by which `tortie-lab down` finds it. The DaemonSet's own fields (selector,
+   labels are the template's plus the lab's (`lab_labels`: lab.chart gives
+   `tortie.lab=<lab>`), by which `tortie-lab down` finds it. The DaemonSet's own fields (selector,
    updateStrategy) have no Pod equivalent; the lab's rolling update does their job.
 2. `fieldRef` env values are resolved, as the kubelet resolves them: `spec.nodeName` is
    the lab node's name, `metadata.name`/`metadata.namespace` the pod's,
@@ -32,6 +32,15 @@ for these changes, each because podman 4.3 or the lab differs from a kubelet:
    first form) and secret volumes `<pod>-<name>-files` (the second, values decoded).
 6. Secret volumes get `optional: false` when the chart left `optional` unset: podman
    4.3 dereferences it unchecked and panics (VolumeFromSecret, nil pointer).
+7. `restartPolicy` is `OnFailure` (a DaemonSet's pods have `Always`): podman 4.3 gives
+   the init containers the pod's restart policy too, so under `Always` install-cni
+   restarts each time it succeeds, never counts as done, and `kube play` fails removing
+   it ("cannot remove container ... as it is running"). The long-running containers
+   still restart when they fail; they do not exit successfully on their own.
+8. Pod annotations longer than 63 characters are dropped: podman 4.3 holds annotation
+   values to the label limit and refuses the pod ("value length exceeds Kubernetetes
+   max 63"). The chart's `checksum/config` (a sha256) is one; it exists to roll the
+   pods when the ConfigMap changes, which the lab's rolling update does explicitly.
 
 Kept as rendered and worth knowing: podman 4.3 ignores readinessProbe, and turns a
 livenessProbe into a healthcheck it can only run on a systemd timer (none here), so
@@ -53,10 +62,10 @@ from typing import Any
 
 import yaml
 
-LAB_LABEL = "tortie.lab"  # = lab.podman.LAB_LABEL: `tortie-lab down` removes by it
-NODE_LABEL = "tortie.lab-node"
 PULL_POLICY = "Never"
+RESTART_POLICY = "OnFailure"
 FILES_SUFFIX = "-files"
+MAX_ANNOTATION = 63  # podman 4.3 refuses longer annotation values
 
 Obj = dict[str, Any]
 
@@ -111,8 +120,9 @@ def load_objects(text: str) -> list[Obj]:
     return [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d]
 
 
-def node_pod(objects: Iterable[Mapping[str, Any]], node: str, *, lab: str, pod_name: str,
-             host_ip: str | None = None, daemonset: str = "tortie-node") -> NodePod:
+def node_pod(objects: Iterable[Mapping[str, Any]], node: str, *, pod_name: str,
+             lab_labels: Mapping[str, str], host_ip: str | None = None,
+             daemonset: str = "tortie-node") -> NodePod:
     """Node `node`'s pod of DaemonSet `daemonset` among `objects` (see the module docstring)."""
     objs = [dict(o) for o in objects]
     ds = _find(objs, "DaemonSet", daemonset)
@@ -190,10 +200,13 @@ def node_pod(objects: Iterable[Mapping[str, Any]], node: str, *, lab: str, pod_n
             file_secrets.add(name)
             ref["secretName"] = renamed(name) + FILES_SUFFIX
 
-    labels = {**(meta.get("labels") or {}), LAB_LABEL: lab, NODE_LABEL: node}
+    spec["restartPolicy"] = RESTART_POLICY
+    labels = {**(meta.get("labels") or {}), **lab_labels}
     pod_meta: Obj = {"name": pod_name, "namespace": namespace, "labels": labels}
-    if meta.get("annotations"):
-        pod_meta["annotations"] = dict(meta["annotations"])
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if len(str(v)) <= MAX_ANNOTATION}
+    if annotations:
+        pod_meta["annotations"] = annotations
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
     maps = tuple(_renamed_object(config_maps[n], renamed(n)) for n in sorted(used_maps)
                  if n in config_maps)

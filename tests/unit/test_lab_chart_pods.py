@@ -48,7 +48,7 @@ spec:
   template:
     metadata:
       labels: {k8s-app: tortie-node}
-      annotations: {checksum/config: abc123}
+      annotations: {checksum/config: 5cb7e1c2ecb0481edbf12d0de81b3c371c730001714bcd320dadc27cfd93011a, kept: short}
     spec:
       hostNetwork: true
       dnsPolicy: ClusterFirstWithHostNet
@@ -91,9 +91,11 @@ spec:
       - {name: etcd-certs, secret: {secretName: tortie-etcd-secrets, defaultMode: 256}}
 """
 
+LABELS = {"tortie.lab": "t"}
+
 
 def play(**kwargs: Any) -> NodePod:
-    args = {"lab": "t", "pod_name": "t-node1", "host_ip": "10.9.1.11"} | kwargs
+    args = {"lab_labels": LABELS, "pod_name": "t-node1", "host_ip": "10.9.1.11"} | kwargs
     return node_pod(load_objects(RENDERED), "node1", **args)
 
 
@@ -107,8 +109,8 @@ def test_the_template_becomes_a_pod_named_and_labelled_for_the_node() -> None:
     assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
     assert pod["metadata"] == {
         "name": "t-node1", "namespace": "kube-system",
-        "labels": {"k8s-app": "tortie-node", "tortie.lab": "t", "tortie.lab-node": "node1"},
-        "annotations": {"checksum/config": "abc123"}}
+        "labels": {"k8s-app": "tortie-node", "tortie.lab": "t"},
+        "annotations": {"kept": "short"}}  # checksum/config (64 characters) dropped
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["install-cni"]
     assert play().container_names() == ["t-node1-tortie-node", "t-node1-tortie-cni-server"]
 
@@ -116,6 +118,7 @@ def test_the_template_becomes_a_pod_named_and_labelled_for_the_node() -> None:
 def test_only_the_listed_changes_are_made() -> None:
     """Undo the documented changes on the Pod's spec: what is left is the template's spec."""
     spec = play().pod["spec"]
+    assert spec.pop("restartPolicy") == "OnFailure"
     for c in [*spec["initContainers"], *spec["containers"]]:
         assert c.pop("imagePullPolicy") == "Never"
     want = template_spec()
@@ -158,7 +161,7 @@ def test_config_maps_are_the_used_ones_renamed_per_pod() -> None:
     assert [d["kind"] for d in docs] == ["ConfigMap", "Pod"]
     assert docs[1] == node.pod
     assert node.volume_names() == ["t-node1-tortie-config", "t-node1-tortie-etcd-secrets-files"]
-    other = node_pod(load_objects(RENDERED), "node2", lab="t", pod_name="t-node2",
+    other = node_pod(load_objects(RENDERED), "node2", lab_labels=LABELS, pod_name="t-node2",
                      host_ip="10.9.2.11")
     assert other.config_maps[0]["metadata"]["name"] == "t-node2-tortie-config"
 
@@ -178,10 +181,10 @@ def test_an_extra_secret_object_satisfies_a_reference_the_chart_does_not_render(
     objs = [o for o in load_objects(RENDERED) if o["kind"] != "Secret"]
     with pytest.raises(ChartPodError, match="container tortie-node: env ETCD_KEY: Secret "
                                             "'tortie-etcd-secrets' is neither rendered"):
-        node_pod(objs, "node1", lab="t", pod_name="t-node1", host_ip="10.9.1.11")
+        node_pod(objs, "node1", lab_labels=LABELS, pod_name="t-node1", host_ip="10.9.1.11")
     extra = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tortie-etcd-secrets"},
              "stringData": {"etcd-key": "k"}}
-    node = node_pod([*objs, extra], "node1", lab="t", pod_name="t-node1", host_ip="10.9.1.11")
+    node = node_pod([*objs, extra], "node1", lab_labels=LABELS, pod_name="t-node1", host_ip="10.9.1.11")
     assert len(node.secrets) == 2
 
 
@@ -191,7 +194,7 @@ def test_an_optional_missing_reference_is_kept_without_an_object() -> None:
     ds["spec"]["template"]["spec"]["containers"][1]["env"] = [
         {"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k",
                                                       "optional": True}}}]
-    node = node_pod(objs, "node1", lab="t", pod_name="p", host_ip="10.9.1.11")
+    node = node_pod(objs, "node1", lab_labels=LABELS, pod_name="p", host_ip="10.9.1.11")
     ref = node.pod["spec"]["containers"][1]["env"][0]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "p-absent", "key": "k", "optional": True}
     assert "absent" not in {s.source for s in node.secrets}
@@ -199,15 +202,15 @@ def test_an_optional_missing_reference_is_kept_without_an_object() -> None:
 
 def test_bad_input_is_named() -> None:
     with pytest.raises(ChartPodError, match=r"no DaemonSet named 'calico-node' .*DaemonSet/tortie-node"):
-        node_pod(load_objects(RENDERED), "node1", lab="t", pod_name="p", daemonset="calico-node")
+        node_pod(load_objects(RENDERED), "node1", lab_labels=LABELS, pod_name="p", daemonset="calico-node")
     with pytest.raises(ChartPodError, match=r"env POD_IP: fieldRef fieldPath 'status.podIP' has "
                                             r"no value in the lab"):
-        node_pod(load_objects(RENDERED), "node1", lab="t", pod_name="p")  # no host_ip
+        node_pod(load_objects(RENDERED), "node1", lab_labels=LABELS, pod_name="p")  # no host_ip
     objs = load_objects(RENDERED)
     next(o for o in objs if o["kind"] == "Secret")["data"]["etcd-key"] = "not base64!"
     with pytest.raises(ChartPodError, match="Secret tortie-etcd-secrets: data.etcd-key is not base64"):
-        node_pod(objs, "node1", lab="t", pod_name="p", host_ip="10.9.1.11")
+        node_pod(objs, "node1", lab_labels=LABELS, pod_name="p", host_ip="10.9.1.11")
     objs = load_objects(RENDERED)
     next(o for o in objs if o["kind"] == "Secret")["data"]["etcd-key"] = "//79"  # 0xff 0xfe 0xfd
     with pytest.raises(ChartPodError, match="data.etcd-key is not text"):
-        node_pod(objs, "node1", lab="t", pod_name="p", host_ip="10.9.1.11")
+        node_pod(objs, "node1", lab_labels=LABELS, pod_name="p", host_ip="10.9.1.11")
