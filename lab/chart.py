@@ -12,10 +12,11 @@ Invariants:
 * Every host path of a node lives under `<state>/chart/<node>/` (the chart's
   `hostPaths` values), so the nodes of one machine never share a file; the node's
   rendered values, chart and played YAML are kept there too for reading.
-* Everything made in podman's storage carries the lab's name: pods and secrets the
-  label `tortie.lab=<lab>`, named volumes (podman names them after the ConfigMap or
-  Secret, which lab.chart_pods prefixes with `<lab>-<node>-`) the name. Removal goes by
-  those and nothing else.
+* Everything made in podman's storage carries the lab's name: pods and their
+  containers the label `tortie.lab=<lab>`, secrets and named volumes (podman names
+  the latter after the ConfigMap or Secret) the name prefix `<lab>-<node>-` that
+  lab.chart_pods gives them. Removal goes by those and nothing else (lab names hold
+  no dash, so one lab's prefix is never another's).
 * A node's pod is played only after its previous one, its secrets and volumes are
   gone: a replaced pod never sees a stale ConfigMap or Secret.
 * podman 4.3 runs no probes here (readiness is ignored, liveness needs systemd
@@ -196,18 +197,29 @@ def remove_node_pod(lab: Lab, node: str, node_pod: chart_pods.NodePod | None = N
     if had:
         podman.run("pod", "stop", "--time", str(grace), name, timeout=grace + 60)
         podman.run("pod", "rm", "--force", name)
-    prefix = f"{name}-"
-    for secret in _names(podman, "secret", "ls", "--filter", f"name={prefix}"):
-        if secret.startswith(prefix):
-            podman.run("secret", "rm", secret)
-    volumes = [v for v in _names(podman, "volume", "ls") if v.startswith(prefix)]
-    if volumes:
-        podman.run("volume", "rm", "--force", *volumes)
+    _remove_named(podman, f"{name}-")
     return had
 
 
 def _names(podman: Podman, *listing: str) -> list[str]:
     return podman.run(*listing, "--format", "{{.Name}}").stdout.split()
+
+
+def _named(podman: Podman, prefix: str) -> tuple[list[str], list[str]]:
+    """The secrets and volumes whose names start with `prefix` (podman 4.3 cannot filter
+    secrets by label, and names volumes after their ConfigMap or Secret)."""
+    secrets = [s for s in _names(podman, "secret", "ls") if s.startswith(prefix)]
+    volumes = [v for v in _names(podman, "volume", "ls") if v.startswith(prefix)]
+    return secrets, volumes
+
+
+def _remove_named(podman: Podman, prefix: str) -> tuple[list[str], list[str]]:
+    secrets, volumes = _named(podman, prefix)
+    if secrets:
+        podman.run("secret", "rm", *secrets)
+    if volumes:
+        podman.run("volume", "rm", "--force", *volumes)
+    return secrets, volumes
 
 
 def containers(lab: Lab, node: str) -> list[dict[str, Any]]:
@@ -284,13 +296,7 @@ def remove_chart_objects(lab_name: str) -> list[str]:
         return []
     removed = [f"{podman.remove_lab_objects(lab_name)} pod(s) and container(s)"]
     p = Podman()
-    secrets = _names(p, "secret", "ls", "--filter", f"label={LAB_LABEL}={lab_name}")
-    if secrets:
-        p.run("secret", "rm", *secrets)
-    prefix = f"{lab_name}-"
-    volumes = [v for v in _names(p, "volume", "ls") if v.startswith(prefix)]
-    if volumes:
-        p.run("volume", "rm", "--force", *volumes)
+    secrets, volumes = _remove_named(p, f"{lab_name}-")
     # Only dangling images of tortie's builds (lab.image's stages, untagged older builds):
     # tagged images stay for the next lab, and image.prune's other rules are its own.
     images = p.run("image", "prune", "--force", "--filter", f"label={podman.BUILD_LABEL}=1"
@@ -298,3 +304,19 @@ def remove_chart_objects(lab_name: str) -> list[str]:
     removed += [f"secret {s}" for s in secrets] + [f"volume {v}" for v in volumes]
     removed += [f"image {i}" for i in images]
     return removed
+
+
+def find_chart_leftovers(lab_name: str) -> list[str]:
+    """What lab `lab_name` still has in podman's storage (pods, containers, secrets by
+    label, volumes by name), one line each; [] when it has nothing there."""
+    from lab import podman
+
+    if not podman.storage_exists():
+        return []
+    p = Podman()
+    selector = f"label={LAB_LABEL}={lab_name}"
+    found = [f"pod {n}" for n in _names(p, "pod", "ps", "--filter", selector)]
+    found += [f"container {n}" for n in p.run("ps", "--all", "--filter", selector, "--format",
+                                               "{{.Names}}").stdout.split()]
+    secrets, volumes = _named(p, f"{lab_name}-")
+    return found + [f"secret {n}" for n in secrets] + [f"volume {n}" for n in volumes]

@@ -3,7 +3,9 @@
 Steps, each printed as it runs: lab up; the image (built only when absent); the chart
 rendered per node and each node's pod played with podman in the node's namespace
 (install-cni first, then the agent, the BGP sidecar and the CNI server); readiness by
-the chart's probes; BGP sessions Established on every node; 2 pods per node made through
+the chart's probes; BGP sessions Established on every node, with a TCP-MD5 mesh password
+from a Secret the lab gives the chart (as `kubectl create secret` would) that reaches
+the BGP sidecar as a secret volume; 2 pods per node made through
 the conflist and plugins install-cni put in the node's host paths (tortie, then
 portmap and bandwidth, by the lab's libcni-like runtime); a full ping matrix. Then a
 rolling update: the values change (the agent's log level), and node by node the pod is
@@ -19,6 +21,7 @@ storage) is torn down at the end and on any failure, unless `keep` is set.
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 import subprocess
 import time
@@ -37,6 +40,7 @@ from lab.errors import LabError
 
 PROBE_INTERVAL = 0.1  # 10 probes a second per pair
 SETTLE = 2.0  # seconds of probing after a replaced pod is ready, before counting
+MESH_SECRET = "bgp-mesh"  # the Secret holding the node-to-node mesh's TCP-MD5 password
 _PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 
@@ -61,24 +65,69 @@ class ChartDemo:
     deploy_seconds: float = 0.0  # render + play on every node until all are ready
     ready_seconds: dict[str, float] = field(default_factory=dict)
     sessions_established: bool = False
+    mesh_password_in_pod: dict[str, bool] = field(default_factory=dict)  # node -> seen
+    md5_sessions: dict[str, bool] = field(default_factory=dict)  # node -> ExaBGP uses it
     matrix_ok: int = 0
     matrix_total: int = 0
     pods: list[pods.PodInfo] = field(default_factory=list)
     replacements: list[Replacement] = field(default_factory=list)
     new_values_seen: dict[str, str] = field(default_factory=dict)  # node -> the agent's level
     matrix_after_ok: int = 0
+    new_log_severity: str = ""
+
+    def shortfalls(self) -> list[str]:
+        """What the run did not prove, one line each; [] when it proved everything."""
+        out = []
+        if not self.sessions_established:
+            out.append("BGP sessions not all Established")
+        out += [f"{n}: mesh password not read from the Secret"
+                for n, ok in self.mesh_password_in_pod.items() if not ok]
+        out += [f"{n}: ExaBGP not using the mesh password" for n, ok in self.md5_sessions.items()
+                if not ok]
+        if self.matrix_ok != self.matrix_total or not self.matrix_total:
+            out.append(f"ping matrix {self.matrix_ok}/{self.matrix_total}")
+        out += [f"{r.node}: {r.lost} of {r.sent} probes lost during its replacement"
+                for r in self.replacements if r.lost or not r.sent]
+        out += [f"{n}: agent runs with log level {v!r}, not {self.new_log_severity!r}"
+                for n, v in self.new_values_seen.items() if v != self.new_log_severity]
+        if self.matrix_after_ok != self.matrix_total:
+            out.append(f"ping matrix after the update {self.matrix_after_ok}/{self.matrix_total}")
+        return out
 
 
 def demo_values(log_severity: str = "Info") -> dict[str, Any]:
-    """The chart values the demo sets on every node: BGP over ExaBGP, the demo's pool as a
-    start-up resource, the agent's log level. Pure."""
+    """The chart values the demo sets on every node: BGP over ExaBGP with the mesh password
+    from Secret MESH_SECRET, the demo's pool as a start-up resource, the agent's log
+    level. Pure."""
     pool = yaml.safe_load(EXAMPLE_POOL)
     return {
         "backend": "bird",
         "defaultIPv4Pool": {"disabled": True},
         "ipPools": [{"name": pool["metadata"]["name"], "spec": pool["spec"]}],
+        "bgpConfiguration": {"nodeToNodeMeshEnabled": True, "nodeMeshPassword": {
+            "secretKeyRef": {"name": MESH_SECRET, "key": "password"}}},
+        "bgpPasswordSecrets": [MESH_SECRET],
         "node": {"logSeverity": log_severity},
     }
+
+
+def mesh_secret(password: str) -> dict[str, Any]:
+    """The Secret an operator would create for the mesh password (kubectl create secret
+    generic bgp-mesh --from-literal=password=...). Pure."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": MESH_SECRET, "namespace": chart.NAMESPACE},
+            "stringData": {"password": password}}
+
+
+def check_mesh_password(lab: Lab, node: str, password: str) -> tuple[bool, bool]:
+    """(the BGP sidecar reads `password` from its secret volume, ExaBGP's configuration
+    sets it on the sessions)."""
+    path = f"/etc/tortie/bgp-secrets/{MESH_SECRET}/password"
+    seen = chart.podman_for(lab, node).run("exec", f"{chart.pod_name(lab, node)}-tortie-bgp",
+                                           "cat", path, check=False).stdout
+    configs = list(chart.host_path(lab, node, "varRunTortie").glob("bgp/*/exabgp.conf"))
+    md5 = bool(configs) and all("md5-password" in c.read_text() for c in configs)
+    return seen == password, md5
 
 
 class Prober:
@@ -112,14 +161,14 @@ class Prober:
         return sent, received
 
 
-def deploy(lab: Lab, values: Mapping[str, Any], helm: str, image: str,
-           result: ChartDemo) -> dict[str, NodePod]:
+def deploy(lab: Lab, values: Mapping[str, Any], helm: str, image: str, result: ChartDemo,
+           extra_objects: Sequence[Mapping[str, Any]] = ()) -> dict[str, NodePod]:
     """Render and play every node's pod, then wait until all are ready."""
     lab_chart = chart.LabChart(image, values)
     started = time.monotonic()
     node_pods = {}
     for n in lab.nodes:
-        node_pods[n.name] = chart.render_node(lab, n.name, lab_chart, helm)
+        node_pods[n.name] = chart.render_node(lab, n.name, lab_chart, helm, extra_objects)
         chart.play(lab, n.name, node_pods[n.name])
         click.echo(f"    {n.name}: pod {node_pods[n.name].name} played "
                    f"({', '.join(c.rsplit('-', 1)[-1] for c in node_pods[n.name].container_names())})")
@@ -131,13 +180,14 @@ def deploy(lab: Lab, values: Mapping[str, Any], helm: str, image: str,
 
 
 def rolling_update(lab: Lab, values: Mapping[str, Any], helm: str, image: str,
-                   all_pods: Sequence[pods.PodInfo], result: ChartDemo) -> None:
+                   all_pods: Sequence[pods.PodInfo], result: ChartDemo,
+                   extra_objects: Sequence[Mapping[str, Any]] = ()) -> None:
     """Node by node: re-render with `values`, replace the pod, wait until ready, while the
     pods of the other nodes probe each other."""
     lab_chart = chart.LabChart(image, values)
     for n in lab.nodes:
         others = [p for p in all_pods if p.node != n.name]
-        node_pod = chart.render_node(lab, n.name, lab_chart, helm)
+        node_pod = chart.render_node(lab, n.name, lab_chart, helm, extra_objects)
         prober = Prober(others)
         prober.start()
         started = time.monotonic()
@@ -160,7 +210,7 @@ def run_chart_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = Fal
                    new_log_severity: str = "Debug") -> ChartDemo:
     from lab.image import ensure_image
 
-    result = ChartDemo()
+    result = ChartDemo(new_log_severity=new_log_severity)
     lab = Lab(name, nodes=nodes, subnets=subnets)
     step(f"bringing up lab '{name}': {nodes} nodes across {subnets} subnets, etcd in its own "
          "namespace")
@@ -174,7 +224,9 @@ def run_chart_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = Fal
         helm = chart.helm_binary()
         step(f"rendering the chart per node ({helm} template) and playing each node's pod "
              "with podman kube play in the node's namespace")
-        node_pods = deploy(lab, demo_values(), helm, result.image, result)
+        extra = [mesh_secret(secrets.token_hex(12))]
+        password = extra[0]["stringData"]["password"]
+        node_pods = deploy(lab, demo_values(), helm, result.image, result, extra)
         click.echo(f"    all {len(node_pods)} pods ready {result.deploy_seconds:.1f}s after "
                    "the first render")
         step("waiting for the BGP sessions")
@@ -186,6 +238,12 @@ def run_chart_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = Fal
         else:
             result.sessions_established = True
         show_ctl(lab, ["node", "status"])
+        for n in lab.nodes:
+            seen, md5 = check_mesh_password(lab, n.name, password)
+            result.mesh_password_in_pod[n.name], result.md5_sessions[n.name] = seen, md5
+            click.echo(f"    {n.name}: mesh password from Secret {MESH_SECRET} "
+                       f"{'read' if seen else 'NOT read'} by the BGP sidecar, "
+                       f"{'set' if md5 else 'NOT set'} on its sessions (TCP-MD5)")
         step(f"creating {PODS_PER_NODE} pods per node through the conflist and plugins "
              "install-cni wrote")
         for n in lab.nodes:
@@ -205,7 +263,7 @@ def run_chart_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = Fal
         step(f"rolling update: node.logSeverity Info -> {new_log_severity}, one node at a "
              "time, the other nodes' pods probing each other at 10/s")
         rolling_update(lab, demo_values(new_log_severity), helm, result.image, result.pods,
-                       result)
+                       result, extra)
         lost = sum(r.lost for r in result.replacements)
         sent = sum(r.sent for r in result.replacements)
         click.echo(f"rolling update: {sent} probes, {lost} lost")
