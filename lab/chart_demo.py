@@ -50,6 +50,8 @@ class Replacement:
 
     node: str
     seconds: float  # from stopping the old pod to the new one ready
+    stop_seconds: float  # of which: the old pod stopped and removed
+    ready_seconds: float  # of which: from `kube play` returning to ready
     pairs: int
     sent: int
     received: int
@@ -191,16 +193,20 @@ def rolling_update(lab: Lab, values: Mapping[str, Any], helm: str, image: str,
         prober = Prober(others)
         prober.start()
         started = time.monotonic()
+        chart.remove_node_pod(lab, n.name)
+        stopped = time.monotonic() - started
         chart.play(lab, n.name, node_pod)
-        chart.wait_ready(lab, n.name, node_pod)
+        ready = chart.wait_ready(lab, n.name, node_pod)
         seconds = time.monotonic() - started
         time.sleep(SETTLE)  # the new pod's first seconds count too
         sent, received = prober.stop()
-        step_result = Replacement(n.name, seconds, len(prober.pairs), sent, received)
+        step_result = Replacement(n.name, seconds, stopped, ready, len(prober.pairs), sent,
+                                  received)
         result.replacements.append(step_result)
         level = chart.running_env(lab, n.name, "tortie-node").get("FELIX_LOGSEVERITYSCREEN", "")
         result.new_values_seen[n.name] = level
-        click.echo(f"    {n.name}: replaced in {seconds:.1f}s; agent runs with "
+        click.echo(f"    {n.name}: replaced in {seconds:.1f}s (stop {stopped:.1f}s, ready "
+                   f"{ready:.1f}s after play); agent runs with "
                    f"FELIX_LOGSEVERITYSCREEN={level}; probes between the other nodes' "
                    f"{len(others)} pods ({step_result.pairs} pairs at 10/s): "
                    f"{sent} sent, {step_result.lost} lost")
