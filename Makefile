@@ -1,5 +1,5 @@
 # The two commands of the README. Each does all set-up first (apt packages, .venv).
-.PHONY: demo test unit setup lint bench
+.PHONY: demo test unit setup lint bench image
 
 demo: setup
 	.venv/bin/tortie-lab demo
@@ -16,6 +16,11 @@ unit:
 
 setup:
 	@scripts/setup.sh
+
+# The container image localhost/tortie:<content tag>, built only when this tree's is absent
+# (docs/image.md). setup does not build it: the lab and the e2e tests build it on demand.
+image: setup
+	.venv/bin/python -m lab.image
 
 # mypy takes its files and settings from pyproject.toml ([tool.mypy]).
 lint: setup

@@ -3,12 +3,25 @@
 Owns the installation for a node (the Helm chart's init container, the lab,
 a hand install), calico/cni's install-cni in spirit and in its variables:
 
-  <bin dir>/tortie, <bin dir>/tortie-ipam   launchers of this Python environment's
-                                            plugins (default /opt/cni/bin);
-                                            `tortie` is the name runtimes look up
-                                            for `"type": "tortie"`
+  <bin dir>/tortie, <bin dir>/tortie-ipam   the static shim (shim/tortie-cni-shim.c),
+                                            one binary under both names, which hands
+                                            each call to the node's CNI server; or,
+                                            with --python, launchers of this Python
+                                            environment's plugins (default
+                                            /opt/cni/bin); `tortie` is the name
+                                            runtimes look up for `"type": "tortie"`
+  <bin dir>/portmap, bandwidth, ...         the chained plugins the conflist names,
+                                            copied from --plugins-src-dir when the bin
+                                            directory lacks them (the host's own are
+                                            never replaced), as calico's install-cni
+                                            ships them
   <conf dir>/<conf name>                    the conflist (default
                                             /etc/cni/net.d/10-tortie.conflist)
+
+Which plugin: the shim when one is found (--shim / TORTIE_CNI_SHIM, else
+`<sys.prefix>/libexec/tortie-cni-shim` as in the image, else the checkout's
+build/tortie-cni-shim), because the host may have no Python at all; the
+launchers when --python (or TORTIE_PYTHON) is given, or when no shim exists.
 
 The conflist is rendered from the built-in template (tortie, then portmap, and
 bandwidth if asked), or from a template given in CNI_NETWORK_CONFIG /
@@ -33,7 +46,7 @@ import site
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +60,8 @@ DEFAULT_CONF_NAME = "10-tortie.conflist"
 DEFAULT_NETWORK = "k8s-pod-network"
 # plugin file name -> module whose main() it runs
 PLUGINS = {"tortie": "cni.plugin", "tortie-ipam": "cni.ipam_plugin"}
+SHIM_NAME = "tortie-cni-shim"
+DEFAULT_PLUGINS_SRC_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 
 
 @dataclass(frozen=True)
@@ -157,20 +172,52 @@ def launcher(module: str, python: str) -> str:
             "main()\n")
 
 
-def _write_atomic(path: str, content: str, mode: int) -> bool:
+def shim_candidates(explicit: str = "") -> list[str]:
+    """Where to look for the shim, in order: the option, next to this interpreter's
+    environment (the image's /opt/tortie/libexec), the checkout's build/. Pure."""
+    if explicit:
+        return [explicit]
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(cni.__file__)))
+    return [os.path.join(sys.prefix, "libexec", SHIM_NAME),
+            os.path.join(checkout, "build", SHIM_NAME)]
+
+
+def choose_shim(explicit_shim: str, explicit_python: bool,
+                is_file: Callable[[str], bool] = os.path.isfile) -> str | None:
+    """The shim to install, or None for the Python launchers (see the module docstring).
+    A --shim that does not exist is an error, not a silent fall-back."""
+    if explicit_python and not explicit_shim:
+        return None
+    for path in shim_candidates(explicit_shim):
+        if is_file(path):
+            return path
+    if explicit_shim:
+        raise InstallError(f"--shim={explicit_shim!r}: no such file (build it with "
+                           "scripts/build-shim.sh)")
+    return None
+
+
+def chained_types(conflist: Mapping[str, Any]) -> list[str]:
+    """The plugin types the conflist chains after tortie (portmap, bandwidth, ...). Pure."""
+    return [str(p.get("type")) for p in conflist.get("plugins", ())[1:]
+            if isinstance(p, dict) and p.get("type")]
+
+
+def _write_atomic(path: str, content: str | bytes, mode: int) -> bool:
     """Write `content` to `path` via a temporary file + rename; False if already identical."""
+    data = content.encode() if isinstance(content, str) else content
     try:
-        with open(path) as f:
-            if f.read() == content and stat.S_IMODE(os.stat(path).st_mode) == mode:
+        with open(path, "rb") as f:
+            if f.read() == data and stat.S_IMODE(os.stat(path).st_mode) == mode:
                 return False
-    except (FileNotFoundError, UnicodeDecodeError, IsADirectoryError):
+    except (FileNotFoundError, IsADirectoryError):
         pass
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tortie-", dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -181,18 +228,39 @@ def _write_atomic(path: str, content: str, mode: int) -> bool:
 
 
 def install(bin_dir: str, conf_dir: str, conf_name: str, conflist: Mapping[str, Any],
-            python: str = sys.executable, skip_binaries: bool = False) -> list[str]:
-    """Install launchers and the conflist; returns the paths written (unchanged ones skipped)."""
-    written = []
+            python: str = sys.executable, skip_binaries: bool = False,
+            shim: str | None = None, plugins_src_dir: str = DEFAULT_PLUGINS_SRC_DIR,
+            ) -> tuple[list[str], list[str]]:
+    """Install the plugins (the shim under both names, or the launchers), the chained
+    plugins the bin directory lacks, and the conflist. Returns (paths written, warnings);
+    unchanged files are skipped."""
+    written, warnings = [], []
     if not skip_binaries:
+        shim_bytes = None
+        if shim is not None:
+            with open(shim, "rb") as f:
+                shim_bytes = f.read()
         for name, module in PLUGINS.items():
             path = os.path.join(bin_dir, name)
-            if _write_atomic(path, launcher(module, python), 0o755):
+            content = shim_bytes if shim_bytes is not None else launcher(module, python)
+            if _write_atomic(path, content, 0o755):
                 written.append(path)
+        for plugin_type in chained_types(conflist):
+            path = os.path.join(bin_dir, plugin_type)
+            if os.path.exists(path):
+                continue  # the host's own (or ours from before): never replaced
+            source = os.path.join(plugins_src_dir, plugin_type)
+            if not os.path.isfile(source):
+                warnings.append(f"the conflist chains {plugin_type}, which neither {bin_dir} "
+                                f"nor {plugins_src_dir} has: pods will fail until it exists")
+                continue
+            with open(source, "rb") as f:
+                if _write_atomic(path, f.read(), 0o755):
+                    written.append(path)
     path = os.path.join(conf_dir, conf_name)
     if _write_atomic(path, json.dumps(conflist, indent=2) + "\n", 0o644):
         written.append(path)
-    return written
+    return written, warnings
 
 
 def settings_from(opts: argparse.Namespace) -> Settings:
@@ -253,8 +321,17 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--template-file", default=e("CNI_NETWORK_CONFIG_FILE", ""),
                    help="[CNI_NETWORK_CONFIG_FILE] a conflist template with __PLACEHOLDERS__ "
                         "(CNI_NETWORK_CONFIG holds one inline)")
-    p.add_argument("--python", default=e("TORTIE_PYTHON", sys.executable),
-                   help="[TORTIE_PYTHON] interpreter the launchers run (this one by default)")
+    p.add_argument("--python", default=e("TORTIE_PYTHON", ""),
+                   help="[TORTIE_PYTHON] install Python launchers running this interpreter "
+                        "(which must exist on the host) instead of the shim")
+    p.add_argument("--shim", default=e("TORTIE_CNI_SHIM", ""),
+                   help="[TORTIE_CNI_SHIM] the static shim to install as tortie and "
+                        f"tortie-ipam (default: <sys.prefix>/libexec/{SHIM_NAME}, then the "
+                        f"checkout's build/{SHIM_NAME})")
+    p.add_argument("--plugins-src-dir", default=e("CNI_PLUGINS_SRC_DIR",
+                                                  DEFAULT_PLUGINS_SRC_DIR),
+                   help="[CNI_PLUGINS_SRC_DIR] where the chained plugins (portmap, bandwidth) "
+                        "are copied from when the bin directory lacks them")
     p.add_argument("--skip-binaries", action="store_true",
                    default=e("SKIP_CNI_BINARIES", "") == "true",
                    help="[SKIP_CNI_BINARIES=true] write only the conflist")
@@ -274,11 +351,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             except OSError as exc:
                 raise InstallError(f"cannot read {opts.template_file}: {exc}") from None
         conflist = render_template(template, settings) if template else render_conflist(settings)
-        written = install(opts.bin_dir, opts.conf_dir, opts.conf_name, conflist, opts.python,
-                          opts.skip_binaries)
+        shim = None if opts.skip_binaries else choose_shim(opts.shim, bool(opts.python))
+        if shim is None and not opts.skip_binaries and not opts.python:
+            print(f"tortie-install-cni: no {SHIM_NAME} found (looked in "
+                  f"{', '.join(shim_candidates())}): installing Python launchers of "
+                  f"{sys.executable}, which the host must have", file=sys.stderr)
+        written, warnings = install(opts.bin_dir, opts.conf_dir, opts.conf_name, conflist,
+                                    opts.python or sys.executable, opts.skip_binaries, shim,
+                                    opts.plugins_src_dir)
     except (InstallError, OSError) as exc:
         print(f"tortie-install-cni: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    for warning in warnings:
+        print(f"tortie-install-cni: warning: {warning}", file=sys.stderr)
+    if shim is not None:
+        print(f"tortie-install-cni: plugins tortie and tortie-ipam are the shim {shim}")
     for path in written:
         print(f"tortie-install-cni: wrote {path}")
     if not written:

@@ -25,14 +25,14 @@ from typing import Any
 from . import config
 from .errors import IncompatibleVersion, InvalidConfig
 from .ipam import TortieIpam, requested_ips
-from .lazy_backend import LazyBackend
+from .lazy_backend import LazyBackend, SharedBackend
 from .naming import identify
 from .skel import configure_logging, plugin_main
 from .spec import CniEnv, parse_cni_args, supports_check
 
 
-def _prepare(env: CniEnv, data: bytes, environ: Mapping[str, str]
-             ) -> tuple[config.NetConf, TortieIpam, LazyBackend]:
+def _prepare(env: CniEnv, data: bytes, environ: Mapping[str, str],
+             shared: SharedBackend | None = None) -> tuple[config.NetConf, TortieIpam, LazyBackend]:
     conf = config.parse(data)
     configure_logging(config.LOG_LEVELS[conf.log_level], conf.log_file_path)
     assert conf.ipam is not None
@@ -42,29 +42,32 @@ def _prepare(env: CniEnv, data: bytes, environ: Mapping[str, str]
     cni_args = parse_cni_args(env.args)
     workload = identify(conf.name, config.node_name(conf), env.container_id, env.ifname,
                         cni_args)
-    backend = LazyBackend(conf.etcd, environ, conf.server_socket)
+    backend = LazyBackend(conf.etcd, environ, conf.server_socket, shared)
     requested = requested_ips(cni_args, conf) if env.command == "ADD" else ()
     return conf, TortieIpam(backend, workload, conf.ipam, requested), backend
 
 
-def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, Any]:
-    conf, ipam, backend = _prepare(env, data, environ)
+def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str],
+            shared: SharedBackend | None = None) -> dict[str, Any]:
+    conf, ipam, backend = _prepare(env, data, environ, shared)
     try:
         return ipam.add().to_dict(conf.cni_version)
     finally:
         backend.close()
 
 
-def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
-    _, ipam, backend = _prepare(env, data, environ)
+def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str],
+            shared: SharedBackend | None = None) -> None:
+    _, ipam, backend = _prepare(env, data, environ, shared)
     try:
         ipam.delete()
     finally:
         backend.close()
 
 
-def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
-    conf, ipam, backend = _prepare(env, data, environ)
+def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str],
+            shared: SharedBackend | None = None) -> None:
+    conf, ipam, backend = _prepare(env, data, environ, shared)
     if not supports_check(conf.cni_version):
         raise IncompatibleVersion(f"CHECK is not defined for cniVersion {conf.cni_version}; "
                                   "it exists from 0.4.0")

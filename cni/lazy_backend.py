@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .backend import Backend, LocalBackend
 from .config import EtcdSettings
 
 _log = logging.getLogger(__name__)
+
+# The CNI server's warm backend, offered to the plugin it runs in-process (a shim call):
+# given the call's datastore settings, the server's own backend when they name the
+# datastore it serves, else None. A borrowed backend is never closed by the call.
+SharedBackend = Callable[[EtcdSettings, Mapping[str, str]], "Backend | None"]
 
 
 class LazyBackend:
@@ -29,13 +34,21 @@ class LazyBackend:
     against the same etcd.
     """
 
-    def __init__(self, etcd: EtcdSettings, environ: Mapping[str, str], socket_path: str = "") -> None:
+    def __init__(self, etcd: EtcdSettings, environ: Mapping[str, str], socket_path: str = "",
+                 shared: SharedBackend | None = None) -> None:
         self.etcd, self.environ, self.socket_path = etcd, environ, socket_path
+        self.shared = shared
         self._backend: Backend | None = None
+        self._borrowed = False
 
     def __call__(self) -> Backend:
         if self._backend is None:
-            if self.socket_path and os.path.exists(self.socket_path):
+            if self.shared is not None:
+                # Inside the CNI server: its backend, or (another datastore) our own; never
+                # the socket, which is this very server.
+                self._backend = self.shared(self.etcd, self.environ)
+                self._borrowed = self._backend is not None
+            elif self.socket_path and os.path.exists(self.socket_path):
                 # Here, not at the top, for start-up time: without a server socket
                 # the plugin never loads the client (~2.5 ms of import).
                 from .server import connect
@@ -51,6 +64,8 @@ class LazyBackend:
         return LocalBackend(self.etcd, self.environ)
 
     def close(self) -> None:
+        if self._borrowed:
+            self._backend, self._borrowed = None, False
         if self._backend is not None:
             try:
                 self._backend.close()

@@ -44,7 +44,7 @@ from .errors import (
     TryAgainLater,
 )
 from .ipam import Ipam, find_plugin, make_ipam, requested_ips
-from .lazy_backend import LazyBackend
+from .lazy_backend import LazyBackend, SharedBackend
 from .naming import GATEWAY, HOST_MAC, Workload, endpoint_document, identify
 from .skel import configure_logging, plugin_main
 from .spec import (
@@ -63,7 +63,8 @@ _log = logging.getLogger(__name__)
 class Invocation:
     """What every command needs: the parsed configuration, the workload, the backend."""
 
-    def __init__(self, env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
+    def __init__(self, env: CniEnv, data: bytes, environ: Mapping[str, str],
+                 shared: SharedBackend | None = None) -> None:
         self.env = env
         self.environ = environ
         self.conf = config.parse(data)
@@ -71,7 +72,7 @@ class Invocation:
         self.cni_args = parse_cni_args(env.args)
         if self.conf.ipam is not None and self.conf.ipam.type != config.TORTIE_IPAM:
             find_plugin(self.conf.ipam.type, env.path)  # an unknown IPAM type fails first
-        self.backend = LazyBackend(self.conf.etcd, environ, self.conf.server_socket)
+        self.backend = LazyBackend(self.conf.etcd, environ, self.conf.server_socket, shared)
 
     def workload(self) -> Workload:
         node = config.node_name(self.conf)
@@ -97,11 +98,12 @@ def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
     return failed
 
 
-def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, Any]:
-    inv = Invocation(env, data, environ)
+def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str],
+            shared: SharedBackend | None = None) -> dict[str, Any]:
+    inv = Invocation(env, data, environ, shared)
     conf = inv.conf
     w = inv.workload()
-    if not wiring.netns_exists(env.netns):
+    if not wiring.netns_exists(env.netns_path):
         raise ContainerUnknown(f"the container's network namespace {env.netns} does not exist")
     mtu, mtu_source = config.pod_mtu(conf)
     ipam = inv.ipam(w)
@@ -113,7 +115,7 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, A
         if not v4:
             raise NoAddresses(f"IPAM ({conf.ipam.type if conf.ipam else '?'}) returned no IPv4 "
                               f"address for {w.describe()}")
-        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns, mtu, w.container_mac, v4)
+        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns_path, mtu, w.container_mac, v4)
         undo.append((f"host interface {plan.host_ifname}",
                      lambda: wiring.remove_host_veth(plan.host_ifname)))
         wiring.wire(plan)
@@ -143,8 +145,9 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> dict[str, A
     return result.to_dict(conf.cni_version)
 
 
-def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
-    inv = Invocation(env, data, environ)
+def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str],
+            shared: SharedBackend | None = None) -> None:
+    inv = Invocation(env, data, environ, shared)
     errors: list[CniError] = []
     try:
         w = inv.workload()
@@ -164,7 +167,7 @@ def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
 
     try:
         if env.netns:
-            attempt(lambda: wiring.unwire(env.netns, env.ifname))
+            attempt(lambda: wiring.unwire(env.netns_path, env.ifname))
         if not errors:
             attempt(lambda: inv.backend().delete_endpoint(w.namespace, w.endpoint_name,
                                                           w.container_id))
@@ -176,8 +179,9 @@ def cmd_del(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
     _log.info("%s: deleted", w.describe())
 
 
-def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
-    inv = Invocation(env, data, environ)
+def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str],
+            shared: SharedBackend | None = None) -> None:
+    inv = Invocation(env, data, environ, shared)
     conf = inv.conf
     if not supports_check(conf.cni_version):
         raise IncompatibleVersion(f"CHECK is not defined for cniVersion {conf.cni_version}; "
@@ -187,7 +191,7 @@ def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
         raise InvalidConfig("CHECK needs prevResult (the result of ADD) in the network "
                             "configuration")
     w = inv.workload()
-    if not wiring.netns_exists(env.netns):
+    if not wiring.netns_exists(env.netns_path):
         raise ContainerUnknown(f"the container's network namespace {env.netns} does not exist")
     problems: list[str] = []
     names = [i.name for i in prev.interfaces]
@@ -203,7 +207,7 @@ def cmd_check(env: CniEnv, data: bytes, environ: Mapping[str, str]) -> None:
             inv.ipam(w).check(prev)
         except CheckFailed as exc:
             problems.append(exc.msg)
-        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns, 0, w.container_mac, v4)
+        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns_path, 0, w.container_mac, v4)
         problems += wiring.problems(plan, wiring.observe(plan))
         wep = inv.backend().get_endpoint(w.namespace, w.endpoint_name)
     finally:

@@ -1,4 +1,16 @@
-"""The node's CNI server: the plugin's datastore calls, served warm over a unix socket.
+"""The node's CNI server: whole CNI calls from the shim, and the Python plugin's datastore calls.
+
+One unix socket (mode 0600), two protocols told apart by a connection's first
+byte: b"T" (b"TCNI") is the host-side shim's (shim/tortie-cni-shim.c): one
+whole CNI call, which the server runs in-process (cni/shim_server.py) with the
+container's network namespace passed as a file descriptor; b"{" is protocol 1
+below, the Python plugin's datastore calls. A thread per connection: runtimes
+run ADDs in parallel, and the backend and logging are safe to share
+(cni/skel.py keeps logging per call).
+
+With the shim, the server runs in the node's network namespace (host network)
+and does the kernel work itself, so it needs `ip`, `nsenter` and a writable
+/proc/sys; the rest of this docstring is about the Python plugin's protocol.
 
 Why: a plugin process that talks to etcd itself spends ~0.4 s of CPU importing
 grpc, pydantic and the resource models before its first request (measured:
@@ -35,7 +47,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend, LocalBackend
@@ -48,6 +60,7 @@ _log = logging.getLogger(__name__)
 PROTOCOL = 1
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 30.0  # the shim sends its whole request at once; a stuck one is dropped
 OPS = ("assign", "addresses", "release", "put_endpoint", "delete_endpoint", "get_endpoint")
 
 
@@ -257,22 +270,74 @@ class CniServer:
 
     # -- serving ---------------------------------------------------------------------------
 
+    def shared_backend(self, etcd: EtcdSettings, environ: Mapping[str, str]) -> Backend | None:
+        """This server's backend for a shim call whose settings name its datastore, else
+        None (the call then makes its own; cni.lazy_backend.SharedBackend)."""
+        try:
+            theirs = self._datastore_identity(_settings_doc(etcd, environ))
+        except Exception:  # noqa: BLE001 - the call's own backend reports bad settings
+            return None
+        return self.backend if theirs == self._identity else None
+
+    def _serve_json(self, sock: socket.socket, first: bytes) -> None:
+        """Protocol 1: the Python plugin's datastore calls, one JSON document a line."""
+        greeted = False
+        for line in _lines(sock, first):
+            try:
+                request = json.loads(line)
+            except ValueError:
+                return
+            answer = self._answer(request, greeted)
+            greeted = greeted or (request.get("op") == "hello" and answer.get("ok"))
+            sock.sendall(json.dumps(answer).encode() + b"\n")
+
+    def _serve_shim(self, sock: socket.socket, first: bytes, netns_fd: int | None) -> None:
+        """The shim's protocol: one whole CNI call, run here (cni/shim_server.py)."""
+        from .shim_protocol import FrameError, encode_reply, read_request
+        from .shim_server import run_call
+
+        sock.settimeout(REQUEST_TIMEOUT)
+        try:
+            request = read_request(_SocketReader(sock, first).read)
+        except (FrameError, OSError) as exc:
+            _log.warning("CNI server: refused a shim request: %s", exc)
+            err = InternalError(f"the tortie CNI server refused the shim's request: {exc}",
+                                "the shim and the server come from different tortie versions, "
+                                "or the shim was interrupted")
+            with contextlib.suppress(OSError):
+                sock.sendall(encode_reply(1, err.to_json("1.0.0").encode() + b"\n", b""))
+            return
+        reply = run_call(request, netns_fd, self.shared_backend, self.environ)
+        sock.settimeout(None)
+        try:
+            sock.sendall(encode_reply(*reply))
+        except OSError as exc:  # the runtime gave up (killed the shim); the call is done
+            _log.warning("CNI server: could not send the reply to %s: %s", request.program, exc)
+
     def _make_server(self) -> socketserver.ThreadingUnixStreamServer:
         import socketserver
 
         outer = self
 
-        class Handler(socketserver.StreamRequestHandler):
+        class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                greeted = False
-                for line in self.rfile:
-                    try:
-                        request = json.loads(line)
-                    except ValueError:
-                        return
-                    answer = outer._answer(request, greeted)
-                    greeted = greeted or (request.get("op") == "hello" and answer.get("ok"))
-                    self.wfile.write(json.dumps(answer).encode() + b"\n")
+                sock: socket.socket = self.request
+                try:
+                    first, fds, flags, _ = socket.recv_fds(sock, 65536, 1,
+                                                           socket.MSG_CMSG_CLOEXEC)
+                except OSError:
+                    return
+                try:
+                    if flags & socket.MSG_CTRUNC:
+                        _log.warning("CNI server: refused a connection that passed more than "
+                                     "one file descriptor")
+                    elif first.startswith(b"{"):
+                        outer._serve_json(sock, first)
+                    elif first.startswith(b"T"):
+                        outer._serve_shim(sock, first, fds[0] if fds else None)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
 
         _claim_socket_path(self.path)
         server = socketserver.ThreadingUnixStreamServer(self.path, Handler)
@@ -304,6 +369,41 @@ class CniServer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.backend.close()
+
+
+def _lines(sock: socket.socket, first: bytes) -> Iterator[bytes]:
+    """The newline-terminated lines of a connection whose first bytes are `first`."""
+    buf = first
+    while True:
+        end = buf.find(b"\n")
+        if end >= 0:
+            yield buf[:end]
+            buf = buf[end + 1:]
+            continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        buf += chunk
+
+
+class _SocketReader:
+    """read_exact over a socket whose first bytes were already received (shim_protocol)."""
+
+    def __init__(self, sock: socket.socket, first: bytes) -> None:
+        self.sock, self.buf = sock, bytearray(first)
+
+    def read(self, n: int, what: str) -> bytes:
+        from .shim_protocol import FrameError
+
+        while len(self.buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise FrameError(f"truncated request: the connection ended inside {what} "
+                                 f"({len(self.buf)} of {n} bytes)")
+            self.buf += chunk
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
 
 
 def _claim_socket_path(path: str) -> None:
@@ -339,8 +439,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     opts = parser.parse_args(argv)
-    logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    from .skel import CallContext
+
+    # The server's own log: its level fixed on the handler, because the shim calls it runs
+    # may lower the root logger's level for their log files (cni/skel.py); records of a
+    # call carry its command and container ID.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(opts.log_level.upper())
+    handler.addFilter(CallContext())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s [%(levelname)s] %(name)s: %(cni)s%(message)s"))
+    logging.basicConfig(level=opts.log_level.upper(), handlers=[handler])
     try:
         server = CniServer(opts.socket, EtcdSettings(endpoints=opts.etcd_endpoints))
     except CniError as exc:

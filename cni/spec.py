@@ -84,6 +84,16 @@ class CniEnv(NamedTuple):
     ifname: str = ""
     args: str = ""
     path: tuple[str, ...] = ()
+    # Where this process reaches the namespace when not by CNI_NETNS's path: the CNI
+    # server's /proc/<pid>/fd/<n> of the descriptor the shim passed, or "" when the shim
+    # could not open CNI_NETNS (it is gone). None: by the path. `netns` stays the
+    # runtime's path, which messages and results name.
+    netns_via: str | None = None
+
+    @property
+    def netns_path(self) -> str:
+        """The path to open or nsenter for the container's network namespace."""
+        return self.netns if self.netns_via is None else self.netns_via
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> CniEnv:

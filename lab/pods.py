@@ -3,8 +3,12 @@
 Owns: the lab's CNI installation and a minimal CNI runtime (libcni's conflist
 semantics, enough for the e2e tests, the benchmark and the demo).
 
-  * `install_cni(lab, node)` runs tortie-install-cni for a node: launchers in
-    <state>/cni/bin (shared), the node's conflist in <state>/cni/<node>/net.d
+  * `install_cni(lab, node)` runs tortie-install-cni for a node, as production
+    runs it: the static shim (build/tortie-cni-shim, built if needed) as
+    `tortie` and `tortie-ipam` in <state>/cni/<node>/bin, and the node's CNI
+    server (started if none answers on its socket), which runs every call;
+    `plugin="python"` installs the Python launchers instead (they use the
+    server only for datastore calls, if one runs). The node's conflist goes in <state>/cni/<node>/net.d
     (nodename, the lab's etcd, a per-node log file, MTU file, endpoint status
     directory and CNI server socket), tortie followed by portmap. The lab's
     nodes share one file system, so every file an agent and its node's plugin
@@ -25,7 +29,8 @@ semantics, enough for the e2e tests, the benchmark and the demo).
     conflist and plugins installed by someone else (the chart's install-cni, lab.chart)
     instead of install_cni's.
   * `start_cni_server(lab, node)` runs the node's CNI server (cni/server.py)
-    as a recorded lab process; without one the plugin talks to etcd itself.
+    as a recorded lab process, unless one already answers; the shim needs it,
+    the Python plugin without one talks to etcd itself.
 
 A failed ADD is undone like a runtime undoes it (DEL of the whole list, the
 namespace removed) and raises PodError carrying the plugin's CNI error.
@@ -55,6 +60,8 @@ from lab.topology import LabNode
 REFERENCE_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 CONF_NAME = "10-tortie.conflist"
 BIN = Path(sys.executable).parent
+CHECKOUT = Path(__file__).resolve().parent.parent
+PLUGIN_KINDS = ("shim", "python")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -87,8 +94,10 @@ def cni_dir(lab: Lab) -> Path:
     return lab.state_dir / "cni"
 
 
-def bin_dir(lab: Lab) -> Path:
-    return cni_dir(lab) / "bin"
+def bin_dir(lab: Lab, node: str) -> Path:
+    """`node`'s CNI bin directory: the shim or the launchers, as installed for it (a node
+    of its own each, so one lab can run both kinds), and the chained plugins."""
+    return node_dir(lab, node) / "bin"
 
 
 def node_dir(lab: Lab, node: str) -> Path:
@@ -114,8 +123,17 @@ def endpoint_status_dir(lab: Lab, node: str) -> Path:
     return node_dir(lab, node) / "endpoint-status"
 
 
-def cni_path(lab: Lab) -> str:
-    return f"{bin_dir(lab)}:{REFERENCE_PLUGINS}"
+def cni_path(lab: Lab, node: str) -> str:
+    return f"{bin_dir(lab, node)}:{REFERENCE_PLUGINS}"
+
+
+def build_shim() -> Path:
+    """The static shim of this checkout, (re)built by scripts/build-shim.sh when stale."""
+    res = subprocess.run([str(CHECKOUT / "scripts" / "build-shim.sh")], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        raise LabError(f"building the CNI shim failed: {res.stderr.strip()}")
+    return CHECKOUT / res.stdout.strip()
 
 
 def _node_name(lab: Lab, node: str | LabNode) -> str:
@@ -123,21 +141,32 @@ def _node_name(lab: Lab, node: str | LabNode) -> str:
 
 
 def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str = "info",
-                portmap: bool = True, policy_setup_timeout: int = 0) -> Path:
+                portmap: bool = True, policy_setup_timeout: int = 0,
+                plugin: str = "shim") -> Path:
     """Install (idempotently) the plugins and `node`'s conflist; returns the conflist path.
     `policy_setup_timeout` > 0: ADD waits up to that many seconds for the node's agent to
-    program the pod (policy_setup_timeout_seconds)."""
+    program the pod (policy_setup_timeout_seconds). `plugin`: "shim" (and the node's CNI
+    server, started here) or "python" (the launchers; see the module docstring)."""
+    if plugin not in PLUGIN_KINDS:
+        raise LabError(f"plugin={plugin!r}: expected one of {', '.join(PLUGIN_KINDS)}")
     name = _node_name(lab, node)
-    # `python -m` with the lab's own interpreter, not the console script (whose shebang may
-    # name the venv's python3 where sys.executable says python): install.py writes its
-    # fast site-less launcher only when --python is the interpreter it runs under, and that
-    # launcher then imports tortie from where this process does.
-    argv = [sys.executable, "-m", "cni.install", "--bin-dir", str(bin_dir(lab)),
+    node_bin = node_dir(lab, name) / "bin"
+    if plugin == "shim":
+        binaries = ["--shim", str(build_shim()), "--bin-dir", str(node_bin)]
+    else:
+        # `python -m` with the lab's own interpreter, not the console script (whose
+        # shebang may name the venv's python3 where sys.executable says python):
+        # install.py writes its fast site-less launcher only when --python is the
+        # interpreter it runs under, and that launcher then imports tortie from where
+        # this process does. A node's own bin directory names the kind installed.
+        binaries = ["--python", sys.executable, "--bin-dir", str(node_bin)]
+    argv = [sys.executable, "-m", "cni.install", *binaries,
             "--conf-dir", str(conf_path(lab, name).parent), "--conf-name", CONF_NAME,
             "--nodename", name, "--mtu", str(mtu), "--mtu-file", str(mtu_file(lab, name)),
             "--etcd-endpoints", ",".join(lab.etcd_endpoints), "--log-level", log_level,
             "--log-file-path", str(node_dir(lab, name) / "cni.log"),
-            "--server-socket", str(socket_path(lab, name)), "--python", sys.executable,
+            "--server-socket", str(socket_path(lab, name)),
+            "--plugins-src-dir", REFERENCE_PLUGINS,
             "--endpoint-status-dir", str(endpoint_status_dir(lab, name)),
             "--policy-setup-timeout-seconds", str(policy_setup_timeout)]
     if not portmap:
@@ -145,12 +174,32 @@ def install_cni(lab: Lab, node: str | LabNode, *, mtu: int = 0, log_level: str =
     res = subprocess.run(argv, capture_output=True, text=True)
     if res.returncode != 0:
         raise LabError(f"installing the CNI plugin for {name} failed: {res.stderr.strip()}")
+    if plugin == "shim":
+        start_cni_server(lab, name)
     return conf_path(lab, name)
 
 
-def start_cni_server(lab: Lab, node: str | LabNode, timeout: float = 15.0) -> subprocess.Popen:
-    """Run `node`'s CNI server (recorded: `lab.down()` stops it); waits for its socket."""
+def cni_server_answers(lab: Lab, node: str) -> bool:
+    """Whether a CNI server listens on `node`'s socket (a stale socket file does not count)."""
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(socket_path(lab, node)))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def start_cni_server(lab: Lab, node: str | LabNode,
+                     timeout: float = 15.0) -> subprocess.Popen[bytes] | None:
+    """Run `node`'s CNI server (recorded: `lab.down()` stops it) and wait for its socket;
+    None when one already answers there (install_cni starts it for the shim)."""
     name = _node_name(lab, node)
+    if cni_server_answers(lab, name):
+        return None
     sock = socket_path(lab, name)
     sock.parent.mkdir(parents=True, exist_ok=True)
     proc = lab.start_process(
@@ -158,7 +207,7 @@ def start_cni_server(lab: Lab, node: str | LabNode, timeout: float = 15.0) -> su
                "--etcd-endpoints", ",".join(lab.etcd_endpoints)],
         role="cni-server", name=f"cni-server-{name}")
     deadline = time.monotonic() + timeout
-    while not sock.exists():
+    while not cni_server_answers(lab, name):
         if proc.poll() is not None:
             log = lab.state_dir / f"cni-server-{name}.log"
             raise LabError(f"the CNI server of {name} exited with {proc.returncode}: "
@@ -321,7 +370,7 @@ def _env(lab: Lab, pod: PodInfo, ifname: str = "eth0") -> dict[str, str]:
         "CNI_CONTAINERID": pod.container_id,
         "CNI_NETNS": f"{netns.NETNS_DIR}/{pod.netns}",
         "CNI_IFNAME": ifname,
-        "CNI_PATH": installed[1] if installed else cni_path(lab),
+        "CNI_PATH": installed[1] if installed else cni_path(lab, pod.node),
         "CNI_ARGS": (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};"
                      f"K8S_POD_NAME={pod.name};K8S_POD_INFRA_CONTAINER_ID={pod.container_id}"),
     }

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(etcd-server etcd-client iproute2 iptables ipset iputils-ping tcpdump bird2 frr
           openssl curl procps python3-venv kmod user-mode-linux
-          containernetworking-plugins podman runc busybox-static)
+          containernetworking-plugins podman runc busybox-static musl-tools file
+          catatonit mmdebstrap git)
+
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -94,3 +96,11 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     echo "$want" > "$stamp"
 fi
+
+# The pinned Helm 3 and Helm 4 for the chart's offline checks (tests/chart), into
+# .cache/tools/; nothing is fetched when they are there.
+.venv/bin/python scripts/fetch_helm.py >/dev/null
+
+# The host-side CNI plugin (shim/tortie-cni-shim.c), static: tests, the lab and the image
+# use build/tortie-cni-shim. Rebuilt only when its source changed.
+scripts/build-shim.sh >/dev/null

@@ -47,6 +47,8 @@ APT_PACKAGES = {
     "iptables-nft-restore": "iptables", "bird": "bird2", "birdc": "bird2", "vtysh": "frr",
     "curl": "curl", "ping": "iputils-ping", "sysctl": "procps", "tcpdump": "tcpdump",
     "modprobe": "kmod", "busybox": "busybox-static", "podman": "podman",
+    "mmdebstrap": "mmdebstrap", "git": "git", "runc": "runc",
+    "musl-gcc": "musl-tools", "file": "file", "chroot": "coreutils", "unshare": "util-linux",
 }
 
 T = TypeVar("T")

@@ -11,16 +11,30 @@ from pathlib import Path
 import pytest
 
 from cni import install
+from tests.support import need
 
 BIN = Path(sys.executable).parent
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def run_install(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                 ) -> subprocess.CompletedProcess[str]:
+    # This checkout's installer (the venv's console script may import another checkout's).
     return subprocess.run(
-        [str(BIN / "tortie-install-cni"), "--bin-dir", str(tmp_path / "bin"),
+        [sys.executable, "-m", "cni.install", "--bin-dir", str(tmp_path / "bin"),
          "--conf-dir", str(tmp_path / "net.d"), *args],
-        capture_output=True, text=True, env={"PATH": os.environ["PATH"], **(env or {})})
+        capture_output=True, text=True, cwd=CHECKOUT,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(CHECKOUT), **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def shim() -> Path:
+    need("musl-gcc", "file")
+    res = subprocess.run([str(CHECKOUT / "scripts" / "build-shim.sh")], capture_output=True,
+                         text=True, check=True)
+    return CHECKOUT / res.stdout.strip()
 
 
 def test_default_conflist_chains_portmap() -> None:
@@ -51,7 +65,8 @@ def test_template_placeholders() -> None:
 
 
 def test_install_writes_launchers_and_conflist_once(tmp_path: Path) -> None:
-    res = run_install(tmp_path, "--nodename", "node1", "--etcd-endpoints", "http://e:2379")
+    res = run_install(tmp_path, "--nodename", "node1", "--etcd-endpoints", "http://e:2379",
+                      "--python", sys.executable)
     assert res.returncode == 0, res.stderr
     for name in ("tortie", "tortie-ipam"):
         path = tmp_path / "bin" / name
@@ -64,13 +79,14 @@ def test_install_writes_launchers_and_conflist_once(tmp_path: Path) -> None:
         assert Path(python).parent == BIN and os.path.samefile(python, sys.executable), shebang
     conflist = json.loads((tmp_path / "net.d" / "10-tortie.conflist").read_text())
     assert conflist["plugins"][0]["nodename"] == "node1"
-    again = run_install(tmp_path, "--nodename", "node1", "--etcd-endpoints", "http://e:2379")
+    again = run_install(tmp_path, "--nodename", "node1", "--etcd-endpoints", "http://e:2379",
+                        "--python", sys.executable)
     assert "already up to date" in again.stdout
     assert not [p for p in (tmp_path / "bin").iterdir() if p.name.startswith(".tortie-")]
 
 
 def test_installed_launchers_answer_version(tmp_path: Path) -> None:
-    assert run_install(tmp_path).returncode == 0
+    assert run_install(tmp_path, "--python", sys.executable).returncode == 0
     for name in ("tortie", "tortie-ipam"):
         res = subprocess.run([str(tmp_path / "bin" / name)], env={"CNI_COMMAND": "VERSION"},
                              capture_output=True, text=True, input="")
@@ -91,3 +107,61 @@ def test_bad_template_writes_nothing(tmp_path: Path) -> None:
     res = run_install(tmp_path, env={"CNI_NETWORK_CONFIG": '{"plugins": [{"type": "bridge"}]}'})
     assert res.returncode == 1 and "first plugin" in res.stderr
     assert not (tmp_path / "net.d").exists()
+
+
+def test_install_puts_the_shim_under_both_names_and_ships_missing_chained_plugins(
+        tmp_path: Path, shim: Path) -> None:
+    src = tmp_path / "reference"
+    src.mkdir()
+    for name in ("portmap", "bandwidth"):
+        (src / name).write_bytes(b"#!/bin/sh\necho reference " + name.encode() + b"\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "portmap").write_bytes(b"the host's own portmap")
+    res = run_install(tmp_path, "--shim", str(shim), "--bandwidth", "--plugins-src-dir",
+                      str(src))
+    assert res.returncode == 0, res.stderr
+    assert f"are the shim {shim}" in res.stdout
+    for name in ("tortie", "tortie-ipam"):
+        assert (tmp_path / "bin" / name).read_bytes() == shim.read_bytes()
+        assert os.access(tmp_path / "bin" / name, os.X_OK)
+    assert (tmp_path / "bin" / "portmap").read_bytes() == b"the host's own portmap"
+    assert (tmp_path / "bin" / "bandwidth").read_bytes() == (src / "bandwidth").read_bytes()
+    again = run_install(tmp_path, "--shim", str(shim), "--bandwidth", "--plugins-src-dir",
+                        str(src))
+    assert "already up to date" in again.stdout
+
+
+def test_installed_shim_without_server_says_so(tmp_path: Path, shim: Path) -> None:
+    assert run_install(tmp_path, "--shim", str(shim), "--server-socket",
+                       str(tmp_path / "none.sock")).returncode == 0
+    conflist = json.loads((tmp_path / "net.d" / "10-tortie.conflist").read_text())
+    # What a runtime gives the plugin: its own entry, with the list's name and version.
+    conf = json.dumps({**conflist["plugins"][0], "name": conflist["name"],
+                       "cniVersion": conflist["cniVersion"]})
+    res = subprocess.run([str(tmp_path / "bin" / "tortie")], input=conf, capture_output=True,
+                         text=True, env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1",
+                                         "CNI_IFNAME": "eth0", "CNI_NETNS": "/proc/self/ns/net"})
+    assert res.returncode == 1
+    err = json.loads(res.stdout)
+    assert err["code"] == 11 and err["cniVersion"] == "1.0.0"
+    assert f"cannot connect to {tmp_path / 'none.sock'}" in err["msg"]
+
+
+def test_missing_shim_option_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    res = run_install(tmp_path, "--shim", str(tmp_path / "nope"))
+    assert res.returncode == 1
+    assert f"--shim='{tmp_path / 'nope'}': no such file" in res.stderr
+    assert not (tmp_path / "bin").exists() and not (tmp_path / "net.d").exists()
+
+
+def test_shim_answers_version_itself_as_the_plugin_does(tmp_path: Path, shim: Path) -> None:
+    """Runtimes ask VERSION with only the cniVersion on stdin (podman, when it validates a
+    conflist), before any server may run: the shim answers it, with the plugin's words."""
+    from cni.spec import version_result
+
+    assert run_install(tmp_path, "--shim", str(shim)).returncode == 0
+    for name in ("tortie", "tortie-ipam"):
+        res = subprocess.run([str(tmp_path / "bin" / name)], input='{"cniVersion": "0.4.0"}',
+                             text=True,
+                             capture_output=True, env={"CNI_COMMAND": "VERSION"})
+        assert (res.returncode, res.stdout) == (0, json.dumps(version_result()) + "\n"), name

@@ -118,3 +118,83 @@ def test_a_stale_socket_is_replaced(settings: EtcdSettings, tmp_path: Path) -> N
     finally:
         srv.stop()
     assert not path.exists()
+
+
+# -- the shim's protocol (one whole CNI call, run in the server) ------------------------------
+
+
+def shim_call(path: str, request: bytes, fds: list[int] | None = None) -> bytes:
+    """What tortie-cni-shim does, from Python: send the frame (fds beside it), read to EOF."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        socket.send_fds(sock, [request], fds or [])
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_shim_call_runs_tortie_ipam_in_the_server(server: CniServer, settings: EtcdSettings,
+                                                  ) -> None:
+    import json
+
+    from cni import shim_protocol
+
+    conf = {"cniVersion": "1.0.0", "name": "net", "type": "bridge", "nodename": "node1",
+            "etcd_endpoints": settings.endpoints, "ipam": {"type": "tortie-ipam"},
+            "cni_server_socket": server.path}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "shim1", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": "/nonexistent", "CNI_PATH": "/opt/cni/bin", "HOME": "/root"}
+    reply = shim_protocol.decode_reply(shim_call(
+        server.path, shim_protocol.encode_request(env, "tortie-ipam", json.dumps(conf).encode())))
+    assert reply.code == 0, reply
+    result = json.loads(reply.stdout)
+    assert result["ips"][0]["address"].startswith("10.77.0.")
+    # The server's warm backend holds it (no datastore connection of the call's own).
+    assert server.backend.addresses("net.shim1") == [result["ips"][0]["address"][:-3]]
+    reply = shim_protocol.decode_reply(shim_call(server.path, shim_protocol.encode_request(
+        {**env, "CNI_COMMAND": "DEL"}, "tortie-ipam", json.dumps(conf).encode())))
+    assert (reply.code, reply.stdout) == (0, b"")
+    assert server.backend.addresses("net.shim1") == []
+
+
+def test_shim_call_without_netns_fd_treats_the_namespace_as_gone(server: CniServer,
+                                                                 tmp_path: Path) -> None:
+    import json
+
+    from cni import shim_protocol
+
+    # The path exists in the server's view, but the shim passed no descriptor: what the
+    # shim could not open is gone, whatever the server's own mounts hold.
+    conf = {"cniVersion": "1.0.0", "name": "net", "type": "tortie", "nodename": "node1",
+            "ipam": {"type": "tortie-ipam"}, "cni_server_socket": server.path}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "shim2", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": str(tmp_path)}
+    reply = shim_protocol.decode_reply(shim_call(
+        server.path, shim_protocol.encode_request(env, "tortie", json.dumps(conf).encode())))
+    err = json.loads(reply.stdout)
+    assert (reply.code, err["code"]) == (1, 3)
+    assert err["msg"] == f"the container's network namespace {tmp_path} does not exist"
+
+
+def test_truncated_and_bad_shim_requests_are_refused_and_the_server_keeps_serving(
+        server: CniServer, settings: EtcdSettings) -> None:
+    import json
+
+    from cni import shim_protocol
+
+    whole = shim_protocol.encode_request({"CNI_COMMAND": "VERSION"}, "tortie", b"{}")
+    reply = shim_protocol.decode_reply(shim_call(server.path, whole[:-1]))
+    err = json.loads(reply.stdout)
+    assert reply.code == 1 and err["code"] == 999
+    assert "truncated request: the connection ended inside stdin (1 of 2 bytes)" in err["msg"]
+    reply = shim_protocol.decode_reply(shim_call(server.path, b"TCNI\0\0\0\x09"))
+    assert "version=9: this server speaks shim protocol 1" in json.loads(reply.stdout)["msg"]
+    # Unharmed: a good request, and protocol 1 on the same socket.
+    reply = shim_protocol.decode_reply(shim_call(server.path, whole))
+    assert reply.code == 0 and "1.0.0" in json.loads(reply.stdout)["supportedVersions"]
+    remote = RemoteBackend(server.path, settings, {})
+    remote.close()

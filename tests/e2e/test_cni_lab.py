@@ -9,7 +9,6 @@ backend (an image imported from a local busybox tar; no registry).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ import yaml
 
 from lab import Lab
 from lab import agents as lab_agents
+from lab import podman as lab_podman
 from lab import pods as lab_pods
 from tests.support import need, wait_until
 
@@ -172,67 +172,60 @@ def test_tortie_lab_pod_commands(cluster: Lab, lab_cli: str) -> None:
 
 @pytest.fixture
 def podman(cluster: Lab) -> Iterator:
-    """Runs podman (CNI backend, runc, vfs, all state in one temporary directory) in node1's
-    namespace."""
-    need("podman", "runc", "busybox")
+    """Runs podman through lab.podman in node1's namespace, on the lab's CNI network.
+
+    tortie's shared podman storage, not a temporary one: this is the path the lab and
+    the chart take (the same storage, driver and containers.conf), and podman locks its
+    storage, so sessions running at the same time do not disturb each other. What the
+    test makes is its own by name: the image tag carries the lab's name and the
+    container the lab's label, and only those are removed afterwards.
+    """
+    need("podman", "runc", "busybox", "nsenter")
     lab = cluster
-    conf_dir = lab_pods.conf_path(lab, "node1").parent
-    # podman refuses a run root longer than 50 characters: pytest's tmp_path is too deep.
-    state = Path(tempfile.mkdtemp(prefix="tcni-podman-", dir="/tmp"))
-    (state / "containers.conf").write_text(f"""[network]
-network_backend = "cni"
-network_config_dir = "{conf_dir}"
-cni_plugin_dirs = ["{lab_pods.bin_dir(lab)}", "{lab_pods.REFERENCE_PLUGINS}"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{state}/events.log"
-tmp_dir = "{state}/tmp"
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-""")
-    env = {**os.environ, "CONTAINERS_CONF": str(state / "containers.conf")}
-    # nsenter, not `ip netns exec`: the latter remounts /sys, which the OCI runtime refuses.
-    base = ["nsenter", f"--net=/run/netns/{lab.netns_of('node1')}", "podman",
-            "--root", str(state / "root"), "--runroot", str(state / "runroot"),
-            "--storage-driver", "vfs"]
+    network = lab_podman.Network(
+        config_dir=lab_pods.conf_path(lab, "node1").parent,
+        plugin_dirs=(lab_pods.bin_dir(lab, "node1"), Path(lab_pods.REFERENCE_PLUGINS)),
+        conf_dir=lab_pods.node_dir(lab, "node1"))  # removed with the lab
+    runner = lab_podman.Podman(netns=lab.netns_of("node1"), network=network)
+    image = f"localhost/tortie-busybox:{lab.name}"
 
     def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        res = subprocess.run([*base, *args], env=env, capture_output=True, text=True,
-                             timeout=timeout)
+        res = runner.run(*args, check=False, timeout=timeout)
         if check:
             assert res.returncode == 0, f"podman {' '.join(args)}: {res.stdout}{res.stderr}"
         return res
 
-    rootfs = state / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in ("sh", "ip", "ping", "sleep", "cat"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(state / "busybox.tar"), "."],
-                   check=True)
-    run("import", str(state / "busybox.tar"), "localhost/tortie-busybox:test")
-    yield run
-    run("rm", "--all", "--force", check=False)
-    run("rmi", "--all", "--force", check=False)
-    shutil.rmtree(state, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="tcni-busybox-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        for applet in ("sh", "ip", "ping", "sleep", "cat"):
+            (rootfs / "bin" / applet).symlink_to("busybox")
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", f"{tmp}/busybox.tar", "."], check=True)
+        run("import", f"{tmp}/busybox.tar", image)
+    try:
+        yield run
+    finally:
+        lab_podman.remove_lab_objects(lab.name)
+        run("rmi", image, check=False)
 
 
 def test_podman_runs_a_container_on_the_tortie_network(cluster: Lab, podman) -> None:
     lab = cluster
     network = "k8s-pod-network"
+    box = f"box-{lab.name}"  # the storage is shared: a name no other session uses
     remote = lab_pods.add_pod(lab, "node2", "default", "target")
     try:
-        res = podman("run", "--rm", "--name", "boxone", "--network", network,
-                     "localhost/tortie-busybox:test", "sh", "-c",
+        res = podman("run", "--rm", "--name", box, "--network", network,
+                     "--label", f"{lab_podman.LAB_LABEL}={lab.name}",
+                     f"localhost/tortie-busybox:{lab.name}", "sh", "-c",
                      f"ip -4 addr show eth0; ip route; ping -c 3 -W 2 {remote.ip}")
         out = res.stdout
         assert "inet 10.246." in out and "/32" in out, out
         assert "default via 169.254.1.1 dev eth0" in out, out
         assert "3 packets transmitted" in out and " 0% packet loss" in out, out
-        # podman passed K8S_POD_NAME=boxone only: a pod in namespace default
-        assert "boxone" not in ctl(lab, ["get", "wep", "-A"])  # --rm: its DEL ran
+        # podman passed K8S_POD_NAME=<box> only: a pod in namespace default
+        assert box not in ctl(lab, ["get", "wep", "-A"])  # --rm: its DEL ran
     finally:
         lab_pods.delete_pod(lab, remote)
     assert workload_links(lab, "node1") == [] and workload_links(lab, "node2") == []

@@ -79,6 +79,11 @@ class Machine:
         self.policy = root / "policy-rc.d"
         (self.repo / "scripts").mkdir(parents=True)
         shutil.copy(SETUP, self.repo / "scripts" / "setup.sh")
+        # The shim's build (a C compiler run) is not this test's subject: a stub that
+        # records that setup ran it.
+        build_shim = self.repo / "scripts" / "build-shim.sh"
+        build_shim.write_text('#!/bin/sh\necho build-shim >> "$FAKE/built"\n')
+        build_shim.chmod(0o755)
         pyproject = self.repo / "pyproject.toml"
         pyproject.write_text("[project]\nname = 'x'\n")
         venv = self.repo / ".venv"
@@ -130,6 +135,7 @@ def test_nothing_missing_touches_nothing(machine):
     res = m.run()
     assert res.returncode == 0, res.stderr
     assert m.log == []  # neither apt-get nor systemctl ran
+    assert (m.fake / "built").read_text() == "build-shim\n"  # the shim is always (re)built
     assert m.active == ["etcd.service", "frr.service"]
     assert not m.policy.exists()
     assert res.stdout == ""
