@@ -453,6 +453,13 @@ def teardown(
     check_name(name)
     data = state.read(name, run_dir) or {}
     stopped = 0
+    if (state.lab_dir(name, run_dir) / "chart").exists():
+        # The chart's pods run under podman, not as recorded processes; they go first,
+        # while etcd still answers (lab.chart made the directory before any pod).
+        from lab.chart import remove_chart_objects
+
+        for line in remove_chart_objects(name):
+            log.info("lab %s: removed %s", name, line)
     # Popen handles first: stopping through them also reaps our own children. Agents
     # before etcd, so they shut down (and stop their ExaBGP) while etcd still answers.
     for p in popens:

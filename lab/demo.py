@@ -62,11 +62,11 @@ spec:
 """
 
 
-def _step(text: str) -> None:
+def step(text: str) -> None:
     click.secho(f"==> {text}", bold=True)
 
 
-def _ctl(lab: Lab, args: list[str], stdin: str | None = None, node: str = "node1") -> str:
+def show_ctl(lab: Lab, args: list[str], stdin: str | None = None, node: str = "node1") -> str:
     script = str(Path(sys.executable).with_name("ctl"))
     click.echo(f"{node}$ ctl {' '.join(args)}")
     res = lab.exec(node, [script, *args], env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)},
@@ -75,7 +75,7 @@ def _ctl(lab: Lab, args: list[str], stdin: str | None = None, node: str = "node1
     return res.stdout
 
 
-def _sessions_up(lab: Lab, node: str, want: int) -> bool:
+def sessions_up(lab: Lab, node: str, want: int) -> bool:
     script = str(Path(sys.executable).with_name("ctl"))
     out = lab.exec(node, [script, "node", "status"], check=False).stdout
     return sum(1 for line in out.splitlines() if "| up " in line) >= want
@@ -91,7 +91,7 @@ def _wait(what: str, predicate, timeout: float) -> bool:
     return False
 
 
-def _ping_matrix(all_pods: list[pods.PodInfo]) -> tuple[int, int]:
+def ping_matrix(all_pods: list[pods.PodInfo]) -> tuple[int, int]:
     pairs = [(a, b) for a in all_pods for b in all_pods if a is not b]
 
     def reach(pair: tuple[pods.PodInfo, pods.PodInfo]) -> bool:
@@ -151,7 +151,7 @@ def _policy_matrix(all_pods: list[pods.PodInfo], roles: dict[str, str],
 
 def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) -> None:
     lab = Lab(name, nodes=nodes, subnets=subnets)
-    _step(f"bringing up lab '{name}': {nodes} nodes across {subnets} subnets, etcd in its own "
+    step(f"bringing up lab '{name}': {nodes} nodes across {subnets} subnets, etcd in its own "
           "namespace")
     started = time.monotonic()
     try:
@@ -160,16 +160,16 @@ def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) ->
                    f"{', '.join(lab.etcd_endpoints)}")
         for n in lab.nodes:
             click.echo(f"    {n.name:<6} {n.cidr:<16} subnet {lab.subnets[n.subnet].cidr}")
-        _step("applying the IP pool from node1 (ctl apply -f -)")
+        step("applying the IP pool from node1 (ctl apply -f -)")
         click.echo(EXAMPLE_POOL.rstrip())
-        _ctl(lab, ["apply", "-f", "-"], EXAMPLE_POOL)
-        _step("starting tortie-agent on every node (BGP full mesh over ExaBGP)")
+        show_ctl(lab, ["apply", "-f", "-"], EXAMPLE_POOL)
+        step("starting tortie-agent on every node (BGP full mesh over ExaBGP)")
         for n in lab.nodes:
             agents.start_agent(lab, n.name)
         for n in lab.nodes:
             agents.wait_ready(lab, n.name)
             click.echo(f"    {n.name}: ready")
-        _step(f"creating {PODS_PER_NODE} pods per node through the CNI plugin (tortie-cni)")
+        step(f"creating {PODS_PER_NODE} pods per node through the CNI plugin (tortie-cni)")
         all_pods = []
         roles: dict[str, str] = {}
         for n in lab.nodes:
@@ -183,39 +183,39 @@ def run_demo(name: str, nodes: int = 3, subnets: int = 2, keep: bool = False) ->
                 click.echo(f"    {pod.namespace}/{pod.name:<12} {pod.ip:<14} on {pod.node} "
                            f"({pod.iface}, role={role})")
                 all_pods.append(pod)
-        _step("waiting for the BGP sessions")
+        step("waiting for the BGP sessions")
         _wait("BGP sessions on node1",
-              lambda: _sessions_up(lab, "node1", len(lab.nodes) - 1), timeout=30)
-        _step("node1's BGP status")
-        _ctl(lab, ["node", "status"])
-        _step("the pool and its blocks")
-        _ctl(lab, ["get", "ippool", "-o", "wide"])
-        _ctl(lab, ["ipam", "show", "--show-blocks"])
-        _step(f"ping matrix between all {len(all_pods)} pods")
-        ok, total = _ping_matrix(all_pods)
+              lambda: sessions_up(lab, "node1", len(lab.nodes) - 1), timeout=30)
+        step("node1's BGP status")
+        show_ctl(lab, ["node", "status"])
+        step("the pool and its blocks")
+        show_ctl(lab, ["get", "ippool", "-o", "wide"])
+        show_ctl(lab, ["ipam", "show", "--show-blocks"])
+        step(f"ping matrix between all {len(all_pods)} pods")
+        ok, total = ping_matrix(all_pods)
         click.echo(f"ping matrix: {ok}/{total} ok")
-        _step("network policy: default-deny ingress, and frontends may reach backends")
+        step("network policy: default-deny ingress, and frontends may reach backends")
         click.echo(POLICIES.rstrip())
-        _ctl(lab, ["apply", "-f", "-"], POLICIES)
-        _ctl(lab, ["get", "networkpolicy", "-o", "wide"])
-        _step("ping matrix with the policies (ok: allowed, denied: dropped by policy)")
+        show_ctl(lab, ["apply", "-f", "-"], POLICIES)
+        show_ctl(lab, ["get", "networkpolicy", "-o", "wide"])
+        step("ping matrix with the policies (ok: allowed, denied: dropped by policy)")
         allowed, denied, wrong = _policy_matrix(all_pods, roles)
         click.echo(f"ping matrix with policy: {allowed} allowed, {denied} denied, "
                    + ("as expected" if not wrong else f"{wrong} cells NOT as expected"))
         frontend = next(p for p in all_pods if roles[p.name] == "frontend")
         backends = [p for p in all_pods if roles[p.name] == "backend"]
-        _step(f"why is {backends[0].name} -> {backends[1].name} denied? (ctl explain)")
-        _ctl(lab, ["explain", f"default/{backends[0].name}", f"default/{backends[1].name}",
+        step(f"why is {backends[0].name} -> {backends[1].name} denied? (ctl explain)")
+        show_ctl(lab, ["explain", f"default/{backends[0].name}", f"default/{backends[1].name}",
                    "--protocol", "icmp", "--icmp-type", "8"])
-        _step(f"and why is {frontend.name} -> {backends[1].name} allowed?")
-        _ctl(lab, ["explain", f"default/{frontend.name}", f"default/{backends[1].name}",
+        step(f"and why is {frontend.name} -> {backends[1].name} allowed?")
+        show_ctl(lab, ["explain", f"default/{frontend.name}", f"default/{backends[1].name}",
                    "--protocol", "icmp", "--icmp-type", "8"])
         if keep:
-            _step(f"lab '{name}' left running: tortie-lab exec --name {name} node1 -- ip route; "
+            step(f"lab '{name}' left running: tortie-lab exec --name {name} node1 -- ip route; "
                   f"tortie-lab down --name {name}")
             return
     except BaseException:
         lab.down()
         raise
-    _step(f"tearing down lab '{name}' (use --keep to leave it running)")
+    step(f"tearing down lab '{name}' (use --keep to leave it running)")
     lab.down()

@@ -25,6 +25,9 @@ semantics, enough for the e2e tests, the benchmark and the demo).
   * `delete_pod` runs DEL in reverse order with that prevResult, then removes
     the namespace; it is idempotent.
   * `label_pod` changes a pod's WorkloadEndpoint labels afterwards (`ctl label`).
+  * `use_installed_cni(lab, node, conflist, plugin_dirs)` makes a node's pods use a
+    conflist and plugins installed by someone else (the chart's install-cni, lab.chart)
+    instead of install_cni's.
   * `start_cni_server(lab, node)` runs the node's CNI server (cni/server.py)
     as a recorded lab process, unless one already answers; the shim needs it,
     the Python plugin without one talks to etcd itself.
@@ -344,18 +347,41 @@ def _record_path(lab: Lab, node: str, namespace: str, name: str) -> Path:
     return node_dir(lab, node) / "pods" / f"{namespace}_{name}.json"
 
 
+def use_installed_cni(lab: Lab, node: str, conflist: Path, plugin_dirs: Sequence[Path]) -> None:
+    """From now on `node`'s pods run `conflist` with CNI_PATH `plugin_dirs`, as a runtime
+    configured with that conf dir and bin dirs would (kept in the node's cni dir)."""
+    record = node_dir(lab, node) / "installed-cni.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"conflist": str(conflist),
+                                  "cni_path": ":".join(str(d) for d in plugin_dirs)}))
+
+
+def _installed(lab: Lab, node: str) -> tuple[Path, str] | None:
+    record = node_dir(lab, node) / "installed-cni.json"
+    if not record.exists():
+        return None
+    data = json.loads(record.read_text())
+    return Path(data["conflist"]), data["cni_path"]
+
+
 def _env(lab: Lab, pod: PodInfo, ifname: str = "eth0") -> dict[str, str]:
+    installed = _installed(lab, pod.node)
     return {
         "CNI_CONTAINERID": pod.container_id,
         "CNI_NETNS": f"{netns.NETNS_DIR}/{pod.netns}",
         "CNI_IFNAME": ifname,
-        "CNI_PATH": cni_path(lab, pod.node),
+        "CNI_PATH": installed[1] if installed else cni_path(lab, pod.node),
         "CNI_ARGS": (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};"
                      f"K8S_POD_NAME={pod.name};K8S_POD_INFRA_CONTAINER_ID={pod.container_id}"),
     }
 
 
 def _load_conflist(lab: Lab, node: str) -> dict[str, Any]:
+    installed = _installed(lab, node)
+    if installed:
+        if not installed[0].exists():
+            raise PodError(f"{node} has no network configuration {installed[0]} (yet)")
+        return json.loads(installed[0].read_text())
     path = conf_path(lab, node)
     if not path.exists():
         install_cni(lab, node)
