@@ -60,9 +60,9 @@ def enter_netns(netns: str | int) -> None:
 
     global _libc
     if _libc is None:
-        import ctypes.util
-
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The process's own symbols (libc's among them), not find_library("c"): that
+        # runs `ldconfig -p`, a process per CNI plugin invocation that enters a pod.
+        _libc = ctypes.CDLL(None, use_errno=True)
     if isinstance(netns, int):
         fd, owned = netns, False
     else:
