@@ -145,13 +145,29 @@ class LocalBackend:
             return ips
 
     def assign(self, w: Workload, requested: Sequence[str] = ()) -> list[str]:
+        from ipam.errors import HandleExists
+
+        attrs = {**w.ipam_attributes, "timestamp": _timestamp()}
+        what = f"assigning an IPv4 address to {w.describe()} on node {w.node}"
+        if not requested:
+            # Most ADDs are for a new container: assign without reading the handle
+            # first (one etcd round trip less); the assignment's transaction refuses
+            # an existing handle, and then a retried ADD reuses what it holds.
+            with mapped(what):
+                try:
+                    fresh: list[str] | None = self.allocator.auto_assign(
+                        w.node, w.handle_id, 1, attrs, new_handle=True)
+                except HandleExists:
+                    fresh = None
+            if fresh is not None:
+                _log.info("assigned %s to %s (handle %s)", ", ".join(fresh), w.describe(),
+                          w.handle_id)
+                return fresh
         held = self.addresses(w.handle_id)
         if held:
             _log.info("handle %s already holds %s: reusing (a retried ADD)", w.handle_id,
                       ", ".join(held))
             return held
-        attrs = {**w.ipam_attributes, "timestamp": _timestamp()}
-        what = f"assigning an IPv4 address to {w.describe()} on node {w.node}"
         with mapped(what):
             if requested:
                 got: list[str] = []

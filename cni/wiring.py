@@ -11,13 +11,17 @@ Owns every kernel change the plugin makes:
     169.254.1.1 dev eth0 scope link            the host answers ARP for it (proxy_arp)
     default via 169.254.1.1 dev eth0
 
-How: the pure `host_lines`/`container_lines` render `ip -batch` input; `wire`
-runs them as two processes (`ip -batch -` here, `nsenter --net=<netns> ip
--batch -` in the container: `ip -n` only knows /run/netns names, CNI_NETNS is
-any path). Both veth ends are created in one netlink request, the peer born
-inside the container, so no half-moved veth can exist. Two processes cost
-~10 ms; pyroute2 would cost 0.35 s to import (measured), more than the whole
-ADD otherwise.
+How: netlink requests sent in process over tortie's raw RTNETLINK client
+(agent/dataplane/netlink.py), each batch with one ACK: on the host, `link del`
+of a same-named veth and the veth's creation, the host end up, the peer born
+inside the container (IFLA_NET_NS_FD: no half-moved veth can exist), then the
+host routes; in the container, over a socket created there
+(netns.open_socket, setns in a helper thread), the peer up, its address and
+the two routes. The pure `*_steps` build them, each named in `ip` syntax so errors say
+what failed. Sysctls are file writes. CHECK's `observe` reads with `ip -j`
+(one process per side: CHECK is rare). pyroute2 would cost 0.35 s to import
+(measured), more than the whole ADD; the launcher-started plugin imports this
+module too. Execing `ip` twice (and `nsenter`) cost ~25 ms of an ADD under load.
 
 Invariants:
   * `wire` replaces a host veth of the same name (a retried ADD, or a
@@ -33,6 +37,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -40,6 +45,20 @@ import re
 import subprocess
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from agent.dataplane.errors import DataplaneError
+from agent.dataplane.netlink import (
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    Request,
+    RtnlSocket,
+    addr_add_request,
+    link_del_request,
+    link_up_request,
+    route_add_request,
+    veth_request,
+)
 
 # The host end's sysctls are the agent's list (one definition, itself importing nothing).
 from agent.dataplane.workload_sysctls import interface_sysctls
@@ -76,30 +95,228 @@ class VethPlan(NamedTuple):
     addresses: tuple[str, ...]  # IPv4 addresses, without prefix
 
 
-# -- pure renderers --------------------------------------------------------------------------
+class Step(NamedTuple):
+    """One netlink request and what it does, in `ip` syntax (for errors and logs)."""
+
+    what: str
+    request: Request
 
 
-def host_lines(plan: VethPlan, replace: bool) -> list[str]:
-    lines = [f"link del {plan.host_ifname}"] if replace else []
-    lines += [
-        f"link add {plan.host_ifname} mtu {plan.mtu} address {HOST_MAC} type veth peer name "
-        f"{plan.container_ifname} mtu {plan.mtu} address {plan.container_mac} netns {plan.netns}",
-        f"link set {plan.host_ifname} up",
+# -- pure request builders -------------------------------------------------------------------
+
+
+def host_link_steps(plan: VethPlan, netns_fd: int) -> list[Step]:
+    """Delete a same-named host veth (ENODEV when there is none), then create the pair;
+    `netns_fd` is the container's namespace, open in this process."""
+    host, dev = plan.host_ifname, plan.container_ifname
+    return [
+        Step(f"link del {host}", link_del_request(host)),
+        Step(f"link add {host} mtu {plan.mtu} address {HOST_MAC} up type veth peer name {dev} "
+             f"mtu {plan.mtu} address {plan.container_mac} netns {plan.netns}",
+             veth_request(host, HOST_MAC, dev, plan.container_mac, plan.mtu, netns_fd)),
     ]
-    lines += [f"route add {ip}/32 dev {plan.host_ifname} scope link" for ip in plan.addresses]
-    return lines
 
 
-def container_lines(plan: VethPlan) -> list[str]:
+def host_route_steps(plan: VethPlan, host_index: int) -> list[Step]:
+    return [Step(f"route add {ip}/32 dev {plan.host_ifname} scope link",
+                 route_add_request(ip, 32, host_index, scope=RT_SCOPE_LINK))
+            for ip in plan.addresses]
+
+
+def container_steps(plan: VethPlan, index: int) -> list[Step]:
+    """The container interface up, its addresses and routes (a route needs its device up)."""
     dev = plan.container_ifname
-    lines = [f"link set {dev} up"]
-    lines += [f"addr add {ip}/32 dev {dev}" for ip in plan.addresses]
-    lines += [f"route add {GATEWAY} dev {dev} scope link",
-              f"route add default via {GATEWAY} dev {dev}"]
-    return lines
+    steps = [Step(f"link set {dev} up", link_up_request(index))]
+    steps += [Step(f"addr add {ip}/32 dev {dev}", addr_add_request(index, ip, 32))
+              for ip in plan.addresses]
+    steps += [Step(f"route add {GATEWAY} dev {dev} scope link",
+                   route_add_request(GATEWAY, 32, index, scope=RT_SCOPE_LINK)),
+              Step(f"route add default via {GATEWAY} dev {dev}",
+                   route_add_request(None, 0, index, scope=RT_SCOPE_UNIVERSE, gateway=GATEWAY))]
+    return steps
 
 
-# -- running ip ------------------------------------------------------------------------------
+# -- sending ---------------------------------------------------------------------------------
+
+
+class StepFailure(Exception):
+    """The kernel refused `step`: errno and its message (with the kernel's explanation)."""
+
+    def __init__(self, step: Step, code: int, message: str) -> None:
+        super().__init__(step.what, code, message)
+        self.step, self.errno, self.message = step, code, message
+
+
+def send(sock: RtnlSocket, steps: Sequence[Step]) -> dict[int, StepFailure]:
+    """Send `steps` in one batch (one ACK); the refused ones by index. The kernel handles
+    every request, also after a failure (iproute2 would stop): callers name the first."""
+    failed = sock.write(step.request for step in steps)
+    return {i: StepFailure(steps[i], code, text) for i, (code, text) in failed.items()}
+
+
+def _first(failed: dict[int, StepFailure]) -> StepFailure | None:
+    return failed[min(failed)] if failed else None
+
+
+def _open_netns(netns: str) -> int:
+    """An fd of the container's namespace: it stays alive while we hold it."""
+    try:
+        return os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ContainerUnknown(
+            f"the container's network namespace {netns} does not exist") from None
+    except OSError as exc:
+        raise DataplaneFailure(f"could not open the container's network namespace {netns}: "
+                               f"{exc.strerror or exc}") from None
+
+
+def netns_exists(netns: str) -> bool:
+    return bool(netns) and os.path.exists(netns)
+
+
+def write_sysctls(values: dict[str, str]) -> None:
+    for path, value in values.items():
+        full = f"{PROC_SYS}/{path}"
+        try:
+            with open(full, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise DataplaneFailure(f"could not set {path.replace('/', '.')}={value}: "
+                                   f"{exc.strerror or exc}") from None
+
+
+# -- the operations --------------------------------------------------------------------------
+
+
+def wire(plan: VethPlan) -> None:
+    """Create and configure the veth pair, its addresses and routes (see the module docstring).
+
+    On failure, whatever this call created is left in place for the caller's
+    rollback (`remove_host_veth`), and the error says which step failed.
+    """
+    if not plan.netns:
+        raise ContainerUnknown("the container's network namespace is not given (CNI_NETNS)")
+    netns_fd = _open_netns(plan.netns)
+    try:
+        host = RtnlSocket(None)
+        try:
+            _wire_host(plan, host, netns_fd)
+        except DataplaneError as exc:  # the socket itself failed
+            raise DataplaneFailure(f"could not create host interface {plan.host_ifname}: "
+                                   f"{exc}") from None
+        finally:
+            host.close()
+        write_sysctls(interface_sysctls(plan.host_ifname))
+        container = RtnlSocket(netns_fd)
+        try:
+            _wire_container(plan, container)
+        except DataplaneError as exc:
+            raise DataplaneFailure(
+                f"could not configure {plan.container_ifname} in the container: {exc}",
+                f"netns {plan.netns}") from None
+        finally:
+            container.close()
+    finally:
+        os.close(netns_fd)
+    _log.info("wired %s <-> %s in %s: %s, mtu %d", plan.host_ifname, plan.container_ifname,
+              plan.netns, ", ".join(f"{a}/32" for a in plan.addresses), plan.mtu)
+
+
+def _wire_host(plan: VethPlan, host: RtnlSocket, netns_fd: int) -> None:
+    failed = send(host, host_link_steps(plan, netns_fd))
+    deleted = failed.get(0)
+    if deleted is None:
+        _log.info("host interface %s already existed (a retried ADD, or the pod's previous "
+                  "sandbox); replaced it", plan.host_ifname)
+    elif deleted.errno != errno.ENODEV:
+        raise _host_error(plan, deleted, host)
+    if 1 in failed:
+        raise _host_error(plan, failed[1], host)
+    index = host.link_index(plan.host_ifname)
+    if index is None:  # deleted under us (a DEL of the old sandbox through the peer)
+        raise DataplaneFailure(f"host interface {plan.host_ifname} vanished right after its "
+                               "creation")
+    refused = _first(send(host, host_route_steps(plan, index)))
+    if refused is not None:
+        raise _host_error(plan, refused, host)
+
+
+def _wire_container(plan: VethPlan, container: RtnlSocket) -> None:
+    dev = plan.container_ifname
+    index = container.link_index(dev)
+    if index is None:
+        raise DataplaneFailure(f"could not configure {dev} in the container: it vanished "
+                               "right after its creation", f"netns {plan.netns}")
+    refused = _first(send(container, container_steps(plan, index)))
+    if refused is not None:
+        raise DataplaneFailure(
+            f"could not configure {dev} in the container ({refused.step.what}): "
+            f"{refused.message}", f"netns {plan.netns}")
+
+
+def _host_error(plan: VethPlan, failure: StepFailure, host: RtnlSocket) -> Exception:
+    what = failure.step.what
+    if what.startswith("link add") and failure.errno == errno.EEXIST:
+        return Conflict(
+            f"an interface named {plan.container_ifname} already exists in the container's "
+            f"network namespace {plan.netns}; tortie will not replace an interface it did "
+            "not create")
+    if what.startswith("route add") and failure.errno == errno.EEXIST:
+        dst = what.split()[2]
+        holder = _route_holder(host, dst)
+        return Conflict(
+            f"route {dst} already exists for an interface other than {plan.host_ifname}"
+            + (f" ({holder})" if holder else "")
+            + "; another workload on this node holds the address")
+    return DataplaneFailure(f"could not create host interface {plan.host_ifname} "
+                            f"({what}): {failure.message}")
+
+
+def _route_holder(host: RtnlSocket, dst: str) -> str:
+    """'dev X' for each main-table route to `dst` (for the Conflict's message)."""
+    try:
+        routes = [r for r in host.dump_routes() if r.dst == dst and r.table == RT_TABLE_MAIN]
+        names = host.dump_links() if routes else {}
+    except DataplaneError:
+        return ""
+    return " ".join(f"dev {names.get(r.oif, r.oif)}" for r in routes if r.oif is not None)
+
+
+def _delete_link(netns: str | int | None, ifname: str, failed: str) -> bool:
+    """Delete `ifname` in `netns` (None: ours); False if there was none. Errors start `failed`."""
+    sock = RtnlSocket(netns)
+    try:
+        refused = _first(send(sock, [Step(f"link del {ifname}", link_del_request(ifname))]))
+    except DataplaneError as exc:
+        raise DataplaneFailure(f"{failed}: {exc}") from None
+    finally:
+        sock.close()
+    if refused is not None and refused.errno != errno.ENODEV:
+        raise DataplaneFailure(f"{failed}: {refused.message}")
+    return refused is None
+
+
+def remove_host_veth(ifname: str) -> bool:
+    """Rollback of a failed ADD: delete the host end this ADD created. True if it existed."""
+    return _delete_link(None, ifname, f"could not delete host interface {ifname}")
+
+
+def unwire(netns: str, ifname: str) -> bool:
+    """DEL: delete `ifname` inside the container (and with it the host end). Idempotent."""
+    try:
+        netns_fd = _open_netns(netns) if netns else None
+    except ContainerUnknown:
+        netns_fd = None
+    if netns_fd is None:
+        _log.info("network namespace %r is gone; its interfaces went with it", netns)
+        return False
+    try:
+        return _delete_link(netns_fd, ifname, f"could not delete {ifname} in {netns}")
+    finally:
+        os.close(netns_fd)
+
+
+# -- CHECK: reading back with `ip -j` --------------------------------------------------------
 
 
 class BatchFailure(Exception):
@@ -149,125 +366,10 @@ def _json_documents(text: str) -> list[Any]:
         out.append(doc)
 
 
-def netns_exists(netns: str) -> bool:
-    return bool(netns) and os.path.exists(netns)
-
-
 def host_link_exists(ifname: str) -> bool:
     # /proc/sys/net shows the namespace of the process that opens it (unlike /sys, which
     # shows the namespace its mount belongs to: under `nsenter --net` that is not ours).
     return os.path.isdir(f"{PROC_SYS}/net/ipv4/conf/{ifname}")
-
-
-def write_sysctls(values: dict[str, str]) -> None:
-    for path, value in values.items():
-        full = f"{PROC_SYS}/{path}"
-        try:
-            with open(full, "w") as f:
-                f.write(value)
-        except OSError as exc:
-            raise DataplaneFailure(f"could not set {path.replace('/', '.')}={value}: "
-                                   f"{exc.strerror or exc}") from None
-
-
-# -- the operations --------------------------------------------------------------------------
-
-
-def wire(plan: VethPlan) -> None:
-    """Create and configure the veth pair, its addresses and routes (see the module docstring).
-
-    On failure, whatever this call created is left in place for the caller's
-    rollback (`remove_host_veth`), and the error says which step failed.
-    """
-    if not netns_exists(plan.netns):
-        raise ContainerUnknown(f"the container's network namespace {plan.netns} does not exist")
-    replace = host_link_exists(plan.host_ifname)
-    if replace:
-        _log.info("host interface %s already exists (a retried ADD, or the pod's previous "
-                  "sandbox); replacing it", plan.host_ifname)
-    try:
-        try:
-            run_batch(host_lines(plan, replace))
-        except BatchFailure as exc:
-            if not (replace and exc.line == f"link del {plan.host_ifname}" and _gone(exc)):
-                raise
-            # It went away between our look and the delete (its sandbox's DEL): create it.
-            run_batch(host_lines(plan, replace=False))
-    except BatchFailure as exc:
-        raise _host_error(plan, exc) from None
-    write_sysctls(interface_sysctls(plan.host_ifname))
-    try:
-        run_batch(container_lines(plan), plan.netns)
-    except BatchFailure as exc:
-        raise DataplaneFailure(
-            f"could not configure {plan.container_ifname} in the container "
-            f"({exc.line or 'ip -batch'}): {exc.stderr}", f"netns {plan.netns}") from None
-    _log.info("wired %s <-> %s in %s: %s, mtu %d", plan.host_ifname, plan.container_ifname,
-              plan.netns, ", ".join(f"{a}/32" for a in plan.addresses), plan.mtu)
-
-
-def _gone(exc: BatchFailure) -> bool:
-    return "Cannot find device" in exc.stderr or "does not exist" in exc.stderr
-
-
-def _host_error(plan: VethPlan, exc: BatchFailure) -> Exception:
-    line = exc.line or ""
-    if line.startswith("link add") and "File exists" in exc.stderr:
-        return Conflict(
-            f"an interface named {plan.container_ifname} already exists in the container's "
-            f"network namespace {plan.netns}; tortie will not replace an interface it did "
-            "not create")
-    if line.startswith("route add") and "File exists" in exc.stderr:
-        dst = line.split()[2]
-        holder = _route_holder(dst)
-        return Conflict(
-            f"route {dst} already exists for an interface other than {plan.host_ifname}"
-            + (f" ({holder})" if holder else "")
-            + "; another workload on this node holds the address")
-    return DataplaneFailure(f"could not create host interface {plan.host_ifname} "
-                            f"({line or 'ip -batch'}): {exc.stderr}")
-
-
-def _route_holder(dst: str) -> str:
-    try:
-        out = run_batch([f"route show exact {dst}"], json_out=True)
-        routes = _json_documents(out)[0]
-    except (BatchFailure, DataplaneFailure, ValueError, IndexError):
-        return ""
-    return " ".join(f"dev {r.get('dev')}" for r in routes if r.get("dev"))
-
-
-def remove_host_veth(ifname: str) -> bool:
-    """Rollback of a failed ADD: delete the host end this ADD created. True if it existed."""
-    if not host_link_exists(ifname):
-        return False
-    try:
-        run_batch([f"link del {ifname}"])
-    except BatchFailure as exc:
-        if _gone(exc):
-            return False
-        raise DataplaneFailure(f"could not delete host interface {ifname}: {exc.stderr}") from None
-    return True
-
-
-def unwire(netns: str, ifname: str) -> bool:
-    """DEL: delete `ifname` inside the container (and with it the host end). Idempotent."""
-    if not netns_exists(netns):
-        _log.info("network namespace %r is gone; its interfaces went with it", netns)
-        return False
-    try:
-        run_batch([f"link del {ifname}"], netns)
-    except BatchFailure as exc:
-        if _gone(exc):
-            return False
-        # The namespace may vanish between our check and nsenter's open.
-        if not netns_exists(netns):
-            return False
-        raise DataplaneFailure(f"could not delete {ifname} in {netns}: {exc.stderr}") from None
-    return True
-
-
-# -- CHECK -----------------------------------------------------------------------------------
 
 
 class Observed(NamedTuple):

@@ -107,6 +107,7 @@ from .errors import (
     BlockLimitReached,
     BlockNotEmpty,
     CorruptDocument,
+    HandleExists,
     HandleNotFound,
     IPAMError,
     NoIPsAvailable,
@@ -457,12 +458,17 @@ class Allocator:
 
     def auto_assign(self, node: str, handle_id: str, num: int = 1,
                     attrs: Mapping[str, str] | None = None, use: str = WORKLOAD,
-                    version: int = 4) -> list[str]:
+                    version: int = 4, *, new_handle: bool = False) -> list[str]:
         """Assign `num` addresses to `handle_id` for a workload (or tunnel) on `node`.
 
         All or nothing: if fewer can be had, the ones taken are released again and
         an InsufficientAddresses subclass says why. `attrs` become the allocation's
         secondary attributes (`node` is added when missing).
+
+        `new_handle`: only if the handle does not exist yet; HandleExists (nothing
+        assigned) if it does. A caller that would otherwise read the handle first
+        (a CNI ADD, which reuses what a retried ADD got) saves that round trip: the
+        first transaction already compares the handle's absence.
         """
         if num < 1:
             raise ValueError(f"number of addresses must be at least 1, not {num}")
@@ -475,7 +481,8 @@ class Allocator:
             try:
                 for _ in range(self._retries):
                     try:
-                        self._auto_assign(node, handle_id, num, attributes, use, version, got)
+                        self._auto_assign(node, handle_id, num, attributes, use, version, got,
+                                          new_handle)
                         return [ip for ip, _, _ in got]
                     except _Stale:
                         self._stale()
@@ -495,7 +502,8 @@ class Allocator:
                          "`ctl ipam check` will report them", len(got), exc_info=True)
 
     def _auto_assign(self, node: str, handle_id: str, num: int, attrs: dict[str, str],
-                     use: str, version: int, got: list[tuple[str, str, int]]) -> None:
+                     use: str, version: int, got: list[tuple[str, str, int]],
+                     new_handle: bool) -> None:
         ctx = self._context()
         pools = ctx.usable(self._node(node).labels, use, version)
         if not pools:
@@ -511,14 +519,15 @@ class Allocator:
         affine = self._affine.get(node)
         if affine is None:
             affine = self._load_affinities(node)
-        if self._fill_affine(node, handle_id, attrs, pools, affine, got, want) or not want():
+        if self._fill_affine(node, handle_id, attrs, pools, affine, got, want, new_handle) or not want():
             return
 
         # (b) Claim new blocks. First pick up blocks a sibling process of this node claimed.
         known = set(affine)
         affine = self._load_affinities(node)
         fresh = [c for c in affine if c not in known]
-        if fresh and self._fill_affine(node, handle_id, attrs, pools, fresh, got, want):
+        if fresh and self._fill_affine(node, handle_id, attrs, pools, fresh, got,
+                                            want, new_handle):
             return
         limit_hit = False
         listing = _BlockListing(self, version)
@@ -533,7 +542,8 @@ class Allocator:
                 listing.claimed(cidr)
                 self._known_blocks.add(cidr)
                 pool = self._pool_of(cidr, pools)
-                self._assign_from(cidr, node, handle_id, attrs, want(), pool, True, got)
+                self._assign_from(cidr, node, handle_id, attrs, want(), pool, True, got,
+                                  new_handle)
         if not want():
             return
 
@@ -555,7 +565,8 @@ class Allocator:
                                            or self._blocks[cidr][1] < listed[1]):
                     self._blocks[cidr] = listed
                 pool = self._pool_of(cidr, pools)
-                self._assign_from(cidr, node, handle_id, attrs, want(), pool, False, got)
+                self._assign_from(cidr, node, handle_id, attrs, want(), pool, False, got,
+                                  new_handle)
                 if not want():
                     return
             # Others filled what we listed; blocks claimed since may have room: list again.
@@ -577,7 +588,7 @@ class Allocator:
 
     def _fill_affine(self, node: str, handle_id: str, attrs: dict[str, str],
                      pools: list[IPPool], affine: list[str], got: list[tuple[str, str, int]],
-                     want: Callable[[], int]) -> bool:
+                     want: Callable[[], int], new_handle: bool) -> bool:
         """Assign from the given affine blocks; True when the request is complete."""
         candidates = [c for c in affine if self._pool_of(c, pools) is not None]
         # Pass 1: cached blocks with room, as cached (the CAS validates the cache).
@@ -585,7 +596,7 @@ class Allocator:
             entry = self._blocks.get(cidr)
             if want() and entry is not None and entry[0].free > 0:
                 self._assign_from(cidr, node, handle_id, attrs, want(),
-                                  self._pool_of(cidr, pools), True, got)
+                                  self._pool_of(cidr, pools), True, got, new_handle)
         if not want():
             return True
         # Pass 2: blocks not cached or cached as full, re-read together in one round
@@ -602,15 +613,21 @@ class Allocator:
             entry = self._blocks.get(cidr)
             if want() and entry is not None and entry[0].free > 0:
                 self._assign_from(cidr, node, handle_id, attrs, want(),
-                                  self._pool_of(cidr, pools), True, got)
+                                  self._pool_of(cidr, pools), True, got, new_handle)
         return not want()
 
     def _assign_from(self, cidr: str, node: str, handle_id: str, attrs: dict[str, str],
                      num: int, pool: IPPool | None, affine: bool,
-                     got: list[tuple[str, str, int]]) -> int:
-        """Assign up to num addresses from one block (block + handle in one txn)."""
+                     got: list[tuple[str, str, int]], new_handle: bool = False) -> int:
+        """Assign up to num addresses from one block (block + handle in one txn).
+
+        `new_handle`: HandleExists unless this call is the one creating the handle
+        (known, cached or learnt from a failed txn, before anything was assigned).
+        """
         bkey, hkey = block_key(cidr), handle_key(handle_id)
         for _ in range(self._retries):
+            if new_handle and not got and handle_id in self._handles:
+                raise HandleExists(handle_id)
             entry = self._blocks.get(cidr) or self._read_block(cidr)
             if entry is None:
                 return 0
@@ -622,17 +639,17 @@ class Allocator:
                 return 0
             new_block, ordinals = block.auto_assign(num, handle_id, attrs)
             handle, hrev = self._handles.get(handle_id) or (Handle(), 0)
-            new_handle = handle.increment(cidr, len(ordinals))
+            grown_handle = handle.increment(cidr, len(ordinals))
             guards = [Compare(bkey, "mod", "==", rev), _handle_guard(hkey, hrev),
                       *self._guards(pool, node, config=not affine)]
             ok, gets, wrote_at = self.client.transaction(
                 guards,
-                [put_op(bkey, new_block.to_json()), put_op(hkey, new_handle.to_json())],
+                [put_op(bkey, new_block.to_json()), put_op(hkey, grown_handle.to_json())],
                 [get_op(bkey), get_op(hkey)],
             )
             if ok:
                 self._blocks[cidr] = (new_block, wrote_at)
-                self._remember_handle(handle_id, new_handle, wrote_at)
+                self._remember_handle(handle_id, grown_handle, wrote_at)
                 for o in ordinals:
                     got.append((new_block.ip_of(o), cidr, block.sequence_number))
                 return len(ordinals)

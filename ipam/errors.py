@@ -12,6 +12,7 @@
      ├── BadSequenceNumber           a release based on stale information (ABA guard)
      ├── HandleMismatch              a release naming a handle that does not own the address
      ├── HandleNotFound
+     ├── HandleExists                an assignment for a new handle found it existing
      ├── AffinityNotFound / BlockNotEmpty
      ├── RetriesExhausted            100 compare-and-swap conflicts in a row on one key
      ├── CorruptDocument             a stored IPAM document that cannot be read
@@ -105,6 +106,12 @@ class HandleNotFound(IPAMError):
     def __init__(self, handle: str) -> None:
         self.handle = handle
         super().__init__(f"handle '{handle}' does not exist")
+
+
+class HandleExists(IPAMError):
+    def __init__(self, handle: str) -> None:
+        self.handle = handle
+        super().__init__(f"handle '{handle}' already exists")
 
 
 class AffinityNotFound(IPAMError):

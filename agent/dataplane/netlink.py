@@ -1,10 +1,15 @@
-"""agent.dataplane.netlink: the fast path for routes (a minimal RTNETLINK client).
+"""agent.dataplane.netlink: the fast path for routes and pod wiring (a minimal RTNETLINK client).
 
 Owns: `RtnlSocket`, which dumps IPv4 routes and links over a raw NETLINK_ROUTE
 socket, decoding only the attributes the route writer compares (dst, oif,
-gateway, priority, table, metrics/mtu), and sends batches of prebuilt route
-requests (`write`), many per sendmsg(2). It knows message layouts, not policy:
-what to write is agent.dataplane.routes' business.
+gateway, priority, table, metrics/mtu), and sends batches of prebuilt
+requests (`write`), many per sendmsg(2); and the pure builders of those
+requests: routes (`route_body`, `route_add_request`), veth pairs
+(`veth_request`, the peer born in another namespace), addresses
+(`addr_add_request`) and link deletion (`link_del_request`). It knows message
+layouts, not policy: what to write is agent.dataplane.routes' and
+cni/wiring.py's business. The CNI plugin imports it, so it imports nothing
+heavy (see netns.py).
 
 Why not pyroute2 for routes: dumping and decoding 10,000 routes with pyroute2
 0.9.7 took 1.26 s plus 0.43 s to pull the attributes out (bench/routes.py re-measures it), more
@@ -43,7 +48,9 @@ NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWLINK = 16
+RTM_DELLINK = 17
 RTM_GETLINK = 18
+RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
@@ -55,6 +62,7 @@ NLM_F_DUMP_INTR = 0x10
 NLM_F_REPLACE = 0x100
 NLM_F_CAPPED = 0x100  # on an error: the request's payload is left out
 NLM_F_ACK_TLVS = 0x200  # on an error: extended-ack attributes follow
+NLM_F_EXCL = 0x200  # on a new object: fail with EEXIST if it exists
 NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
 NETLINK_CAP_ACK = 10
@@ -76,8 +84,20 @@ RTAX_MTU = 2
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255  # in a delete: any scope
+RTPROT_BOOT = 3  # what `ip route add` writes
+RTN_UNICAST = 1
+IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
+IFLA_MTU = 4
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+VETH_INFO_PEER = 1
+IFLA_NET_NS_FD = 28
 IFLA_EXT_MASK = 29
+IFF_UP = 0x1
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 
 T = TypeVar("T")
@@ -88,6 +108,7 @@ RTNH_F_ONLINK = 4
 _HDR = struct.Struct("=IHHII")  # nlmsghdr
 _RTM = struct.Struct("=BBBBBBBBI")  # rtmsg
 _IFI = struct.Struct("=BxHiII")  # ifinfomsg
+_IFA = struct.Struct("=BBBBI")  # ifaddrmsg
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _ERR = struct.Struct("=i")
@@ -162,11 +183,74 @@ def route_body(*, dst_len: int, proto: int, scope: int, rtype: int, flags: int =
 # RTA_DST's header for an IPv4 address; the 4 address bytes follow it.
 DST_RTA = _RTA.pack(8, RTA_DST)
 
+# A request as `RtnlSocket.write` takes it: (message type, flags, payload).
+Request = tuple[int, int, bytes]
+_NEW = NLM_F_CREATE | NLM_F_EXCL  # `ip ... add`: create, and fail if it exists
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _link_body(name: str, *, up: bool, mtu: int | None = None, mac: str | None = None,
+               netns_fd: int | None = None) -> bytes:
+    """ifinfomsg (by name, index 0) and the attributes of a link to create or change."""
+    flags = IFF_UP if up else 0
+    body = _IFI.pack(socket.AF_UNSPEC, 0, 0, flags, flags) + _rta(IFLA_IFNAME, name.encode() + b"\0")
+    if mtu:
+        body += _rta(IFLA_MTU, _U32.pack(mtu))
+    if mac is not None:
+        body += _rta(IFLA_ADDRESS, _mac_bytes(mac))
+    if netns_fd is not None:
+        body += _rta(IFLA_NET_NS_FD, _U32.pack(netns_fd))
+    return body
+
+
+def veth_request(name: str, mac: str, peer_name: str, peer_mac: str, mtu: int,
+                 peer_netns_fd: int) -> Request:
+    """`ip link add NAME mtu M address MAC up type veth peer name PEER mtu M address
+    PEER_MAC netns FD`: both ends, the peer created inside the namespace open as
+    `peer_netns_fd` (in the process sending it), so no half-moved veth can exist.
+    Only NAME comes up: the kernel configures the peer before the pair is joined,
+    and opening a veth without its peer fails (ENOTCONN); see `link_up_request`."""
+    peer = _link_body(peer_name, up=False, mtu=mtu, mac=peer_mac, netns_fd=peer_netns_fd)
+    info = _rta(IFLA_INFO_KIND, b"veth") + _rta(IFLA_INFO_DATA, _rta(VETH_INFO_PEER, peer))
+    return RTM_NEWLINK, _NEW, _link_body(name, up=True, mtu=mtu, mac=mac) + _rta(IFLA_LINKINFO, info)
+
+
+def link_up_request(index: int) -> Request:
+    """`ip link set dev <index> up`."""
+    return RTM_NEWLINK, 0, _IFI.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+
+
+def link_del_request(name: str) -> Request:
+    """`ip link del NAME` (ENODEV if there is none)."""
+    return RTM_DELLINK, 0, _link_body(name, up=False)
+
+
+def addr_add_request(index: int, address: str, prefix_len: int) -> Request:
+    """`ip addr add ADDRESS/PREFIX dev <index>` for IPv4 (scope global, no broadcast)."""
+    raw = socket.inet_aton(address)
+    body = _IFA.pack(socket.AF_INET, prefix_len, 0, RT_SCOPE_UNIVERSE, index)
+    return RTM_NEWADDR, _NEW, body + _rta(IFA_LOCAL, raw) + _rta(IFA_ADDRESS, raw)
+
+
+def route_add_request(dst: str | None, dst_len: int, oif: int, *, scope: int,
+                      gateway: str | None = None) -> Request:
+    """`ip route add DST/LEN [via GATEWAY] dev <oif> [scope link]` in the main table
+    (dst None: the default route)."""
+    head, tail = route_body(dst_len=dst_len, proto=RTPROT_BOOT, scope=scope, rtype=RTN_UNICAST,
+                            oif=oif, gateway=gateway)
+    dst_attr = b"" if dst is None else DST_RTA + socket.inet_aton(dst)
+    return RTM_NEWROUTE, _NEW, head + dst_attr + tail
+
 
 class RtnlSocket:
     """A NETLINK_ROUTE socket in one namespace; one request at a time (locked)."""
 
-    def __init__(self, netns: str | None) -> None:
+    def __init__(self, netns: str | int | None) -> None:
+        """`netns`: a /run/netns name, a namespace file's path or an open fd of one;
+        None for the namespace of the thread that first uses the socket."""
         self.netns = netns
         self._sock: socket.socket | None = None
         self._seq = 0
@@ -251,7 +335,7 @@ class RtnlSocket:
                 return self._write(requests)
             except OSError as e:
                 self._drop()
-                raise NetlinkError("route write", e.errno, e.strerror or str(e)) from e
+                raise NetlinkError("batch write", e.errno, e.strerror or str(e)) from e
 
     def _write(self, requests: Iterable[tuple[int, int, bytes]]) -> dict[int, tuple[int, str]]:
         sock = self._socket()

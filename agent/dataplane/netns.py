@@ -4,6 +4,13 @@ Owns: `NetnsWorker`, a single thread that has entered one network namespace
 (or stays in the host's, for netns=None) and runs every pyroute2 call of its
 writer; `open_socket()` for raw netlink sockets created in a namespace.
 
+A namespace is named by a /run/netns name, an absolute path to a namespace
+file (CNI_NETNS: a bind mount, /proc/<pid>/ns/net, /proc/<pid>/fd/<n>), or an
+open file descriptor of one. Nothing here ever creates a namespace.
+
+The CNI plugin imports this module (cni/wiring.py, through netlink.py) and its
+start-up counts, so ctypes and concurrent.futures are imported where used.
+
 Why a thread: pyroute2 0.9 sockets are bound to the thread (event loop) that
 created them; a socket made in one thread and used from another silently sees
 nothing (docs/agent.md, "pyroute2"). setns(2) on CLONE_NEWNET changes
@@ -14,15 +21,16 @@ the IPRoute keeps both problems away from the rest of the agent, with no fork.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import ctypes
+    from concurrent.futures import ThreadPoolExecutor
 
 from agent.dataplane.errors import NamespaceError
 
@@ -36,29 +44,44 @@ CLONE_NEWNET = 0x40000000
 _libc: ctypes.CDLL | None = None
 
 
-def enter_netns(netns: str) -> None:
-    """Move the calling thread into /run/netns/<netns>. Never creates it.
+def netns_path(netns: str) -> str:
+    """The file of a namespace given by /run/netns name or by absolute path (pure)."""
+    # iproute2 refuses names with a '/', so an absolute path cannot be a name.
+    return netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
+
+
+def enter_netns(netns: str | int) -> None:
+    """Move the calling thread into `netns` (a name, a path or an open fd). Never creates it.
 
     (pyroute2's own helpers create a missing namespace unless given flags=0,
     docs/agent.md; plain setns(2) cannot.)
     """
+    import ctypes
+
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    try:
-        fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise NamespaceError(netns, e.strerror or str(e)) from e
+        # The process's own symbols (libc's among them), not find_library("c"): that
+        # runs `ldconfig -p`, a process per CNI plugin invocation that enters a pod.
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if isinstance(netns, int):
+        fd, owned = netns, False
+    else:
+        try:
+            fd, owned = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC), True
+        except OSError as e:
+            raise NamespaceError(netns, e.strerror or str(e)) from e
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise NamespaceError(netns, f"setns: {os.strerror(err)}")
+            raise NamespaceError(str(netns), f"setns: {os.strerror(err)}")
     finally:
-        os.close(fd)
+        if owned:
+            os.close(fd)
 
 
-def open_socket(netns: str | None, family: int, type_: int, proto: int) -> socket.socket:
-    """A socket created in `netns`; it stays in that namespace whichever thread uses it."""
+def open_socket(netns: str | int | None, family: int, type_: int, proto: int) -> socket.socket:
+    """A socket created in `netns` (a name, a path or an open fd; None: this thread's
+    namespace); it stays in that namespace whichever thread uses it."""
     if netns is None:
         return socket.socket(family, type_ | socket.SOCK_CLOEXEC, proto)
     box: dict[str, Any] = {}
@@ -98,6 +121,8 @@ class NetnsWorker:
             enter_netns(self.netns)
 
     def _get_executor(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor
+
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
@@ -108,6 +133,8 @@ class NetnsWorker:
             return self._executor
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from concurrent.futures import BrokenExecutor
+
         ex = self._get_executor()
         try:
             return ex.submit(fn, *args, **kwargs).result()
@@ -138,6 +165,8 @@ class NetnsWorker:
                 _log.debug("closing IPRoute failed", exc_info=True)
 
     def close(self) -> None:
+        from concurrent.futures import BrokenExecutor
+
         with self._lock:
             ex, self._executor = self._executor, None
         if ex is None:
@@ -150,4 +179,4 @@ class NetnsWorker:
 
 
 def netns_exists(netns: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, netns))
+    return os.path.exists(netns_path(netns))

@@ -58,6 +58,28 @@ def test_assign_is_idempotent_per_handle_and_release_too(backend) -> None:
     assert backend.addresses(w.handle_id) == []
 
 
+def test_a_retried_add_gets_the_same_address_whoever_serves_it(
+        backend, settings: EtcdSettings) -> None:
+    # The first assignment skips reading the handle (it must be new); a retry, by the
+    # same backend (its allocator caches the handle) or by another process (a cold
+    # one, which learns of the handle from the assignment's refused transaction),
+    # reuses the address and never assigns a second one.
+    w = identify("net", "node1", "retry", "eth0", {})
+    first = backend.assign(w)
+    assert backend.assign(w) == first
+    cold = LocalBackend(settings, {})
+    try:
+        assert cold.assign(w) == first
+        assert cold.addresses(w.handle_id) == first
+        # After a DEL, an ADD of the same container assigns afresh (the cache is stale).
+        assert cold.release(w.handle_id) == first
+        again = backend.assign(w)
+        assert len(again) == 1 and backend.addresses(w.handle_id) == again
+    finally:
+        cold.close()
+    assert backend.release(w.handle_id) == again
+
+
 def test_requested_address_and_its_errors(backend) -> None:
     w = identify("net", "node1", "cid2", "eth0", {})
     assert backend.assign(w, ["10.77.0.9"]) == ["10.77.0.9"]

@@ -21,6 +21,7 @@ from ipam.errors import (
     BadSequenceNumber,
     BlockLimitReached,
     BlockNotEmpty,
+    HandleExists,
     HandleMismatch,
     HandleNotFound,
     NoIPsAvailable,
@@ -29,7 +30,7 @@ from ipam.errors import (
 )
 from ipam.pools import seeded_block_cidrs
 
-from .conftest import make_node, make_pool
+from .conftest import dump, make_node, make_pool
 
 
 def block_of(client, cidr: str) -> Block:
@@ -96,6 +97,28 @@ def test_assignment_spans_blocks_and_counts_per_block(etcd_client, store, alloca
     doc = handle_doc(etcd_client, "big")
     assert sorted(doc["block"].values()) == [6, 64]
     assert len(affinities(etcd_client, "node1")) == 2
+
+
+def test_an_assignment_for_a_new_handle_refuses_an_existing_one(etcd_client, store, clock):
+    make_pool(store, "p", "10.65.0.0/16")
+    make_node(store, "node1")
+    first, other = Allocator(etcd_client, clock=clock), Allocator(etcd_client, clock=clock)
+    ips = first.auto_assign("node1", "h1", 1, new_handle=True)
+    assert handle_doc(etcd_client, "h1") is not None and len(ips) == 1
+    before = dump(etcd_client)
+    # Known to this allocator (its cache): refused before any transaction.
+    with pytest.raises(HandleExists, match="handle 'h1' already exists"):
+        first.auto_assign("node1", "h1", 1, new_handle=True)
+    # Unknown to this one (another process): the transaction's compare finds it.
+    with pytest.raises(HandleExists):
+        other.auto_assign("node1", "h1", 1, new_handle=True)
+    assert dump(etcd_client) == before  # nothing assigned, nothing written
+    assert sum(b.in_use for b in blocks(etcd_client).values()) == 1
+    # Spanning blocks: only the first write must create the handle.
+    many = other.auto_assign("node1", "big", 70, new_handle=True)
+    per_block = handle_doc(etcd_client, "big")["block"]
+    assert len(set(many)) == 70 and len(per_block) == 2 and sum(per_block.values()) == 70
+    assert check_problems(etcd_client) == 0
 
 
 def test_pending_affinity_counts_as_absent_and_a_lost_claim_is_withdrawn(
