@@ -55,7 +55,8 @@ PUT_RETRIES = 5
 
 
 class Backend(Protocol):
-    def assign(self, w: Workload, requested: Sequence[str] = ()) -> list[str]: ...
+    def assign(self, w: Workload, requested: Sequence[str] = (),
+               pools: Sequence[str] = ()) -> list[str]: ...
     def addresses(self, handle_id: str) -> list[str]: ...
     def release(self, handle_id: str) -> list[str]: ...
     def put_endpoint(self, doc: Mapping[str, Any]) -> None: ...
@@ -144,7 +145,10 @@ class LocalBackend:
                 ips += [block.ip_of(o) for o in block.ordinals_of_handle(handle_id)]
             return ips
 
-    def assign(self, w: Workload, requested: Sequence[str] = ()) -> list[str]:
+    def assign(self, w: Workload, requested: Sequence[str] = (),
+               pools: Sequence[str] = ()) -> list[str]:
+        """The handle's addresses: those it holds, else `requested`, else one from the
+        node's blocks, restricted to `pools` (names or CIDRs) when given."""
         held = self.addresses(w.handle_id)
         if held:
             _log.info("handle %s already holds %s: reusing (a retried ADD)", w.handle_id,
@@ -163,7 +167,8 @@ class LocalBackend:
                         self.allocator.release_by_handle(w.handle_id)
                     raise
             else:
-                got = self.allocator.auto_assign(w.node, w.handle_id, 1, attrs)
+                got = self.allocator.auto_assign(w.node, w.handle_id, 1, attrs,
+                                                 pools=tuple(pools))
         _log.info("assigned %s to %s (handle %s)", ", ".join(got), w.describe(), w.handle_id)
         return got
 
