@@ -96,14 +96,13 @@ def requested_pools(pools: Iterable[IPPool], requested: Sequence[str], use: str,
             pool = next((p for p in known if p.spec.network == net), None)
         if pool is None:
             raise RequestedPoolUnusable(item, "does not exist, or is not enabled")
+        named = f"{item} = {pool.spec.cidr}" if item == pool.name else f"{item} = {pool.name}"
         if pool.spec.disabled:
-            raise RequestedPoolUnusable(item, f"is pool {pool.name} ({pool.spec.cidr}), "
-                                              "which is disabled")
+            raise RequestedPoolUnusable(named, "is disabled")
         if pool.spec.network.version != version:
-            raise RequestedPoolUnusable(item, f"is not an IPv{version} pool")
+            raise RequestedPoolUnusable(named, f"is not an IPv{version} pool")
         if use not in pool.spec.allowedUses:
-            raise RequestedPoolUnusable(item, f"is pool {pool.name} ({pool.spec.cidr}), "
-                                              f"which does not allow use {use}")
+            raise RequestedPoolUnusable(named, f"does not allow use {use}")
         if not any(pool is p for p in out):
             out.append(pool)
     return out
