@@ -354,7 +354,7 @@ def settings_from(opts: argparse.Namespace) -> Settings:
         network_name=opts.network_name, portmap=not opts.no_portmap, bandwidth=opts.bandwidth,
         policy_setup_timeout=opts.policy_setup_timeout_seconds,
         endpoint_status_dir=opts.endpoint_status_dir,
-        kubeconfig=os.path.join(opts.conf_dir, KUBECONFIG_NAME),
+        kubeconfig=opts.kubeconfig_filepath or os.path.join(opts.conf_dir, KUBECONFIG_NAME),
         kubernetes_mode=kubernetes_mode(opts),
         kubernetes_service_host=opts.kubernetes_service_host,
         kubernetes_service_port=opts.kubernetes_service_port)
@@ -433,6 +433,11 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    default=e("CNI_WRITE_KUBECONFIG", "") == "true",
                    help="[CNI_WRITE_KUBECONFIG=true] write the kubeconfig even when the token "
                         "is not found (then fail)")
+    p.add_argument("--kubeconfig-filepath", default=e("CNI_KUBECONFIG_FILEPATH", ""),
+                   help="[CNI_KUBECONFIG_FILEPATH] the kubeconfig's path as the plugin sees it "
+                        "(the host's, when this runs in a container with the host's conf dir "
+                        "mounted elsewhere): what kubernetes.kubeconfig and "
+                        f"__KUBECONFIG_FILEPATH__ say; default <conf dir>/{KUBECONFIG_NAME}")
     p.add_argument("--kubernetes-service-host", default=e("KUBERNETES_SERVICE_HOST", ""),
                    help="[KUBERNETES_SERVICE_HOST] the API server (set by the kubelet)")
     p.add_argument("--kubernetes-service-port", default=e("KUBERNETES_SERVICE_PORT", ""),
