@@ -128,8 +128,7 @@ def _ip_addrs(text: str | None, where: str) -> tuple[str, ...]:
 # -- the API server ------------------------------------------------------------------------
 
 
-def read_pod(conf: KubernetesConf, namespace: str, name: str,
-             environ: Mapping[str, str]) -> KubernetesPod:
+def read_pod(conf: KubernetesConf, namespace: str, name: str) -> KubernetesPod:
     """GET the namespace and the pod from the API server and convert them.
 
     Errors: TryAgainLater (11) when the API server cannot be reached, times out or
@@ -138,7 +137,7 @@ def read_pod(conf: KubernetesConf, namespace: str, name: str,
     """
     from kubernetes.client import CoreV1Api
 
-    api = _client(conf, environ)
+    api = _client(conf)
     core = CoreV1Api(api)
     try:
         ns_doc = _get(api, f"/api/v1/namespaces/{namespace}", f"namespace {namespace}",
@@ -157,7 +156,7 @@ def read_pod(conf: KubernetesConf, namespace: str, name: str,
     return result
 
 
-def _client(conf: KubernetesConf, environ: Mapping[str, str]) -> Any:
+def _client(conf: KubernetesConf) -> Any:
     """An ApiClient from the kubeconfig (or in-cluster credentials), `k8s_api_root` over
     its server, no retries (one failure is reported at once; the kubelet retries ADD)."""
     from kubernetes import client as k8s_client
@@ -168,9 +167,15 @@ def _client(conf: KubernetesConf, environ: Mapping[str, str]) -> Any:
         if conf.kubeconfig:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=conf.kubeconfig, client_configuration=cfg)
-        elif environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=cfg)
+        else:
+            # The process's own pod credentials (the CNI server's, if its pod has a
+            # token); without them k8s_api_root is used with no credentials.
+            try:
+                k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=cfg)
+            except k8s_config.ConfigException:
+                _log.debug("no in-cluster credentials: %s without authentication",
+                           conf.api_root)
     except (k8s_config.ConfigException, OSError, ValueError, TypeError) as exc:
         where = (f"kubernetes.kubeconfig={json.dumps(conf.kubeconfig)}" if conf.kubeconfig
                  else "the in-cluster service account")

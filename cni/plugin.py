@@ -85,7 +85,7 @@ class Invocation:
             return
         from . import k8s
 
-        found = k8s.read_pod(kube, w.namespace, w.pod, self.environ)
+        found = k8s.read_pod(kube, w.namespace, w.pod)
         if self.conf.pod != config.NO_POD_ARGS:
             _log.info("Kubernetes mode: args.cni's labels, ports and service account are "
                       "ignored for %s; the pod's are used", w.describe())

@@ -113,7 +113,7 @@ def closed_port() -> int:
 def test_an_unreachable_api_server_is_code_11_naming_it() -> None:
     server = f"http://127.0.0.1:{closed_port()}"
     with pytest.raises(TryAgainLater) as caught:
-        k8s.read_pod(KubernetesConf(None, server), "shop", "web", {})
+        k8s.read_pod(KubernetesConf(None, server), "shop", "web")
     assert caught.value.code == 11
     msg = caught.value.msg
     assert msg.startswith(f"error getting namespace shop from the Kubernetes API server {server}")
@@ -123,8 +123,8 @@ def test_an_unreachable_api_server_is_code_11_naming_it() -> None:
 def test_a_kubeconfig_that_cannot_be_loaded_is_code_7(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(InvalidConfig, match=rf'kubernetes.kubeconfig="{missing}"'):
-        k8s.read_pod(KubernetesConf(str(missing)), "shop", "web", {})
+        k8s.read_pod(KubernetesConf(str(missing)), "shop", "web")
     broken = tmp_path / "kubeconfig"
     broken.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": []}))
     with pytest.raises(InvalidConfig, match="error building Kubernetes client config"):
-        k8s.read_pod(KubernetesConf(str(broken)), "shop", "web", {})
+        k8s.read_pod(KubernetesConf(str(broken)), "shop", "web")
