@@ -7,8 +7,8 @@ Calico conflist works once `type`/`ipam.type` say tortie:
   cniVersion, name, type         required (spec)
   ipam.type                      required: tortie-ipam, or any IPAM plugin in CNI_PATH
   ipam.assign_ipv4 / assign_ipv6 "true"/"false" (or booleans); IPv4 only for now
-  ipam.ipv4_pools                Calico's pool restriction: refused (code 2) until the
-                                 allocator can restrict pools
+  ipam.ipv4_pools                Calico's pool restriction: pool names or CIDRs
+                                 (ipv6_pools refused: IPv4 only)
   ipam.routes                    routes tortie-ipam returns when used by another plugin
   mtu                            veth MTU; 0 or absent: the agent's MTU file, else 1450
   mtu_file                       tortie: where the agent publishes the MTU
@@ -25,7 +25,10 @@ Calico conflist works once `type`/`ipam.type` say tortie:
                                  endpoint's policy (cni/endpoint_status.py); 0: no wait
   endpoint_status_dir            where the agent publishes that (a host path; default
                                  /var/run/calico/endpoint-status, Calico's)
-  policy, kubernetes, ...        accepted and ignored (Calico keys tortie has no use for)
+  kubernetes.kubeconfig,         Kubernetes mode: read the pod from the API server at ADD
+  kubernetes.k8s_api_root        (cni/k8s.py)
+  policy.type                    "k8s" or absent
+  feature_control, ...           accepted and ignored (Calico keys tortie has no use for)
   args.cni.labels / .ips         CNI's CONVENTIONS.md: the pod's labels, requested IPs
   args.cni.ports                 tortie: the pod's container ports, Kubernetes' ContainerPort
                                  shape ([{name, containerPort, protocol}]): named ports
