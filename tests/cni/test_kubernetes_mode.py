@@ -7,7 +7,8 @@ Covered: a pod's labels, service account and named ports reach its WorkloadEndpo
 win over args.cni); the ipAddrs annotation picks the address; the ipv4pools annotation
 (namespace default, pod override) restricts the pool; an unreachable API server is a
 code-11 error naming its URL, and a pod that does not exist is code 3, both leaving
-nothing behind; a podman container (no K8S_POD_NAMESPACE) is never looked up.
+nothing behind; a podman container (no K8S_POD_NAMESPACE) is never looked up; and a
+shim call run in the node's CNI server (what production runs) reads the pod the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from lab.probe import in_netns
 
 from .conftest import CniNode
+from .test_server import shim_call
 
 pytestmark = pytest.mark.root
 
@@ -172,4 +174,33 @@ def test_a_container_without_a_pod_namespace_is_not_looked_up(node: CniNode, kub
     assert out.rc == 0, out
     assert "default/node1-k8s-sleepy-eth0" in node.endpoints()
     assert node.run("DEL", conf, netns=pod, extra_env=env).rc == 0
+    assert_nothing_left(node)
+
+
+def test_a_shim_call_reads_the_pod_in_the_cni_server(node: CniNode, kube: Any) -> None:
+    import json
+    import os
+
+    from cni import shim_protocol
+
+    make_pod(kube)
+    socket_path = node.tmp / "k8s-server.sock"
+    node.start_server(socket_path)
+    conf = k8s_conf(node, kube, cni_server_socket=str(socket_path))
+    pod = node.new_pod()
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "shim-k8s", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": pod, "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web"}
+    fd = os.open(pod, os.O_RDONLY)
+    try:
+        reply = shim_protocol.decode_reply(shim_call(str(socket_path), shim_protocol.encode_request(
+            env, "tortie", json.dumps(conf).encode()), [fd]))
+    finally:
+        os.close(fd)
+    assert reply.code == 0, reply
+    wep = node.endpoints()["shop/node1-k8s-web-eth0"]
+    assert wep["metadata"]["labels"]["app"] == "web"
+    assert wep["spec"]["serviceAccountName"] == "builder"
+    assert node.run("DEL", conf, netns=pod, pod="web", namespace="shop",
+                    container_id="shim-k8s").rc == 0
     assert_nothing_left(node)
