@@ -55,7 +55,8 @@ PUT_RETRIES = 5
 
 
 class Backend(Protocol):
-    def assign(self, w: Workload, requested: Sequence[str] = ()) -> list[str]: ...
+    def assign(self, w: Workload, requested: Sequence[str] = (),
+               pools: Sequence[str] = ()) -> list[str]: ...
     def addresses(self, handle_id: str) -> list[str]: ...
     def release(self, handle_id: str) -> list[str]: ...
     def put_endpoint(self, doc: Mapping[str, Any]) -> None: ...
@@ -144,7 +145,10 @@ class LocalBackend:
                 ips += [block.ip_of(o) for o in block.ordinals_of_handle(handle_id)]
             return ips
 
-    def assign(self, w: Workload, requested: Sequence[str] = ()) -> list[str]:
+    def assign(self, w: Workload, requested: Sequence[str] = (),
+               pools: Sequence[str] = ()) -> list[str]:
+        """The handle's addresses: those it holds, else `requested`, else one from the
+        node's blocks, restricted to `pools` (names or CIDRs) when given."""
         from ipam.errors import HandleExists
 
         attrs = {**w.ipam_attributes, "timestamp": _timestamp()}
@@ -156,7 +160,7 @@ class LocalBackend:
             with mapped(what):
                 try:
                     fresh: list[str] | None = self.allocator.auto_assign(
-                        w.node, w.handle_id, 1, attrs, new_handle=True)
+                        w.node, w.handle_id, 1, attrs, pools=tuple(pools), new_handle=True)
                 except HandleExists:
                     fresh = None
             if fresh is not None:
@@ -179,7 +183,8 @@ class LocalBackend:
                         self.allocator.release_by_handle(w.handle_id)
                     raise
             else:
-                got = self.allocator.auto_assign(w.node, w.handle_id, 1, attrs)
+                got = self.allocator.auto_assign(w.node, w.handle_id, 1, attrs,
+                                                 pools=tuple(pools))
         _log.info("assigned %s to %s (handle %s)", ", ".join(got), w.describe(), w.handle_id)
         return got
 

@@ -7,8 +7,8 @@ Calico conflist works once `type`/`ipam.type` say tortie:
   cniVersion, name, type         required (spec)
   ipam.type                      required: tortie-ipam, or any IPAM plugin in CNI_PATH
   ipam.assign_ipv4 / assign_ipv6 "true"/"false" (or booleans); IPv4 only for now
-  ipam.ipv4_pools                Calico's pool restriction: refused (code 2) until the
-                                 allocator can restrict pools
+  ipam.ipv4_pools                Calico's pool restriction: pool names or CIDRs
+                                 (ipv6_pools refused: IPv4 only)
   ipam.routes                    routes tortie-ipam returns when used by another plugin
   mtu                            veth MTU; 0 or absent: the agent's MTU file, else 1450
   mtu_file                       tortie: where the agent publishes the MTU
@@ -25,7 +25,10 @@ Calico conflist works once `type`/`ipam.type` say tortie:
                                  endpoint's policy (cni/endpoint_status.py); 0: no wait
   endpoint_status_dir            where the agent publishes that (a host path; default
                                  /var/run/calico/endpoint-status, Calico's)
-  policy, kubernetes, ...        accepted and ignored (Calico keys tortie has no use for)
+  kubernetes.kubeconfig,         Kubernetes mode: read the pod from the API server at ADD
+  kubernetes.k8s_api_root        (cni/k8s.py)
+  policy.type                    "k8s" or absent
+  feature_control, ...           accepted and ignored (Calico keys tortie has no use for)
   args.cni.labels / .ips         CNI's CONVENTIONS.md: the pod's labels, requested IPs
   args.cni.ports                 tortie: the pod's container ports, Kubernetes' ContainerPort
                                  shape ([{name, containerPort, protocol}]): named ports
@@ -81,6 +84,7 @@ class IpamConf(NamedTuple):
     type: str
     routes: tuple[RouteConfig, ...] = ()
     raw: Mapping[str, Any] = _EMPTY
+    ipv4_pools: tuple[str, ...] = ()  # pool names or CIDRs the assignment is restricted to
 
 
 class EtcdSettings(NamedTuple):
@@ -126,6 +130,26 @@ class PodArgs(NamedTuple):
 NO_POD_ARGS = PodArgs()
 
 
+class KubernetesConf(NamedTuple):
+    """Calico's `kubernetes` section: where the API server is and how to reach it.
+
+    Kubernetes mode (the plugin reads the pod from the API server at ADD) is on when
+    either key is set: `kubeconfig` names a kubeconfig file (install-cni writes one from
+    the service account), `k8s_api_root` overrides its server (with no kubeconfig, the
+    in-cluster service account's token and CA are used, as client-go's loader does).
+    """
+
+    kubeconfig: str | None = None
+    api_root: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.kubeconfig or self.api_root)
+
+
+NO_KUBERNETES = KubernetesConf()
+
+
 class NetConf(NamedTuple):
     cni_version: str
     name: str
@@ -143,6 +167,7 @@ class NetConf(NamedTuple):
     policy_setup_timeout: int = 0  # seconds; 0: ADD does not wait for the agent
     endpoint_status_dir: str = DEFAULT_ENDPOINT_STATUS_DIR
     pod: PodArgs = NO_POD_ARGS
+    kubernetes: KubernetesConf = NO_KUBERNETES
     prev_result: Result | None = None
     raw: Mapping[str, Any] = _EMPTY  # the document, for delegates
 
@@ -212,12 +237,22 @@ def parse_ipam(doc: Mapping[str, Any], required: bool = True) -> IpamConf | None
         if _flag(raw, "assign_ipv6", False, "ipam.assign_ipv6"):
             raise UnsupportedField("ipam.assign_ipv6", raw["assign_ipv6"],
                                    "tortie does not assign IPv6 addresses yet")
-        for key in ("ipv4_pools", "ipv6_pools"):
-            if raw.get(key):
-                raise UnsupportedField(f"ipam.{key}", raw[key],
-                                       "restricting pools is not supported yet; select pools "
-                                       "with the IPPool nodeSelector instead")
-    return IpamConf(ipam_type, _routes(raw.get("routes"), "ipam.routes"), raw)
+        if raw.get("ipv6_pools"):
+            raise UnsupportedField("ipam.ipv6_pools", raw["ipv6_pools"],
+                                   "tortie does not assign IPv6 addresses yet")
+    return IpamConf(ipam_type, _routes(raw.get("routes"), "ipam.routes"), raw,
+                    pool_list(raw.get("ipv4_pools"), "ipam.ipv4_pools"))
+
+
+def pool_list(value: object, what: str) -> tuple[str, ...]:
+    """Calico's ipv4_pools: a list of pool names or CIDRs (which pools exist is the
+    allocator's question; here only the shape). [] and absence both mean no restriction."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InvalidConfig(f"{what}={json.dumps(value)} must be a list of IP pool names or "
+                            'CIDRs, e.g. ["default-ipv4-ippool"] or ["10.65.0.0/16"]')
+    return tuple(dict.fromkeys(v.strip() for v in value))
 
 
 def _routes(value: object, path: str) -> tuple[RouteConfig, ...]:
@@ -280,6 +315,7 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
                                "list the endpoints in etcd_endpoints")
 
     pod = pod_args(doc.get("args"))
+    kubernetes = parse_kubernetes(doc)
     prev = None
     if doc.get("prevResult") is not None:
         prev = Result.from_dict(doc["prevResult"])
@@ -303,8 +339,37 @@ def parse(data: bytes, *, main_plugin: bool = True) -> NetConf:
         log_level=level, log_file_path=_str(doc, "log_file_path"), server_socket=server,
         policy_setup_timeout=timeout,
         endpoint_status_dir=_str(doc, "endpoint_status_dir") or DEFAULT_ENDPOINT_STATUS_DIR,
-        pod=pod, prev_result=prev, raw=doc,
+        pod=pod, kubernetes=kubernetes, prev_result=prev, raw=doc,
     )
+
+
+def parse_kubernetes(doc: Mapping[str, Any]) -> KubernetesConf:
+    """`kubernetes: {kubeconfig, k8s_api_root}` and `policy: {type}` (Calico's keys).
+
+    `policy.type` may be `k8s` (Calico's conflists say so; tortie's policy always comes
+    from the datastore) or absent; anything else is a policy tortie cannot apply."""
+    policy = doc.get("policy")
+    if policy is not None:
+        if not isinstance(policy, dict):
+            raise InvalidConfig(f"policy={json.dumps(policy)} must be an object such as "
+                                '{"type": "k8s"}')
+        ptype = _str(policy, "type", "policy.type")
+        if ptype not in (None, "k8s"):
+            raise UnsupportedField("policy.type", ptype, 'the only policy type is "k8s"')
+    section = doc.get("kubernetes")
+    if section is None:
+        return NO_KUBERNETES
+    if not isinstance(section, dict):
+        raise InvalidConfig(f"kubernetes={json.dumps(section)} must be an object such as "
+                            '{"kubeconfig": "/etc/cni/net.d/tortie-kubeconfig"}')
+    api_root = _str(section, "k8s_api_root", "kubernetes.k8s_api_root")
+    if api_root is not None:
+        # Calico cuts a path such as /api/v1 off the root (getK8sRestConfig).
+        api_root = api_root.split("/api/")[0].rstrip("/")
+        if not api_root.startswith(("https://", "http://")):
+            raise InvalidConfig(f"kubernetes.k8s_api_root={json.dumps(section['k8s_api_root'])}"
+                                " must be a URL such as https://10.96.0.1:443")
+    return KubernetesConf(_str(section, "kubeconfig", "kubernetes.kubeconfig"), api_root)
 
 
 def pod_args(args: object) -> PodArgs:
@@ -318,26 +383,32 @@ def pod_args(args: object) -> PodArgs:
     return PodArgs(_labels(cni), ips, _ports(cni), _service_account(cni))
 
 
-def _list(cni: Mapping[str, Any], key: str) -> list[Any]:
+def workload_args(cni: Mapping[str, Any], where: str) -> PodArgs:
+    """Labels, ports and service account in args.cni's shape from another source (the
+    pod, read from Kubernetes), validated the same way; errors start with `where`."""
+    return PodArgs(_labels(cni, where), (), _ports(cni, where), _service_account(cni, where))
+
+
+def _list(cni: Mapping[str, Any], key: str, where: str = "args.cni") -> list[Any]:
     value = cni.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidConfig(f"args.cni.{key}={json.dumps(value)} must be a list")
+        raise InvalidConfig(f"{where}.{key}={json.dumps(value)} must be a list")
     return value
 
 
-def _labels(cni: Mapping[str, Any]) -> dict[str, str]:
+def _labels(cni: Mapping[str, Any], where: str = "args.cni") -> dict[str, str]:
     labels: dict[str, str] = {}
-    for i, item in enumerate(_list(cni, "labels")):
+    for i, item in enumerate(_list(cni, "labels", where)):
         if not isinstance(item, dict) or not isinstance(item.get("key"), str) \
                 or not isinstance(item.get("value"), str):
-            raise InvalidConfig(f"args.cni.labels[{i}]={json.dumps(item)} must be "
+            raise InvalidConfig(f"{where}.labels[{i}]={json.dumps(item)} must be "
                                 '{"key": "...", "value": "..."}')
         key, value = item["key"], item["value"]
         problem = label_key_problem(key) or label_value_problem(key, value)
         if problem:
-            raise InvalidConfig(f"args.cni.labels[{i}]={json.dumps(item)}: {problem} (keys and "
+            raise InvalidConfig(f"{where}.labels[{i}]={json.dumps(item)}: {problem} (keys and "
                                 "values: at most 63 letters, digits, '-', '_' and '.', "
                                 "alphanumeric at both ends; keys may have a DNS prefix/)")
         labels[key] = value
@@ -347,38 +418,38 @@ def _labels(cni: Mapping[str, Any]) -> dict[str, str]:
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
-def _ports(cni: Mapping[str, Any]) -> tuple[NamedPort, ...]:
+def _ports(cni: Mapping[str, Any], where: str = "args.cni") -> tuple[NamedPort, ...]:
     """Kubernetes ContainerPorts -> Calico's WorkloadEndpoint ports (a name is required:
     Calico keeps an unnamed port only for its hostPort, which portmap handles here)."""
     out: list[NamedPort] = []
-    for i, item in enumerate(_list(cni, "ports")):
-        where = f"args.cni.ports[{i}]={json.dumps(item)}"
+    for i, item in enumerate(_list(cni, "ports", where)):
+        entry = f"{where}.ports[{i}]={json.dumps(item)}"
         if not isinstance(item, dict):
-            raise InvalidConfig(f"{where} must be {{\"name\": \"http\", \"containerPort\": 80, "
+            raise InvalidConfig(f"{entry} must be {{\"name\": \"http\", \"containerPort\": 80, "
                                 '"protocol": "TCP"}')
         unknown = set(item) - {"name", "containerPort", "protocol"}
         if unknown:
-            raise InvalidConfig(f"{where}: unknown field {sorted(unknown)[0]!r} (name, "
+            raise InvalidConfig(f"{entry}: unknown field {sorted(unknown)[0]!r} (name, "
                                 "containerPort and protocol are known)")
         name, port, proto = item.get("name"), item.get("containerPort"), item.get("protocol", "TCP")
         if not isinstance(name, str) or port_name_problem(name):
-            raise InvalidConfig(f"{where}: name: {port_name_problem(str(name))}")
+            raise InvalidConfig(f"{entry}: name: {port_name_problem(str(name))}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise InvalidConfig(f"{where}: containerPort must be an integer from 1 to 65535")
+            raise InvalidConfig(f"{entry}: containerPort must be an integer from 1 to 65535")
         if not isinstance(proto, str) or proto.upper() not in _PROTOCOLS:
-            raise InvalidConfig(f"{where}: protocol must be TCP, UDP or SCTP")
+            raise InvalidConfig(f"{entry}: protocol must be TCP, UDP or SCTP")
         if any(p.name == name for p in out):
-            raise InvalidConfig(f"{where}: port name {name!r} is used twice")
+            raise InvalidConfig(f"{entry}: port name {name!r} is used twice")
         out.append(NamedPort(name, proto.lower(), port))
     return tuple(out)
 
 
-def _service_account(cni: Mapping[str, Any]) -> str | None:
+def _service_account(cni: Mapping[str, Any], where: str = "args.cni") -> str | None:
     value = cni.get("serviceAccountName")
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > 253 or not NAME_RE.match(value):
-        raise InvalidConfig(f"args.cni.serviceAccountName={json.dumps(value)} is not a valid "
+        raise InvalidConfig(f"{where}.serviceAccountName={json.dumps(value)} is not a valid "
                             "service account name (lower-case letters, digits, '-' and '.')")
     return value
 

@@ -17,6 +17,15 @@ a hand install), calico/cni's install-cni in spirit and in its variables:
                                             ships them
   <conf dir>/<conf name>                    the conflist (default
                                             /etc/cni/net.d/10-tortie.conflist)
+  <conf dir>/tortie-kubeconfig              in a Kubernetes pod (the service account
+                                            token exists) or with --write-kubeconfig:
+                                            the kubeconfig the plugin reads pods with,
+                                            from the token, its CA and
+                                            KUBERNETES_SERVICE_HOST/PORT, mode 0600
+                                            (Calico's calico-kubeconfig); the default
+                                            conflist then names it in
+                                            `kubernetes.kubeconfig`, a template with
+                                            __KUBECONFIG_FILEPATH__
 
 Which plugin: the shim when one is found (--shim / TORTIE_CNI_SHIM, else
 `<sys.prefix>/libexec/tortie-cni-shim` as in the image, else the checkout's
@@ -62,6 +71,8 @@ DEFAULT_NETWORK = "k8s-pod-network"
 PLUGINS = {"tortie": "cni.plugin", "tortie-ipam": "cni.ipam_plugin"}
 SHIM_NAME = "tortie-cni-shim"
 DEFAULT_PLUGINS_SRC_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+KUBECONFIG_NAME = "tortie-kubeconfig"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # the kubelet's mount
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,10 @@ class Settings:
     bandwidth: bool = False
     policy_setup_timeout: int = 0
     endpoint_status_dir: str = ""
+    kubeconfig: str = ""  # where the plugin's kubeconfig is (__KUBECONFIG_FILEPATH__)
+    kubernetes_mode: bool = False  # it is written: the default conflist names it
+    kubernetes_service_host: str = ""
+    kubernetes_service_port: str = ""
 
 
 PLACEHOLDERS = {
@@ -95,6 +110,9 @@ PLACEHOLDERS = {
     "__LOG_LEVEL__": "log_level",
     "__LOG_FILE_PATH__": "log_file_path",
     "__CNI_SERVER_SOCKET__": "server_socket",
+    "__KUBECONFIG_FILEPATH__": "kubeconfig",
+    "__KUBERNETES_SERVICE_HOST__": "kubernetes_service_host",
+    "__KUBERNETES_SERVICE_PORT__": "kubernetes_service_port",
 }
 
 
@@ -116,6 +134,9 @@ def render_conflist(s: Settings) -> dict[str, Any]:
     }
     main.update({k: v for k, v in optional.items() if v})
     main["cni_server_socket"] = s.server_socket
+    if s.kubernetes_mode:
+        main["policy"] = {"type": "k8s"}
+        main["kubernetes"] = {"kubeconfig": s.kubeconfig}
     plugins: list[dict[str, Any]] = [main]
     if s.portmap:
         plugins.append({"type": "portmap", "snat": True, "capabilities": {"portMappings": True}})
@@ -142,6 +163,60 @@ def render_template(template: str, s: Settings) -> dict[str, Any]:
         raise InstallError(f"the first plugin of the template is {plugins[0].get('type')!r}, "
                            "not 'tortie'")
     return doc
+
+
+def render_kubeconfig(token: str, ca_pem: bytes | None, host: str, port: str,
+                      protocol: str = "https") -> str:
+    """The plugin's kubeconfig (pure): Calico's calico-kubeconfig, with the CA inline
+    (certificate-authority-data) or, without one, TLS verification off (Calico's
+    SKIP_TLS_VERIFY=true)."""
+    import base64
+
+    import yaml
+
+    if not host or not port:
+        raise InstallError("cannot write the CNI kubeconfig: KUBERNETES_SERVICE_HOST and "
+                           f"KUBERNETES_SERVICE_PORT must be set (they are {host!r} and "
+                           f"{port!r}); the kubelet sets them in every pod")
+    endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cluster: dict[str, Any] = {"server": f"{protocol or 'https'}://{endpoint}"}
+    if ca_pem is None:
+        cluster["insecure-skip-tls-verify"] = True
+    else:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    doc = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "tortie", "user": {"token": token.strip()}}],
+        "contexts": [{"name": "tortie-context",
+                      "context": {"cluster": "local", "user": "tortie"}}],
+        "current-context": "tortie-context",
+    }
+    return ("# Kubeconfig file for the tortie CNI plugin (written by tortie-install-cni).\n"
+            + yaml.safe_dump(doc, sort_keys=False))
+
+
+def kubeconfig_from_service_account(sa_dir: str, environ: Mapping[str, str]) -> str:
+    """The kubeconfig for the service account mounted at `sa_dir` (its token and ca.crt)
+    and the API server the kubelet names in the environment."""
+    try:
+        with open(os.path.join(sa_dir, "token")) as f:
+            token = f.read()
+    except OSError as exc:
+        raise InstallError(f"cannot read the service account token: {exc}") from None
+    if not token.strip():
+        raise InstallError(f"the service account token {sa_dir}/token is empty")
+    ca: bytes | None = None
+    if environ.get("SKIP_TLS_VERIFY", "") != "true":
+        try:
+            with open(os.path.join(sa_dir, "ca.crt"), "rb") as f:
+                ca = f.read()
+        except OSError as exc:
+            raise InstallError(f"cannot read the API server's CA: {exc} (SKIP_TLS_VERIFY=true "
+                               "turns verification off)") from None
+    return render_kubeconfig(token, ca, environ.get("KUBERNETES_SERVICE_HOST", ""),
+                             environ.get("KUBERNETES_SERVICE_PORT", ""),
+                             environ.get("KUBERNETES_SERVICE_PROTOCOL", "https"))
 
 
 def import_paths() -> list[str]:
@@ -230,10 +305,11 @@ def _write_atomic(path: str, content: str | bytes, mode: int) -> bool:
 def install(bin_dir: str, conf_dir: str, conf_name: str, conflist: Mapping[str, Any],
             python: str = sys.executable, skip_binaries: bool = False,
             shim: str | None = None, plugins_src_dir: str = DEFAULT_PLUGINS_SRC_DIR,
-            ) -> tuple[list[str], list[str]]:
+            kubeconfig: str | None = None) -> tuple[list[str], list[str]]:
     """Install the plugins (the shim under both names, or the launchers), the chained
-    plugins the bin directory lacks, and the conflist. Returns (paths written, warnings);
-    unchanged files are skipped."""
+    plugins the bin directory lacks, the kubeconfig (when given; before the conflist
+    that names it) and the conflist. Returns (paths written, warnings); unchanged
+    files are skipped."""
     written, warnings = [], []
     if not skip_binaries:
         shim_bytes = None
@@ -257,6 +333,11 @@ def install(bin_dir: str, conf_dir: str, conf_name: str, conflist: Mapping[str, 
             with open(source, "rb") as f:
                 if _write_atomic(path, f.read(), 0o755):
                     written.append(path)
+    if kubeconfig is not None:
+        # 0600: it holds the service account's token (Calico writes its file so too).
+        path = os.path.join(conf_dir, KUBECONFIG_NAME)
+        if _write_atomic(path, kubeconfig, 0o600):
+            written.append(path)
     path = os.path.join(conf_dir, conf_name)
     if _write_atomic(path, json.dumps(conflist, indent=2) + "\n", 0o644):
         written.append(path)
@@ -272,7 +353,18 @@ def settings_from(opts: argparse.Namespace) -> Settings:
         mtu_file=opts.mtu_file, nodename_file=opts.nodename_file,
         network_name=opts.network_name, portmap=not opts.no_portmap, bandwidth=opts.bandwidth,
         policy_setup_timeout=opts.policy_setup_timeout_seconds,
-        endpoint_status_dir=opts.endpoint_status_dir)
+        endpoint_status_dir=opts.endpoint_status_dir,
+        kubeconfig=opts.kubeconfig_filepath or os.path.join(opts.conf_dir, KUBECONFIG_NAME),
+        kubernetes_mode=kubernetes_mode(opts),
+        kubernetes_service_host=opts.kubernetes_service_host,
+        kubernetes_service_port=opts.kubernetes_service_port)
+
+
+def kubernetes_mode(opts: argparse.Namespace) -> bool:
+    """Write the kubeconfig when running in a Kubernetes pod with a service account token
+    (Calico's test) or when asked to (then a missing token is an error)."""
+    return bool(opts.write_kubeconfig) or os.path.isfile(
+        os.path.join(opts.service_account_dir, "token"))
 
 
 def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -332,6 +424,24 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                                                   DEFAULT_PLUGINS_SRC_DIR),
                    help="[CNI_PLUGINS_SRC_DIR] where the chained plugins (portmap, bandwidth) "
                         "are copied from when the bin directory lacks them")
+    p.add_argument("--service-account-dir", default=e("CNI_SERVICE_ACCOUNT_DIR",
+                                                      SERVICE_ACCOUNT_DIR),
+                   help="[CNI_SERVICE_ACCOUNT_DIR] the mounted service account (token, "
+                        "ca.crt): when its token exists, write <conf dir>/"
+                        f"{KUBECONFIG_NAME} for the plugin's Kubernetes mode")
+    p.add_argument("--write-kubeconfig", action="store_true",
+                   default=e("CNI_WRITE_KUBECONFIG", "") == "true",
+                   help="[CNI_WRITE_KUBECONFIG=true] write the kubeconfig even when the token "
+                        "is not found (then fail)")
+    p.add_argument("--kubeconfig-filepath", default=e("CNI_KUBECONFIG_FILEPATH", ""),
+                   help="[CNI_KUBECONFIG_FILEPATH] the kubeconfig's path as the plugin sees it "
+                        "(the host's, when this runs in a container with the host's conf dir "
+                        "mounted elsewhere): what kubernetes.kubeconfig and "
+                        f"__KUBECONFIG_FILEPATH__ say; default <conf dir>/{KUBECONFIG_NAME}")
+    p.add_argument("--kubernetes-service-host", default=e("KUBERNETES_SERVICE_HOST", ""),
+                   help="[KUBERNETES_SERVICE_HOST] the API server (set by the kubelet)")
+    p.add_argument("--kubernetes-service-port", default=e("KUBERNETES_SERVICE_PORT", ""),
+                   help="[KUBERNETES_SERVICE_PORT]")
     p.add_argument("--skip-binaries", action="store_true",
                    default=e("SKIP_CNI_BINARIES", "") == "true",
                    help="[SKIP_CNI_BINARIES=true] write only the conflist")
@@ -356,9 +466,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             print(f"tortie-install-cni: no {SHIM_NAME} found (looked in "
                   f"{', '.join(shim_candidates())}): installing Python launchers of "
                   f"{sys.executable}, which the host must have", file=sys.stderr)
+        kubeconfig = None
+        if settings.kubernetes_mode:
+            kubeconfig = kubeconfig_from_service_account(
+                opts.service_account_dir,
+                {**environ, "KUBERNETES_SERVICE_HOST": settings.kubernetes_service_host,
+                 "KUBERNETES_SERVICE_PORT": settings.kubernetes_service_port})
         written, warnings = install(opts.bin_dir, opts.conf_dir, opts.conf_name, conflist,
                                     opts.python or sys.executable, opts.skip_binaries, shim,
-                                    opts.plugins_src_dir)
+                                    opts.plugins_src_dir, kubeconfig)
     except (InstallError, OSError) as exc:
         print(f"tortie-install-cni: error: {exc}", file=sys.stderr)
         sys.exit(1)

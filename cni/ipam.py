@@ -56,7 +56,7 @@ class TortieIpam:
         self.requested = tuple(requested)
 
     def add(self) -> Result:
-        ips = self._backend().assign(self.workload, self.requested)
+        ips = self._backend().assign(self.workload, self.requested, self.conf.ipv4_pools)
         return Result(ips=tuple(IPConfig(f"{ip}/32") for ip in ips), routes=self.conf.routes)
 
     def delete(self) -> None:

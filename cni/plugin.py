@@ -2,7 +2,8 @@
 
 ADD, in order, each step undone if a later one fails (reverse order):
   1. validate everything that needs no side effect: the configuration, CNI_ARGS,
-     the node name, the workload's names, that CNI_NETNS exists;
+     the node name, the workload's names, that CNI_NETNS exists; in Kubernetes
+     mode, read the pod and its namespace from the API server (cni/k8s.py);
   2. IPAM: an address for handle `<network>.<CNI_CONTAINERID>` (undo: release it);
   3. the veth, addresses, routes and sysctls (cni/wiring.py) (undo: delete the veth);
   4. the WorkloadEndpoint (create or replace); the agent takes over from here;
@@ -73,6 +74,27 @@ class Invocation:
         if self.conf.ipam is not None and self.conf.ipam.type != config.TORTIE_IPAM:
             find_plugin(self.conf.ipam.type, env.path)  # an unknown IPAM type fails first
         self.backend = LazyBackend(self.conf.etcd, environ, self.conf.server_socket, shared)
+        self.requested: tuple[str, ...] | None = None  # None: CNI_ARGS IP and args.cni.ips
+
+    def read_kubernetes(self, w: Workload) -> None:
+        """Kubernetes mode (cni/k8s.py): the pod, read from the API server, replaces what
+        args.cni says about it, as Calico takes it all from Kubernetes. Only for a pod the
+        runtime names with its namespace (the kubelet does; podman passes only a name)."""
+        kube = self.conf.kubernetes
+        if not kube.enabled or w.pod is None or "K8S_POD_NAMESPACE" not in self.cni_args:
+            return
+        from . import k8s
+
+        found = k8s.read_pod(kube, w.namespace, w.pod)
+        if self.conf.pod != config.NO_POD_ARGS:
+            _log.info("Kubernetes mode: args.cni's labels, ports and service account are "
+                      "ignored for %s; the pod's are used", w.describe())
+        ipam = self.conf.ipam
+        if ipam is not None and ipam.type == config.TORTIE_IPAM and found.ipv4_pools is not None:
+            ipam = ipam._replace(ipv4_pools=found.ipv4_pools)
+        self.conf = self.conf._replace(pod=found.pod, ipam=ipam)
+        if found.ip_addrs:
+            self.requested = found.ip_addrs
 
     def workload(self) -> Workload:
         node = config.node_name(self.conf)
@@ -80,9 +102,9 @@ class Invocation:
                         self.cni_args)
 
     def ipam(self, workload: Workload) -> Ipam:
-        return make_ipam(self.conf, self.env, self.environ, workload, self.backend,
-                         requested_ips(self.cni_args, self.conf) if self.env.command == "ADD"
-                         else ())
+        requested = ((requested_ips(self.cni_args, self.conf) if self.requested is None
+                      else self.requested) if self.env.command == "ADD" else ())
+        return make_ipam(self.conf, self.env, self.environ, workload, self.backend, requested)
 
 
 def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
@@ -101,10 +123,11 @@ def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
 def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str],
             shared: SharedBackend | None = None) -> dict[str, Any]:
     inv = Invocation(env, data, environ, shared)
-    conf = inv.conf
     w = inv.workload()
     if not wiring.netns_exists(env.netns_path):
         raise ContainerUnknown(f"the container's network namespace {env.netns} does not exist")
+    inv.read_kubernetes(w)
+    conf = inv.conf
     mtu, mtu_source = config.pod_mtu(conf)
     ipam = inv.ipam(w)
     undo: list[tuple[str, Callable[[], object]]] = []

@@ -146,9 +146,11 @@ class RemoteBackend:
                                      str(answer.get("details") or ""))
         return local(self._fallback())
 
-    def assign(self, w: Workload, requested: Sequence[str] = ()) -> list[str]:
-        return self._call("assign", {"workload": w._asdict(), "requested": list(requested)},
-                          lambda b: b.assign(w, requested))
+    def assign(self, w: Workload, requested: Sequence[str] = (),
+               pools: Sequence[str] = ()) -> list[str]:
+        return self._call("assign", {"workload": w._asdict(), "requested": list(requested),
+                                     "pools": list(pools)},
+                          lambda b: b.assign(w, requested, pools))
 
     def addresses(self, handle_id: str) -> list[str]:
         return self._call("addresses", {"handle_id": handle_id},
@@ -229,7 +231,8 @@ class CniServer:
     def handle(self, op: str, args: Mapping[str, Any]) -> Any:
         b = self.backend
         if op == "assign":
-            return b.assign(Workload(**args["workload"]), tuple(args.get("requested") or ()))
+            return b.assign(Workload(**args["workload"]), tuple(args.get("requested") or ()),
+                            tuple(args.get("pools") or ()))
         if op == "addresses":
             return b.addresses(args["handle_id"])
         if op == "release":

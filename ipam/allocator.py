@@ -112,6 +112,7 @@ from .errors import (
     IPAMError,
     NoIPsAvailable,
     NoUsablePools,
+    RequestedPoolUnusable,
     RetriesExhausted,
     StrictAffinityForbidsBorrowing,
 )
@@ -125,6 +126,7 @@ from .pools import (
     pool_containing,
     pool_for_block,
     pool_selector_is_trivial,
+    requested_pools,
     seed_for,
     seeded_block_indexes,
     usable_pools,
@@ -458,12 +460,15 @@ class Allocator:
 
     def auto_assign(self, node: str, handle_id: str, num: int = 1,
                     attrs: Mapping[str, str] | None = None, use: str = WORKLOAD,
-                    version: int = 4, *, new_handle: bool = False) -> list[str]:
+                    version: int = 4, pools: Sequence[str] = (), *,
+                    new_handle: bool = False) -> list[str]:
         """Assign `num` addresses to `handle_id` for a workload (or tunnel) on `node`.
 
         All or nothing: if fewer can be had, the ones taken are released again and
         an InsufficientAddresses subclass says why. `attrs` become the allocation's
-        secondary attributes (`node` is added when missing).
+        secondary attributes (`node` is added when missing). `pools` (names or
+        CIDRs) restricts the assignment to those pools, in that order, as Calico's
+        IPv4Pools (pools.requested_pools; RequestedPoolUnusable names a bad one).
 
         `new_handle`: only if the handle does not exist yet; HandleExists (nothing
         assigned) if it does. A caller that would otherwise read the handle first
@@ -481,8 +486,8 @@ class Allocator:
             try:
                 for _ in range(self._retries):
                     try:
-                        self._auto_assign(node, handle_id, num, attributes, use, version, got,
-                                          new_handle)
+                        self._auto_assign(node, handle_id, num, attributes, use, version,
+                                          tuple(pools), got, new_handle)
                         return [ip for ip, _, _ in got]
                     except _Stale:
                         self._stale()
@@ -502,15 +507,22 @@ class Allocator:
                          "`ctl ipam check` will report them", len(got), exc_info=True)
 
     def _auto_assign(self, node: str, handle_id: str, num: int, attrs: dict[str, str],
-                     use: str, version: int, got: list[tuple[str, str, int]],
-                     new_handle: bool) -> None:
+                     use: str, version: int, restrict: tuple[str, ...],
+                     got: list[tuple[str, str, int]], new_handle: bool) -> None:
         ctx = self._context()
-        pools = ctx.usable(self._node(node).labels, use, version)
-        if not pools:
-            ctx = self._context(fresh=True)  # errors must not come from a stale cache
+        if restrict:
+            try:
+                pools = requested_pools(ctx.pools, restrict, use, version)
+            except RequestedPoolUnusable:
+                ctx = self._context(fresh=True)  # errors must not come from a stale cache
+                pools = requested_pools(ctx.pools, restrict, use, version)
+        else:
             pools = ctx.usable(self._node(node).labels, use, version)
-        if not pools:
-            raise NoUsablePools(node, use, version)
+            if not pools:
+                ctx = self._context(fresh=True)  # errors must not come from a stale cache
+                pools = ctx.usable(self._node(node).labels, use, version)
+            if not pools:
+                raise NoUsablePools(node, use, version)
 
         def want() -> int:
             return num - len(got)

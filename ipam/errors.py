@@ -52,6 +52,14 @@ class NoUsablePools(NoIPsAvailable):
         self.pools, self.requested, self.node, self.use = [], 0, node, use
 
 
+class RequestedPoolUnusable(InsufficientAddresses):
+    """A pool the caller restricted the assignment to (by name or CIDR) cannot be used."""
+
+    def __init__(self, pool: str, reason: str) -> None:
+        self.pool = pool
+        super().__init__(f"the given pool ({pool}) {reason}")
+
+
 class BlockLimitReached(InsufficientAddresses):
     def __init__(self, limit: int, node: str = "", requested: int = 0) -> None:
         self.limit = limit

@@ -29,7 +29,7 @@ from datastore.keys import resource_prefix
 from datastore.resources import IPPool, parse_document
 from datastore.store import ResourceStore
 
-from .errors import DefaultPoolConfigError
+from .errors import DefaultPoolConfigError, RequestedPoolUnusable
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +76,36 @@ def usable_pools(pools: Iterable[IPPool], node_labels: Mapping[str, str], use: s
         and _selects(p, node_labels)
     ]
     return sorted(out, key=lambda p: (int(p.spec.network.network_address), p.spec.network.prefixlen))
+
+
+def requested_pools(pools: Iterable[IPPool], requested: Sequence[str], use: str,
+                    version: int = 4) -> list[IPPool]:
+    """The pools named in `requested` (pool names or CIDRs), in that order, as Calico
+    resolves them (cni-plugin ResolvePools, then ipam determinePools): a CIDR must be
+    exactly an existing pool's; each pool must be enabled, of the IP version and allow
+    the use. A requested pool is used whatever its nodeSelector and assignmentMode say:
+    naming it is the request. RequestedPoolUnusable names the first that fails."""
+    known = list(pools)
+    out: list[IPPool] = []
+    for item in requested:
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            pool = next((p for p in known if p.name == item), None)
+        else:
+            pool = next((p for p in known if p.spec.network == net), None)
+        if pool is None:
+            raise RequestedPoolUnusable(item, "does not exist, or is not enabled")
+        named = f"{item} = {pool.spec.cidr}" if item == pool.name else f"{item} = {pool.name}"
+        if pool.spec.disabled:
+            raise RequestedPoolUnusable(named, "is disabled")
+        if pool.spec.network.version != version:
+            raise RequestedPoolUnusable(named, f"is not an IPv{version} pool")
+        if use not in pool.spec.allowedUses:
+            raise RequestedPoolUnusable(named, f"does not allow use {use}")
+        if not any(pool is p for p in out):
+            out.append(pool)
+    return out
 
 
 def pool_containing(pools: Iterable[IPPool], ip: str) -> IPPool | None:

@@ -112,6 +112,9 @@ def node_values(chart: LabChart, *, etcd_endpoints: Sequence[str], node_dir: Pat
     base = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "etcd": {"endpoints": ",".join(etcd_endpoints)},
+        # No Kubernetes API server in the lab (podman plays the pod; nothing mounts a
+        # service account token): pods reach the CNI with args.cni, as without the chart.
+        "cni": {"kubernetesMode": False},
         "hostPaths": {key: str(node_dir / rel) for key, rel in HOST_PATHS.items()},
     }
     return merge(base, chart.values)

@@ -136,7 +136,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "bgp-in-agent": {"bgp": {"sidecar": False},
                      "bgpPasswordSecrets": ["bgp-passwords"]},
-    "policy-only": {"backend": "none", "cni": {"bandwidth": False, "portmap": False}},
+    # Also the CNI without Kubernetes mode: no token, no RBAC.
+    "policy-only": {"backend": "none", "cni": {"bandwidth": False, "portmap": False,
+                                               "kubernetesMode": False}},
     "custom-paths": {
         "hostPaths": {"cniBinDir": "/usr/libexec/cni", "cniConfDir": "/etc/kubernetes/cni/net.d",
                       "cniLogDir": "/var/log/calico/cni", "varRunCalico": "/run/calico",
@@ -307,7 +309,9 @@ def conflist(objects: list[dict[str, Any]]) -> dict[str, Any]:
         nodename="node1", mtu=int(env("CNI_MTU") or 0), etcd_endpoints=env("ETCD_ENDPOINTS"),
         etcd_ca_cert_file=env("ETCD_CA_CERT_FILE"), etcd_cert_file=env("ETCD_CERT_FILE"),
         etcd_key_file=env("ETCD_KEY_FILE"), log_level=env("CNI_LOG_LEVEL") or "info",
-        log_file_path=env("CNI_LOG_FILE_PATH"), server_socket=env("CNI_SERVER_SOCKET"))
+        log_file_path=env("CNI_LOG_FILE_PATH"), server_socket=env("CNI_SERVER_SOCKET"),
+        kubeconfig=env("CNI_KUBECONFIG_FILEPATH"),
+        kubernetes_mode=env("CNI_WRITE_KUBECONFIG") == "true")
     return render_template(cm["data"]["cni_network_config"], settings)
 
 
@@ -361,13 +365,15 @@ def references(objects: list[dict[str, Any]]) -> list[tuple[str, str, str | None
         for s in spec.get("imagePullSecrets", []):
             refs.append(("Secret", s["name"], None, f"{workload} imagePullSecrets"))
         for v in spec.get("volumes", []):
-            if "configMap" in v:
-                for item in v["configMap"].get("items", [{"key": None}]):
-                    refs.append(("ConfigMap", v["configMap"]["name"], item["key"],
-                                 f"{workload} volume {v['name']}"))
-            if "secret" in v:
-                refs.append(("Secret", v["secret"]["secretName"], None,
-                             f"{workload} volume {v['name']}"))
+            # A projected volume's sources are volumes of their own (the CNI token's CA).
+            for source in [v, *v.get("projected", {}).get("sources", [])]:
+                if "configMap" in source:
+                    for item in source["configMap"].get("items", [{"key": None}]):
+                        refs.append(("ConfigMap", source["configMap"]["name"], item["key"],
+                                     f"{workload} volume {v['name']}"))
+                if "secret" in source:
+                    name = source["secret"].get("secretName") or source["secret"]["name"]
+                    refs.append(("Secret", name, None, f"{workload} volume {v['name']}"))
     for where, c in containers(objects):
         for e in c.get("env", []):
             source = e.get("valueFrom", {})
@@ -381,7 +387,10 @@ def references(objects: list[dict[str, Any]]) -> list[tuple[str, str, str | None
 def documented_existing(values: Mapping[str, Any]) -> set[tuple[str, str]]:
     """(kind, name) of objects the operator creates, named in values (docs/install.md)."""
     out: set[tuple[str, str]] = {("PriorityClass", "system-node-critical"),
-                                 ("PriorityClass", "system-cluster-critical")}
+                                 ("PriorityClass", "system-cluster-critical"),
+                                 # Published by Kubernetes into every namespace (from 1.20):
+                                 # the API server's CA, as every automounted token gets it.
+                                 ("ConfigMap", "kube-root-ca.crt")}
     tls = values.get("etcd", {}).get("tls", {})
     if tls.get("existingSecret"):
         out.add(("Secret", tls["existingSecret"]))

@@ -132,6 +132,46 @@ def test_conflist_is_what_the_plugin_accepts(rendered: Rendered) -> None:
     assert socket == f"{mount['mountPath']}/cni.sock"
 
 
+def test_kubernetes_mode_token_rbac_and_kubeconfig(rendered: Rendered) -> None:
+    """cni.kubernetesMode: the token reaches install-cni alone, the kubeconfig it writes is
+    what the conflist names (a host path) and the CNI server mounts it; the RBAC is `get`
+    on pods and namespaces, bound to the pods' ServiceAccount; without it, none of this."""
+    from cni.config import parse
+
+    merged = _merged(rendered.values, chart_defaults())
+    on = merged["cni"]["kubernetesMode"]
+    doc = conflist(rendered.objects)
+    conf = parse(json.dumps({"cniVersion": doc["cniVersion"], "name": doc["name"],
+                             **doc["plugins"][0]}).encode())
+    net_dir = merged["hostPaths"]["cniConfDir"]
+    assert conf.kubernetes.kubeconfig == (f"{net_dir}/tortie-kubeconfig" if on else None)
+    ds = find(rendered.objects, "DaemonSet", "tortie-node")
+    assert ds is not None
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    token_users = [where for where, c in containers(rendered.objects)
+                   if any(m["name"] == "cni-token" for m in c.get("volumeMounts", []))]
+    assert token_users == (["tortie-node/install-cni"] if on else [])
+    server_mounts = {m["mountPath"]: m for m in _container(rendered, "tortie-cni-server")
+                     ["volumeMounts"]}
+    assert (net_dir in server_mounts) == on
+    role = find(rendered.objects, "ClusterRole", "tortie-cni")
+    binding = find(rendered.objects, "ClusterRoleBinding", "tortie-cni")
+    if not on:
+        assert role is None and binding is None
+        return
+    assert role is not None and binding is not None
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "namespaces"],
+                              "verbs": ["get"]}]
+    assert binding["roleRef"]["name"] == "tortie-cni"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "namespace": NAMESPACE,
+                                    "name": merged["serviceAccount"]["name"]}]
+    token = next(v for v in spec["volumes"] if v["name"] == "cni-token")
+    sources = token["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[1]["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
 def test_host_paths_come_from_values(rendered: Rendered) -> None:
     merged = _merged(rendered.values, chart_defaults())
     ds = find(rendered.objects, "DaemonSet", "tortie-node")

@@ -165,3 +165,83 @@ def test_shim_answers_version_itself_as_the_plugin_does(tmp_path: Path, shim: Pa
                              text=True,
                              capture_output=True, env={"CNI_COMMAND": "VERSION"})
         assert (res.returncode, res.stdout) == (0, json.dumps(version_result()) + "\n"), name
+
+
+# -- the kubeconfig for Kubernetes mode ----------------------------------------------------
+
+CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+
+def service_account(tmp_path: Path, token: str = "eyJhbGciOi.token.sig\n") -> Path:
+    """A service account directory as the kubelet mounts it (token, ca.crt, namespace)."""
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(token)
+    (sa / "ca.crt").write_bytes(CA_PEM)
+    (sa / "namespace").write_text("kube-system")
+    return sa
+
+
+def test_in_a_pod_install_writes_the_kubeconfig_the_plugin_reads(tmp_path: Path) -> None:
+    import base64
+
+    import yaml
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
+    env = {"CNI_SERVICE_ACCOUNT_DIR": str(service_account(tmp_path)),
+           "KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
+           "SKIP_CNI_BINARIES": "true"}
+    res = run_install(tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    path = tmp_path / "net.d" / "tortie-kubeconfig"
+    assert f"wrote {path}" in res.stdout
+    assert os.stat(path).st_mode & 0o777 == 0o600  # it holds the token
+    doc = yaml.safe_load(path.read_text())
+    cluster = doc["clusters"][0]["cluster"]
+    assert cluster == {"server": "https://10.96.0.1:443",
+                       "certificate-authority-data": base64.b64encode(CA_PEM).decode()}
+    assert doc["users"][0]["user"] == {"token": "eyJhbGciOi.token.sig"}
+    # The client the plugin uses loads it as it is.
+    cfg = k8s_client.Configuration()
+    k8s_config.load_kube_config(config_file=str(path), client_configuration=cfg)
+    assert cfg.host == "https://10.96.0.1:443"
+    assert cfg.api_key["BearerToken"] == "Bearer eyJhbGciOi.token.sig"
+    assert Path(cfg.ssl_ca_cert).read_bytes() == CA_PEM
+    main = json.loads((tmp_path / "net.d" / "10-tortie.conflist").read_text())["plugins"][0]
+    assert main["kubernetes"] == {"kubeconfig": str(path)}
+    assert main["policy"] == {"type": "k8s"}
+    again = run_install(tmp_path, env=env)
+    assert "already up to date" in again.stdout, again.stdout
+
+
+def test_kubeconfig_placeholder_and_ipv6_api_server(tmp_path: Path) -> None:
+    template = json.dumps({"name": "net", "cniVersion": "1.0.0", "plugins": [
+        {"type": "tortie", "ipam": {"type": "tortie-ipam"},
+         "kubernetes": {"kubeconfig": "__KUBECONFIG_FILEPATH__"}}]})
+    env = {"CNI_SERVICE_ACCOUNT_DIR": str(service_account(tmp_path)),
+           "KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443",
+           "SKIP_TLS_VERIFY": "true", "SKIP_CNI_BINARIES": "true",
+           "CNI_NETWORK_CONFIG": template}
+    assert run_install(tmp_path, env=env).returncode == 0
+    main = json.loads((tmp_path / "net.d" / "10-tortie.conflist").read_text())["plugins"][0]
+    assert main["kubernetes"] == {"kubeconfig": str(tmp_path / "net.d" / "tortie-kubeconfig")}
+    text = (tmp_path / "net.d" / "tortie-kubeconfig").read_text()
+    assert "server: https://[fd00::1]:6443" in text and "insecure-skip-tls-verify: true" in text
+
+
+def test_outside_a_pod_there_is_no_kubeconfig_unless_forced(tmp_path: Path) -> None:
+    env = {"CNI_SERVICE_ACCOUNT_DIR": str(tmp_path / "none"), "SKIP_CNI_BINARIES": "true"}
+    assert run_install(tmp_path, env=env).returncode == 0
+    assert not (tmp_path / "net.d" / "tortie-kubeconfig").exists()
+    main = json.loads((tmp_path / "net.d" / "10-tortie.conflist").read_text())["plugins"][0]
+    assert "kubernetes" not in main and "policy" not in main
+    forced = run_install(tmp_path / "forced", "--write-kubeconfig", env=env)
+    assert forced.returncode == 1
+    assert "cannot read the service account token" in forced.stderr, forced.stderr
+    assert not (tmp_path / "forced").exists()
+    # A token without the API server's address is refused, naming the variables.
+    env["CNI_SERVICE_ACCOUNT_DIR"] = str(service_account(tmp_path))
+    no_host = run_install(tmp_path / "nohost", env=env)
+    assert no_host.returncode == 1 and "KUBERNETES_SERVICE_HOST" in no_host.stderr
+    assert not (tmp_path / "nohost").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 
 import pytest
 
@@ -26,6 +27,7 @@ from ipam.errors import (
     HandleNotFound,
     NoIPsAvailable,
     NoUsablePools,
+    RequestedPoolUnusable,
     StrictAffinityForbidsBorrowing,
 )
 from ipam.pools import seeded_block_cidrs
@@ -259,6 +261,34 @@ def test_deleted_pool_is_noticed_by_a_cached_allocator(etcd_client, store, alloc
     store.delete(IPPool, "p")
     with pytest.raises(NoUsablePools):
         allocator.auto_assign("node1", "h2")
+
+
+def test_requested_pools_restrict_the_assignment(etcd_client, store, allocator):
+    """Calico's IPv4Pools (the CNI's ipam.ipv4_pools, the ipv4pools annotation): names or
+    CIDRs, in order; a requested pool is used whatever its nodeSelector says."""
+    make_pool(store, "general", "10.1.0.0/16")
+    make_pool(store, "special", "10.2.0.0/16", nodeSelector="!all()")
+    make_pool(store, "off", "10.3.0.0/16", disabled=True)
+    make_pool(store, "tunnels", "10.4.0.0/16", allowedUses=["Tunnel"])
+    assert containing(allocator.auto_assign("node1", "h0")[0], "10.1.0.0/16")
+    assert containing(allocator.auto_assign("node1", "h1", pools=["special"])[0], "10.2.0.0/16")
+    assert containing(allocator.auto_assign("node1", "h2", pools=["10.2.0.0/16"])[0],
+                      "10.2.0.0/16")
+    assert containing(allocator.auto_assign("node1", "h3", pools=["10.1.0.0/16", "special"])[0],
+                      "10.1.0.0/16")
+    for bad, message in (
+            ("nope", "the given pool (nope) does not exist, or is not enabled"),
+            ("10.2.0.0/17", "the given pool (10.2.0.0/17) does not exist"),  # exactly a pool's
+            ("off", "the given pool (off = 10.3.0.0/16) is disabled"),
+            ("10.4.0.0/16", "the given pool (10.4.0.0/16 = tunnels) does not allow use Workload")):
+        with pytest.raises(RequestedPoolUnusable, match=re.escape(message)):
+            allocator.auto_assign("node1", "h4", pools=[bad])
+    assert handle_doc(etcd_client, "h4") is None
+    # A pool created after the allocator cached the pools is found (the error is not
+    # believed from the cache).
+    make_pool(store, "late", "10.5.0.0/16")
+    assert containing(allocator.auto_assign("node1", "h5", pools=["late"])[0], "10.5.0.0/16")
+    assert sorted(c.split(".")[1] for c in blocks(etcd_client)) == ["1", "2", "5"]
 
 
 # -- specific addresses --------------------------------------------------------------------

@@ -60,8 +60,19 @@ def test_a_calico_style_configuration() -> None:
      'ipam.assign_ipv4="false"'),
     (conf(ipam={"type": "tortie-ipam", "assign_ipv4": "maybe"}), InvalidConfig,
      'ipam.assign_ipv4="maybe" must be true or false'),
-    (conf(ipam={"type": "tortie-ipam", "ipv4_pools": ["a"]}), UnsupportedField,
-     "ipam.ipv4_pools"),
+    (conf(ipam={"type": "tortie-ipam", "ipv4_pools": "pool-a"}), InvalidConfig,
+     'ipam.ipv4_pools="pool-a" must be a list of IP pool names or CIDRs'),
+    (conf(ipam={"type": "tortie-ipam", "ipv4_pools": [""]}), InvalidConfig,
+     'ipam.ipv4_pools=[""]'),
+    (conf(ipam={"type": "tortie-ipam", "ipv6_pools": ["fd00::/64"]}), UnsupportedField,
+     "ipam.ipv6_pools"),
+    (conf(kubernetes="/etc/kubeconfig"), InvalidConfig,
+     'kubernetes="/etc/kubeconfig" must be an object'),
+    (conf(kubernetes={"kubeconfig": 5}), InvalidConfig, "kubernetes.kubeconfig=5 must be a string"),
+    (conf(kubernetes={"k8s_api_root": "10.96.0.1:443"}), InvalidConfig,
+     'kubernetes.k8s_api_root="10.96.0.1:443" must be a URL'),
+    (conf(policy={"type": "calico"}), UnsupportedField, 'policy.type="calico"'),
+    (conf(policy="k8s"), InvalidConfig, 'policy="k8s" must be an object'),
     (conf(ipam={"type": "tortie-ipam", "routes": [{"dst": "nope"}]}), InvalidConfig,
      "ipam.routes[0]"),
     (conf(datastore_type="kubernetes"), UnsupportedField, 'datastore_type="kubernetes"'),
@@ -78,6 +89,24 @@ def test_bad_configuration(data: bytes, err: type, fragment: str) -> None:
     with pytest.raises(err) as caught:
         config.parse(data)
     assert fragment in caught.value.msg, caught.value.msg
+
+
+def test_kubernetes_mode_and_pools() -> None:
+    c = config.parse(conf(policy={"type": "k8s"},
+                          kubernetes={"kubeconfig": "/etc/cni/net.d/tortie-kubeconfig"},
+                          ipam={"type": "tortie-ipam",
+                                "ipv4_pools": ["pool-a", "10.65.0.0/16", "pool-a"]}))
+    assert c.kubernetes == config.KubernetesConf("/etc/cni/net.d/tortie-kubeconfig", None)
+    assert c.kubernetes.enabled
+    assert c.ipam is not None and c.ipam.ipv4_pools == ("pool-a", "10.65.0.0/16")
+    # Calico cuts the API path off k8s_api_root; alone it turns Kubernetes mode on too.
+    api = config.parse(conf(kubernetes={"k8s_api_root": "https://10.96.0.1:443/api/v1/"}))
+    assert api.kubernetes == config.KubernetesConf(None, "https://10.96.0.1:443")
+    assert api.kubernetes.enabled
+    for off in (conf(), conf(policy={"type": "k8s"}), conf(kubernetes={"kubeconfig": ""})):
+        assert not config.parse(off).kubernetes.enabled
+    assert config.parse(conf(ipam={"type": "tortie-ipam", "ipv4_pools": []})).ipam == (
+        config.IpamConf("tortie-ipam", (), {"type": "tortie-ipam", "ipv4_pools": []}, ()))
 
 
 def test_error_codes_are_the_specs() -> None:

@@ -98,6 +98,10 @@ spec:
 {{- if .Values.cni.policySetupTimeoutSeconds }}
 {{- $_ := set $main "policy_setup_timeout_seconds" .Values.cni.policySetupTimeoutSeconds }}
 {{- end }}
+{{- if .Values.cni.kubernetesMode }}
+{{- $_ := set $main "policy" (dict "type" "k8s") }}
+{{- $_ := set $main "kubernetes" (dict "kubeconfig" "__KUBECONFIG_FILEPATH__") }}
+{{- end }}
 {{- $plugins := list $main }}
 {{- if .Values.cni.portmap }}
 {{- $plugins = append $plugins (dict "type" "portmap" "snat" true "capabilities" (dict "portMappings" true)) }}
