@@ -111,7 +111,10 @@ def test_image_is_lean(built: lab_image.ImageResult) -> None:
         echo END""")
     assert res.stdout.strip() == "END", res.stdout
     size = Podman().run("image", "inspect", "--format", "{{.Size}}", built.ref).stdout
-    assert int(size) < 250_000_000, f"{built.ref} is {int(size) / 1e6:.0f} MB"
+    # A ceiling that catches a regression (a compiler, caches, a second copy of the venv),
+    # not a target: 256 MB when set, of which the base is 126 MB and the kubernetes client
+    # 59 MB (docs/image.md).
+    assert int(size) < 280_000_000, f"{built.ref} is {int(size) / 1e6:.0f} MB"
 
 
 def test_pyc_is_precompiled_and_trusted(built: lab_image.ImageResult) -> None:
