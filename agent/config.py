@@ -37,7 +37,13 @@ from typing import Any
 
 from datastore.resources.base import parse_asn
 from policy.model import EndpointToHostAction
-from service.settings import InvalidSetting, parse_bool, parse_duration
+from service.settings import (
+    InvalidSetting,
+    non_negative_duration,
+    parse_bool,
+    parse_duration,
+    positive_duration,
+)
 
 from .autodetect import parse_method
 from .errors import AutodetectError, ConfigError
@@ -58,18 +64,8 @@ _Invalid = InvalidSetting
 
 # -- parsers (pure: str -> value, _Invalid on bad input) -----------------------------------
 
-def _non_negative_duration(text: str) -> float:
-    value = parse_duration(text)
-    if value < 0:
-        raise _Invalid("must not be negative")
-    return value
-
-
-def _positive_duration(text: str) -> float:
-    value = parse_duration(text)
-    if value <= 0:
-        raise _Invalid("must be greater than zero")
-    return value
+_non_negative_duration = non_negative_duration
+_positive_duration = positive_duration
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["InvalidSetting", "parse_bool", "parse_duration"]
+__all__ = [
+    "InvalidSetting", "non_negative_duration", "parse_bool", "parse_duration",
+    "positive_duration",
+]
 
 
 class InvalidSetting(ValueError):
@@ -71,3 +74,17 @@ def parse_bool(text: str) -> bool:
     if word in _FALSE:
         return False
     raise InvalidSetting("not a boolean (use true or false)")
+
+
+def non_negative_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value < 0:
+        raise InvalidSetting("must not be negative")
+    return value
+
+
+def positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise InvalidSetting("must be greater than zero")
+    return value
