@@ -270,6 +270,10 @@ def known_env(program: str) -> set[str]:
         return agent
     if program == "tortie-install-cni":
         return _install_cni_env_names()
+    if program == "tortie-kube-controllers":
+        from kube_controllers.config import SETTINGS as CONTROLLER_SETTINGS
+
+        return {s.name for s in CONTROLLER_SETTINGS} | etcd
     if program == "tortie-cni-server":
         # cni.config.EtcdSettings.as_env passes only ETCD_* / CALICO_ETCD_* on to load_env.
         return {n for n in etcd if n.startswith(("ETCD_", "CALICO_ETCD_"))}
