@@ -150,6 +150,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "vethMTU": 1400,
         "node": {"extraEnv": [{"name": "FELIX_ROUTEREFRESHINTERVAL", "value": "60"}]},
     },
+    # Two controller replicas (so a Lease and its Role) reaching etcd over TLS.
+    "kube-controllers-ha": {
+        "etcd": {"endpoints": "https://etcd.example:2379",
+                 "tls": {"enabled": True, "existingSecret": "my-etcd-certs"}},
+        "kubeControllers": {"replicas": 2, "controllers": ["policy", "namespace"],
+                            "reconcilerPeriod": "90s", "leakGracePeriod": 600,
+                            "healthPort": 9095},
+    },
+    "kube-controllers-off": {"kubeControllers": {"enabled": False}},
 }
 
 
