@@ -24,6 +24,8 @@ from kube_controllers.kube import Changed, Listed
 from kube_controllers.loop import ControllerLoop
 from tests.support import wait_until
 
+from .harness import two_nodes_with_addresses
+
 
 class Clock:
     def __init__(self) -> None:
@@ -143,16 +145,8 @@ def test_pod_labels_patch_the_existing_endpoint_only(etcd_client: EtcdClient) ->
 
 def test_deleted_node_released_only_after_grace(etcd_client: EtcdClient) -> None:
     store, clock = ResourceStore(etcd_client), Clock()
-    store.create(parse_document({"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
-                                 "metadata": {"name": "pool1"},
-                                 "spec": {"cidr": "10.70.0.0/16", "blockSize": 26}}))
-    for name in ("n1", "n2"):
-        store.create(parse_document({
-            "apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name},
-            "spec": {"orchRefs": [{"orchestrator": "k8s", "nodeName": name}]}}))
+    held, kept = two_nodes_with_addresses(etcd_client)
     allocator = Allocator(etcd_client)
-    held = allocator.auto_assign("n2", "h-n2", 2, attrs={"node": "n2"})
-    kept = allocator.auto_assign("n1", "h-n1", 1, attrs={"node": "n1"})
     assert allocator.affine_blocks("n2")
     absent: set[str] = set()
     loop = _loop(etcd_client, clock, absent, controllers=("node",))
