@@ -66,13 +66,23 @@ def node_exists(api_client: Any) -> Any:
     return exists
 
 
-def run(config: ControllersConfig, stop: threading.Event) -> int:
-    etcd = EtcdClient(load_etcd())
-    api = kubernetes_client(config)
+def serve_health(config: ControllersConfig) -> tuple[HealthAggregator, ControllerMetrics,
+                                                      HealthServer | None]:
     health, metrics = HealthAggregator(), ControllerMetrics()
     server = None
     if config.health_enabled:
         server = HealthServer(health, metrics, config.health_host, config.health_port).start()
+    return health, metrics, server
+
+
+def run(config: ControllersConfig, stop: threading.Event,
+        served: tuple[HealthAggregator, ControllerMetrics, HealthServer | None] | None = None,
+        ) -> int:
+    """The controllers until `stop`; `served`: the health server already running, if any."""
+    etcd = EtcdClient(load_etcd())
+    api = kubernetes_client(config)
+    health, metrics, server = served or serve_health(config)
+    own_server = served is None  # else the caller's: it outlives this run
     events: queue.Queue[Any] = queue.Queue()
     existence = node_exists(api)
     loop = ControllerLoop(etcd, config.enabled_controllers, events,
@@ -87,7 +97,7 @@ def run(config: ControllersConfig, stop: threading.Event) -> int:
     finally:
         for w in watches:
             w.stop()
-        if server is not None:
+        if server is not None and own_server:
             server.stop()
         etcd.close()
     return 0
@@ -101,10 +111,17 @@ def lead_then_run(config: ControllersConfig, stop: threading.Event) -> int:
     kubernetes_client(config)  # loads the default configuration LeaseLock uses
     identity = config.pod_name or socket.gethostname()
     lost = threading.Event()
+    # A follower is alive (its liveness probe must not restart it) but not ready: it
+    # does no work until it holds the Lease.
+    served = serve_health(config)
+    served[0].report("leader-election", ready=False,
+                     detail=f"following: waiting for Lease {config.pod_namespace}/"
+                            f"{config.lease_name}")
 
     def lead() -> None:
         _log.info("%s leads (Lease %s/%s)", identity, config.pod_namespace, config.lease_name)
-        run(config, stop)
+        served[0].report("leader-election", ready=True, detail=f"{identity} leads")
+        run(config, stop, served)
 
     def lose() -> None:
         _log.error("lost the Lease %s/%s; exiting", config.pod_namespace, config.lease_name)
@@ -118,6 +135,8 @@ def lead_then_run(config: ControllersConfig, stop: threading.Event) -> int:
     thread = threading.Thread(target=election.run, name="leader-election", daemon=True)
     thread.start()
     stop.wait()
+    if served[2] is not None:
+        served[2].stop()
     return 1 if lost.is_set() else 0
 
 

@@ -69,13 +69,19 @@ class Controllers:
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
-    def ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.health_port}/readiness"
+    def _probe(self, path: str) -> bool:
         try:
+            url = f"http://127.0.0.1:{self.health_port}/{path}"
             with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)
-        except OSError:
+        except OSError:  # not serving, or an HTTP error status: not so
             return False
+
+    def ready(self) -> bool:
+        return self._probe("readiness")
+
+    def live(self) -> bool:
+        return self._probe("liveness")
 
     def running(self) -> bool:
         return self.proc.poll() is None

@@ -255,8 +255,10 @@ def test_leader_election_one_leads_the_other_takes_over(
     second = start(etcd_endpoint, "second", POD_NAME="second", **election)
     fake.create("Namespace", {"metadata": {"name": "while-first"}})
     wait_until(lambda: "kns.while-first" in _profiles(store), timeout=20, what="first's write")
-    # The follower runs no controller: it serves no health or metrics, writes nothing.
-    assert second.running() and second.metrics() == {}
+    # The follower runs no controller: alive (no restarts) but not ready, and it writes nothing.
+    wait_until(lambda: second.metrics(), timeout=20, what="the follower's health server")
+    assert second.running() and second.live() and not second.ready()
+    assert second.metric(CHANGES, controller="namespace", change="write") == 0
     assert holder() == "first"
     first.stop()
     wait_until(lambda: holder() == "second", timeout=40, what="the second to take over")
@@ -264,3 +266,4 @@ def test_leader_election_one_leads_the_other_takes_over(
     wait_until(lambda: "kns.while-second" in _profiles(store), timeout=20,
                what="second's write")
     assert second.metric(CHANGES, controller="namespace", change="write") >= 1
+    wait_until(second.ready, timeout=20, what="the new leader ready")
