@@ -41,6 +41,8 @@ __all__ = [
     "k8s_selector_to_calico",
     "kubernetes_object_to_calico",
     "namespace_to_profile",
+    "pod_endpoint_labels",
+    "pod_endpoint_profiles",
     "service_account_to_profile",
     "simplify_ports",
 ]
@@ -738,6 +740,37 @@ def service_account_to_profile(
         "metadata": {"name": f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace}.{name}"},
         "spec": {"labelsToApply": dict(sorted(to_apply.items()))},
     }
+
+
+# The labels every Kubernetes WorkloadEndpoint carries besides its pod's (libcalico-go's
+# apiv3 label names); no pod label can override them.
+NAMESPACE_ENDPOINT_LABEL: Final = "projectcalico.org/namespace"
+SERVICE_ACCOUNT_ENDPOINT_LABEL: Final = "projectcalico.org/serviceaccount"
+K8S_ORCHESTRATOR: Final = "k8s"
+
+
+def pod_endpoint_labels(
+    namespace: str, pod_labels: Mapping[str, str], service_account: str | None,
+    orchestrator: str = K8S_ORCHESTRATOR,
+) -> dict[str, str]:
+    """The labels of a pod's WorkloadEndpoint (conversion/workload_endpoint_default.go).
+
+    The pod's labels, then `projectcalico.org/namespace` and `.../orchestrator`,
+    and `.../serviceaccount` when the account's name fits a label value (under 63
+    characters, as libcalico-go's updateLabelsForStorage checks).
+    """
+    labels = {**pod_labels, NAMESPACE_ENDPOINT_LABEL: namespace, ORCHESTRATOR_LABEL: orchestrator}
+    if service_account and len(service_account) < 63:
+        labels[SERVICE_ACCOUNT_ENDPOINT_LABEL] = service_account
+    return labels
+
+
+def pod_endpoint_profiles(namespace: str, service_account: str | None) -> list[str]:
+    """`kns.<namespace>` and, with a service account, `ksa.<namespace>.<sa>`."""
+    profiles = [NAMESPACE_PROFILE_PREFIX + namespace]
+    if service_account:
+        profiles.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace}.{service_account}")
+    return profiles
 
 
 # (apiVersion, kind) of each Kubernetes object converted here.

@@ -152,6 +152,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "vethMTU": 1400,
         "node": {"extraEnv": [{"name": "FELIX_ROUTEREFRESHINTERVAL", "value": "60"}]},
     },
+    # Two controller replicas (so a Lease and its Role) reaching etcd over TLS.
+    "kube-controllers-ha": {
+        "etcd": {"endpoints": "https://etcd.example:2379",
+                 "tls": {"enabled": True, "existingSecret": "my-etcd-certs"}},
+        "kubeControllers": {"replicas": 2, "controllers": ["policy", "namespace"],
+                            "reconcilerPeriod": "90s", "leakGracePeriod": 600,
+                            "healthPort": 9095},
+    },
+    "kube-controllers-off": {"kubeControllers": {"enabled": False}},
 }
 
 
@@ -272,6 +281,10 @@ def known_env(program: str) -> set[str]:
         return agent
     if program == "tortie-install-cni":
         return _install_cni_env_names()
+    if program == "tortie-kube-controllers":
+        from kube_controllers.config import SETTINGS as CONTROLLER_SETTINGS
+
+        return {s.name for s in CONTROLLER_SETTINGS} | etcd
     if program == "tortie-cni-server":
         # cni.config.EtcdSettings.as_env passes only ETCD_* / CALICO_ETCD_* on to load_env.
         return {n for n in etcd if n.startswith(("ETCD_", "CALICO_ETCD_"))}
