@@ -29,6 +29,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from policy.pod_endpoint import pod_endpoint_labels, pod_endpoint_profiles
+
 from .config import NO_POD_ARGS, PodArgs
 from .errors import InvalidConfig, InvalidEnvironment
 
@@ -156,11 +158,8 @@ def endpoint_document(w: Workload, ip_networks: list[str], pod: PodArgs = NO_POD
     is under 63 characters (a label value's limit). A Kubernetes pod gets the
     profiles `kns.<namespace>` and, with a service account, `ksa.<namespace>.<sa>`.
     """
-    labels = {
-        **pod.labels,
-        "projectcalico.org/namespace": w.namespace,
-        "projectcalico.org/orchestrator": w.orchestrator,
-    }
+    account = pod.service_account if w.pod is not None else None
+    labels = pod_endpoint_labels(w.namespace, pod.labels, account, w.orchestrator)
     spec: dict[str, Any] = {
         "orchestrator": w.orchestrator,
         "node": w.node,
@@ -172,12 +171,9 @@ def endpoint_document(w: Workload, ip_networks: list[str], pod: PodArgs = NO_POD
     }
     if w.pod is not None:
         spec["pod"] = w.pod
-        spec["profiles"] = [f"kns.{w.namespace}"]
-        if pod.service_account:
-            spec["serviceAccountName"] = pod.service_account
-            spec["profiles"].append(f"ksa.{w.namespace}.{pod.service_account}")
-            if len(pod.service_account) < 63:
-                labels["projectcalico.org/serviceaccount"] = pod.service_account
+        spec["profiles"] = pod_endpoint_profiles(w.namespace, account)
+        if account:
+            spec["serviceAccountName"] = account
     else:
         spec["workload"] = w.container_id
     if pod.ports:

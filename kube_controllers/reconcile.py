@@ -25,16 +25,18 @@ from datastore.errors import ValidationError
 from datastore.resources import NetworkPolicy, Node, Profile, Resource, WorkloadEndpoint
 from datastore.resources import parse_document as parse_calico
 from policy.k8s import (
-    K8S_ORCHESTRATOR,
-    NAMESPACE_PROFILE_PREFIX,
     POLICY_NAME_PREFIX,
-    SERVICE_ACCOUNT_PROFILE_PREFIX,
     KubernetesObjectError,
     k8s_network_policy_to_calico,
     namespace_to_profile,
+    service_account_to_profile,
+)
+from policy.pod_endpoint import (
+    K8S_ORCHESTRATOR,
+    NAMESPACE_PROFILE_PREFIX,
+    SERVICE_ACCOUNT_PROFILE_PREFIX,
     pod_endpoint_labels,
     pod_endpoint_profiles,
-    service_account_to_profile,
 )
 
 __all__ = [

@@ -34,6 +34,16 @@ from typing import Any, Final
 
 from datastore.names import DNS_LABEL_RE, LABEL_NAME_RE, LABEL_VALUE_RE, NAME_RE
 
+# The pod endpoint rule lives in a module light enough for the CNI plugin (re-exported
+# in __all__ for ctl and the tests that know it from here).
+from .pod_endpoint import (
+    NAMESPACE_PROFILE_PREFIX,
+    ORCHESTRATOR_LABEL,
+    SERVICE_ACCOUNT_PROFILE_PREFIX,
+    pod_endpoint_labels,
+    pod_endpoint_profiles,
+)
+
 __all__ = [
     "KUBERNETES_KINDS",
     "KubernetesObjectError",
@@ -51,11 +61,8 @@ CALICO_API_VERSION: Final = "projectcalico.org/v3"
 
 # conversion/constants.go and the v3 API's label names.
 NAMESPACE_LABEL_PREFIX: Final = "pcns."
-NAMESPACE_PROFILE_PREFIX: Final = "kns."
 SERVICE_ACCOUNT_LABEL_PREFIX: Final = "pcsa."
-SERVICE_ACCOUNT_PROFILE_PREFIX: Final = "ksa."
 NAME_LABEL: Final = "projectcalico.org/name"
-ORCHESTRATOR_LABEL: Final = "projectcalico.org/orchestrator"
 TIER_LABEL: Final = "projectcalico.org/tier"
 # kube-controllers' KubernetesNetworkPolicyEtcdPrefix: keeps converted policies apart from
 # Calico-native ones of the same name.
@@ -740,37 +747,6 @@ def service_account_to_profile(
         "metadata": {"name": f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace}.{name}"},
         "spec": {"labelsToApply": dict(sorted(to_apply.items()))},
     }
-
-
-# The labels every Kubernetes WorkloadEndpoint carries besides its pod's (libcalico-go's
-# apiv3 label names); no pod label can override them.
-NAMESPACE_ENDPOINT_LABEL: Final = "projectcalico.org/namespace"
-SERVICE_ACCOUNT_ENDPOINT_LABEL: Final = "projectcalico.org/serviceaccount"
-K8S_ORCHESTRATOR: Final = "k8s"
-
-
-def pod_endpoint_labels(
-    namespace: str, pod_labels: Mapping[str, str], service_account: str | None,
-    orchestrator: str = K8S_ORCHESTRATOR,
-) -> dict[str, str]:
-    """The labels of a pod's WorkloadEndpoint (conversion/workload_endpoint_default.go).
-
-    The pod's labels, then `projectcalico.org/namespace` and `.../orchestrator`,
-    and `.../serviceaccount` when the account's name fits a label value (under 63
-    characters, as libcalico-go's updateLabelsForStorage checks).
-    """
-    labels = {**pod_labels, NAMESPACE_ENDPOINT_LABEL: namespace, ORCHESTRATOR_LABEL: orchestrator}
-    if service_account and len(service_account) < 63:
-        labels[SERVICE_ACCOUNT_ENDPOINT_LABEL] = service_account
-    return labels
-
-
-def pod_endpoint_profiles(namespace: str, service_account: str | None) -> list[str]:
-    """`kns.<namespace>` and, with a service account, `ksa.<namespace>.<sa>`."""
-    profiles = [NAMESPACE_PROFILE_PREFIX + namespace]
-    if service_account:
-        profiles.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace}.{service_account}")
-    return profiles
 
 
 # (apiVersion, kind) of each Kubernetes object converted here.
