@@ -381,7 +381,6 @@ class Agent:
     def _calculate_and_apply(self) -> None:
         dataplane = self.dataplane
         assert dataplane is not None
-        self._next_apply_at = self.clock() + MIN_APPLY_INTERVAL
         if self._dirty_calc:
             calc = calculate(self._state, self.nodename, self._calc_config())
             self.stats.calculations += 1
@@ -405,6 +404,7 @@ class Agent:
             for cls in RouteClass:  # every class, so one that emptied reads 0
                 self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
         started = self.clock()
+        self._next_apply_at = started + MIN_APPLY_INTERVAL
         result = dataplane.apply()
         self.metrics.apply_seconds.observe(self.clock() - started)
         # Without this, a held-back deletion waited for the next unrelated event
