@@ -16,8 +16,9 @@ How: netlink requests sent in process over tortie's raw RTNETLINK client
 of a same-named veth and the veth's creation, the host end up, the peer born
 inside the container (IFLA_NET_NS_FD: no half-moved veth can exist), then the
 host routes; in the container, over a socket created there
-(netns.open_socket, setns in a helper thread), the peer up, its address and
-the two routes. The pure `*_steps` build them, each named in `ip` syntax so errors say
+(netns.open_socket, setns in a helper thread), the peer up, then its address and
+the two routes. `create_pair` makes the pair before the address is known and
+`Pair.address` finishes it (an ADD overlaps the first with IPAM); `wire` is both. The pure `*_steps` build them, each named in `ip` syntax so errors say
 what failed. Sysctls are file writes. CHECK's `observe` reads with `ip -j`
 (one process per side: CHECK is rare). pyroute2 would cost 0.35 s to import
 (measured), more than the whole ADD; the launcher-started plugin imports this
