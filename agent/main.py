@@ -75,6 +75,12 @@ from datastore.syncer import (
 _log = logging.getLogger("agent")
 
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+# Applies start at least this far apart. Each apply costs the same few iptables
+# processes whatever it carries; while pods are being added (one endpoint every ~15 ms
+# on a busy node) applying per batch of events spent more CPU than the CNI ADDs
+# themselves, on the node's CPUs the ADDs need (docs/cni.md, "Performance"). A change
+# after a quiet spell is still applied at once.
+MIN_APPLY_INTERVAL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ class Agent:
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
+        self._next_apply_at = 0.0  # MIN_APPLY_INTERVAL after the last apply started
         # When a writer asked to apply again without new input (a route deletion
         # held back by the cleanup grace period); None when nobody asked.
         self._reapply_at: float | None = None
@@ -259,8 +266,9 @@ class Agent:
         timers["redetect"] = now + self.config.autodetect_poll_interval
         while not self._stop.is_set():
             wait = max(0.0, min(timers.values()) - self.clock())
-            if self._dirty_apply and self.stats.in_sync:
-                wait = min(wait, max(0.0, self._retry_at - self.clock()))
+            dirty = self._dirty_calc or self._dirty_learned or self._dirty_apply
+            if dirty and self.stats.in_sync:
+                wait = min(wait, max(0.0, self._apply_not_before() - self.clock()))
             if self._reapply_at is not None:
                 wait = min(wait, max(0.0, self._reapply_at - self.clock()))
             self._drain(wait)
@@ -272,8 +280,11 @@ class Agent:
                 self._dirty_apply = True
             if self.stats.in_sync and (self._dirty_calc or self._dirty_learned
                                        or self._dirty_apply) \
-                    and self.clock() >= self._retry_at:
+                    and self.clock() >= self._apply_not_before():
                 self._calculate_and_apply()
+
+    def _apply_not_before(self) -> float:
+        return max(self._retry_at, self._next_apply_at)
 
     def _drain(self, wait: float) -> None:
         assert self.dataplane is not None
@@ -393,6 +404,7 @@ class Agent:
             for cls in RouteClass:  # every class, so one that emptied reads 0
                 self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
         started = self.clock()
+        self._next_apply_at = started + MIN_APPLY_INTERVAL
         result = dataplane.apply()
         self.metrics.apply_seconds.observe(self.clock() - started)
         # Without this, a held-back deletion waited for the next unrelated event

@@ -1,6 +1,7 @@
 """100 pods on one node: from the first CNI ADD until all are reachable from another node.
 
 Run:  .venv/bin/python bench/pods.py [--pods 100] [--parallel 4] [--mode shim|server|local|all]
+                                    [--stages]
 
 Brings up a lab (2 nodes on 2 subnets, a VXLAN pool, the agent on each node),
 puts a prober pod on node2, creates the pods' network namespaces (the
@@ -24,6 +25,11 @@ side by side the floor measured in the same run: the same veths, addresses
 and routes made by one `ip -batch` per pod (no Python, no IPAM, no etcd),
 with the ratio. Afterwards checks that DEL left nothing: no cali veth, no
 route, no endpoint, no allocation (`ctl ipam check`).
+
+`--stages` installs node1's plugin at log_level debug and prints, per mode, the
+median of each stage of `cmd_add` as the plugin logged it (cni/plugin.py): where
+the ADD's time goes inside the plugin. Debug logging costs time of its own, so
+compare ratios to the floor from runs without it.
 """
 
 from __future__ import annotations
@@ -215,6 +221,21 @@ def cpu_seconds(lab: Lab) -> dict[str, float]:
     return out
 
 
+def stage_medians(log_text: str) -> dict[str, float]:
+    """The median of each stage over the plugin's `ADD stages (ms):` lines (cni/plugin.py)."""
+    from cni.plugin import STAGES_LOG
+
+    samples: dict[str, list[float]] = {}
+    for line in log_text.splitlines():
+        _, found, rest = line.partition(STAGES_LOG)
+        if not found:
+            continue
+        words = rest.split()
+        for name, value in zip(words[::2], words[1::2], strict=True):
+            samples.setdefault(name, []).append(float(value))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def leftovers(lab: Lab) -> list[str]:
     problems = []
     links = lab.exec("node1", ["ip", "-o", "link"]).stdout
@@ -242,6 +263,8 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=4,
                    help="ADDs at a time (a runtime starts pods in parallel; 2 CPUs here)")
     p.add_argument("--mode", choices=["shim", "server", "local", "all"], default="shim")
+    p.add_argument("--stages", action="store_true",
+                   help="log at debug on node1 and print the median of each ADD stage")
     opts = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: needs root (it builds a lab of network namespaces)")
@@ -251,7 +274,9 @@ def main() -> None:
         for n in lab.nodes:
             lab.start_process(n.name, [str(BIN / "tortie-agent")], role="agent",
                               name=f"agent-{n.name}", env=agent_env(lab, n.name))
-            lab_pods.install_cni(lab, n.name, portmap=False)
+            lab_pods.install_cni(lab, n.name, portmap=False,
+                                 log_level="debug" if opts.stages else "info")
+        cni_log = lab_pods.node_dir(lab, "node1") / "cni.log"
         for n in lab.nodes:
             wait(lambda n=n: lab.exec(n.name, [str(BIN / "tortie-agent"), "--ready"],
                                       check=False, env=agent_env(lab, n.name)).returncode == 0,
@@ -278,7 +303,12 @@ def main() -> None:
             plugin = (lab_pods.bin_dir(lab, "node1") if mode == "shim" else launchers) / "tortie"
             run = Run(lab, prober, conf, opts.pods, opts.parallel, mode[0], plugin)
             cpu_before = cpu_seconds(lab)
+            log_start = cni_log.stat().st_size if cni_log.exists() else 0
             adds_done = run.add_all()
+            if opts.stages:
+                with open(cni_log, encoding="utf-8", errors="replace") as f:
+                    f.seek(log_start)
+                    stages = stage_medians(f.read())
             total = max(run.reached.values())
             cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(lab).items()}
             run.delete_all()
@@ -295,6 +325,9 @@ def main() -> None:
             print("         CPU seconds during the ADDs: " + ", ".join(
                 f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
                 if v >= 0.05))
+            if opts.stages:
+                print("         ADD stages in the plugin (median ms): " + (", ".join(
+                    f"{k} {v:.1f}" for k, v in stages.items()) or "none logged"))
             problems = leftovers(lab)
             print(f"         after DEL: {'nothing left' if not problems else problems}")
         lab_pods.delete_pod(lab, prober)

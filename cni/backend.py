@@ -164,8 +164,10 @@ class LocalBackend:
                 except HandleExists:
                     fresh = None
             if fresh is not None:
-                _log.info("assigned %s to %s (handle %s)", ", ".join(fresh), w.describe(),
-                          w.handle_id)
+                # debug: the ADD's own summary line (cni/plugin.py) names the address, and
+                # each record at info costs an ADD ~1 ms under load (docs/cni.md).
+                _log.debug("assigned %s to %s (handle %s)", ", ".join(fresh), w.describe(),
+                           w.handle_id)
                 return fresh
         held = self.addresses(w.handle_id)
         if held:

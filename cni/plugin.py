@@ -30,9 +30,12 @@ datastore is first needed: see cni/backend.py.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import config, endpoint_status, wiring
 from .errors import (
@@ -120,8 +123,47 @@ def _undo(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
     return failed
 
 
+_T = TypeVar("_T")
+
+
+class _Background(Generic[_T]):
+    """`make()` on a thread of its own, in the calling context (so its log records go
+    where the call's do: cni/skel.py); `outcome()` waits for its result or its error."""
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
+        self._result: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._run,), name="tortie-cni-pair", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._make()
+        except BaseException as exc:  # noqa: BLE001 - handed to outcome()'s caller
+            self._error = exc
+
+    def outcome(self) -> tuple[_T | None, BaseException | None]:
+        self._thread.join()
+        return self._result, self._error
+
+
+STAGES_LOG = "ADD stages (ms):"  # bench/pods.py --stages reads these lines
+
+
+def _stage_times(marks: list[tuple[str, float]]) -> str:
+    """`name 1.2 ...` for each mark's time since the one before it, then the total. Pure."""
+    parts = [f"{name} {(t - marks[i][1]) * 1000:.1f}"
+             for i, (name, t) in enumerate(marks[1:])]
+    return " ".join([*parts, f"total {(marks[-1][1] - marks[0][1]) * 1000:.1f}"])
+
+
 def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str],
             shared: SharedBackend | None = None) -> dict[str, Any]:
+    # Where an ADD's time goes, logged at debug (log_level "debug" in the network
+    # configuration); at other levels it costs a few clock reads.
+    marks = [("start", time.perf_counter())]
     inv = Invocation(env, data, environ, shared)
     w = inv.workload()
     if not wiring.netns_exists(env.netns_path):
@@ -131,19 +173,52 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str],
     mtu, mtu_source = config.pod_mtu(conf)
     ipam = inv.ipam(w)
     undo: list[tuple[str, Callable[[], object]]] = []
+    plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns_path, mtu, w.container_mac, ())
+    host_ifname = plan.host_ifname
+    remove_veth = (f"host interface {host_ifname}", lambda: wiring.remove_host_veth(host_ifname))
+    marks.append(("setup", time.perf_counter()))
     try:
-        ipam_result = ipam.add()
+        # The veth pair is made while IPAM answers (wiring.Pair): an address is mostly a
+        # wait for etcd, the pair mostly the kernel's work. Only a new name is created
+        # meanwhile: a same-named host end (a retried ADD, the pod's previous sandbox) is
+        # replaced only once the address is ours, as when the steps ran one after the other.
+        fresh = plan
+        making = _Background(lambda: wiring.create_pair(fresh, replace=False))
+        try:
+            ipam_result = ipam.add()
+        except BaseException:
+            pair, error = making.outcome()
+            if pair is not None:
+                pair.close()
+            if pair is not None or error is not None:
+                undo.append(remove_veth)
+            raise
+        marks.append(("ipam", time.perf_counter()))
         undo.append((f"the address(es) of handle {w.handle_id}", ipam.delete))
-        v4 = tuple(ip.ip for ip in ipam_result.ips if ip.version == "4")
-        if not v4:
-            raise NoAddresses(f"IPAM ({conf.ipam.type if conf.ipam else '?'}) returned no IPv4 "
-                              f"address for {w.describe()}")
-        plan = wiring.VethPlan(w.veth_name, env.ifname, env.netns_path, mtu, w.container_mac, v4)
-        undo.append((f"host interface {plan.host_ifname}",
-                     lambda: wiring.remove_host_veth(plan.host_ifname)))
-        wiring.wire(plan)
+        pair, error = making.outcome()
+        if pair is not None or error is not None:
+            # What this ADD created (None: the name was taken, and nothing was done).
+            undo.append(remove_veth)
+        if error is not None:
+            raise error
+        try:
+            v4 = tuple(ip.ip for ip in ipam_result.ips if ip.version == "4")
+            if not v4:
+                raise NoAddresses(f"IPAM ({conf.ipam.type if conf.ipam else '?'}) returned no "
+                                  f"IPv4 address for {w.describe()}")
+            plan = plan._replace(addresses=v4)
+            if pair is None:
+                undo.append(remove_veth)
+                pair = wiring.create_pair(plan)
+            assert pair is not None  # replacing, it never gives up
+            pair.address(v4)
+        finally:
+            if pair is not None:
+                pair.close()
+        marks.append(("wire", time.perf_counter()))
         inv.backend().put_endpoint(
             endpoint_document(w, [f"{ip}/32" for ip in v4], conf.pod))
+        marks.append(("endpoint", time.perf_counter()))
     except BaseException as exc:
         failed = _undo(undo)
         if failed and isinstance(exc, CniError):
@@ -159,6 +234,9 @@ def cmd_add(env: CniEnv, data: bytes, environ: Mapping[str, str],
         endpoint_status.wait_until_programmed(conf.endpoint_status_dir, w.namespace,
                                               w.endpoint_name, w.container_mac,
                                               conf.policy_setup_timeout)
+        marks.append(("policy_wait", time.perf_counter()))
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug("%s %s", STAGES_LOG, _stage_times(marks))
     result = Result(
         interfaces=(Interface(plan.host_ifname, HOST_MAC),
                     Interface(env.ifname, w.container_mac, env.netns)),

@@ -16,8 +16,9 @@ How: netlink requests sent in process over tortie's raw RTNETLINK client
 of a same-named veth and the veth's creation, the host end up, the peer born
 inside the container (IFLA_NET_NS_FD: no half-moved veth can exist), then the
 host routes; in the container, over a socket created there
-(netns.open_socket, setns in a helper thread), the peer up, its address and
-the two routes. The pure `*_steps` build them, each named in `ip` syntax so errors say
+(netns.open_socket, setns in a helper thread), the peer up, then its address and
+the two routes. `create_pair` makes the pair before the address is known and
+`Pair.address` finishes it (an ADD overlaps the first with IPAM); `wire` is both. The pure `*_steps` build them, each named in `ip` syntax so errors say
 what failed. Sysctls are file writes. CHECK's `observe` reads with `ip -j`
 (one process per side: CHECK is rare). pyroute2 would cost 0.35 s to import
 (measured), more than the whole ADD; the launcher-started plugin imports this
@@ -105,12 +106,13 @@ class Step(NamedTuple):
 # -- pure request builders -------------------------------------------------------------------
 
 
-def host_link_steps(plan: VethPlan, netns_fd: int) -> list[Step]:
-    """Delete a same-named host veth (ENODEV when there is none), then create the pair;
-    `netns_fd` is the container's namespace, open in this process."""
+def host_link_steps(plan: VethPlan, netns_fd: int, replace: bool = True) -> list[Step]:
+    """Delete a same-named host veth (ENODEV when there is none; only if `replace`), then
+    create the pair; `netns_fd` is the container's namespace, open in this process."""
     host, dev = plan.host_ifname, plan.container_ifname
+    delete = [Step(f"link del {host}", link_del_request(host))] if replace else []
     return [
-        Step(f"link del {host}", link_del_request(host)),
+        *delete,
         Step(f"link add {host} mtu {plan.mtu} address {HOST_MAC} up type veth peer name {dev} "
              f"mtu {plan.mtu} address {plan.container_mac} netns {plan.netns}",
              veth_request(host, HOST_MAC, dev, plan.container_mac, plan.mtu, netns_fd)),
@@ -123,12 +125,16 @@ def host_route_steps(plan: VethPlan, host_index: int) -> list[Step]:
             for ip in plan.addresses]
 
 
-def container_steps(plan: VethPlan, index: int) -> list[Step]:
-    """The container interface up, its addresses and routes (a route needs its device up)."""
+def container_up_steps(plan: VethPlan, index: int) -> list[Step]:
+    """The container interface up (before its routes: a route needs its device up)."""
+    return [Step(f"link set {plan.container_ifname} up", link_up_request(index))]
+
+
+def container_address_steps(plan: VethPlan, index: int) -> list[Step]:
+    """The container interface's addresses and routes (once it is up)."""
     dev = plan.container_ifname
-    steps = [Step(f"link set {dev} up", link_up_request(index))]
-    steps += [Step(f"addr add {ip}/32 dev {dev}", addr_add_request(index, ip, 32))
-              for ip in plan.addresses]
+    steps = [Step(f"addr add {ip}/32 dev {dev}", addr_add_request(index, ip, 32))
+             for ip in plan.addresses]
     steps += [Step(f"route add {GATEWAY} dev {dev} scope link",
                    route_add_request(GATEWAY, 32, index, scope=RT_SCOPE_LINK)),
               Step(f"route add default via {GATEWAY} dev {dev}",
@@ -194,64 +200,138 @@ def wire(plan: VethPlan) -> None:
     On failure, whatever this call created is left in place for the caller's
     rollback (`remove_host_veth`), and the error says which step failed.
     """
-    if not plan.netns:
-        raise ContainerUnknown("the container's network namespace is not given (CNI_NETNS)")
-    netns_fd = _open_netns(plan.netns)
+    pair = create_pair(plan)
+    assert pair is not None  # replacing, it never gives up
     try:
-        host = RtnlSocket(None)
+        pair.address(plan.addresses)
+    finally:
+        pair.close()
+
+
+class Pair:
+    """A veth pair made before its addresses are known (`create_pair`): both ends exist, the
+    host end's sysctls are set and the container end is up. `address` adds the addresses
+    and routes; `close` releases the sockets and the namespace (the interfaces stay).
+
+    Why two steps: an ADD asks IPAM for the address (an etcd transaction, mostly waiting)
+    while the pair is being made (netlink, mostly the kernel's work), and finishes the
+    pair when both are done (cni/plugin.py)."""
+
+    def __init__(self, plan: VethPlan, netns_fd: int, host: RtnlSocket, host_index: int,
+                 container: RtnlSocket, container_index: int) -> None:
+        self.plan, self._netns_fd = plan, netns_fd
+        self._host, self._host_index = host, host_index
+        self._container, self._container_index = container, container_index
+
+    def address(self, addresses: Sequence[str]) -> None:
+        """The host routes, then the container's addresses and routes."""
+        plan = self.plan._replace(addresses=tuple(addresses))
         try:
-            _wire_host(plan, host, netns_fd)
-        except DataplaneError as exc:  # the socket itself failed
-            raise DataplaneFailure(f"could not create host interface {plan.host_ifname}: "
+            refused = _first(send(self._host, host_route_steps(plan, self._host_index)))
+        except DataplaneError as exc:
+            raise DataplaneFailure(f"could not add the routes to {plan.host_ifname}: "
                                    f"{exc}") from None
-        finally:
-            host.close()
-        write_sysctls(interface_sysctls(plan.host_ifname))
-        container = RtnlSocket(netns_fd)
+        if refused is not None:
+            raise _host_error(plan, refused, self._host)
         try:
-            _wire_container(plan, container)
+            refused = _first(send(self._container,
+                                  container_address_steps(plan, self._container_index)))
         except DataplaneError as exc:
             raise DataplaneFailure(
                 f"could not configure {plan.container_ifname} in the container: {exc}",
                 f"netns {plan.netns}") from None
-        finally:
+        if refused is not None:
+            raise DataplaneFailure(
+                f"could not configure {plan.container_ifname} in the container "
+                f"({refused.step.what}): {refused.message}", f"netns {plan.netns}")
+        _log.debug("wired %s <-> %s in %s: %s, mtu %d", plan.host_ifname,
+                   plan.container_ifname, plan.netns,
+                   ", ".join(f"{a}/32" for a in plan.addresses), plan.mtu)
+
+    def close(self) -> None:
+        self._host.close()
+        self._container.close()
+        os.close(self._netns_fd)
+
+
+def create_pair(plan: VethPlan, replace: bool = True) -> Pair | None:
+    """The veth pair of `plan`, without addresses (see Pair). `plan.addresses` is not used.
+
+    `replace=False` leaves a same-named host end alone: None (nothing done) when the
+    pair cannot be created as it is (a host end of that name exists, or an interface
+    of the peer's name in the container); `replace=True` then does what `wire` does.
+    On failure, whatever this call created is left in place for the caller's
+    rollback (`remove_host_veth`), and the error says which step failed.
+    """
+    if not plan.netns:
+        raise ContainerUnknown("the container's network namespace is not given (CNI_NETNS)")
+    netns_fd = _open_netns(plan.netns)
+    host = RtnlSocket(None)
+    container = RtnlSocket(netns_fd)
+    try:
+        try:
+            host_index = _create_host_end(plan, host, netns_fd, replace)
+        except DataplaneError as exc:  # the socket itself failed
+            raise DataplaneFailure(f"could not create host interface {plan.host_ifname}: "
+                                   f"{exc}") from None
+        if host_index is None:
+            host.close()
             container.close()
-    finally:
+            os.close(netns_fd)
+            return None
+        write_sysctls(interface_sysctls(plan.host_ifname))
+        try:
+            container_index = _container_end_up(plan, container)
+        except DataplaneError as exc:
+            raise DataplaneFailure(
+                f"could not configure {plan.container_ifname} in the container: {exc}",
+                f"netns {plan.netns}") from None
+    except BaseException:
+        host.close()
+        container.close()
         os.close(netns_fd)
-    _log.info("wired %s <-> %s in %s: %s, mtu %d", plan.host_ifname, plan.container_ifname,
-              plan.netns, ", ".join(f"{a}/32" for a in plan.addresses), plan.mtu)
+        raise
+    return Pair(plan, netns_fd, host, host_index, container, container_index)
 
 
-def _wire_host(plan: VethPlan, host: RtnlSocket, netns_fd: int) -> None:
-    failed = send(host, host_link_steps(plan, netns_fd))
-    deleted = failed.get(0)
-    if deleted is None:
-        _log.info("host interface %s already existed (a retried ADD, or the pod's previous "
-                  "sandbox); replaced it", plan.host_ifname)
-    elif deleted.errno != errno.ENODEV:
-        raise _host_error(plan, deleted, host)
-    if 1 in failed:
-        raise _host_error(plan, failed[1], host)
+def _create_host_end(plan: VethPlan, host: RtnlSocket, netns_fd: int,
+                     replace: bool) -> int | None:
+    """The pair (replacing a same-named host end if `replace`); the host end's index, None
+    when not replacing and the name is taken (see create_pair)."""
+    steps = host_link_steps(plan, netns_fd, replace)
+    failed = send(host, steps)
+    added = len(steps) - 1
+    if replace:
+        deleted = failed.get(0)
+        if deleted is None:
+            _log.info("host interface %s already existed (a retried ADD, or the pod's "
+                      "previous sandbox); replaced it", plan.host_ifname)
+        elif deleted.errno != errno.ENODEV:
+            raise _host_error(plan, deleted, host)
+    elif added in failed and failed[added].errno == errno.EEXIST:
+        return None
+    if added in failed:
+        raise _host_error(plan, failed[added], host)
     index = host.link_index(plan.host_ifname)
     if index is None:  # deleted under us (a DEL of the old sandbox through the peer)
         raise DataplaneFailure(f"host interface {plan.host_ifname} vanished right after its "
                                "creation")
-    refused = _first(send(host, host_route_steps(plan, index)))
-    if refused is not None:
-        raise _host_error(plan, refused, host)
+    return index
 
 
-def _wire_container(plan: VethPlan, container: RtnlSocket) -> None:
+def _container_end_up(plan: VethPlan, container: RtnlSocket) -> int:
+    """The container end up; its index."""
     dev = plan.container_ifname
     index = container.link_index(dev)
     if index is None:
         raise DataplaneFailure(f"could not configure {dev} in the container: it vanished "
                                "right after its creation", f"netns {plan.netns}")
-    refused = _first(send(container, container_steps(plan, index)))
+    refused = _first(send(container, container_up_steps(plan, index)))
     if refused is not None:
         raise DataplaneFailure(
             f"could not configure {dev} in the container ({refused.step.what}): "
             f"{refused.message}", f"netns {plan.netns}")
+    return index
 
 
 def _host_error(plan: VethPlan, failure: StepFailure, host: RtnlSocket) -> Exception:

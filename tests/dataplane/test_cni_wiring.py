@@ -150,3 +150,39 @@ def test_a_vanished_namespace(host: Host, tmp_path: Path) -> None:
 def test_an_interface_already_gone_is_fine_for_unwire(host: Host, pod: str) -> None:
     assert host(wiring.unwire, f"/run/netns/{pod}", "eth0") is False
     assert host(wiring.remove_host_veth, HOST_IF) is False
+
+
+def test_a_pair_made_before_the_address_leaves_a_same_named_host_end_alone(
+        host: Host, pod: str) -> None:
+    # cmd_add makes the pair while IPAM answers, without replacing anything: a host end of
+    # that name (a retried ADD, the pod's previous sandbox) stays until the address is ours.
+    first = plan_for(pod)
+    host(wiring.wire, first)
+    with new_netns("pod2") as second_pod:
+        second = plan_for(second_pod)._replace(addresses=())
+        assert host(wiring.create_pair, second, False) is None
+        assert f"link-netns {pod}" in sh(host.ns, "-d", "link", "show", HOST_IF)  # untouched
+        assert "eth0" not in sh(second_pod, "-o", "link")
+        # Replacing (once the address is ours) makes the new pair, then addresses it.
+        pair = host(wiring.create_pair, second)
+        assert pair is not None
+        try:
+            assert "state UP" in sh(second_pod, "link", "show", "eth0")
+            assert routes(host.ns) == []  # no route before the address is known
+            host(pair.address, ("10.65.0.6",))
+        finally:
+            pair.close()
+        assert f"link-netns {second_pod}" in sh(host.ns, "-d", "link", "show", HOST_IF)
+        assert routes(host.ns) == [f"10.65.0.6 dev {HOST_IF} scope link"]
+        assert "inet 10.65.0.6/32" in sh(second_pod, "addr", "show", "eth0")
+        assert host(wiring.unwire, second.netns, "eth0") is True
+
+
+def test_a_new_pair_is_made_without_replacing(host: Host, pod: str) -> None:
+    pair = host(wiring.create_pair, plan_for(pod)._replace(addresses=()), False)
+    assert pair is not None
+    try:
+        host(pair.address, ("10.65.0.5",))
+    finally:
+        pair.close()
+    assert host(wiring.problems, plan_for(pod), host(wiring.observe, plan_for(pod))) == []

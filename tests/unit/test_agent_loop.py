@@ -20,7 +20,7 @@ from agent.config import load
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.facade import DataplaneResult, HostInterface, LinkCallback, ResyncKind
-from agent.main import Agent
+from agent.main import MIN_APPLY_INTERVAL, Agent
 from agent.types import DesiredDataplane, Route, RouteClass
 from bgp.types import BestPathChanges
 from datastore.syncer import SyncStatus
@@ -217,3 +217,26 @@ def test_each_kind_is_resynced_on_its_own_interval(tmp_path) -> None:
     assert dp.resyncs.count("routes") >= 2 * dp.resyncs.count("ipsets") - 1
     assert "iptables" not in dp.resyncs
     assert len(dp.applies) >= 2  # each resync is followed by an apply that repairs drift
+
+
+def test_a_burst_of_changes_is_applied_in_batches_at_least_the_minimum_interval_apart(
+        tmp_path) -> None:
+    # Pods being added: a link event every 10 ms. Each apply costs the same iptables
+    # processes, so the loop starts applies MIN_APPLY_INTERVAL apart, and the last
+    # change of the burst is still applied.
+    dp = FakeDataplane()
+    agent = make_agent(dp, tmp_path)
+    agent.on_status(SyncStatus.IN_SYNC)
+    with running(agent):
+        wait_until(lambda: len(dp.applies) >= 1, timeout=10.0, interval=0.01,
+                   what="the initial apply")
+        for i in range(40):
+            agent.on_link(f"cali{i:011d}", "added")
+            time.sleep(0.01)
+        sent = time.monotonic()
+        wait_until(lambda: dp.applies[-1] > sent, timeout=10.0, interval=0.01,
+                   what="an apply after the last link event")
+    assert dp.interface_changes[-1] == "cali00000000039"
+    gaps = [b - a for a, b in zip(dp.applies, dp.applies[1:], strict=False)]
+    assert min(gaps) >= MIN_APPLY_INTERVAL, f"applies {min(gaps):.3f} s apart"
+    assert len(dp.applies) < 40  # batched, not one per event

@@ -17,7 +17,8 @@ from cni.wiring import (
     Observed,
     Step,
     VethPlan,
-    container_steps,
+    container_address_steps,
+    container_up_steps,
     host_link_steps,
     host_route_steps,
     problems,
@@ -89,7 +90,8 @@ def test_host_route_steps() -> None:
 
 
 def test_container_steps_bring_eth0_up_then_address_and_routes() -> None:
-    steps = container_steps(PLAN, POD_INDEX)
+    # Up as soon as the pair exists; the address and routes once IPAM has answered.
+    steps = container_up_steps(PLAN, POD_INDEX) + container_address_steps(PLAN, POD_INDEX)
     assert [s.what for s in steps] == [
         "link set eth0 up",
         "addr add 10.65.0.5/32 dev eth0",

@@ -3,11 +3,14 @@ backend choice, and the apply loop against an in-memory stand-in for iptables-re
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.dataplane.iptables import (
     IptablesError,
@@ -21,6 +24,7 @@ from agent.dataplane.iptables import (
     parse_save,
     plan_table,
     render_restore,
+    rule_tokens,
     same_tokens,
     scratch_inputs,
 )
@@ -456,3 +460,26 @@ def test_a_rewrite_of_one_chain_reads_back_only_that_chain() -> None:
 def test_plan_is_a_value() -> None:
     assert Plan(write={}).empty
     assert not Plan(write={}, delete=("cali-x",)).empty
+
+
+def _shlex_tokens(rule: str) -> tuple[str, ...]:
+    """What rule_tokens always meant: shlex.split, or plain words when the quoting is bad."""
+    try:
+        return tuple(shlex.split(rule))
+    except ValueError:
+        return tuple(rule.split())
+
+
+def test_rule_tokens_of_real_save_output_are_shlex_words() -> None:
+    rules = [line for line in (LEGACY_SAVE + NFT_SAVE).splitlines() if line.startswith("-A ")]
+    assert any('"' in r for r in rules)  # the regex path is exercised on quoted comments
+    for rule in rules:
+        assert rule_tokens(rule) == _shlex_tokens(rule), rule
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(list(' \t\r\n"\'\\ab-:_')), max_size=30))
+def test_rule_tokens_agree_with_shlex_on_any_quoting(rule: str) -> None:
+    # The regex fast path must give shlex's words for every text it accepts, and the
+    # others (escapes, single quotes, an odd quote) go through shlex itself.
+    assert rule_tokens(rule) == _shlex_tokens(rule)
