@@ -8,6 +8,7 @@ runtime files and BGP secrets under the lab's state dir.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,30 @@ kind: IPPool
 metadata: {name: pods}
 spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
 """
+
+
+# Assign an address to a node (claiming its block's affinity), or release both, as the
+# node's IPAM would: argv is claim|release IP NODE BLOCK HANDLE.
+_EXTRA_BLOCK_IPAM = """
+import sys
+from datastore.config import load_env
+from datastore.etcd import EtcdClient
+from ipam.allocator import Allocator
+action, ip, node, block, handle = sys.argv[1:]
+a = Allocator(EtcdClient(load_env()))
+if action == "claim":
+    a.assign_ip(ip, node=node, handle_id=handle)
+else:
+    a.release_ips([ip])
+    a.release_block_affinity(node, block)
+"""
+
+
+def extra_block(lab: Lab, action: str, node: str, ip: str, block: str,
+                handle: str = "e2e-extra") -> None:
+    """`claim` `ip` for `node` (so `node` announces `block`), or `release` both."""
+    lab.exec(node, [sys.executable, "-c", _EXTRA_BLOCK_IPAM, action, ip, node, block, handle],
+             env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
 
 
 def block_of(ip: str) -> str:

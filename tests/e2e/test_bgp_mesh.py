@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -25,6 +24,7 @@ from .bgp_lab import (
     apply,
     block_of,
     established,
+    extra_block,
     has_block_route,
     node_ip,
     node_status,
@@ -99,24 +99,11 @@ def test_status_all_shows_twelve_sessions_up_from_any_node(mesh):
 def test_released_affinity_is_withdrawn_everywhere(mesh):
     lab, _ = mesh
     ip, block = "10.244.200.1", "10.244.200.0/26"
-    script = f"""
-from datastore.config import load_env
-from datastore.etcd import EtcdClient
-from ipam.allocator import Allocator
-a = Allocator(EtcdClient(load_env()))
-import sys
-if sys.argv[1] == "claim":
-    a.assign_ip("{ip}", node="node4", handle_id="e2e-extra")
-else:
-    a.release_ips(["{ip}"])
-    a.release_block_affinity("node4", "{block}")
-"""
-    env = {"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)}
-    lab.exec("node4", [sys.executable, "-c", script, "claim"], env=env)
+    extra_block(lab, "claim", "node4", ip, block)
     via = node_ip(lab, "node4")
     for n in ("node1", "node2", "node3"):
         wait_until(lambda n=n: has_block_route(lab, n, block, via), what=f"{block} on {n}")
-    lab.exec("node4", [sys.executable, "-c", script, "release"], env=env)
+    extra_block(lab, "release", "node4", ip, block)
     for n in ("node1", "node2", "node3"):
         wait_until(lambda n=n: block not in routes(lab, n), what=f"{block} withdrawn on {n}")
 
