@@ -93,3 +93,18 @@ def test_channel_options_carry_the_keepalive_settings() -> None:
     assert opts["grpc.keepalive_time_ms"] == 6000
     assert opts["grpc.keepalive_timeout_ms"] == 5000
     assert opts["grpc.http2.max_pings_without_data"] == 0
+
+
+def test_the_agent_metrics_show_the_member_in_use_and_the_restarts() -> None:
+    from types import SimpleNamespace
+
+    from agent.health import Metrics
+
+    syncer = SimpleNamespace(endpoint="http://127.0.0.1:2379", rewatches=0, stalls=0)
+    metrics = Metrics()
+    metrics.follow_syncer(syncer)  # type: ignore[arg-type]  # only these three are read
+    syncer.endpoint, syncer.rewatches, syncer.stalls = "http://127.0.0.1:22379", 2, 1
+    text = metrics.render().decode()
+    assert 'tortie_datastore_endpoint{endpoint="http://127.0.0.1:22379"} 1.0' in text
+    assert "tortie_datastore_watch_restarts_total 2.0" in text
+    assert "tortie_datastore_watch_stalls_total 1.0" in text
