@@ -13,6 +13,9 @@ Invariants:
   * An operation is retried on the next endpoint only when the failure
     proves the request never reached a server (UNAVAILABLE). A timeout is
     ambiguous for writes, so writes surface it instead of retrying.
+  * A write goes only to a member that has answered since the client last
+    moved to it: a fresh client (a CNI plugin run, ctl) proves its member with a
+    read first, so a silently dead member costs a read's timeout, not a write.
   * Every channel sends gRPC keepalive pings (config.keepalive): a connection
     whose packets are silently dropped is closed within time + timeout, and
     the watch stream on it fails instead of waiting forever.
@@ -262,6 +265,8 @@ class EtcdClient:
             for e in config.endpoints
         ]
         self._lock = threading.Lock()
+        # The member that last answered (pyetcd's endpoint label); see _call.
+        self._proven: str | None = None
         try:
             self._client = _Client(
                 endpoints=endpoints,
@@ -278,6 +283,16 @@ class EtcdClient:
     # -- plumbing --------------------------------------------------------------
 
     def _call(self, fn: Callable[[], _T], *, idempotent: bool) -> _T:
+        if not idempotent and self._client._current_endpoint_label != self._proven:
+            # A write to a member that never answered would, if the member is silently
+            # gone, time out with an unknown outcome and fail. A read first proves a
+            # member (failing over if need be), at the cost of one round trip.
+            self.revision()
+        result = self._call_once(fn, idempotent=idempotent)
+        self._proven = self._client._current_endpoint_label
+        return result
+
+    def _call_once(self, fn: Callable[[], _T], *, idempotent: bool) -> _T:
         attempts = len(self.config.endpoints) + 1
         last: Exception | None = None
         first_cause = ""  # the gRPC detail of the first failure says the most

@@ -1,15 +1,18 @@
 """F6: the agent's etcd connection black-holed (packets dropped, no RST), three-member etcd.
 
 A lab of 2 nodes with a VXLAN pool, real agents, a pod on each node, and three etcd
-members; the agent on node1 talks to the first member. Everything node1 sends to or
-receives from that member's client port is dropped in node1's namespace (raw-table
-DROP both ways plus `conntrack -D`, as Calico's Felix FV black-hole test does), so
-the member is gone for node1 alone and new connections to it hang as well. Pass:
+members; the agent on node1 talks to the first member. Everything between node1 and
+that member's client port is dropped where it arrives (raw-table DROP in node1's and
+the member's namespaces, plus `conntrack -D`, as Calico's Felix FV black-hole test
+does), so the member is gone for node1 alone, silently, and new connections to it
+hang as well. Pass:
   * node1's agent notices within 15 s (keepalive or watch-stall detection: its /metrics
     counts a watch restart), reports not ready while it fails over (its log says so:
     the window is short, as the next member answers at once);
   * it re-watches on another member (its /metrics names it) and is ready again;
-  * `ctl` on node1, which also starts on the dropped member, answers within 15 s;
+  * `ctl` on node1, which also starts on the dropped member, answers within 15 s, and
+    a pod is added on node1 within 15 s (its CNI server may answer the first ADD with
+    CNI code 11, "try again later", when its write to the dead member timed out);
   * an IP pool created during the outage (through node2, whose etcd path is fine)
     reaches node1's kernel (its all-pools ipset) within 20 s of the black-hole;
   * the pods keep reaching each other (probed every 100 ms, TCP over ping, losses
@@ -30,6 +33,8 @@ import pytest
 
 from lab import Lab
 from lab import agents as lab_agents
+from lab.pods import PodError
+from lab.topology import LabEtcd
 from tests.e2e.conftest import TOOLS
 from tests.e2e.pods import BIN, Pod, add_pod, ctl
 from tests.support import keep_lab, need, record_lab, unique_name, wait_until
@@ -115,12 +120,22 @@ def pools_ipset(lab: Lab, node: str) -> str:
     return str(lab.exec(node, ["ipset", "list", "cali40all-ipam-pools"], check=False).stdout)
 
 
-def black_hole(lab: Lab, node: str, ip: str, port: int) -> None:
-    for chain, match in (("OUTPUT", ["-d", ip, "--dport"]), ("PREROUTING", ["-s", ip, "--sport"])):
-        lab.exec(node, ["iptables", "-w", "-t", "raw", "-I", chain, "-p", "tcp", *match,
-                        str(port), "-j", "DROP"])
-    # Drop what conntrack remembers of the flow too; exit 1 only means "no entry".
-    lab.exec(node, ["conntrack", "-D", "-p", "tcp", "-d", ip, "--dport", str(port)], check=False)
+def black_hole(lab: Lab, node: str, member: LabEtcd, port: int) -> None:
+    """Drop node's traffic with the member's client port where it arrives, at both ends.
+
+    Raw PREROUTING on each side, never OUTPUT: a packet dropped in OUTPUT fails the
+    sender's send with EPERM at once, which is louder than a black-hole. Here node1's
+    SYNs and segments leave and vanish, as they would behind a broken network."""
+    node_ip = lab.node(node).ip
+    lab.exec(node, ["iptables", "-w", "-t", "raw", "-I", "PREROUTING", "-p", "tcp", "-s",
+                    member.ip, "--sport", str(port), "-j", "DROP"])
+    lab.exec(member, ["iptables", "-w", "-t", "raw", "-I", "PREROUTING", "-p", "tcp", "-s",
+                      node_ip, "--dport", str(port), "-j", "DROP"])
+    # Drop what conntrack remembers of the flow too (Felix FV does); exit 1: no entry.
+    lab.exec(node, ["conntrack", "-D", "-p", "tcp", "-d", member.ip, "--dport", str(port)],
+             check=False)
+    lab.exec(member, ["conntrack", "-D", "-p", "tcp", "-s", node_ip, "--dport", str(port)],
+             check=False)
 
 
 def test_f6_black_holed_etcd_connection_is_noticed_failed_over_and_changes_arrive(
@@ -136,16 +151,10 @@ def test_f6_black_holed_etcd_connection_is_noticed_failed_over_and_changes_arriv
     port = int(first_url.rsplit(":", 1)[1])
 
     with Pinger(pods["node1"], pods["node2"].ip) as pinger:
-        black_hole(lab, "node1", first.ip, port)
+        black_hole(lab, "node1", first, port)
         holed = time.monotonic()
         # node2 talks to etcd through the first member too, unharmed: the change is made there.
         ctl(lab, ["apply", "-f", "-"], stdin=OUTAGE_POOL, node="node2")
-        # ctl on node1 starts on the black-holed member too: its read times out there
-        # and is re-sent to the next member.
-        start = time.monotonic()
-        listed = ctl(lab, ["get", "ippools"], node="node1")
-        ctl_took = time.monotonic() - start
-        assert "made-during-the-outage" in listed
         wait_until(lambda: "tortie_datastore_watch_restarts_total 0.0" not in metrics(
             lab, "node1"), timeout=DETECT_WITHIN + 10, interval=0.2,
             what=f"node1's agent to replace its watch stream; log:\n{agent_log(lab)}")
@@ -156,17 +165,40 @@ def test_f6_black_holed_etcd_connection_is_noticed_failed_over_and_changes_arriv
         wait_until(lambda: ready(lab, "node1"), timeout=20, interval=0.2,
                    what="node1's agent ready again")
         back = time.monotonic() - holed
+        # Still black-holed: the other etcd clients on node1.
+        # ctl on node1 starts on the black-holed member too: its read times out there
+        # and is re-sent to the next member.
+        start = time.monotonic()
+        listed = ctl(lab, ["get", "ippools"], node="node1")
+        ctl_took = time.monotonic() - start
+        assert "made-during-the-outage" in listed
+        # The node's CNI server (long-lived, on the dropped member) may lose its first
+        # write to the timeout: CNI code 11, "try again later", as a kubelet would; the
+        # retry goes to another member.
+        start = time.monotonic()
+        cni_attempts: list[str] = []
+        for name in ("f6late", "f6late2"):
+            try:
+                add_pod(lab, "node1", name)
+                cni_attempts.append("ok")
+                break
+            except PodError as exc:
+                assert "code 11" in str(exc) and "etcd is unreachable" in str(exc), exc
+                cni_attempts.append("code 11")
+        cni_took = time.monotonic() - start
     shown = metrics(lab, "node1")
     log = agent_log(lab)
     how = "the stall detector" if "said nothing for" in log else "keepalive (stream failed)"
     print(f"\nF6: watch replaced by {how} {noticed:.1f}s after the black-hole, the outage's change in the "
           f"kernel at {arrived:.1f}s, ready again at {back:.1f}s; pod1->pod2 pings lost "
-          f"{pinger.lost}/{pinger.sent}; ctl on node1 answered in {ctl_took:.1f}s")
+          f"{pinger.lost}/{pinger.sent}; ctl on node1 answered in {ctl_took:.1f}s; "
+          f"a pod add on node1: {' then '.join(cni_attempts)} in {cni_took:.1f}s")
     assert noticed <= DETECT_WITHIN
     # Readiness went down for the fail-over (it is short: the next member answers at once).
     assert "datastore WAIT_FOR_DATASTORE: keeping the dataplane as it is" in log, log
     assert arrived <= CHANGE_WITHIN
     assert ctl_took <= DETECT_WITHIN
+    assert cni_attempts[-1] == "ok" and cni_took <= DETECT_WITHIN
     assert f'endpoint="{first_url}"' not in shown  # re-watching on another member
     assert "tortie_datastore_watch_restarts_total 0.0" not in shown
     assert pinger.sent > 0 and pinger.lost == 0
