@@ -6,9 +6,16 @@ service.health's, shared with the other programs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from service.health import HealthAggregator, HealthServer, probe
+
+if TYPE_CHECKING:
+    from datastore.syncer import Syncer
 
 __all__ = ["HealthAggregator", "HealthServer", "Metrics", "probe"]
 
@@ -34,5 +41,29 @@ class Metrics:
         self.last_error = Gauge("tortie_last_error_timestamp_seconds",
                                 "Unix time of the last error", registry=r)
 
+    def follow_syncer(self, syncer: Syncer) -> None:
+        """Serve the syncer's connection figures, read at each scrape."""
+        self.registry.register(_SyncerCollector(syncer))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SyncerCollector:
+    """The datastore connection as the syncer sees it: which member, how often replaced."""
+
+    def __init__(self, syncer: Syncer) -> None:
+        self.syncer = syncer
+
+    def collect(self) -> Iterator[Metric]:
+        endpoint = GaugeMetricFamily("tortie_datastore_endpoint",
+                                     "1 for the etcd member the watch uses now",
+                                     labels=["endpoint"])
+        endpoint.add_metric([self.syncer.endpoint], 1)
+        yield endpoint
+        yield CounterMetricFamily("tortie_datastore_watch_restarts",
+                                  "Watch streams re-established after a break or a stall",
+                                  value=self.syncer.rewatches)
+        yield CounterMetricFamily("tortie_datastore_watch_stalls",
+                                  "Watch streams found silent (no events, no progress answer)",
+                                  value=self.syncer.stalls)

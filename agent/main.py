@@ -200,6 +200,7 @@ class Agent:
             self.dataplane = KernelDataplane(self.netns)
         dataplane = self.dataplane
         syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
+        self.metrics.follow_syncer(syncer)
         stop_bgp = self._start_bgp()
         try:
             dataplane.start(self.on_link)

@@ -117,6 +117,7 @@ class BGPDaemon:
         self.plan: NodePlan | None = None
         self.rib: Rib | None = None
         self.in_sync = False
+        self.datastore_status = SyncStatus.WAIT_FOR_DATASTORE
         self.speaker = ExaBGPSpeaker(workdir, self._events_put)
         self.control = ControlServer(control_name, self.status) if control_name else None
         self._events: queue.Queue[DaemonEvent] = queue.Queue()
@@ -222,6 +223,8 @@ class BGPDaemon:
                 case DatastoreUpdates(updates):
                     self._view_dirty |= self.view.apply(updates)
                 case SyncStatusChanged(status):
+                    self.datastore_status = status  # for readiness: connected or not, now
+                    self._status_dirty = True
                     if status is SyncStatus.IN_SYNC and not self.in_sync:
                         _log.info("datastore in sync: configuring BGP")
                         self.in_sync = True
@@ -412,7 +415,8 @@ class BGPDaemon:
         if not self._status_dirty and now < self._status_written + STATUS_REFRESH:
             return
         doc = self.book.snapshot(self.nodename, self.wall())
-        doc.update(started=self._started, inSync=self.in_sync)
+        doc.update(started=self._started, inSync=self.in_sync,
+                   datastore=self.datastore_status.value)
         with self._status_lock:
             self._status_doc = doc
         if now < self._status_written + STATUS_MIN_GAP and self._status_dirty:

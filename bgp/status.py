@@ -167,9 +167,13 @@ def readiness(doc: Mapping[str, Any], now: float, threshold: float = READY_THRES
     No peers: ready. Within `threshold` of the daemon's start: ready only when every
     peer is Established (so a rolling update waits for BGP to be back). Afterwards: ready
     when at least one is (so a mesh does not turn unready when some nodes go down).
-    Not ready names the peers that are not Established."""
+    Not ready names the peers that are not Established. Not ready either while the
+    watch on the datastore is lost (after the first sync): changes would not reach BGP."""
     if not doc.get("inSync"):
         return False, "tortie-bgp is not ready: waiting for the datastore to be in sync"
+    if doc.get("datastore", "in-sync") == "wait-for-datastore":
+        # Sessions may well be up, but nothing that changes in etcd reaches BGP now.
+        return False, "tortie-bgp is not ready: the datastore connection is lost (re-watching)"
     peers = list(doc.get("peers") or [])
     if not peers:
         return True, "tortie-bgp is ready: no BGP peers configured"

@@ -7,6 +7,11 @@ Sources, highest precedence first:
      ETCD_KEY_FILE, ETCD_USERNAME, ETCD_PASSWORD, DATASTORE_TYPE, each also
      accepted with a CALICO_ prefix (envconfig's prefix rule: CALICO_X wins).
 
+Connection liveness (tortie's own, in etcdctl's spirit: --keepalive-time,
+--keepalive-timeout) is read from the environment whatever the source of the
+rest: ETCD_KEEPALIVE_TIME, ETCD_KEEPALIVE_TIMEOUT, ETCD_WATCH_STALL_TIMEOUT,
+in seconds (also with a CALICO_ prefix). See docs/agent.md.
+
 When a config file is in use, calicoctl ignores the environment; so do we.
 The result is an immutable EtcdConfig that remembers where each value came
 from, so that the agent and ctl can log it.
@@ -27,6 +32,16 @@ from .errors import DatastoreError
 DEFAULT_CONFIG_PATH = "/etc/calico/calicoctl.cfg"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 
+# etcd refuses client pings more often than its --grpc-keepalive-min-time (5 s by
+# default) with GOAWAY "too_many_pings"; 6 s keeps clear of that boundary. A ping
+# unanswered for 5 s closes the connection: a dead one is noticed within ~11 s.
+DEFAULT_KEEPALIVE_TIME = 6.0
+MIN_KEEPALIVE_TIME = 5.0
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+# A watch stream that delivers nothing, not even the answer to a progress request,
+# for this long is declared stalled and re-established on another member.
+DEFAULT_WATCH_STALL_TIMEOUT = 10.0
+
 
 class ConfigError(DatastoreError):
     """The connection configuration is unreadable or invalid."""
@@ -45,6 +60,45 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """How a client notices a dead connection: gRPC keepalive pings and watch stalls."""
+
+    time: float = DEFAULT_KEEPALIVE_TIME  # seconds between pings on a quiet connection
+    timeout: float = DEFAULT_KEEPALIVE_TIMEOUT  # a ping unanswered this long kills it
+    watch_stall_timeout: float = DEFAULT_WATCH_STALL_TIMEOUT
+
+
+_LIVENESS_ENV = {
+    "ETCD_KEEPALIVE_TIME": ("time", MIN_KEEPALIVE_TIME),
+    "ETCD_KEEPALIVE_TIMEOUT": ("timeout", 1.0),
+    "ETCD_WATCH_STALL_TIMEOUT": ("watch_stall_timeout", 2.0),
+}
+
+
+def load_liveness(environ: Mapping[str, str] | None = None) -> Liveness:
+    """The liveness settings from the environment; a bad value names the variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, float] = {}
+    for name, (attr, minimum) in _LIVENESS_ENV.items():
+        for candidate in (f"CALICO_{name}", name):
+            text = env.get(candidate)
+            if not text:
+                continue
+            try:
+                seconds = float(text)
+            except ValueError:
+                seconds = float("nan")
+            if not seconds >= minimum or seconds == float("inf"):
+                raise ConfigError(
+                    f"invalid {candidate} '{text}': expected a number of seconds, "
+                    f"at least {minimum:g}"
+                )
+            values[attr] = seconds
+            break
+    return Liveness(**values)
+
+
+@dataclass(frozen=True)
 class EtcdConfig:
     endpoints: tuple[Endpoint, ...]
     ca_cert_file: str | None = None
@@ -55,6 +109,7 @@ class EtcdConfig:
     source: str = "default"
     # name -> where it came from, e.g. {"etcdEndpoints": "env ETCD_ENDPOINTS"}
     provenance: Mapping[str, str] = field(default_factory=dict)
+    keepalive: Liveness = field(default_factory=lambda: Liveness())
 
     @property
     def urls(self) -> list[str]:
@@ -107,7 +162,8 @@ def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
     return tuple(endpoints)
 
 
-def _build(values: dict[str, str], provenance: dict[str, str], source: str) -> EtcdConfig:
+def _build(values: dict[str, str], provenance: dict[str, str], source: str,
+           environ: Mapping[str, str] | None = None) -> EtcdConfig:
     dtype = values.get("datastore_type", "etcdv3") or "etcdv3"
     if dtype != "etcdv3":
         raise ConfigError(
@@ -130,6 +186,7 @@ def _build(values: dict[str, str], provenance: dict[str, str], source: str) -> E
         password=values.get("password") or None,
         source=source,
         provenance=provenance,
+        keepalive=load_liveness(environ),
     )
 
 
@@ -172,7 +229,7 @@ def load_env(environ: Mapping[str, str] | None = None) -> EtcdConfig:
                 values[attr] = env[candidate]
                 provenance[attr] = f"env {candidate}"
                 break
-    return _build(values, provenance, "environment" if values else "default")
+    return _build(values, provenance, "environment" if values else "default", env)
 
 
 def load(config_path: str | None = None, environ: Mapping[str, str] | None = None) -> EtcdConfig:

@@ -13,6 +13,12 @@ Invariants:
   * An operation is retried on the next endpoint only when the failure
     proves the request never reached a server (UNAVAILABLE). A timeout is
     ambiguous for writes, so writes surface it instead of retrying.
+  * A write goes only to a member that has answered since the client last
+    moved to it: a fresh client (a CNI plugin run, ctl) proves its member with a
+    read first, so a silently dead member costs a read's timeout, not a write.
+  * Every channel sends gRPC keepalive pings (config.keepalive): a connection
+    whose packets are silently dropped is closed within time + timeout, and
+    the watch stream on it fails instead of waiting forever.
 
 The client library is etcd-sdk-python (import name `pyetcd`): the etcd3
 package's API with stubs regenerated for protobuf >= 4. See docs/datastore.md
@@ -32,8 +38,9 @@ import grpc
 import pyetcd
 import pyetcd.exceptions as pyexc
 from pyetcd import etcdrpc
+from pyetcd.watch import Watcher
 
-from .config import EtcdConfig
+from .config import EtcdConfig, Liveness
 from .errors import ConnectionFailed, DatastoreError, RevisionCompacted
 
 _log = logging.getLogger(__name__)
@@ -51,6 +58,62 @@ GRPC_CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+
+# etcd's watch response that answers a progress request belongs to no watch.
+_STREAM_WATCH_ID = -1
+
+
+def channel_options(liveness: Liveness) -> list[tuple[str, int]]:
+    """gRPC options for one etcd channel: fast reconnects and keepalive pings."""
+    return [
+        *GRPC_CHANNEL_OPTIONS,
+        ("grpc.keepalive_time_ms", int(liveness.time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(liveness.timeout * 1000)),
+        # gRPC stops pinging after 2 pings with no data frame in between unless told
+        # otherwise; a quiet watch stream is exactly the connection that needs them.
+        ("grpc.http2.max_pings_without_data", 0),
+        # etcd counts pings on a connection with no call in flight as abuse (its
+        # PermitWithoutStream is false); a watch is a call, so this loses nothing.
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
+
+
+class _StreamWatcher(Watcher):  # type: ignore[misc]  # pyetcd ships no types
+    """pyetcd's Watcher, also reporting the stream-wide answers to progress requests
+    (watch id -1), which pyetcd drops, and the time of the stream's last response."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_progress: Callable[[int], None] | None = None
+
+    def _handle_response(self, rs: Any) -> None:
+        if rs.watch_id == _STREAM_WATCH_ID and not (rs.created or rs.canceled):
+            listener = self.on_progress
+            if listener is not None:
+                listener(rs.header.revision)
+            return
+        super()._handle_response(rs)
+
+    def request_progress(self) -> None:
+        with self._lock:
+            if self._callback_thread is None or self._stopping:
+                return  # no stream: nothing to ask
+            try:
+                self._request_queue.put_nowait(
+                    etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+                )
+            except Exception:  # noqa: BLE001 - a full queue: the stream is stuck anyway
+                _log.debug("etcd: progress request not queued", exc_info=True)
+
+
+class _Client(pyetcd.MultiEndpointEtcd3Client):  # type: ignore[misc]
+    def get_watcher(self) -> _StreamWatcher:
+        return _StreamWatcher(
+            etcdrpc.WatchStub(self.channel),
+            timeout=self.timeout,
+            call_credentials=self.call_credentials,
+            metadata=self.metadata,
+        )
 
 
 @dataclass(frozen=True)
@@ -197,13 +260,15 @@ class EtcdClient:
                 secure=creds is not None,
                 creds=creds,
                 time_retry=ENDPOINT_RETRY_SECONDS,
-                opts=GRPC_CHANNEL_OPTIONS,
+                opts=channel_options(config.keepalive),
             )
             for e in config.endpoints
         ]
         self._lock = threading.Lock()
+        # The member that last answered (pyetcd's endpoint label); see _call.
+        self._proven: str | None = None
         try:
-            self._client = pyetcd.MultiEndpointEtcd3Client(
+            self._client = _Client(
                 endpoints=endpoints,
                 timeout=timeout,
                 user=config.username,
@@ -218,6 +283,16 @@ class EtcdClient:
     # -- plumbing --------------------------------------------------------------
 
     def _call(self, fn: Callable[[], _T], *, idempotent: bool) -> _T:
+        if not idempotent and self._client._current_endpoint_label != self._proven:
+            # A write to a member that never answered would, if the member is silently
+            # gone, time out with an unknown outcome and fail. A read first proves a
+            # member (failing over if need be), at the cost of one round trip.
+            self.revision()
+        result = self._call_once(fn, idempotent=idempotent)
+        self._proven = self._client._current_endpoint_label
+        return result
+
+    def _call_once(self, fn: Callable[[], _T], *, idempotent: bool) -> _T:
         attempts = len(self.config.endpoints) + 1
         last: Exception | None = None
         first_cause = ""  # the gRPC detail of the first failure says the most
@@ -473,6 +548,38 @@ class EtcdClient:
                 pass
 
         return cancel
+
+    def request_watch_progress(self, on_progress: Callable[[int], None]) -> None:
+        """Ask etcd, on the current watch stream, to confirm it is alive.
+
+        etcd answers with the store's revision; on_progress(revision) is called on
+        the watch thread. A stream that does not answer is stalled or dead.
+        """
+        watcher = self._client.watcher
+        if isinstance(watcher, _StreamWatcher):
+            watcher.on_progress = on_progress
+            watcher.request_progress()
+
+    @property
+    def endpoint_in_use(self) -> str:
+        """The URL of the member this client talks to now."""
+        netloc = str(self._client._current_endpoint_label)
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{netloc}"
+
+    def fail_over(self) -> str:
+        """Leave the member in use for the next one (in configured order), whose
+        channel gets a new watch stream; returns its URL. With one endpoint, the
+        same member is kept and only its watch stream is dropped."""
+        labels = list(self._client.endpoints)
+        current = self._client._current_endpoint_label
+        if len(labels) > 1:
+            self._client.endpoints[current].fail()  # not chosen again for a while
+            nxt = labels[(labels.index(current) + 1) % len(labels)]
+            self._client._current_endpoint_label = nxt  # drops the old watch stream
+        else:
+            self._client._clear_old_stubs()
+        return self.endpoint_in_use
 
     def compact(self, revision: int) -> None:
         self._call(lambda: self._client.compact(revision, physical=True), idempotent=True)

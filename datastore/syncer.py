@@ -21,6 +21,10 @@ Invariants:
     consumer never sees a spurious delete-then-add and never misses a delete.
   * Nothing kills the thread: failures are logged and retried after a backoff
     that doubles from `retry_interval` to MAX_RETRY_INTERVAL; never a busy loop.
+  * A watch stream that breaks, or stalls (nothing heard, not even the answer
+    to a progress request, for the client's watch_stall_timeout; see
+    datastore.liveness), is re-established from its last complete revision on
+    the next etcd member, and the status reads WAIT_FOR_DATASTORE meanwhile.
 
 The syncer should have its client to itself: EtcdClient's watch cancel goes to
 whatever stream the client has now, where watch ids restart from 0.
@@ -32,11 +36,13 @@ import enum
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .errors import DatastoreError, RevisionCompacted
+from .liveness import StallDetector
 
 if TYPE_CHECKING:
     from .etcd import EtcdClient, WatchEvent
@@ -87,6 +93,13 @@ class _WatchMsg:
     error: DatastoreError | None = None
 
 
+@dataclass(frozen=True)
+class _ProgressMsg:
+    """etcd answered a progress request on the watch stream of `generation`."""
+
+    generation: int
+
+
 _STOP = object()
 
 
@@ -100,6 +113,7 @@ class Syncer:
         callbacks: SyncerCallbacks,
         *,
         retry_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not prefixes:
             raise ValueError("the syncer needs at least one prefix")
@@ -111,7 +125,9 @@ class Syncer:
 
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._queue: queue.Queue[_WatchMsg | object] = queue.Queue()
+        self._queue: queue.Queue[_WatchMsg | _ProgressMsg | object] = queue.Queue()
+        self._clock = clock
+        self._stall = StallDetector(client.config.keepalive.watch_stall_timeout, clock())
         self._status_cond = threading.Condition()
         self._status: SyncStatus | None = None
 
@@ -123,8 +139,15 @@ class Syncer:
         self._need_list = True
         self._need_watch = False
         self.relists = 0  # listings done (the first snapshot counts); for tests and metrics
+        self.stalls = 0  # watch streams found stalled and replaced; for tests and metrics
+        self.rewatches = 0  # watch streams re-established after a break or a stall
 
     # -- public -----------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The etcd member the syncer's client talks to now."""
+        return self._client.endpoint_in_use
 
     @property
     def status(self) -> SyncStatus | None:
@@ -182,15 +205,22 @@ class Syncer:
             self._watch()
             self._need_watch = False
             self._backoff = self._retry_interval
+            self._stall.restart(self._clock())
             if self._status is SyncStatus.WAIT_FOR_DATASTORE:
                 # Reconnected from where we left off: what was delivered is current again.
                 self._set_status(SyncStatus.IN_SYNC)
-        msg = self._queue.get()
+        try:
+            msg = self._queue.get(timeout=self._stall.next_check(self._clock()))
+        except queue.Empty:
+            msg = None
         if msg is _STOP:
             return
-        assert isinstance(msg, _WatchMsg)
-        if msg.generation != self._generation:
-            return  # from watches already torn down; their data will be re-read
+        if isinstance(msg, (_WatchMsg, _ProgressMsg)) and msg.generation == self._generation:
+            self._stall.heard(self._clock())
+        if self._check_stall():
+            return
+        if not isinstance(msg, _WatchMsg) or msg.generation != self._generation:
+            return  # a progress answer, or from watches already torn down (re-read later)
         if msg.error is None:
             self._on_events(msg)
         elif isinstance(msg.error, RevisionCompacted):
@@ -201,11 +231,37 @@ class Syncer:
                 "syncer: watch on %s failed (%s); re-watching from revision %d in %.1fs",
                 msg.prefix, msg.error, self._seen[msg.prefix] + 1, self._backoff,
             )
-            self._cancel_watches()
-            self._need_watch = True
-            # Tell consumers the datastore is gone (for readiness); they keep their state.
-            self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
+            self._replace_watch_stream()
             self._pause()
+
+    def _check_stall(self) -> bool:
+        """Probe a quiet stream; replace a stalled one. True when it was replaced."""
+        now = self._clock()
+        if self._stall.stalled(now):
+            self.stalls += 1
+            _log.warning(
+                "syncer: the watch stream on %s said nothing for %.1fs (not even to a "
+                "progress request); re-watching elsewhere",
+                self._client.endpoint_in_use, now - self._stall.last_heard,
+            )
+            self._replace_watch_stream()
+            return True
+        if self._stall.probe_due(now):
+            gen = self._generation
+            self._client.request_watch_progress(lambda _rev: self._queue.put(_ProgressMsg(gen)))
+            self._stall.probed(now)
+        return False
+
+    def _replace_watch_stream(self) -> None:
+        """Drop every watch and its stream; re-watch (next step) on the next member."""
+        self._cancel_watches()
+        endpoint = self._client.fail_over()
+        self.rewatches += 1
+        _log.info("syncer: re-watching from revisions %s on %s",
+                  {p: r + 1 for p, r in self._seen.items()}, endpoint)
+        self._need_watch = True
+        # Tell consumers the datastore is gone (for readiness); they keep their state.
+        self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
 
     def _pause(self) -> None:
         self._stopping.wait(self._backoff)
@@ -268,6 +324,11 @@ class Syncer:
                         self._error_callback(gen, prefix),
                     )
                 )
+        except DatastoreError:
+            # Watch creation failed or timed out: this member is no use now.
+            self._cancel_watches()
+            self._client.fail_over()
+            raise
         except BaseException:
             self._cancel_watches()
             raise

@@ -33,6 +33,14 @@ def test_not_ready_before_the_datastore_is_in_sync() -> None:
     assert readiness({}, NOW)[0] is False  # nothing published yet
 
 
+def test_not_ready_while_the_datastore_watch_is_lost_and_ready_again_after() -> None:
+    lost = {**doc("up"), "datastore": "wait-for-datastore"}
+    assert readiness(lost, NOW) == (
+        False, "tortie-bgp is not ready: the datastore connection is lost (re-watching)")
+    assert readiness({**lost, "datastore": "in-sync"}, NOW)[0] is True
+    assert readiness({**lost, "datastore": "resync"}, NOW)[0] is True  # connected, re-listing
+
+
 def test_just_started_every_peer_must_be_established() -> None:
     young = NOW - 5
     assert readiness(doc("up", "start", started=young), NOW) == (
