@@ -135,7 +135,8 @@ def start_ping(src: Pod, dst_ip: str, log: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def loaded_lab(tmp_path: Path):
-    need(*TOOLS, root=True, root_for="the lab creates network namespaces")
+    need(*TOOLS, "ipset", "iptables-save", root=True,
+         root_for="the lab creates network namespaces")
     with up_lab(nodes=3, subnets=2) as lab:
         env = {"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints),
                "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
