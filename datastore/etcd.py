@@ -19,6 +19,10 @@ Invariants:
   * Every channel sends gRPC keepalive pings (config.keepalive): a connection
     whose packets are silently dropped is closed within time + timeout, and
     the watch stream on it fails instead of waiting forever.
+  * `list` reads a prefix in pages of LIST_PAGE_KEYS keys, every page at the
+    first page's revision, so the result is one consistent snapshot whatever its
+    size: one Range answer must fit gRPC's 4 MiB message limit, which 10,000
+    IPAM blocks (~0.9 KB each) exceed.
 
 The client library is etcd-sdk-python (import name `pyetcd`): the etcd3
 package's API with stubs regenerated for protobuf >= 4. See docs/datastore.md
@@ -38,6 +42,7 @@ import grpc
 import pyetcd
 import pyetcd.exceptions as pyexc
 from pyetcd import etcdrpc
+from pyetcd.utils import prefix_range_end
 from pyetcd.watch import Watcher
 
 from .config import EtcdConfig, Liveness
@@ -53,6 +58,10 @@ ENDPOINT_RETRY_SECONDS = 2.0
 
 # gRPC's own reconnect backoff (1 s, x1.6, up to 120 s) would keep a restarted etcd
 # unreachable for a long time after it is healthy again; keep it short.
+# Keys per Range request of `list`: 500 IPAM blocks are ~0.5 MB, far below gRPC's
+# 4 MiB answer limit, and 10,000 keys still take only 20 round trips.
+LIST_PAGE_KEYS = 500
+
 GRPC_CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -347,19 +356,30 @@ class EtcdClient:
     # scope), so they spell the type builtins.list.
     def list(self, prefix: str, revision: int | None = None) -> tuple[list[KeyValue], int]:
         """All keys under prefix, sorted by key, and the store revision they were read at."""
+        end = prefix_range_end(prefix.encode())
+        out: builtins.list[KeyValue] = []
+        start: bytes = prefix.encode()
+        at = revision or 0  # 0: the first page reads the current revision and pins it
 
-        def do() -> tuple[list[KeyValue], int]:
-            kwargs: dict[str, object] = {"sort_order": "ascend", "sort_target": "key"}
-            if revision:
-                kwargs["revision"] = revision
-            resp = self._client.get_prefix_response(prefix, **kwargs)
-            return [_kv(kv) for kv in resp.kvs], resp.header.revision
+        def page() -> tuple[builtins.list[KeyValue], int, bool]:
+            resp = self._client.get_range_response(
+                start, end, sort_order="ascend", sort_target="key", limit=LIST_PAGE_KEYS,
+                revision=at or None)
+            return [_kv(kv) for kv in resp.kvs], resp.header.revision, bool(resp.more)
 
+        header_revision = 0  # what a single Range would have said: the first page's
         try:
-            return self._call(do, idempotent=True)
+            while True:
+                kvs, read_at, more = self._call(page, idempotent=True)
+                header_revision = header_revision or read_at
+                at = at or read_at
+                out += kvs
+                if not more or not kvs:
+                    return out, header_revision
+                start = kvs[-1].key.encode() + b"\0"  # the next key after the last one read
         except DatastoreError as exc:
-            if revision and "compacted" in str(exc):
-                raise RevisionCompacted(revision, 0) from None
+            if at and "compacted" in str(exc):
+                raise RevisionCompacted(at, 0) from None
             raise
 
     def revision(self) -> int:

@@ -55,3 +55,31 @@ def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
     log = Path(lab.state_dir) / f"agent-{node}.log"
     tail = log.read_text()[-3000:] if log.exists() else "(no log)"
     raise LabError(f"agent on {node} not ready after {timeout:.0f}s:\n{tail}")
+
+
+def kernel_writes(lab: Lab, node: str) -> dict[str, float]:
+    """The kernel writes the running agent on `node` has made, by kind (its
+    `tortie_dataplane_kernel_writes_total`); {} when it has made none."""
+    metrics = lab.exec(node, ["curl", "-sf", "http://localhost:9099/metrics"]).stdout
+    return {line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("tortie_dataplane_kernel_writes_total{")}
+
+
+def wait_settled(lab: Lab, node: str, quiet: float = 2.0, timeout: float = 60.0) -> None:
+    """Until the agent on `node` has made no kernel write for `quiet` seconds.
+
+    Readiness says an apply succeeded, not that the agent has caught up: another
+    node's block or a pod added just before can still be on its way to this
+    kernel. A test that restarts an agent "with nothing changed" must wait for
+    this first, or the new agent rightly writes what the old one had not yet.
+    """
+    deadline = time.monotonic() + timeout
+    last = kernel_writes(lab, node)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = kernel_writes(lab, node)
+        if now == last:
+            return
+        last = now
+    raise LabError(f"agent on {node} still writing after {timeout:.0f}s: {last}")

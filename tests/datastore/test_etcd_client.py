@@ -4,7 +4,7 @@ import pytest
 
 from datastore.config import load_env
 from datastore.errors import ConnectionFailed
-from datastore.etcd import EtcdClient, KeyConflict, KeyExists, KeyMissing
+from datastore.etcd import LIST_PAGE_KEYS, EtcdClient, KeyConflict, KeyExists, KeyMissing, put_op
 
 
 def test_create_update_delete_cas(etcd_client):
@@ -30,6 +30,23 @@ def test_list_is_sorted_and_carries_revision(etcd_client):
     items, rev = etcd_client.list("/calico/t/")
     assert [i.key for i in items] == ["/calico/t/a", "/calico/t/b", "/calico/t/c"]
     assert rev >= max(i.mod_revision for i in items)
+
+
+def test_list_larger_than_one_grpc_answer_is_one_snapshot(etcd_client):
+    # 2.5 pages of 4 KB values: 5 MB, over gRPC's 4 MiB answer limit (10,000 IPAM
+    # blocks are 9 MB). Written in transactions of 100 keys, each a revision of its own.
+    count = LIST_PAGE_KEYS * 5 // 2
+    ops = [put_op(f"/calico/big/{i:05d}", bytes([65 + i % 26]) * 4096) for i in range(count)]
+    for i in range(0, count, 100):
+        etcd_client.transaction([], ops[i:i + 100])
+    items, rev = etcd_client.list("/calico/big/")
+    etcd_client.put("/calico/big/00000", b"changed after the list")
+    assert [i.key for i in items] == [op.key for op in ops]
+    assert [i.value for i in items] == [op.value for op in ops]
+    assert rev == max(i.mod_revision for i in items)
+    # At a revision: every page reads that revision, not what came after it.
+    again, _ = etcd_client.list("/calico/big/", revision=rev)
+    assert again == items
 
 
 def test_failover_skips_dead_endpoint(etcd_endpoint):
