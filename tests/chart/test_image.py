@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.image import ensure_image
+from lab.podman import Podman
 from tests.support import need
 
 from .chart import VALUE_SETS, needed_in_image, render
@@ -21,11 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 def test_commands_and_paths_exist_in_the_image(helms: dict[str, Path], values_dir: Path) -> None:
     need("podman", root=True, root_for="podman's storage under /var/lib/tortie")
-    try:
-        from lab.image import ensure_image
-        from lab.podman import Podman
-    except ImportError as exc:
-        pytest.skip(f"lab.image / lab.podman not in this tree yet ({exc})")
     binary = helms[max(helms)]
     needed: list[tuple[str, str]] = []
     for name, values in VALUE_SETS.items():  # the union: every set may add a command

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from lab.probe import in_netns
+from tests.kube_api_fake import KubeApiFake
 
 from .conftest import CniNode
 from .test_server import shim_call
@@ -31,13 +32,9 @@ SPECIAL_POOL = "10.99.0.0/24"
 
 
 @pytest.fixture
-def kube(node: CniNode) -> Iterator[Any]:
+def kube(node: CniNode) -> Iterator[KubeApiFake]:
     """Name: kube. Depends: node. The fake API server, listening on the node namespace's
     loopback (its socket is made there; the test reaches its store directly)."""
-    try:
-        from tests.kube_api_fake import KubeApiFake
-    except ImportError:
-        pytest.skip("tests/kube_api_fake (the fake Kubernetes API server) is not in this tree")
     fake = KubeApiFake(namespaces=("default", "shop"))
     with in_netns(node.ns):
         fake.start()
