@@ -91,8 +91,9 @@ MIN_APPLY_INTERVAL = 0.1
 
 @dataclass(frozen=True, slots=True)
 class LinkChanged:
-    """The link monitor saw `event` ("added", "removed", "up", "down", "address") on
-    interface `name`; ("*", "resync") when events may have been lost."""
+    """The link monitor saw `event` ("added", "removed", "up", "down", "mtu", "address",
+    "neighbour-removed") on interface `name`; ("*", "resync") when events may have been
+    lost."""
 
     name: str
     event: str
@@ -320,6 +321,11 @@ class Agent:
                 case BestPathChanges(routes, reset):
                     self._learned.update(routes, reset=reset)
                     self._dirty_learned = True
+                case LinkChanged(name, "neighbour-removed"):
+                    # Only the neighbour table re-reads the device: a link event would
+                    # also hold back route cleanup on it (the grace period).
+                    self.dataplane.on_neighbour_removed(name)
+                    self._dirty_apply = True
                 case LinkChanged(name, event):
                     _log.debug("link %s: %s", name, event)
                     self.dataplane.on_interface_change(name)

@@ -134,6 +134,9 @@ class Dataplane(Protocol):
     def on_route_removed(self, dst: str, metric: int) -> None:
         """The kernel announced the deletion of route (dst, metric)."""
 
+    def on_neighbour_removed(self, device: str) -> None:
+        """The kernel announced the deletion of a neighbour or FDB entry on `device`."""
+
     def check_drift(self) -> list[str]:
         """The cheap periodic check of what the kernel does not announce (iptables,
         ipsets); returns the writers that found drift (the next apply repairs it)."""
@@ -228,6 +231,9 @@ class KernelDataplane:
 
     def on_route_removed(self, dst: str, metric: int) -> None:
         self.routes.on_route_removed(dst, metric)
+
+    def on_neighbour_removed(self, device: str) -> None:
+        self.neighbors.on_interface_change(device)  # re-reads only its entries
 
     def check_drift(self) -> list[str]:
         """Each netfilter writer compares a cheap read of its kernel objects with its

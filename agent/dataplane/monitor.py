@@ -5,6 +5,8 @@ RTMGRP_IPV4_IFADDR and, when given `on_route_removed`, RTMGRP_IPV4_ROUTE. It
 calls `callback(ifname, event)` for:
   * a workload interface (`cali*`) or a watched name (vxlan.calico, tunl0, the
     parent interface): "added", "removed", "up", "down", "mtu" (its MTU changed);
+  * a watched name (vxlan.calico) losing a neighbour or FDB entry: "neighbour-removed"
+    (only with `on_route_removed`, i.e. in the agent: it subscribes to RTMGRP_NEIGH);
   * a watched interface gaining or losing an IPv4 address: "address";
   * ("*", "resync") when events may have been lost (socket overflow): the
     receiver should resync everything.
@@ -134,7 +136,12 @@ class LinkMonitor:
 
     def _run(self) -> None:
         from pyroute2 import IPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_LINK
+        from pyroute2.netlink.rtnl import (
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV4_ROUTE,
+            RTMGRP_LINK,
+            RTMGRP_NEIGH,
+        )
 
         try:
             if self.netns is not None:
@@ -142,7 +149,7 @@ class LinkMonitor:
             ipr = IPRoute()
             groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR
             if self._on_route_removed is not None:
-                groups |= RTMGRP_IPV4_ROUTE
+                groups |= RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH
             ipr.bind(groups=groups)
             for msg in ipr.link("dump"):
                 self._links[msg["index"]] = (msg.get("IFLA_IFNAME"), self._is_up(msg),
@@ -216,6 +223,12 @@ class LinkMonitor:
                     self._emit(name, "mtu")
         elif event == "RTM_DELROUTE":
             self._route_removed(msg)
+        elif event == "RTM_DELNEIGH":
+            # Neighbours (AF_INET) and FDB entries (AF_BRIDGE) alike; only a watched
+            # device's (vxlan.calico: its entries are all tortie's, learning is off).
+            known = self._links.get(msg.get("ifindex", -1))
+            if known and known[0] in self._watch:
+                self._emit(known[0], "neighbour-removed")
         elif event == "RTM_DELLINK":
             old = self._links.pop(msg["index"], None)
             self._emit(msg.get("IFLA_IFNAME") or (old[0] if old else ""), "removed")

@@ -132,5 +132,16 @@ def test_monitor_reports_deleted_tortie_routes_and_mtu_changes(netns: str, uplin
         time.sleep(0.2)  # room for a wrong third report to arrive
         # The foreign route's deletion, which came first, is not among them.
         assert removed == [("10.65.0.0/26", 0), ("10.65.1.2/32", 5)]
+        # A neighbour deleted on a watched device; one on another device is not reported.
+        mon.watch("cali1234567890a")
+        sh(netns, "neigh", "add", "10.65.1.9", "lladdr", "66:00:00:00:00:09", "dev", "eth0",
+           "nud", "permanent")
+        sh(netns, "neigh", "del", "10.65.1.9", "dev", "eth0")
+        time.sleep(0.3)
+        assert not [ev for ev in list(events.queue) if ev[1] == "neighbour-removed"]
+        sh(netns, "neigh", "add", "10.65.1.9", "lladdr", "66:00:00:00:00:09",
+           "dev", "cali1234567890a", "nud", "permanent")
+        sh(netns, "neigh", "del", "10.65.1.9", "dev", "cali1234567890a")
+        _wait_for(events, ("cali1234567890a", "neighbour-removed"))
     finally:
         mon.stop()

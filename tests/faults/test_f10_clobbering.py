@@ -14,8 +14,9 @@ measured and printed:
      its hooks first (a chain still jumped to cannot be deleted);
   4. every tortie ipset emptied (`ipset flush`; the sets are in use by the rules, so
      the kernel refuses to destroy them) and one member deleted from another;
-  5. `vxlan.calico` deleted;
-  6. `vxlan.calico`'s MTU changed.
+  5. the neighbour and FDB entries for node2's VTEP on `vxlan.calico` deleted;
+  6. `vxlan.calico` deleted;
+  7. `vxlan.calico`'s MTU changed.
 
 Pass (Felix FV iptables_disruption_test.go, routes_test.go): each repaired within
 10 s; the foreign route, rules, chain and ipset exactly as placed; and each repair
@@ -88,7 +89,7 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    need(*TOOLS, "curl", root=True, root_for="the lab creates network namespaces")
+    need(*TOOLS, "curl", "bridge", root=True, root_for="the lab creates network namespaces")
     lab = Lab(record_lab(unique_name()), nodes=2, subnets=1)
     try:
         lab.up()
@@ -168,6 +169,24 @@ def vxlan(w: World) -> str:
 def vxlan_mtu(w: World) -> int | None:
     m = re.search(r"\bmtu (\d+)", vxlan(w))
     return int(m.group(1)) if m else None
+
+
+def vxlan_entries(w: World) -> list[str]:
+    """The permanent neighbours and FDB entries on vxlan.calico (node2's VTEP)."""
+    neigh = sh(w, "ip", "neigh", "show", "dev", "vxlan.calico", "nud", "permanent")
+    fdb = sh(w, "bridge", "fdb", "show", "dev", "vxlan.calico")
+    return sorted(line.strip() for line in (neigh + fdb).splitlines()
+                  if "permanent" in line.lower())
+
+
+def delete_vxlan_entries(w: World, entries: list[str]) -> None:
+    for line in entries:
+        words = line.split()
+        if "lladdr" in words:  # "<ip> lladdr <mac> PERMANENT"
+            sh(w, "ip", "neigh", "del", words[0], "dev", "vxlan.calico")
+        else:  # "<mac> dst <ip> self permanent"
+            sh(w, "bridge", "fdb", "del", words[0], "dev", "vxlan.calico",
+               "dst", words[words.index("dst") + 1], "self")
 
 
 def foreign(w: World) -> tuple[object, ...]:
@@ -262,6 +281,8 @@ def test_f10_clobbered_state_is_repaired_within_seconds_and_foreign_state_is_unt
     assert foreign_before[0] and len(foreign_before[1]) == 4 and foreign_before[2]
     routes0, rules0, sets0 = tortie_routes(w), tortie_rules(w), ipset_save(w, owned=True)
     mtu0 = vxlan_mtu(w)
+    entries0 = vxlan_entries(w)
+    assert len(entries0) == 2, entries0  # node2's VTEP: a neighbour and an FDB entry
     block2 = block_of(w.pods["node2"].ip)
     block2_route = next(r for r in routes0 if r.startswith(f"{block2} "))
     assert "dev vxlan.calico" in block2_route and mtu0 is not None
@@ -282,6 +303,9 @@ def test_f10_clobbered_state_is_repaired_within_seconds_and_foreign_state_is_unt
                    lambda: tortie_rules(w) == rules0),
             repair(w, "tortie ipsets emptied", lambda: empty_ipsets(w),
                    lambda: ipset_save(w, owned=True) == sets0),
+            repair(w, "vxlan.calico's neighbour and FDB entries deleted",
+                   lambda: delete_vxlan_entries(w, entries0),
+                   lambda: vxlan_entries(w) == entries0),
             repair(w, "vxlan.calico deleted",
                    lambda: sh(w, "ip", "link", "del", "vxlan.calico"),
                    lambda: vxlan_mtu(w) == mtu0 and tortie_routes(w) == routes0),
@@ -298,7 +322,7 @@ def test_f10_clobbered_state_is_repaired_within_seconds_and_foreign_state_is_unt
         report = prober.stop()
     print(report.report())
 
-    route, one_chain, chains, sets, dev, mtu = repairs
+    route, one_chain, chains, sets, neighbours, dev, mtu = repairs
     # Only the writer of what was hit wrote, and only the difference.
     assert route.writes == {'kind="routes"': 1}, route.writes
     assert writer_kinds(one_chain.writes) == {"iptables-filter"}, one_chain.writes
@@ -307,6 +331,7 @@ def test_f10_clobbered_state_is_repaired_within_seconds_and_foreign_state_is_unt
     assert rewritten_chains(chains.log) == all_chains  # all were gone: all written, once
     assert writer_kinds(sets.writes) == {"ipsets"}, sets.writes
     assert "ipset: updating" in sets.log and "rewriting" not in sets.log, sets.log[-2000:]
+    assert neighbours.writes == {'kind="neighbors"': 2}, neighbours.writes
     assert {"vxlan", "routes"} <= writer_kinds(dev.writes), dev.writes
     assert not any(k.startswith(("iptables", "ipset")) for k in writer_kinds(dev.writes))
     assert writer_kinds(mtu.writes) == {"vxlan"}, mtu.writes

@@ -49,6 +49,7 @@ class FakeDataplane:
     closed: bool = False
     removed_routes: list[tuple[str, int]] = field(default_factory=list)
     drift_checks: int = 0
+    neighbour_removals: list[str] = field(default_factory=list)
     drift_script: list[list[str]] = field(default_factory=list)  # check_drift()'s answers
 
     def start(self, on_link: LinkCallback,
@@ -57,6 +58,9 @@ class FakeDataplane:
 
     def on_route_removed(self, dst: str, metric: int) -> None:
         self.removed_routes.append((dst, metric))
+
+    def on_neighbour_removed(self, device: str) -> None:
+        self.neighbour_removals.append(device)
 
     def check_drift(self) -> list[str]:
         self.drift_checks += 1
@@ -201,7 +205,12 @@ def test_a_route_deleted_behind_the_agents_back_goes_to_the_dataplane_and_is_app
         agent.on_route_removed("10.65.0.2/32", 0)
         wait_until(lambda: len(dp.applies) >= 2, timeout=10.0, interval=0.01,
                    what="an apply after the deletion")
+        agent.on_link("vxlan.calico", "neighbour-removed")
+        wait_until(lambda: len(dp.applies) >= 3, timeout=10.0, interval=0.01,
+                   what="an apply after the neighbour's deletion")
     assert dp.removed_routes == [("10.65.0.2/32", 0)]
+    assert dp.neighbour_removals == ["vxlan.calico"]
+    assert dp.interface_changes == []  # not a link event: no route grace period
     assert dp.drift_checks == 0  # disabled by FELIX_DRIFTCHECKINTERVAL=0
 
 
