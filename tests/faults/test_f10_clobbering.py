@@ -94,10 +94,7 @@ def world() -> Iterator[World]:
     try:
         lab.up()
         ctl(lab, ["apply", "-f", "-"], stdin=POOL)
-        for n in ("node1", "node2"):
-            lab_agents.start_agent(lab, n, backend="vxlan")
-        for n in ("node1", "node2"):
-            lab_agents.wait_ready(lab, n)
+        lab_agents.start_agents(lab, ["node1", "node2"], backend="vxlan")
         pods = {n: add_pod(lab, n, f"f10pod{n[-1]}") for n in ("node1", "node2")}
         for pod in pods.values():
             lab.start_process(pod.netns, [sys.executable, "-I", "-S", lab_probe.__file__,
