@@ -297,6 +297,10 @@ SETTINGS: tuple[Setting, ...] = (
             "releases before the monorepo used 90s.", _non_negative_duration),
     Setting("FELIX_IPSETSREFRESHINTERVAL", "ipsets_refresh_interval", "duration", 90.0, "90s",
             "Period of the full ipset resync (0 disables it).", _non_negative_duration),
+    Setting("FELIX_DRIFTCHECKINTERVAL", "drift_check_interval", "duration", 1.0, "1s",
+            "Period of the cheap check of tortie's iptables chains and ipsets, which the "
+            "kernel does not announce; only a writer that finds drift re-reads and writes the "
+            "difference (0 disables it; the full refreshes remain).", _non_negative_duration),
     Setting("FELIX_VXLANVNI", "vxlan_vni", "int", 4096, "4096",
             "VNI of the vxlan.calico device.", _int_in(1, 16777215)),
     Setting("FELIX_VXLANPORT", "vxlan_port", "port", 4789, "4789",
@@ -357,6 +361,7 @@ class AgentConfig:
     route_refresh_interval: float = 90.0
     iptables_refresh_interval: float = 180.0
     ipsets_refresh_interval: float = 90.0
+    drift_check_interval: float = 1.0
     vxlan_vni: int = 4096
     vxlan_port: int = 4789
     vxlan_mtu: int = 0

@@ -11,8 +11,14 @@ Invariants:
     (1 s doubling to 30 s); it never exits the agent;
   * a writer that asks for another apply (`retry_after`: a route deletion
     held back by the cleanup grace period) gets it then, with no new input;
-  * periodic resyncs repair drift: routes/devices every ROUTEREFRESHINTERVAL,
-    iptables every IPTABLESREFRESHINTERVAL, ipsets every IPSETSREFRESHINTERVAL;
+  * drift is repaired within seconds: route deletions and link changes are
+    announced by the kernel (the link monitor) and handled at once; iptables and
+    ipsets, which announce nothing here, get a cheap check every
+    DRIFTCHECKINTERVAL that makes only the writer that drifted re-read and write
+    the difference;
+  * periodic full resyncs stay the last line: routes/devices every
+    ROUTEREFRESHINTERVAL, iptables every IPTABLESREFRESHINTERVAL, ipsets every
+    IPSETSREFRESHINTERVAL;
   * with etcd unreachable the kernel stays exactly as it is, readiness turns
     false and the syncer reconnects with backoff;
   * SIGTERM stops the loop and leaves routes, devices and rules in place;
@@ -85,16 +91,27 @@ MIN_APPLY_INTERVAL = 0.1
 
 @dataclass(frozen=True, slots=True)
 class LinkChanged:
-    """The link monitor saw `event` ("added", "removed", "up", "down", "address") on
-    interface `name`; ("*", "resync") when events may have been lost."""
+    """The link monitor saw `event` ("added", "removed", "up", "down", "mtu", "address",
+    "neighbour-removed") on interface `name`; ("*", "resync") when events may have been
+    lost."""
 
     name: str
     event: str
 
 
+@dataclass(frozen=True, slots=True)
+class RouteRemoved:
+    """The kernel announced that main-table route (dst, metric), one tortie may own,
+    was deleted (by the agent itself or behind its back)."""
+
+    dst: str
+    metric: int
+
+
 # What the loop's queue carries. BGP's best-path changes arrive as they are
 # (bgp.types.BestPathChanges), from the in-process daemon or the sidecar's socket.
-AgentEvent = SyncStatusChanged | DatastoreUpdates | BestPathChanges | LinkChanged | StopRequested
+AgentEvent = (SyncStatusChanged | DatastoreUpdates | BestPathChanges | LinkChanged
+              | RouteRemoved | StopRequested)
 
 
 @dataclass
@@ -182,6 +199,9 @@ class Agent:
     def on_link(self, name: str, event: str) -> None:
         self._events.put(LinkChanged(name, event))
 
+    def on_route_removed(self, dst: str, metric: int) -> None:
+        self._events.put(RouteRemoved(dst, metric))
+
     def stop(self) -> None:
         self._stop.set()
         self._events.put(StopRequested())
@@ -203,7 +223,7 @@ class Agent:
         self.metrics.follow_syncer(syncer)
         stop_bgp = self._start_bgp()
         try:
-            dataplane.start(self.on_link)
+            dataplane.start(self.on_link, self.on_route_removed)
             syncer.start()
             self.run_loop()
         finally:
@@ -265,6 +285,8 @@ class Agent:
         resyncs = self._resync_intervals()
         timers: dict[str, float] = {kind: now + interval for kind, interval in resyncs.items()}
         timers["redetect"] = now + self.config.autodetect_poll_interval
+        if self.config.drift_check_interval > 0:
+            timers["drift"] = now + self.config.drift_check_interval
         while not self._stop.is_set():
             wait = max(0.0, min(timers.values()) - self.clock())
             dirty = self._dirty_calc or self._dirty_learned or self._dirty_apply
@@ -299,6 +321,11 @@ class Agent:
                 case BestPathChanges(routes, reset):
                     self._learned.update(routes, reset=reset)
                     self._dirty_learned = True
+                case LinkChanged(name, "neighbour-removed"):
+                    # Only the neighbour table re-reads the device: a link event would
+                    # also hold back route cleanup on it (the grace period).
+                    self.dataplane.on_neighbour_removed(name)
+                    self._dirty_apply = True
                 case LinkChanged(name, event):
                     _log.debug("link %s: %s", name, event)
                     self.dataplane.on_interface_change(name)
@@ -306,6 +333,9 @@ class Agent:
                         # Its MTU or addresses may have changed: look the parent up again.
                         self._parent_for_ip = None
                         self._dirty_calc = True
+                    self._dirty_apply = True
+                case RouteRemoved(dst, metric):
+                    self.dataplane.on_route_removed(dst, metric)
                     self._dirty_apply = True
                 case StopRequested():
                     pass  # self._stop is set: the loop ends after this batch
@@ -332,6 +362,13 @@ class Agent:
                 self.metrics.resyncs.labels(kind).inc()
                 self._dirty_apply = True
                 timers[kind] = now + interval
+        if "drift" in timers and now >= timers["drift"]:
+            timers["drift"] = now + self.config.drift_check_interval
+            # Only once programmed and caught up: a pending apply re-reads anyway.
+            if self.stats.in_sync and not self._dirty_apply:
+                for writer in self.dataplane.check_drift():
+                    self.metrics.resyncs.labels(f"drift-{writer}").inc()
+                    self._dirty_apply = True
         if now >= timers["redetect"]:
             timers["redetect"] = now + self.config.autodetect_poll_interval
             try:

@@ -43,6 +43,15 @@ def start_agent(lab: Lab, node: str, **env: str) -> subprocess.Popen:
                              name=f"agent-{node}", env=agent_env(lab, node, **env))
 
 
+def start_agents(lab: Lab, nodes: list[str], **env: str) -> None:
+    """Start tortie-agent on each of `nodes`, then wait until every one is ready (they
+    start together, so the lab comes up in the time of the slowest, not of the sum)."""
+    for node in nodes:
+        start_agent(lab, node, **env)
+    for node in nodes:
+        wait_ready(lab, node)
+
+
 def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
     """Until the agent on `node` reports ready; LabError with its log tail otherwise."""
     deadline = time.monotonic() + timeout

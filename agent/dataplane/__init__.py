@@ -5,7 +5,10 @@ kernel state it knows, writes only the difference, marks what it owns and
 never touches anything else. A failed apply is returned (never raised), leaves
 the writer dirty, and the next apply retries; `resync()` forces a re-read
 (the agent calls it periodically) and `on_interface_change(name)` re-reads what
-depends on one interface (the link monitor's events).
+depends on one interface (the link monitor's events). Kinds the kernel announces
+nothing about (iptables, ipsets) also have `check_drift()`: a cheap comparison
+that, on a difference, makes the next apply write only that difference; the
+RouteTable has `on_route_removed(dst, metric)` for the kernel's route deletions.
 
     routes.RouteTable        main-table IPv4 routes: proto 80 anywhere, any route on
                              cali*; raw netlink writes (batched) and reads (netlink.py)
@@ -15,7 +18,9 @@ depends on one interface (the link monitor's events).
     sysctls.SysctlManager    ip_forward and the per-workload-interface sysctls
     ipsets.IPSets            cali40*/cali60* ipsets (ipset restore)
     iptables.IptablesTable   one per table: tortie's cali-* chains and hooks (iptables-restore)
-    monitor.LinkMonitor      netlink link/address events -> callback(ifname, event)
+    monitor.LinkMonitor      netlink link/address events -> callback(ifname, event), and
+                             route deletions -> on_route_removed(dst, metric)
+    nft_generation           the nf_tables ruleset generation (the iptables drift check)
     facade.KernelDataplane   all of the above, fed a DesiredDataplane; the Dataplane
                              Protocol the agent's loop drives
 

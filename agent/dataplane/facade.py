@@ -11,7 +11,7 @@ and the link monitor, and nothing else in the agent touches them:
     neighbors.NeighborTable   permanent neighbours and FDB entries on vxlan.calico
     routes.RouteTable         main-table routes (datastore-derived and BGP-learned)
     iptables.IptablesTable    one per table (nat, filter): tortie's chains and hooks
-    monitor.LinkMonitor       interface events -> the agent's queue
+    monitor.LinkMonitor       interface events and route deletions -> the agent's queue
 
 `apply()` runs every writer once, in the one dependency order of the whole
 dataplane (Felix's InternalDataplane.apply): everything an object refers to
@@ -56,6 +56,7 @@ from agent.dataplane.ipsets import IPSets
 from agent.dataplane.iptables import IptablesTable, detect_backend
 from agent.dataplane.monitor import LinkMonitor
 from agent.dataplane.neighbors import NeighborTable
+from agent.dataplane.nft_generation import NftGeneration
 from agent.dataplane.routes import RouteTable
 from agent.dataplane.sysctls import SysctlManager
 from agent.dataplane.tunnels import IPIPManager, VXLANManager
@@ -71,6 +72,7 @@ ResyncKind = Literal["routes", "iptables", "ipsets"]
 RESYNC_KINDS: tuple[ResyncKind, ...] = ("routes", "iptables", "ipsets")
 
 LinkCallback = Callable[[str, str], None]
+RouteRemovedCallback = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,10 @@ class DataplaneResult:
 class Dataplane(Protocol):
     """What the agent's loop needs of a dataplane (tests drive the loop with a fake)."""
 
-    def start(self, on_link: LinkCallback) -> None:
-        """Begin reporting interface events to `on_link(name, event)` (from another thread)."""
+    def start(self, on_link: LinkCallback,
+              on_route_removed: RouteRemovedCallback | None = None) -> None:
+        """Begin reporting interface events to `on_link(name, event)` and deletions of
+        routes tortie may own to `on_route_removed(dst, metric)` (from another thread)."""
 
     def set_desired(self, desired: DesiredDataplane) -> None: ...
 
@@ -126,6 +130,16 @@ class Dataplane(Protocol):
         """Distrust the cached kernel state of one kind; the next apply re-reads it."""
 
     def on_interface_change(self, name: str) -> None: ...
+
+    def on_route_removed(self, dst: str, metric: int) -> None:
+        """The kernel announced the deletion of route (dst, metric)."""
+
+    def on_neighbour_removed(self, device: str) -> None:
+        """The kernel announced the deletion of a neighbour or FDB entry on `device`."""
+
+    def check_drift(self) -> list[str]:
+        """The cheap periodic check of what the kernel does not announce (iptables,
+        ipsets); returns the writers that found drift (the next apply repairs it)."""
 
     def host_interface(self, ip: str) -> HostInterface | None:
         """The interface holding `ip`, if any; its changes are reported from then on."""
@@ -164,20 +178,26 @@ class KernelDataplane:
         self.ipip = ipip or IPIPManager(netns)
         self.sysctls = sysctls or SysctlManager(netns)
         self.ipsets: IPSets | None = None
+        self._nft_generation: NftGeneration | None = None
         self.tables: dict[str, IptablesTable] = {}
         if netfilter:
             self.ipsets = ipsets or IPSets(netns)
             if tables is None:
                 backend = detect_backend(netns)
-                tables = {t: IptablesTable(t, backend, netns) for t in IPTABLES_TABLES}
+                if backend == "nft":
+                    self._nft_generation = NftGeneration(netns)
+                generation = self._nft_generation.read if self._nft_generation else None
+                tables = {t: IptablesTable(t, backend, netns, generation=generation)
+                          for t in IPTABLES_TABLES}
             self.tables = dict(tables)
         self._monitor: LinkMonitor | None = None
         self._desired = DesiredDataplane()
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def start(self, on_link: LinkCallback) -> None:
-        self._monitor = LinkMonitor(on_link, self.netns)
+    def start(self, on_link: LinkCallback,
+              on_route_removed: RouteRemovedCallback | None = None) -> None:
+        self._monitor = LinkMonitor(on_link, self.netns, on_route_removed=on_route_removed)
         self._monitor.start()
 
     def set_desired(self, desired: DesiredDataplane) -> None:
@@ -208,6 +228,23 @@ class KernelDataplane:
                 self.ipsets.resync()
         else:
             raise ValueError(f"unknown resync kind {kind!r}; expected one of {RESYNC_KINDS}")
+
+    def on_route_removed(self, dst: str, metric: int) -> None:
+        self.routes.on_route_removed(dst, metric)
+
+    def on_neighbour_removed(self, device: str) -> None:
+        self.neighbors.on_interface_change(device)  # re-reads only its entries
+
+    def check_drift(self) -> list[str]:
+        """Each netfilter writer compares a cheap read of its kernel objects with its
+        cached view; one that differs re-reads (only it) and its next apply writes
+        only the difference. Routes, devices and neighbours need no check: the
+        kernel announces their changes (the link monitor)."""
+        drifted = [f"iptables-{name}" for name, table in self.tables.items()
+                   if table.check_drift()]
+        if self.ipsets is not None and self.ipsets.check_drift():
+            drifted.append("ipsets")
+        return drifted
 
     def on_interface_change(self, name: str) -> None:
         self.vxlan.on_interface_change(name)
@@ -270,6 +307,8 @@ class KernelDataplane:
             self._monitor.stop()
         for w in (self.routes, self.neighbors, self.vxlan, self.ipip, self.sysctls):
             w.close()
+        if self._nft_generation is not None:
+            self._nft_generation.close()
 
 
 def interface_holding(ip: str, netns: str | None = None) -> HostInterface | None:

@@ -179,6 +179,18 @@ def parse_save(text: str) -> dict[str, SetState]:
 # --- planning and rendering (pure) -------------------------------------------------------
 
 
+def parse_terse_counts(text: str) -> dict[str, int]:
+    """{set name: number of entries} of tortie's sets in ``ipset list -terse`` output."""
+    counts: dict[str, int] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("Name: "):
+            name = line[6:].strip()
+        elif line.startswith("Number of entries: ") and is_owned(name):
+            counts[name] = int(line.split(":", 1)[1])
+    return counts
+
+
 @dataclass(frozen=True)
 class SetChange:
     """One desired set that differs from the kernel, and how it will be written."""
@@ -320,6 +332,31 @@ class IPSets:
     def resync(self) -> None:
         """Forget the cached kernel view; the next apply re-reads it and repairs drift."""
         self._kernel = None
+
+    def check_drift(self) -> bool:
+        """The cheap periodic check: the headers of the kernel's sets (``ipset list
+        -terse``: names and "Number of entries", no members) against the cached
+        view. A set missing, or holding another number of members, drops the view,
+        so the next apply re-reads the sets and writes only the difference. True
+        when drift was found; nothing is checked before the first apply read the sets.
+        A member swapped for another one keeps the count: that is the full refresh's."""
+        if self._kernel is None:
+            return False
+        argv = in_netns(self.netns, ["ipset", "list", "-terse"])
+        self.reads += 1
+        res = self._runner(argv, None)
+        if res.returncode != 0:
+            _log.warning("ipset: drift check could not list the sets: %s", res.stderr.strip())
+            return False
+        counts = parse_terse_counts(res.stdout)
+        cached = {name: len(s.members) for name, s in self._kernel.items()}
+        if counts == cached:
+            return False
+        _log.info("ipset: tortie's sets changed behind its back (%s): repairing",
+                  ", ".join(sorted(n for n in counts.keys() | cached.keys()
+                                   if counts.get(n) != cached.get(n))[:5]))
+        self._kernel = None
+        return True
 
     def read_kernel(self) -> dict[str, SetState]:
         """Our sets as the kernel has them now (for tests and diagnostics)."""

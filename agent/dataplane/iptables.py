@@ -205,6 +205,16 @@ class TableState:
     def our_hooks(self, chain: str) -> list[str]:
         return [r for r in self.chains.get(chain, []) if is_our_hook(r)]
 
+    def ours(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """What tortie owns in the table: its chains with their rules, and its hooks
+        per other chain (in order); foreign rules are left out, so their churn (a
+        kube-proxy sync) is not drift of ours."""
+        return tuple(
+            (name, tuple(rules if name.startswith(CHAIN_PREFIX)
+                         else (r for r in rules if is_our_hook(r))))
+            for name, rules in self.chains.items()
+            if name.startswith(CHAIN_PREFIX) or any(is_our_hook(r) for r in rules))
+
 
 def parse_save(text: str, table: str) -> TableState:
     """Parse the ``*table`` section of iptables-save output (both backends print the same form)."""
@@ -432,7 +442,8 @@ class IptablesTable:
     """
 
     def __init__(self, table: str, backend: str, netns: str | None = None,
-                 runner: Runner = run_command, normalise_in_scratch: bool = True) -> None:
+                 runner: Runner = run_command, normalise_in_scratch: bool = True,
+                 generation: Callable[[], int | None] | None = None) -> None:
         if table not in TABLES:
             raise ValueError(f"unknown iptables table {table!r}; expected one of {TABLES}")
         if backend not in BACKENDS:
@@ -452,6 +463,10 @@ class IptablesTable:
         # desired rule text -> the kernel's text of it (see module docstring).
         self._canon: dict[str, str] = {}
         self._tried_scratch: set[str] = set()
+        # The nf_tables ruleset generation (agent/dataplane/nft_generation.py), when the
+        # backend has one: the drift check reads the table only after it changed.
+        self._generation = generation
+        self._checked_generation: int | None = None
 
     def __repr__(self) -> str:
         return f"IptablesTable({self.table!r}, {self.backend!r}, netns={self.netns!r})"
@@ -494,6 +509,33 @@ class IptablesTable:
     def resync(self) -> None:
         """Forget the cached kernel view; the next apply re-reads the table and repairs drift."""
         self._kernel = None
+
+    def check_drift(self) -> bool:
+        """The cheap periodic check. With nf_tables, an unchanged ruleset generation
+        (one netlink round trip) means nothing changed; otherwise (or with legacy,
+        which has no such counter) read the table and compare only what tortie owns
+        with the cached view. On a difference the fresh read becomes the view, so the
+        next apply plans against it and rewrites only the chains and hooks that
+        differ (no second read). True when drift was found. Nothing is checked
+        before the first apply has read the table (there is no view to compare)."""
+        if self._kernel is None:
+            return False
+        # Asked before the read, so a change during the read is seen next time.
+        generation = self._generation() if self._generation is not None else None
+        if generation is not None and generation == self._checked_generation:
+            return False
+        try:
+            fresh = self._read()
+        except IptablesError as exc:
+            _log.warning("iptables %s: drift check could not read the table: %s", self.table, exc)
+            return False
+        self._checked_generation = generation
+        if fresh.ours() == self._kernel.ours():
+            return False
+        _log.info("iptables %s: tortie's chains or hooks changed behind its back: repairing",
+                  self.table)
+        self._kernel = fresh
+        return True
 
     # applying
 

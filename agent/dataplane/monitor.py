@@ -1,12 +1,20 @@
-"""agent.dataplane.monitor: LinkMonitor, the netlink link/address watcher.
+"""agent.dataplane.monitor: LinkMonitor, the netlink link/address/route watcher.
 
-Owns: one thread with a pyroute2 IPRoute subscribed to RTMGRP_LINK and
-RTMGRP_IPV4_IFADDR. It calls `callback(ifname, event)` for:
+Owns: one thread with a pyroute2 IPRoute subscribed to RTMGRP_LINK,
+RTMGRP_IPV4_IFADDR and, when given `on_route_removed`, RTMGRP_IPV4_ROUTE. It
+calls `callback(ifname, event)` for:
   * a workload interface (`cali*`) or a watched name (vxlan.calico, tunl0, the
-    parent interface): "added", "removed", "up", "down";
+    parent interface): "added", "removed", "up", "down", "mtu" (its MTU changed);
+  * a watched name (vxlan.calico) losing a neighbour or FDB entry: "neighbour-removed"
+    (only with `on_route_removed`, i.e. in the agent: it subscribes to RTMGRP_NEIGH);
   * a watched interface gaining or losing an IPv4 address: "address";
   * ("*", "resync") when events may have been lost (socket overflow): the
     receiver should resync everything.
+and `on_route_removed(dst, metric)` for a main-table IPv4 route deleted from the
+kernel that tortie may own (protocol 80, or on a reported interface), so a route
+deleted behind the agent's back is put back within one loop turn instead of at
+the next periodic resync. Additions are not reported: the agent's own writes
+would come back as a flood of events, and an added foreign route is not tortie's.
 The callback runs on the monitor thread: it should only queue work for the
 agent's dataplane loop (e.g. `RouteTable.on_interface_change`), never block.
 
@@ -34,6 +42,10 @@ from agent.types import IPIP_DEVICE, VXLAN_DEVICE
 _log = logging.getLogger(__name__)
 
 Callback = Callable[[str, str], None]
+RouteCallback = Callable[[str, int], None]
+
+RT_TABLE_MAIN = 254
+PROTO_TORTIE = 80
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -47,8 +59,10 @@ class LinkMonitor:
         *,
         prefixes: Iterable[str] = ("cali",),
         watch: Iterable[str] = (VXLAN_DEVICE, IPIP_DEVICE),
+        on_route_removed: RouteCallback | None = None,
     ) -> None:
         self._callback = callback
+        self._on_route_removed = on_route_removed
         self.netns = netns
         self._prefixes = tuple(prefixes)
         self._watch = set(watch)
@@ -58,8 +72,8 @@ class LinkMonitor:
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._error: BaseException | None = None
-        # ifindex -> (name, up); maintained from the initial dump and the events.
-        self._links: dict[int, tuple[str, bool]] = {}
+        # ifindex -> (name, up, mtu); maintained from the initial dump and the events.
+        self._links: dict[int, tuple[str, bool, int]] = {}
 
     # -- configuration ---------------------------------------------------------
 
@@ -122,15 +136,24 @@ class LinkMonitor:
 
     def _run(self) -> None:
         from pyroute2 import IPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
+        from pyroute2.netlink.rtnl import (
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV4_ROUTE,
+            RTMGRP_LINK,
+            RTMGRP_NEIGH,
+        )
 
         try:
             if self.netns is not None:
                 enter_netns(self.netns)
             ipr = IPRoute()
-            ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
+            groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR
+            if self._on_route_removed is not None:
+                groups |= RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH
+            ipr.bind(groups=groups)
             for msg in ipr.link("dump"):
-                self._links[msg["index"]] = (msg.get("IFLA_IFNAME"), self._is_up(msg))
+                self._links[msg["index"]] = (msg.get("IFLA_IFNAME"), self._is_up(msg),
+                                             msg.get("IFLA_MTU", 0))
             self._ipr = ipr
         except BaseException as e:  # reported by start()
             self._error = e
@@ -185,15 +208,27 @@ class LinkMonitor:
         event = msg.get("event")
         if event == "RTM_NEWLINK":
             idx, name, up = msg["index"], msg.get("IFLA_IFNAME"), self._is_up(msg)
+            mtu = msg.get("IFLA_MTU", 0)
             old = self._links.get(idx)
-            self._links[idx] = (name, up)
+            self._links[idx] = (name, up, mtu)
             if old is None:
                 self._emit(name, "added")
             elif old[0] != name:
                 self._emit(old[0], "removed")
                 self._emit(name, "added")
-            elif old[1] != up:
-                self._emit(name, "up" if up else "down")
+            else:
+                if old[1] != up:
+                    self._emit(name, "up" if up else "down")
+                if old[2] != mtu:
+                    self._emit(name, "mtu")
+        elif event == "RTM_DELROUTE":
+            self._route_removed(msg)
+        elif event == "RTM_DELNEIGH":
+            # Neighbours (AF_INET) and FDB entries (AF_BRIDGE) alike; only a watched
+            # device's (vxlan.calico: its entries are all tortie's, learning is off).
+            known = self._links.get(msg.get("ifindex", -1))
+            if known and known[0] in self._watch:
+                self._emit(known[0], "neighbour-removed")
         elif event == "RTM_DELLINK":
             old = self._links.pop(msg["index"], None)
             self._emit(msg.get("IFLA_IFNAME") or (old[0] if old else ""), "removed")
@@ -204,6 +239,21 @@ class LinkMonitor:
             name = known[0] if known else msg.get("IFA_LABEL")
             if name and name in self._watch:
                 self._emit(name, "address")
+
+    def _route_removed(self, msg: Any) -> None:
+        if (self._on_route_removed is None or msg.get("family") != socket.AF_INET
+                or (msg.get("RTA_TABLE") or msg.get("table")) != RT_TABLE_MAIN):
+            return
+        known = self._links.get(msg.get("RTA_OIF") or -1)
+        dev = known[0] if known else ""
+        if msg.get("proto") != PROTO_TORTIE and not (dev and self.interesting(dev)):
+            return
+        dst = f"{msg.get('RTA_DST') or '0.0.0.0'}/{msg.get('dst_len', 0)}"
+        _log.debug("route removed: %s (dev %s)", dst, dev or "-")
+        try:
+            self._on_route_removed(dst, msg.get("RTA_PRIORITY") or 0)
+        except Exception:
+            _log.exception("route monitor callback failed for %s", dst)
 
     def _emit(self, name: str, event: str) -> None:
         if name != "*" and not (name and self.interesting(name)):

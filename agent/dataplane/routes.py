@@ -368,6 +368,14 @@ class RouteTable:
         """Re-read the whole table on the next apply (periodic drift repair)."""
         self._resync_needed = True
 
+    def on_route_removed(self, dst: str, metric: int) -> None:
+        """The kernel announced that the route (dst, metric) was deleted (the link
+        monitor's route notifications): forget it and look at dst again on the next
+        apply, which puts back a desired route at once and writes nothing else. The
+        agent's own deletions are announced too; their dst then plans nothing."""
+        self._drop_kernel(dst, metric)
+        self._dirty.add(dst)
+
     def on_interface_change(self, name: str) -> None:
         """An interface appeared, vanished or changed: re-read its routes on the next apply.
 

@@ -12,7 +12,7 @@ import pytest
 from agent.dataplane.monitor import LinkMonitor
 from agent.dataplane.sysctls import SysctlManager
 from tests.dataplane.helpers import sh
-from tests.support import add_veth
+from tests.support import add_veth, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -105,3 +105,43 @@ def test_monitor_in_a_missing_namespace_fails_to_start() -> None:
     with pytest.raises(Exception, match="td-no-such-ns"):
         mon.start()
     assert not mon.running
+
+
+def test_monitor_reports_deleted_tortie_routes_and_mtu_changes(netns: str, uplink: str) -> None:
+    events: queue.Queue[tuple[str, str]] = queue.Queue()
+    removed: list[tuple[str, int]] = []
+    mon = LinkMonitor(lambda name, ev: events.put((name, ev)), netns,
+                      on_route_removed=lambda dst, metric: removed.append((dst, metric)))
+    mon.start()
+    try:
+        sh(netns, "link", "add", "cali1234567890a", "type", "veth", "peer", "name", "notcali0")
+        _wait_for(events, ("cali1234567890a", "added"))
+        sh(netns, "link", "set", "cali1234567890a", "mtu", "1400")
+        _wait_for(events, ("cali1234567890a", "mtu"))
+        sh(netns, "link", "set", "notcali0", "up")
+        sh(netns, "link", "set", "cali1234567890a", "up")
+        # Foreign routes first: a deletion of one is not reported.
+        sh(netns, "route", "add", "blackhole", "198.51.100.0/24", "proto", "static")
+        sh(netns, "route", "del", "198.51.100.0/24")
+        sh(netns, "route", "add", "blackhole", "10.65.0.0/26", "proto", "80")
+        sh(netns, "route", "add", "10.65.1.2/32", "dev", "cali1234567890a", "metric", "5")
+        sh(netns, "route", "del", "10.65.0.0/26", "proto", "80")
+        sh(netns, "route", "del", "10.65.1.2/32", "dev", "cali1234567890a", "metric", "5")
+        wait_until(lambda: len(removed) >= 2, timeout=10, interval=0.05,
+                   what="two route deletions reported")
+        time.sleep(0.2)  # room for a wrong third report to arrive
+        # The foreign route's deletion, which came first, is not among them.
+        assert removed == [("10.65.0.0/26", 0), ("10.65.1.2/32", 5)]
+        # A neighbour deleted on a watched device; one on another device is not reported.
+        mon.watch("cali1234567890a")
+        sh(netns, "neigh", "add", "10.65.1.9", "lladdr", "66:00:00:00:00:09", "dev", "eth0",
+           "nud", "permanent")
+        sh(netns, "neigh", "del", "10.65.1.9", "dev", "eth0")
+        time.sleep(0.3)
+        assert not [ev for ev in list(events.queue) if ev[1] == "neighbour-removed"]
+        sh(netns, "neigh", "add", "10.65.1.9", "lladdr", "66:00:00:00:00:09",
+           "dev", "cali1234567890a", "nud", "permanent")
+        sh(netns, "neigh", "del", "10.65.1.9", "dev", "cali1234567890a")
+        _wait_for(events, ("cali1234567890a", "neighbour-removed"))
+    finally:
+        mon.stop()

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from agent.config import load
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError
-from agent.dataplane.facade import DataplaneResult, HostInterface, LinkCallback, ResyncKind
+from agent.dataplane.facade import (
+    DataplaneResult,
+    HostInterface,
+    LinkCallback,
+    ResyncKind,
+    RouteRemovedCallback,
+)
 from agent.main import MIN_APPLY_INTERVAL, Agent
 from agent.types import DesiredDataplane, Route, RouteClass
 from bgp.types import BestPathChanges
@@ -41,9 +47,24 @@ class FakeDataplane:
     interface_changes: list[str] = field(default_factory=list)
     lookups: list[str] = field(default_factory=list)
     closed: bool = False
+    removed_routes: list[tuple[str, int]] = field(default_factory=list)
+    drift_checks: int = 0
+    neighbour_removals: list[str] = field(default_factory=list)
+    drift_script: list[list[str]] = field(default_factory=list)  # check_drift()'s answers
 
-    def start(self, on_link: LinkCallback) -> None:
+    def start(self, on_link: LinkCallback,
+              on_route_removed: RouteRemovedCallback | None = None) -> None:
         pass
+
+    def on_route_removed(self, dst: str, metric: int) -> None:
+        self.removed_routes.append((dst, metric))
+
+    def on_neighbour_removed(self, device: str) -> None:
+        self.neighbour_removals.append(device)
+
+    def check_drift(self) -> list[str]:
+        self.drift_checks += 1
+        return self.drift_script.pop(0) if self.drift_script else []
 
     def set_desired(self, desired: DesiredDataplane) -> None:
         self.desired.append(desired)
@@ -169,6 +190,42 @@ def test_a_link_event_goes_to_the_dataplane_and_the_parent_is_looked_up_again(tm
     assert dp.interface_changes == ["cali1234567890a", "eth0"]
     assert dp.lookups == ["10.0.0.5", "10.0.0.5"]  # the parent's event invalidated the look-up
     assert (tmp_path / "mtu").read_text() == "9000\n"
+
+
+def test_a_route_deleted_behind_the_agents_back_goes_to_the_dataplane_and_is_applied(
+    tmp_path,
+) -> None:
+    dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 1500)})
+    agent = make_agent(dp, tmp_path, FELIX_DRIFTCHECKINTERVAL="0")
+    agent.on_updates([node("node1", "10.0.0.5/24")])
+    agent.on_status(SyncStatus.IN_SYNC)
+    with running(agent):
+        wait_until(lambda: len(dp.applies) >= 1, timeout=10.0, interval=0.01,
+                   what="the first apply")
+        agent.on_route_removed("10.65.0.2/32", 0)
+        wait_until(lambda: len(dp.applies) >= 2, timeout=10.0, interval=0.01,
+                   what="an apply after the deletion")
+        agent.on_link("vxlan.calico", "neighbour-removed")
+        wait_until(lambda: len(dp.applies) >= 3, timeout=10.0, interval=0.01,
+                   what="an apply after the neighbour's deletion")
+    assert dp.removed_routes == [("10.65.0.2/32", 0)]
+    assert dp.neighbour_removals == ["vxlan.calico"]
+    assert dp.interface_changes == []  # not a link event: no route grace period
+    assert dp.drift_checks == 0  # disabled by FELIX_DRIFTCHECKINTERVAL=0
+
+
+def test_the_drift_check_applies_only_when_a_writer_found_drift(tmp_path) -> None:
+    dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 1500)},
+                       drift_script=[[], ["iptables-filter"]])
+    agent = make_agent(dp, tmp_path, FELIX_DRIFTCHECKINTERVAL="0.05")
+    agent.on_updates([node("node1", "10.0.0.5/24")])
+    agent.on_status(SyncStatus.IN_SYNC)
+    with running(agent):
+        wait_until(lambda: dp.drift_checks >= 3, timeout=10.0, interval=0.01,
+                   what="three drift checks")
+    # The first apply, then one more for the one check that found drift.
+    assert len(dp.applies) == 2
+    assert b"drift-iptables-filter" in agent.metrics.render()
 
 
 def test_learned_routes_reach_the_dataplane_as_a_delta(tmp_path) -> None:

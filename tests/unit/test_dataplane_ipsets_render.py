@@ -16,6 +16,7 @@ from agent.dataplane.ipsets import (
     canonical_member,
     desired_state,
     parse_save,
+    parse_terse_counts,
     plan_deletions,
     plan_updates,
     render_deletions,
@@ -245,6 +246,39 @@ def test_apply_converges_then_writes_nothing_even_after_restart() -> None:
     again.set_desired(POOLS)
     assert again.apply().writes == 0 and again.apply_deletions().writes == 0
     assert again.writes == 0
+
+
+def test_drift_check_counts_members_and_repairs_only_the_difference() -> None:
+    fake = FakeIPSet()
+    terse = fake.run
+
+    def run(argv: Sequence[str], input: str | None) -> subprocess.CompletedProcess[str]:
+        if "-terse" in argv:  # headers only, as `ipset list -terse` prints them
+            fake.calls.append((list(argv), input))
+            out = "".join(f"Name: {n}\nType: {t}\nReferences: 0\nNumber of entries: "
+                          f"{len(fake.members[n])}\n\n" for n, (t, _) in fake.meta.items())
+            return subprocess.CompletedProcess(argv, 0, out, "")
+        return terse(argv, input)
+
+    s = IPSets(runner=run)
+    assert not s.check_drift() and fake.calls == []  # nothing read yet
+    s.set_desired(POOLS)
+    s.apply()
+    fake.meta["foreign"] = ("hash:ip", "inet")
+    fake.members["foreign"] = {"10.1.1.1"}
+    assert not s.check_drift()
+    fake.members["cali40all-ipam-pools"].discard("10.66.0.0/16")
+    assert s.check_drift()
+    assert s.apply().writes == 1
+    assert fake.restores()[-1] == "add cali40all-ipam-pools 10.66.0.0/16\n"
+    assert fake.members["foreign"] == {"10.1.1.1"}
+    assert not s.check_drift()
+
+
+def test_parse_terse_counts_keeps_only_ours() -> None:
+    text = ("Name: cali40x\nType: hash:ip\nNumber of entries: 3\n\n"
+            "Name: foo\nType: hash:net\nNumber of entries: 1\n")
+    assert parse_terse_counts(text) == {"cali40x": 3}
 
 
 def test_changed_members_write_only_that_set() -> None:

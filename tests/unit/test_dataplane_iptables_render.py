@@ -401,6 +401,49 @@ def test_resync_repairs_drift() -> None:
         f"-A cali-nat-outgoing {MASQ_RULE}", f"-I POSTROUTING 1 {NAT_HOOKS[0][1]}", "COMMIT"]
 
 
+def test_drift_check_finds_only_our_changes_and_repairs_from_its_own_read() -> None:
+    fake = FakeIptables()
+    t = IptablesTable("nat", "nft", runner=fake.run, normalise_in_scratch=False)
+    assert not t.check_drift() and fake.calls == []  # nothing read yet: nothing to compare
+    t.set_desired(*nat_desired())
+    t.apply()
+    fake.state.chains["POSTROUTING"].append("-s 10.9.0.0/16 -j RETURN")  # a foreign rule
+    fake.state.chains["KUBE-SERVICES"] = []
+    assert not t.check_drift()
+    assert t.apply().writes == 0
+    fake.state.chains["cali-nat-outgoing"] = []  # flushed behind our back
+    assert t.check_drift()
+    reads = sum(1 for argv, _ in fake.calls if argv[0].endswith("-save"))
+    assert t.apply().writes == 1
+    # Planned against the drift check's read (no second read); only the flushed chain.
+    assert sum(1 for argv, _ in fake.calls if argv[0].endswith("-save")) == reads
+    assert fake.restores()[-1].splitlines() == [
+        "*nat", ":cali-nat-outgoing - [0:0]", "-F cali-nat-outgoing",
+        f"-A cali-nat-outgoing {MASQ_RULE}", "COMMIT"]
+    assert "-s 10.9.0.0/16 -j RETURN" in fake.state.chains["POSTROUTING"]
+    assert not t.check_drift()
+
+
+def test_drift_check_reads_the_table_only_after_the_nft_generation_moved() -> None:
+    fake = FakeIptables()
+    generation = [7]
+    t = IptablesTable("nat", "nft", runner=fake.run, normalise_in_scratch=False,
+                      generation=lambda: generation[0])
+    t.set_desired(*nat_desired())
+    t.apply()
+
+    def reads() -> int:
+        return sum(1 for argv, _ in fake.calls if argv[0].endswith("-save"))
+
+    before = reads()
+    assert not t.check_drift() and reads() == before + 1  # the first check reads
+    fake.state.chains["cali-nat-outgoing"] = []  # unseen: the generation stands still
+    assert not t.check_drift() and reads() == before + 1
+    generation[0] += 1
+    assert t.check_drift() and reads() == before + 2
+    assert t.apply().writes == 1
+
+
 def test_failed_restore_reports_context_and_rereads() -> None:
     fake = FakeIptables(fail_with="iptables-restore: line 4 failed\n")
     t = IptablesTable("nat", "legacy", netns="ns1", runner=fake.run, normalise_in_scratch=False)

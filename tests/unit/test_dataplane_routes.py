@@ -227,6 +227,24 @@ def test_drift_is_repaired_at_resync_not_before() -> None:
     assert KernelRoute.from_route(BH) in fake.table()
 
 
+def test_an_announced_deletion_is_repaired_at_once_with_no_read() -> None:
+    fake = fake_with_links()
+    fake.add(KernelRoute("198.51.100.0/24", 0, dev="eth0", proto=4))  # a foreign route
+    rt = table(fake)
+    rt.set_desired([WL, BH])
+    rt.apply()
+    del fake.routes[(BH.dst, 0)]  # deleted by hand; the kernel announces it
+    rt.on_route_removed(BH.dst, 0)
+    res = rt.apply()
+    assert (res.writes, res.deletes) == (1, 0)
+    assert KernelRoute.from_route(BH) in fake.table()
+    assert fake.dumps == 1  # the cold start's only
+    # The announcement of a deletion that was ours (or of nothing we want) writes nothing.
+    rt.on_route_removed("10.65.9.0/26", 0)
+    assert rt.apply().mutations == 0
+    assert KernelRoute("198.51.100.0/24", 0, dev="eth0", proto=4) in fake.table()
+
+
 def test_periodic_resync_follows_the_clock() -> None:
     fake = fake_with_links()
     clock = Clock()
