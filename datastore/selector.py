@@ -1,18 +1,25 @@
-"""Calico label selectors (IPPool.nodeSelector, BGPPeer.nodeSelector/peerSelector).
+"""Calico label selectors (policy selectors, IPPool.nodeSelector, BGPPeer selectors).
 
-Owns the selector language of libcalico-go's `lib/selector`: a tokenizer, a
-hand-written recursive-descent parser and a tree of frozen nodes that evaluate
-against a label mapping, and `calico_string`, the form Calico's own printer
-gives (which Felix hashes into ipset names). Invariants: every Selector renders
-to one canonical string, parse(str(s)) == s, and equality and hashing go by that string; "" is
-all(); keys are valid Kubernetes label keys; input (or its canonical form)
-longer than 4096 characters, or nested deeper than 100 levels, is a
-SelectorError, never a RecursionError.
+Owns the selector language of libcalico-go's `lib/selector`: a tokenizer and a
+recursive-descent parser that accept exactly what Calico's accept, and a tree of frozen
+nodes that evaluate against a label mapping and print Calico's canonical form
+(`parser/ast.go` String(), the string Felix hashes into ipset names).
+
+Invariants:
+- the tree keeps Calico's shape: `a && b && c` is one And of three, `(a && b) && c` an
+  And inside an And; a run of `!` collapses to one Not or none, `!(!a)` stays two;
+- `str(s)` is Calico's String(): double quotes unless the value holds one, every && and
+  || group in parentheses, `in` sets sorted and de-duplicated; == and hash go by it;
+- parse(str(s)) == s, except that a Not directly inside a Not prints as Calico prints it
+  (`!!a`), which reads back as `a` (Calico does the same); one more round is stable;
+- "" is all(); label keys are runs of `[A-Za-z0-9_./-]` of 1-512 characters;
+- tortie's safety bounds, which Calico lacks: input (and its canonical form) at most
+  4096 characters, parentheses nested at most 100 deep; beyond them a SelectorError,
+  never a RecursionError.
 """
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +28,6 @@ from typing import NamedTuple
 
 __all__ = [
     "All",
-    "calico_string",
     "And",
     "Contains",
     "EndsWith",
@@ -30,6 +36,7 @@ __all__ = [
     "Has",
     "In",
     "MAX_DEPTH",
+    "MAX_LABEL_LENGTH",
     "MAX_LENGTH",
     "Ne",
     "Not",
@@ -38,15 +45,20 @@ __all__ = [
     "Selector",
     "SelectorError",
     "StartsWith",
+    "Token",
     "parse",
+    "tokenize",
     "validate",
 ]
 
 MAX_LENGTH = 4096
 MAX_DEPTH = 100
+MAX_LABEL_LENGTH = 512  # tokenizer.MaxLabelLength
 
-_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_PREFIX_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# tokenizer.identifierChar: what a label key is made of.
+_LABEL_CHARS = frozenset(string.ascii_letters + string.digits + "_./-")
+# tokenizer.trimWhitespace: only spaces and tabs; a newline is an unexpected character.
+_SPACE = " \t"
 
 
 class SelectorError(ValueError):
@@ -74,19 +86,13 @@ class SelectorError(ValueError):
 
 
 def _key_problem(key: str) -> str | None:
-    """Why `key` is not a Kubernetes label key, or None when it is one."""
-    prefix, slash, name = key.rpartition("/")
-    if "/" in prefix:
-        return "a label key has at most one '/'"
-    if slash and not (len(prefix) <= 253 and _PREFIX_RE.fullmatch(prefix)):
-        return "the prefix must be a lowercase DNS subdomain of at most 253 characters"
-    if not 1 <= len(name) <= 63:
-        return "the name must be 1-63 characters"
-    if not _NAME_RE.fullmatch(name):
-        return (
-            "the name must start and end with a letter or digit and contain only "
-            "letters, digits, '-', '_' and '.'"
-        )
+    """Why `key` is not a label key Calico's tokenizer reads (tokenizer.ValidLabel)."""
+    if not key:
+        return "a label key must not be empty"
+    if len(key) > MAX_LABEL_LENGTH:
+        return f"a label key has at most {MAX_LABEL_LENGTH} characters (this one {len(key)})"
+    if not _LABEL_CHARS.issuperset(key):
+        return "a label key contains only letters, digits, '_', '.', '/' and '-'"
     return None
 
 
@@ -96,14 +102,15 @@ def _check_key(key: str) -> None:
         raise SelectorError(f"invalid label key {key!r}: {problem}")
 
 
-def _quote(value: str) -> str:
-    # Calico strings have no escapes: a value is quoted with whichever quote it lacks.
-    return f'"{value}"' if "'" in value else f"'{value}'"
-
-
 def _check_value(value: str) -> None:
+    # Strings have no escapes, so a value holding both quotes cannot be written back.
     if "'" in value and '"' in value:
         raise SelectorError(f"label value {value!r} contains both quote characters")
+
+
+def _quote(value: str) -> str:
+    # ast.go appendLabelOpAndQuotedString: double quotes unless the value holds one.
+    return f"'{value}'" if '"' in value else f'"{value}"'
 
 
 # --- the tree ---------------------------------------------------------------
@@ -228,6 +235,7 @@ class _KeySet(Selector):
             _check_value(value)
 
     def __str__(self) -> str:
+        # ast.go collectInOpFragments over a StringSet (sorted, de-duplicated).
         return f"{self.key} {self.op} {{{', '.join(_quote(v) for v in sorted(self.values))}}}"
 
 
@@ -255,31 +263,25 @@ class Not(Selector):
         return not self.operand.evaluate(labels)
 
     def __str__(self) -> str:
-        if isinstance(self.operand, And | Or):
-            return f"!({self.operand})"
+        # No parentheses of its own: an && / || operand prints its own.
         return f"!{self.operand}"
 
 
 @dataclass(frozen=True, eq=False)
 class _Chain(Selector):
-    """n-ary && / ||: a flat tuple keeps chains shallow, so no deep recursion."""
+    """n-ary && / ||, as Calico's AndNode / OrNode: one node per chain as written, so
+    `a && b && c` is one node and `(a && b) && c` two (their canonical strings differ)."""
 
     terms: tuple[Selector, ...]
     op = ""
 
     def __post_init__(self) -> None:
-        flat: list[Selector] = []
-        for term in self.terms:
-            flat.extend(term.terms if type(term) is type(self) else (term,))
-        if len(flat) < 2:
+        object.__setattr__(self, "terms", tuple(self.terms))
+        if len(self.terms) < 2:
             raise SelectorError(f"{type(self).__name__} needs at least two terms")
-        object.__setattr__(self, "terms", tuple(flat))
 
     def __str__(self) -> str:
-        parts = []
-        for term in self.terms:
-            parts.append(f"({term})" if isinstance(term, Or) else str(term))
-        return f" {self.op} ".join(parts)
+        return "(" + f" {self.op} ".join(str(term) for term in self.terms) + ")"
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,104 +306,182 @@ class Or(_Chain):
         return False
 
 
-# --- tokenizer --------------------------------------------------------------
+# --- tokenizer (libcalico-go/lib/selector/tokenizer/tokenizer.go) ------------
 
 
-class _Token(NamedTuple):
-    kind: str  # a punctuation string itself, or "word", "string", "end"
-    value: str  # the word, or the string's contents
+class Token(NamedTuple):
+    """One token. `kind` is the operator or punctuation itself ("==", "not in", "(", ...),
+    or "label", "string", "has" (value: its key), "all", "global" or "end"."""
+
+    kind: str
+    value: str
     pos: int
     end: int
 
 
-_WORD_CHARS = frozenset(string.ascii_letters + string.digits + "-_./")
-_SPACE = frozenset(" \t\r\n\f\v")
-_PUNCT = ("&&", "||", "==", "!=", "!", "(", ")", "{", "}", ",")
+_PUNCT = {"(": "(", ")": ")", "{": "{", "}": "}", ",": ","}
+_PAIRS = {"=": "==", "&": "&&", "|": "||"}
+# Operators read only right after a label, in Calico's order ("not in" before "in").
+_OPERATORS = (
+    ("contains",),
+    ("starts", "with"),
+    ("ends", "with"),
+    ("not", "in"),
+    ("in",),
+)
+_FUNCTIONS = ("has(", "all(", "global(")
 
 
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _SPACE:
+        i += 1
+    return i
+
+
+def _at_word_end(text: str, i: int) -> bool:
+    return i == len(text) or text[i] not in _LABEL_CHARS
+
+
+def _cut_operator(text: str, i: int) -> tuple[str, int] | None:
+    """The operator at `i` and where it ends: the words of a two-word one may be run
+    together or apart (`startswith`, `starts  with`; spaces after it are part of it, as in
+    cutMultiWordPrefixCheckBreak), and it must end at a word boundary."""
+    for words in _OPERATORS:
+        j = i
+        for word in words:
+            if not text.startswith(word, j):
+                break
+            j += len(word)
+            if len(words) > 1:
+                j = _skip_space(text, j)
+        else:
+            if _at_word_end(text, j):
+                return " ".join(words), j
+    return None
+
+
+def _cut_label(text: str, i: int, missing: str) -> int:
+    """Where the label at `i` ends; SelectorError(`missing`) if there is none, or if it
+    is too long."""
+    j = i
+    while j < len(text) and text[j] in _LABEL_CHARS:
+        j += 1
+    if j == i:
+        found = repr(text[i]) if i < len(text) else None
+        raise SelectorError(missing, text, i, found)
+    if j - i > MAX_LABEL_LENGTH:
+        raise SelectorError(
+            f"label key too long ({j - i} characters, at most {MAX_LABEL_LENGTH})", text, i
+        )
+    return j
+
+
+def tokenize(text: str) -> list[Token]:
+    """Calico's tokens of `text`, ending with an "end" token. Raises SelectorError."""
+    tokens: list[Token] = []
     i, n = 0, len(text)
     while True:
-        while i < n and text[i] in _SPACE:
-            i += 1
+        i = _skip_space(text, i)
         if i == n:
-            tokens.append(_Token("end", "", n, n))
+            tokens.append(Token("end", "", n, n))
             return tokens
         ch = text[i]
-        if ch in "'\"":
+        after_label = bool(tokens) and tokens[-1].kind == "label"
+        if ch in _PUNCT:
+            tokens.append(Token(_PUNCT[ch], ch, i, i + 1))
+            i += 1
+        elif ch in "'\"":
             close = text.find(ch, i + 1)
             if close < 0:
                 raise SelectorError("unterminated string", text, i)
-            tokens.append(_Token("string", text[i + 1 : close], i, close + 1))
+            tokens.append(Token("string", text[i + 1 : close], i, close + 1))
             i = close + 1
-        elif ch in _WORD_CHARS:
-            start = i
-            while i < n and text[i] in _WORD_CHARS:
-                i += 1
-            tokens.append(_Token("word", text[start:i], start, i))
+        elif ch == "!":
+            kind = "!=" if text.startswith("!=", i) else "!"
+            tokens.append(Token(kind, kind, i, i + len(kind)))
+            i += len(kind)
+        elif ch in _PAIRS:
+            pair = _PAIRS[ch]
+            if not text.startswith(pair, i):
+                raise SelectorError(f"expected {pair}", text, i, repr(ch))
+            tokens.append(Token(pair, pair, i, i + 2))
+            i += 2
+        elif after_label:
+            found = _cut_operator(text, i)
+            if found is None:
+                raise SelectorError(
+                    f"expected an operator after label {tokens[-1].value!r} (==, !=, in, "
+                    "not in, contains, starts with or ends with)",
+                    text,
+                    i,
+                )
+            tokens.append(Token(found[0], found[0], i, found[1]))
+            i = found[1]
+        elif function := next((f for f in _FUNCTIONS if text.startswith(f, i)), None):
+            start, j = i, _skip_space(text, i + len(function))
+            key = ""
+            if function == "has(":
+                end = _cut_label(text, j, "expected a label key in has()")
+                key, j = text[j:end], _skip_space(text, end)
+            if not text.startswith(")", j):
+                raise SelectorError(f"no closing ')' after {function}", text, j)
+            tokens.append(Token(function[:-1], key, start, j + 1))
+            i = j + 1
         else:
-            punct = next((p for p in _PUNCT if text.startswith(p, i)), None)
-            if punct is None:
-                raise SelectorError(f"unexpected character {ch!r}", text, i)
-            tokens.append(_Token(punct, punct, i, i + len(punct)))
-            i += len(punct)
+            end = _cut_label(text, i, "unexpected character")
+            tokens.append(Token("label", text[i:end], i, end))
+            i = end
 
 
-# --- parser -----------------------------------------------------------------
+# --- parser (libcalico-go/lib/selector/parser/parser.go) ---------------------
 #
-#   selector := or-expr END | END
-#   or-expr  := and-expr ("||" and-expr)*
-#   and-expr := unary ("&&" unary)*
-#   unary    := "!"* primary
-#   primary  := "(" or-expr ")" | "all" "(" ")" | "global" "(" ")"
-#             | "has" "(" KEY ")" | KEY op
-#   op       := ("==" | "!=" | "contains" | "starts" "with" | "ends" "with") STRING
-#             | ("in" | "not" "in") "{" [STRING ("," STRING)*] "}"
+#   selector  := or-expr END | END
+#   or-expr   := and-expr ("||" and-expr)*
+#   and-expr  := operation ("&&" operation)*
+#   operation := "!"* ( "(" or-expr ")" | has(KEY) | all() | global()
+#                      | LABEL ("==" | "!=" | contains | starts with | ends with) STRING
+#                      | LABEL (in | not in) "{" (STRING ("," STRING)*)? ","? "}" )
+
+_STRING_OPERATORS = {
+    "==": Eq,
+    "!=": Ne,
+    "contains": Contains,
+    "starts with": StartsWith,
+    "ends with": EndsWith,
+}
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = tokenize(text)
         self.i = 0
         self.depth = 0
 
-    def error(self, reason: str, tok: _Token) -> SelectorError:
+    def error(self, reason: str, tok: Token) -> SelectorError:
         found = None if tok.kind == "end" else repr(self.text[tok.pos : tok.end])
         return SelectorError(reason, self.text, tok.pos, found)
 
-    def peek(self) -> _Token:
+    def peek(self) -> Token:
         return self.tokens[self.i]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         tok = self.tokens[self.i]
         if tok.kind != "end":
             self.i += 1
         return tok
 
-    def expect(self, kind: str, what: str) -> _Token:
+    def expect(self, kind: str, what: str) -> Token:
         if self.peek().kind != kind:
             raise self.error(f"expected {what}", self.peek())
         return self.advance()
-
-    def expect_word(self, word: str) -> None:
-        tok = self.peek()
-        if tok.kind != "word" or tok.value != word:
-            raise self.error(f"expected '{word}'", tok)
-        self.advance()
-
-    def enter(self, tok: _Token) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise SelectorError(f"nested deeper than {MAX_DEPTH} levels", self.text, tok.pos)
 
     def parse(self) -> Selector:
         if self.peek().kind == "end":
             return All()
         selector = self.parse_or()
         if self.peek().kind != "end":
-            raise self.error("unexpected trailing text", self.peek())
+            raise self.error("unexpected content at end of selector", self.peek())
         return selector
 
     def parse_or(self) -> Selector:
@@ -412,87 +492,60 @@ class _Parser:
         return terms[0] if len(terms) == 1 else Or(tuple(terms))
 
     def parse_and(self) -> Selector:
-        terms = [self.parse_unary()]
+        terms = [self.parse_operation()]
         while self.peek().kind == "&&":
             self.advance()
-            terms.append(self.parse_unary())
+            terms.append(self.parse_operation())
         return terms[0] if len(terms) == 1 else And(tuple(terms))
 
-    def parse_unary(self) -> Selector:
-        bangs = 0
-        while self.peek().kind == "!":
-            self.enter(self.advance())
-            bangs += 1
-        selector = self.parse_primary()
-        for _ in range(bangs):
-            selector = Not(selector)
-        self.depth -= bangs
-        return selector
-
-    def parse_primary(self) -> Selector:
+    def parse_operation(self) -> Selector:
+        negated = False
+        while self.peek().kind == "!":  # a run of '!' is one negation or none
+            self.advance()
+            negated = not negated
         tok = self.advance()
+        selector: Selector
         if tok.kind == "(":
-            self.enter(tok)
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise SelectorError(
+                    f"parentheses nested deeper than {MAX_DEPTH} levels", self.text, tok.pos
+                )
             selector = self.parse_or()
             self.expect(")", "')'")
             self.depth -= 1
-            return selector
-        if tok.kind != "word":
-            raise self.error("expected a label key, has(), all(), '!' or '('", tok)
-        if self.peek().kind == "(":
-            return self.parse_function(tok)
-        return self.parse_comparison(tok)
-
-    def parse_function(self, name: _Token) -> Selector:
-        if name.value not in ("all", "global", "has"):
-            raise self.error(f"unknown function {name.value!r}", name)
-        self.advance()  # "("
-        selector: Selector
-        if name.value == "has":
-            selector = Has(self.key(self.expect("word", "a label key")))
+        elif tok.kind == "has":
+            selector = Has(tok.value)
+        elif tok.kind == "all":
+            selector = All()
+        elif tok.kind == "global":
+            selector = Global()
+        elif tok.kind == "label":
+            selector = self.parse_comparison(tok)
         else:
-            selector = All() if name.value == "all" else Global()
-        self.expect(")", "')'")
-        return selector
+            raise self.error("expected a label key, has(), all(), global(), '!' or '('", tok)
+        return Not(selector) if negated else selector
 
-    def key(self, tok: _Token) -> str:
-        problem = _key_problem(tok.value)
-        if problem:
-            raise SelectorError(f"invalid label key {tok.value!r}: {problem}", self.text, tok.pos)
-        return tok.value
-
-    def parse_comparison(self, key_tok: _Token) -> Selector:
-        key = self.key(key_tok)
+    def parse_comparison(self, label: Token) -> Selector:
         op = self.advance()
-        word = op.value if op.kind == "word" else None
-        if op.kind in ("==", "!="):
+        if op.kind in _STRING_OPERATORS:
             value = self.expect("string", f"a quoted string after '{op.kind}'").value
-            return Eq(key, value) if op.kind == "==" else Ne(key, value)
-        if word == "contains":
-            return Contains(key, self.expect("string", "a quoted string after 'contains'").value)
-        if word in ("starts", "ends"):
-            self.expect_word("with")
-            value = self.expect("string", f"a quoted string after '{word} with'").value
-            return StartsWith(key, value) if word == "starts" else EndsWith(key, value)
-        if word == "in":
-            return In(key, self.parse_set())
-        if word == "not":
-            self.expect_word("in")
-            return NotIn(key, self.parse_set())
+            return _STRING_OPERATORS[op.kind](label.value, value)
+        if op.kind in ("in", "not in"):
+            self.expect("{", f"a set literal '{{' after '{op.kind}'")
+            values: list[str] = []
+            while self.peek().kind == "string":
+                values.append(self.advance().value)
+                if self.peek().kind != ",":
+                    break
+                self.advance()  # a trailing comma before '}' is allowed
+            self.expect("}", "a quoted string, ',' or '}'" if not values else "',' or '}'")
+            return (In if op.kind == "in" else NotIn)(label.value, frozenset(values))
         raise self.error(
-            f"expected ==, !=, in, not in, contains, starts with or ends with after {key!r}", op
+            f"expected ==, !=, in, not in, contains, starts with or ends with after "
+            f"{label.value!r}",
+            op,
         )
-
-    def parse_set(self) -> frozenset[str]:
-        self.expect("{", "'{'")
-        values: list[str] = []
-        if self.peek().kind != "}":
-            values.append(self.expect("string", "a quoted string or '}'").value)
-            while self.peek().kind == ",":
-                self.advance()
-                values.append(self.expect("string", "a quoted string").value)
-        self.expect("}", "',' or '}'")
-        return frozenset(values)
 
 
 @lru_cache(maxsize=4096)
@@ -503,7 +556,8 @@ def parse(text: str) -> Selector:
             f"selector too long ({len(text)} characters, at most {MAX_LENGTH})", text
         )
     selector = _Parser(text).parse()
-    # Checked too so that parse(str(s)) == s holds: "a==''&&a==''" grows when rendered.
+    # Checked too so that every selector tortie stores prints within the bound:
+    # "a==''&&a==''" grows when printed.
     if len(canonical := str(selector)) > MAX_LENGTH:
         raise SelectorError(
             f"selector too long (canonical form {len(canonical)} characters, at most {MAX_LENGTH})",
@@ -515,36 +569,3 @@ def parse(text: str) -> Selector:
 def validate(text: str) -> None:
     """Raise SelectorError unless `text` is a valid selector."""
     parse(text)
-
-
-# --- Calico's print form ------------------------------------------------------
-
-
-def _calico_quoted(value: str) -> str:
-    # Calico's printer prefers double quotes (parser/ast.go); tortie's own prefers single.
-    return f"'{value}'" if '"' in value else f'"{value}"'
-
-
-def calico_string(selector: Selector) -> str:
-    """The canonical string Calico's selector parser prints (parser/ast.go), which Felix
-    hashes into ipset IDs: double quotes unless the value holds one, every && and ||
-    group in parentheses. tortie's selector tree flattens nested && (and ||) chains, so
-    for `a && (b && c)` this prints `(a && b && c)` where Calico keeps the nesting; the
-    set is the same, only its name differs from Felix's then."""
-    if isinstance(selector, All):
-        return "all()"
-    if isinstance(selector, Global):
-        return "global()"
-    if isinstance(selector, Has):
-        return f"has({selector.key})"
-    if isinstance(selector, Eq | Ne | Contains | StartsWith | EndsWith):
-        return f"{selector.key} {selector.op} {_calico_quoted(selector.value)}"
-    if isinstance(selector, In | NotIn):
-        values = ", ".join(_calico_quoted(v) for v in sorted(selector.values))
-        return f"{selector.key} {selector.op} {{{values}}}"
-    if isinstance(selector, Not):
-        return "!" + calico_string(selector.operand)
-    if isinstance(selector, And | Or):
-        joiner = f" {selector.op} "
-        return "(" + joiner.join(calico_string(t) for t in selector.terms) + ")"
-    raise TypeError(f"unknown selector node {type(selector).__name__}")

@@ -43,13 +43,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from datastore.selector import (
-    All,
-    And,
-    Not,
-    Selector,
-    calico_string,
-)
+from datastore.selector import All, And, Not, Selector
 
 from .evaluate import applicable, members, named_port_members, tiers_for
 from .model import (
@@ -299,7 +293,8 @@ def _unique_id(prefix: str, content: str) -> str:
 
 @lru_cache(maxsize=65536)
 def selector_set_id(selector: Selector) -> str:
-    return _unique_id("s", calico_string(selector))
+    # str() is Calico's canonical String(), the very string Felix's UniqueID() hashes.
+    return _unique_id("s", str(selector))
 
 
 def _set_name(set_id: str) -> str:

@@ -21,10 +21,12 @@ Calico does not evaluate a policy's selectors as written. Its update processors
   notSelector or namespaceSelector is used, and `notSelector` itself stays unscoped.
 
 Every function returns a datastore.selector.Selector: `str()` is its canonical form
-(the key ipsets will be hashed from) and `.evaluate(labels)` its matcher. Invariant:
-scoping never parses a second selector language; it builds trees of datastore.selector's
-nodes. (tortie's canonical form quotes with single quotes where Calico's uses double
-quotes, so the canonical strings equal Calico's up to quoting and parenthesis style.)
+(the string Felix hashes into the ipset name) and `.evaluate(labels)` its matcher.
+Invariants: scoping never parses a second selector language; it builds trees of
+datastore.selector's nodes, shaped as Felix's parser shapes the strings Calico
+concatenates: `(X) && Y` is an And of X's tree and Y's, and a part Calico printed with
+String() and Felix parses again has its runs of `!` collapsed (`_as_reparsed`), so the
+canonical strings, and so the ipset names, are Felix's own.
 """
 
 from __future__ import annotations
@@ -72,8 +74,21 @@ def _map_leaves(selector: Selector, leaf: Callable[[Selector], Selector]) -> Sel
     return leaf(selector)
 
 
+def _as_reparsed(selector: Selector) -> Selector:
+    """`selector` as Felix has it after Calico printed it and Felix parsed the text again:
+    String() prints `!(!a)` as `!!a`, and the parser reads a run of `!` as one or none."""
+    if isinstance(selector, And | Or):
+        return type(selector)(tuple(_as_reparsed(t) for t in selector.terms))
+    negated = False
+    while isinstance(selector, Not):
+        negated, selector = not negated, selector.operand
+    selector = _as_reparsed(selector) if isinstance(selector, And | Or) else selector
+    return Not(selector) if negated else selector
+
+
 def prefixed(selector: Selector, prefix: str) -> Selector:
-    """Every label key in `selector` with `prefix` in front (Calico's PrefixVisitor).
+    """Every label key in `selector` with `prefix` in front (Calico's PrefixVisitor), as
+    Felix reads the String() Calico makes of it.
 
     all() and global() are left alone, as Calico's visitor leaves them.
     """
@@ -88,7 +103,7 @@ def prefixed(selector: Selector, prefix: str) -> Selector:
         object.__setattr__(renamed, "key", prefix + key)
         return renamed
 
-    return _map_leaves(selector, rename)
+    return _as_reparsed(_map_leaves(selector, rename))
 
 
 def _replace(selector: Selector, node: type[Selector], replacement: Selector) -> Selector:
@@ -109,10 +124,13 @@ def policy_selector(
     """
     terms: list[Selector] = [parse(selector)] if selector else []
     if namespace:
-        terms.append(in_namespace(namespace))
+        # networkpolicyprocessor.go: "(sel) && ns", then prefixAndAppendSelector:
+        # "(that) && sa", an And inside an And.
+        scoped = _and(*terms, in_namespace(namespace))
         if service_account_selector:
-            terms.append(prefixed(parse(service_account_selector), SERVICE_ACCOUNT_LABEL_PREFIX))
-        return _and(*terms) if terms else All()
+            sa = prefixed(parse(service_account_selector), SERVICE_ACCOUNT_LABEL_PREFIX)
+            scoped = And((scoped, sa))
+        return scoped
     if namespace_selector:
         terms.append(prefixed(parse(namespace_selector), NAMESPACE_LABEL_PREFIX))
         combined = _replace(_and(*terms), All, Has(NAMESPACE_LABEL))
@@ -150,7 +168,8 @@ def entity_selector(
     if namespace_selector:
         ns_part = prefixed(parse(namespace_selector), NAMESPACE_LABEL_PREFIX)
         ns_part = _replace(ns_part, All, Has(NAMESPACE_LABEL))
-        ns_part = _replace(ns_part, Global, Not(Has(NAMESPACE_LABEL)))
+        # The text replacement makes "!global()" "!!has(...)", which Felix reads as has().
+        ns_part = _as_reparsed(_replace(ns_part, Global, Not(Has(NAMESPACE_LABEL))))
     elif policy_namespace:
         ns_part = in_namespace(policy_namespace)
     parts: list[Selector] = []

@@ -15,7 +15,7 @@ import pytest
 
 from agent.calc.policy import filter_chain, iptables_rule
 from agent.calc.rules import make_hook
-from datastore.selector import calico_string, parse
+from datastore.selector import parse
 from policy.model import (
     Endpoint,
     Labels,
@@ -252,7 +252,7 @@ def test_chain_names_as_felix():
 
 def test_selector_sets_use_calicos_canonical_form_and_are_shared():
     sel = parse("a == 'b' && (has(c) || d in {'y', 'x'})")
-    assert calico_string(sel) == '(a == "b" && (has(c) || d in {"x", "y"}))'
+    assert str(sel) == '(a == "b" && (has(c) || d in {"x", "y"}))'
     assert selector_set_id(sel).startswith("s:") and len(selector_set_id(sel)) == 2 + 38
     rule = {"action": "Allow", "source": {"selector": "role == 'db'"}}
     p1 = compile_policy("GlobalNetworkPolicy", "one", None, {"ingress": [rule]})

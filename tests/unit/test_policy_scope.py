@@ -3,8 +3,10 @@
 The expected strings are the ones projectcalico/calico asserts in
 `libcalico-go/lib/backend/syncersv1/updateprocessors/{rules,networkpolicyprocessor,
 globalnetworkpolicyprocessor}_test.go` (where a vector used a selector tortie's parser
-refuses, such as `mylabel = value1`, the valid `mylabel == 'value1'` stands in); they
-are compared as parsed selectors, so quoting and parenthesis style do not matter.
+refuses, as Calico's own parser does, such as `mylabel = value1`, the valid
+`mylabel == 'value1'` stands in). They are compared as parsed selectors: equality is by
+Calico's canonical string, so the tree shapes (which && group sits inside which) must be
+the ones Felix parses from the strings Calico concatenates, and so the ipset names.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ POLICY_VECTORS = [
     ("", None, "", "name == 'testing'", "pcns.name == \"testing\""),
     ("", None, "role == 'development'", "name == 'testing'",
      "(pcns.name == \"testing\") && pcsa.role == \"development\""),
+    # tortie's: Calico prints the prefixed `!(!x)` as `!!x`, which Felix reads as x.
+    ("has(a)", "ns", "!(!role == 'dev')", "",
+     "((has(a)) && projectcalico.org/namespace == 'ns') && !!pcsa.role == \"dev\""),
 ]
 
 
@@ -95,6 +100,9 @@ ENTITY_VECTORS = [
      "(has(projectcalico.org/namespace)) && (has(label2))"),
     ("ns", {"namespace_selector": "global()", "selector": "has(label3)"},
      "(!has(projectcalico.org/namespace)) && (has(label3))"),
+    # tortie's: the text replacement turns `!global()` into `!!has(...)`, read as has().
+    ("ns", {"namespace_selector": "!global()", "selector": "has(label3)"},
+     "(!!has(projectcalico.org/namespace)) && (has(label3))"),
     # The k8s conversion's `namespaceSelector: {}` peer.
     ("default", {"namespace_selector": "all()",
                  "selector": "projectcalico.org/orchestrator == 'k8s'"},
@@ -122,8 +130,8 @@ def test_prefix_reaches_every_key_and_leaves_functions() -> None:
 
 
 def test_prefix_may_outgrow_the_name_limit() -> None:
-    # Calico prefixes without re-validating: a 60-character key still works.
-    key = "k" * 60
+    # Calico prefixes without re-validating: a key may outgrow the 512-character limit.
+    key = "k" * 510
     sel = prefixed(parse(f"{key} == 'v'"), "pcns.")
     assert sel.evaluate({f"pcns.{key}": "v"})
     assert not sel.evaluate({key: "v"})
