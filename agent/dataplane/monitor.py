@@ -17,6 +17,18 @@ thread that created them; one created elsewhere and read here sees nothing
 the calling thread, which pyroute2 turns into an empty read in the monitor
 thread: the loop ends and the thread exits (select() on the fd cannot be used
 to make reads interruptible: pyroute2 buffers messages the fd no longer shows).
+
+Overruns: when events come faster than the thread reads them (a burst of
+hundreds of veths), the kernel drops what does not fit in the socket's receive
+buffer and the next read fails with ENOBUFS. pyroute2 0.9 then keeps that error
+and raises it from every later call on the socket, close() included, so the
+socket cannot be read again. The monitor drops it, opens and subscribes a new
+one, dumps the links again, reports every difference from the links it knew as
+the events it missed (added, removed, renamed, up/down), then sends
+("*", "resync"), and goes on reading. Invariant: after a resync event the
+monitor's view of the links is the kernel's, and no later event is lost
+between the dump and the subscription (the new socket subscribes before it
+dumps). `overruns` counts them.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agent.dataplane.netns import enter_netns
@@ -47,7 +59,10 @@ class LinkMonitor:
         *,
         prefixes: Iterable[str] = ("cali",),
         watch: Iterable[str] = (VXLAN_DEVICE, IPIP_DEVICE),
+        rcvbuf: int | None = None,
     ) -> None:
+        """`rcvbuf`: the socket's receive buffer in bytes (SO_RCVBUF); None keeps
+        pyroute2's 1 MiB. Tests shrink it to force overruns."""
         self._callback = callback
         self.netns = netns
         self._prefixes = tuple(prefixes)
@@ -60,6 +75,8 @@ class LinkMonitor:
         self._error: BaseException | None = None
         # ifindex -> (name, up); maintained from the initial dump and the events.
         self._links: dict[int, tuple[str, bool]] = {}
+        self._rcvbuf = rcvbuf
+        self.overruns = 0  # receive-buffer overruns survived (each followed by a resync)
 
     # -- configuration ---------------------------------------------------------
 
@@ -75,6 +92,10 @@ class LinkMonitor:
     def interesting(self, name: str) -> bool:
         with self._lock:
             return name in self._watch or name.startswith(self._prefixes)
+
+    def known_names(self) -> set[str]:
+        """The interface names the monitor believes exist (what its events describe)."""
+        return {name for name, _ in list(self._links.values())}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -120,17 +141,27 @@ class LinkMonitor:
 
     # -- the thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _open(self) -> tuple[Any, dict[int, tuple[str, bool]]]:
+        """A new IPRoute subscribed to link and address events, and the links it dumped
+        after subscribing ({ifindex: (name, up)}); on the calling thread."""
         from pyroute2 import IPRoute
         from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_LINK
 
+        ipr = IPRoute() if self._rcvbuf is None else IPRoute(rcvbuf=self._rcvbuf)
+        try:
+            ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
+            links = {msg["index"]: (msg.get("IFLA_IFNAME"), self._is_up(msg))
+                     for msg in ipr.link("dump")}
+        except BaseException:
+            _close_quietly(ipr)
+            raise
+        return ipr, links
+
+    def _run(self) -> None:
         try:
             if self.netns is not None:
                 enter_netns(self.netns)
-            ipr = IPRoute()
-            ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR)
-            for msg in ipr.link("dump"):
-                self._links[msg["index"]] = (msg.get("IFLA_IFNAME"), self._is_up(msg))
+            ipr, self._links = self._open()
             self._ipr = ipr
         except BaseException as e:  # reported by start()
             self._error = e
@@ -139,42 +170,65 @@ class LinkMonitor:
         self._ready.set()
         _log.info("link monitor started (netns %s, %d links)", self.netns or "host", len(self._links))
         try:
-            self._loop(ipr)
+            while self._loop(ipr) == "overrun":
+                _close_quietly(ipr)
+                reopened = self._reopen()
+                if reopened is None:
+                    return  # stopping
+                ipr = reopened
         finally:
             self._ipr = None
-            try:
-                ipr.close()
-            except Exception:
-                _log.debug("closing the monitor socket", exc_info=True)
+            _close_quietly(ipr)
             _log.info("link monitor stopped")
 
-    def _loop(self, ipr: Any) -> None:
+    def _reopen(self) -> Any:
+        """After an overrun: a fresh socket, the links' differences reported as
+        events, then ("*", "resync"). None when stop() came meanwhile."""
+        self.overruns += 1
+        _log.warning("link monitor overrun (ENOBUFS): events lost; re-reading the links "
+                     "and asking for a resync (overrun %d)", self.overruns)
+        while not self._stopping.is_set():
+            try:
+                ipr, links = self._open()
+            except Exception:
+                _log.exception("link monitor: cannot reopen its netlink socket; retrying in 1 s")
+                self._stopping.wait(1.0)
+                continue
+            self._ipr = ipr
+            if self._stopping.is_set():  # stop() may have closed the old socket only
+                _close_quietly(ipr)
+                return None
+            for name, event in link_changes(self._links, links):
+                self._emit(name, event)
+            self._links = links
+            self._emit("*", "resync")
+            return ipr
+        return None
+
+    def _loop(self, ipr: Any) -> str:
+        """Read and handle events until stop() ("stopped") or an overrun ("overrun")."""
         from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
 
         while not self._stopping.is_set():
             try:
                 msgs = ipr.get()
-            except PyNetlinkError as e:
-                if e.code == errno.ENOBUFS:
-                    _log.warning("link monitor overflow: events lost, asking for a resync")
-                    self._emit("*", "resync")
-                    continue
+            except (PyNetlinkError, OSError) as e:
                 if self._stopping.is_set():
-                    return
-                _log.warning("link monitor read failed: %s", e)
-                self._emit("*", "resync")
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                raise
+                    return "stopped"
+                # pyroute2 0.9 raises OSError(ENOBUFS) (NetlinkError in older ones), and
+                # the socket stays failed afterwards: any error means a new socket.
+                code = e.code if isinstance(e, PyNetlinkError) else e.errno
+                if code != errno.ENOBUFS:
+                    _log.warning("link monitor read failed: %s", e)
+                return "overrun"
             if not msgs:
-                return  # closed by stop()
+                return "stopped"  # closed by stop()
             for msg in msgs:
                 try:
                     self._handle(msg)
                 except Exception:
                     _log.exception("link monitor: cannot handle %s", msg.get("event"))
+        return "stopped"
 
     @staticmethod
     def _is_up(msg: Any) -> bool:
@@ -213,3 +267,46 @@ class LinkMonitor:
             self._callback(name, event)
         except Exception:
             _log.exception("link monitor callback failed for %s %s", name, event)
+
+
+def link_changes(before: Mapping[int, tuple[str, bool]],
+                 after: Mapping[int, tuple[str, bool]]) -> list[tuple[str, str]]:
+    """The events that turn link table `before` into `after` ({ifindex: (name, up)}),
+    as the monitor reports them (pure): removed, then added, renamed (removed +
+    added), up/down."""
+    out: list[tuple[str, str]] = []
+    for idx, (name, _) in before.items():
+        if idx not in after:
+            out.append((name, "removed"))
+    for idx, (name, up) in after.items():
+        old = before.get(idx)
+        if old is None:
+            out.append((name, "added"))
+        elif old[0] != name:
+            out += [(old[0], "removed"), (name, "added")]
+        elif old[1] != up:
+            out.append((name, "up" if up else "down"))
+    return out
+
+
+def _close_quietly(ipr: Any) -> None:
+    """Close `ipr`, also one that failed with ENOBUFS.
+
+    pyroute2 0.9.7 keeps a socket's first error in an event and raises it from
+    every use of the socket's event loop, so close() of a failed socket stops half
+    way and leaves its file descriptors open. Clearing that event (pyroute2's own
+    attribute, checked for, so a later pyroute2 without it falls back to the plain
+    close) lets a second close() finish."""
+    try:
+        ipr.close()
+        return
+    except Exception:
+        _log.debug("closing the monitor socket", exc_info=True)
+    failed = getattr(getattr(ipr, "asyncore", None), "_error_event", None)
+    if failed is None or not failed.is_set():
+        return
+    failed.clear()
+    try:
+        ipr.close()
+    except Exception:
+        _log.debug("closing the failed monitor socket again", exc_info=True)
