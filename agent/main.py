@@ -326,6 +326,13 @@ class Agent:
                     # also hold back route cleanup on it (the grace period).
                     self.dataplane.on_neighbour_removed(name)
                     self._dirty_apply = True
+                case LinkChanged("*", "resync"):
+                    # The monitor overran and lost events: re-read routes, devices,
+                    # sysctls and neighbours (the monitor re-read the links itself).
+                    _log.warning("link events were lost: resyncing routes and devices")
+                    self.dataplane.resync("routes")
+                    self.metrics.resyncs.labels("link-overrun").inc()
+                    self._dirty_apply = True
                 case LinkChanged(name, event):
                     _log.debug("link %s: %s", name, event)
                     self.dataplane.on_interface_change(name)

@@ -30,11 +30,19 @@ with every default applied, following confd's rules (confd/pkg/backends/calico/b
   global one has the same (ip, port). tortie adds: one session per peer IP
   (ExaBGP and the speaker key peers by address), so a later peering to an IP
   already taken with another port is dropped with a problem.
-* Mesh, last: only when nodeToNodeMeshEnabled (default true) and this node
-  has no cluster id; every other node with an IPv4 and no cluster id, as
-  `Mesh_<ip>`, with its AS (else global) and its listen port; password from
-  nodeMeshPassword, restart time from nodeMeshMaxRestartTime. An IP with an
-  explicit peering gets no mesh session (explicit wins, nothing recorded).
+* Mesh, last: only when nodeToNodeMeshEnabled (default true); every other
+  node with an IPv4, as `Mesh_<ip>`, with its AS (else global) and its
+  listen port; password from nodeMeshPassword, restart time from
+  nodeMeshMaxRestartTime. An IP with an explicit peering gets no mesh
+  session (explicit wins, nothing recorded). tortie deviation: route
+  reflectors stay in the mesh while it is on. confd's template takes a node
+  out of the mesh the moment it gets a cluster id, so the order Calico's
+  documentation gives for moving to reflectors (cluster id and label, then
+  the BGPPeer, then the mesh off) cuts the reflectors' pods off until the
+  BGPPeer exists (6.5 s of lost probes in tests/faults F15). Kept in the
+  mesh, each reflector's mesh sessions become the BGPPeer's sessions to the
+  same address (the same ExaBGP neighbor, not reset) and are the only ones
+  left once the mesh is off: make-before-break.
 * Passive: for a peer that is another node (mesh, peerSelector, reverse, or a
   peerIP equal to a node's IPv4), this side waits when peer_ip > own_ip
   compared as strings. Calico applies this to the mesh (and, at HEAD,
@@ -274,10 +282,10 @@ class _Planner:
 
     def mesh(self) -> None:
         enabled = self.glob is None or self.glob.nodeToNodeMeshEnabled is not False
-        if not enabled or self.cluster_id:
+        if not enabled:
             return
         remotes = [r for name, r in self.remotes.items() if name != self.nodename
-                   and not r.cluster_id and r.ip != self.own_ip and r.ip not in self._taken]
+                   and r.ip != self.own_ip and r.ip not in self._taken]
         if not remotes:
             return
         mesh_password = self.glob.nodeMeshPassword if self.glob else None

@@ -1,12 +1,12 @@
 """agent.dataplane.monitor: LinkMonitor, the netlink link/address/route watcher.
 
 Owns: one thread with a pyroute2 IPRoute subscribed to RTMGRP_LINK,
-RTMGRP_IPV4_IFADDR and, when given `on_route_removed`, RTMGRP_IPV4_ROUTE. It
-calls `callback(ifname, event)` for:
+RTMGRP_IPV4_IFADDR and, when given `on_route_removed`, RTMGRP_IPV4_ROUTE and
+RTMGRP_NEIGH. It calls `callback(ifname, event)` for:
   * a workload interface (`cali*`) or a watched name (vxlan.calico, tunl0, the
     parent interface): "added", "removed", "up", "down", "mtu" (its MTU changed);
   * a watched name (vxlan.calico) losing a neighbour or FDB entry: "neighbour-removed"
-    (only with `on_route_removed`, i.e. in the agent: it subscribes to RTMGRP_NEIGH);
+    (only with `on_route_removed`, i.e. in the agent);
   * a watched interface gaining or losing an IPv4 address: "address";
   * ("*", "resync") when events may have been lost (socket overflow): the
     receiver should resync everything.
@@ -25,6 +25,18 @@ thread that created them; one created elsewhere and read here sees nothing
 the calling thread, which pyroute2 turns into an empty read in the monitor
 thread: the loop ends and the thread exits (select() on the fd cannot be used
 to make reads interruptible: pyroute2 buffers messages the fd no longer shows).
+
+Overruns: when events come faster than the thread reads them (a burst of
+hundreds of veths), the kernel drops what does not fit in the socket's receive
+buffer and the next read fails with ENOBUFS. pyroute2 0.9 then keeps that error
+and raises it from every later call on the socket, close() included, so the
+socket cannot be read again. The monitor drops it, opens and subscribes a new
+one, dumps the links again, reports every difference from the links it knew as
+the events it missed (added, removed, renamed, up/down), then sends
+("*", "resync"), and goes on reading. Invariant: after a resync event the
+monitor's view of the links is the kernel's, and no later event is lost
+between the dump and the subscription (the new socket subscribes before it
+dumps). `overruns` counts them.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agent.dataplane.netns import enter_netns
@@ -43,6 +55,8 @@ _log = logging.getLogger(__name__)
 
 Callback = Callable[[str, str], None]
 RouteCallback = Callable[[str, int], None]
+# ifindex -> (name, up, mtu)
+Links = Mapping[int, tuple[str, bool, int]]
 
 RT_TABLE_MAIN = 254
 PROTO_TORTIE = 80
@@ -60,7 +74,10 @@ class LinkMonitor:
         prefixes: Iterable[str] = ("cali",),
         watch: Iterable[str] = (VXLAN_DEVICE, IPIP_DEVICE),
         on_route_removed: RouteCallback | None = None,
+        rcvbuf: int | None = None,
     ) -> None:
+        """`rcvbuf`: the socket's receive buffer in bytes (SO_RCVBUF); None keeps
+        pyroute2's 1 MiB. Tests shrink it to force overruns."""
         self._callback = callback
         self._on_route_removed = on_route_removed
         self.netns = netns
@@ -74,6 +91,8 @@ class LinkMonitor:
         self._error: BaseException | None = None
         # ifindex -> (name, up, mtu); maintained from the initial dump and the events.
         self._links: dict[int, tuple[str, bool, int]] = {}
+        self._rcvbuf = rcvbuf
+        self.overruns = 0  # receive-buffer overruns survived (each followed by a resync)
 
     # -- configuration ---------------------------------------------------------
 
@@ -89,6 +108,10 @@ class LinkMonitor:
     def interesting(self, name: str) -> bool:
         with self._lock:
             return name in self._watch or name.startswith(self._prefixes)
+
+    def known_names(self) -> set[str]:
+        """The interface names the monitor believes exist (what its events describe)."""
+        return {name for name, _, _ in list(self._links.values())}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -134,7 +157,9 @@ class LinkMonitor:
 
     # -- the thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _open(self) -> tuple[Any, dict[int, tuple[str, bool, int]]]:
+        """A new IPRoute subscribed to the events, and the links it dumped after
+        subscribing ({ifindex: (name, up, mtu)}); on the calling thread."""
         from pyroute2 import IPRoute
         from pyroute2.netlink.rtnl import (
             RTMGRP_IPV4_IFADDR,
@@ -143,17 +168,25 @@ class LinkMonitor:
             RTMGRP_NEIGH,
         )
 
+        ipr = IPRoute() if self._rcvbuf is None else IPRoute(rcvbuf=self._rcvbuf)
         try:
-            if self.netns is not None:
-                enter_netns(self.netns)
-            ipr = IPRoute()
             groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR
             if self._on_route_removed is not None:
                 groups |= RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH
             ipr.bind(groups=groups)
-            for msg in ipr.link("dump"):
-                self._links[msg["index"]] = (msg.get("IFLA_IFNAME"), self._is_up(msg),
-                                             msg.get("IFLA_MTU", 0))
+            links = {msg["index"]: (msg.get("IFLA_IFNAME"), self._is_up(msg),
+                                    msg.get("IFLA_MTU", 0))
+                     for msg in ipr.link("dump")}
+        except BaseException:
+            _close_quietly(ipr)
+            raise
+        return ipr, links
+
+    def _run(self) -> None:
+        try:
+            if self.netns is not None:
+                enter_netns(self.netns)
+            ipr, self._links = self._open()
             self._ipr = ipr
         except BaseException as e:  # reported by start()
             self._error = e
@@ -162,42 +195,65 @@ class LinkMonitor:
         self._ready.set()
         _log.info("link monitor started (netns %s, %d links)", self.netns or "host", len(self._links))
         try:
-            self._loop(ipr)
+            while self._loop(ipr) == "overrun":
+                _close_quietly(ipr)
+                reopened = self._reopen()
+                if reopened is None:
+                    return  # stopping
+                ipr = reopened
         finally:
             self._ipr = None
-            try:
-                ipr.close()
-            except Exception:
-                _log.debug("closing the monitor socket", exc_info=True)
+            _close_quietly(ipr)
             _log.info("link monitor stopped")
 
-    def _loop(self, ipr: Any) -> None:
+    def _reopen(self) -> Any:
+        """After an overrun: a fresh socket, the links' differences reported as
+        events, then ("*", "resync"). None when stop() came meanwhile."""
+        self.overruns += 1
+        _log.warning("link monitor overrun (ENOBUFS): events lost; re-reading the links "
+                     "and asking for a resync (overrun %d)", self.overruns)
+        while not self._stopping.is_set():
+            try:
+                ipr, links = self._open()
+            except Exception:
+                _log.exception("link monitor: cannot reopen its netlink socket; retrying in 1 s")
+                self._stopping.wait(1.0)
+                continue
+            self._ipr = ipr
+            if self._stopping.is_set():  # stop() may have closed the old socket only
+                _close_quietly(ipr)
+                return None
+            for name, event in link_changes(self._links, links):
+                self._emit(name, event)
+            self._links = links
+            self._emit("*", "resync")
+            return ipr
+        return None
+
+    def _loop(self, ipr: Any) -> str:
+        """Read and handle events until stop() ("stopped") or an overrun ("overrun")."""
         from pyroute2.netlink.exceptions import NetlinkError as PyNetlinkError
 
         while not self._stopping.is_set():
             try:
                 msgs = ipr.get()
-            except PyNetlinkError as e:
-                if e.code == errno.ENOBUFS:
-                    _log.warning("link monitor overflow: events lost, asking for a resync")
-                    self._emit("*", "resync")
-                    continue
+            except (PyNetlinkError, OSError) as e:
                 if self._stopping.is_set():
-                    return
-                _log.warning("link monitor read failed: %s", e)
-                self._emit("*", "resync")
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                raise
+                    return "stopped"
+                # pyroute2 0.9 raises OSError(ENOBUFS) (NetlinkError in older ones), and
+                # the socket stays failed afterwards: any error means a new socket.
+                code = e.code if isinstance(e, PyNetlinkError) else e.errno
+                if code != errno.ENOBUFS:
+                    _log.warning("link monitor read failed: %s", e)
+                return "overrun"
             if not msgs:
-                return  # closed by stop()
+                return "stopped"  # closed by stop()
             for msg in msgs:
                 try:
                     self._handle(msg)
                 except Exception:
                     _log.exception("link monitor: cannot handle %s", msg.get("event"))
+        return "stopped"
 
     @staticmethod
     def _is_up(msg: Any) -> bool:
@@ -221,14 +277,6 @@ class LinkMonitor:
                     self._emit(name, "up" if up else "down")
                 if old[2] != mtu:
                     self._emit(name, "mtu")
-        elif event == "RTM_DELROUTE":
-            self._route_removed(msg)
-        elif event == "RTM_DELNEIGH":
-            # Neighbours (AF_INET) and FDB entries (AF_BRIDGE) alike; only a watched
-            # device's (vxlan.calico: its entries are all tortie's, learning is off).
-            known = self._links.get(msg.get("ifindex", -1))
-            if known and known[0] in self._watch:
-                self._emit(known[0], "neighbour-removed")
         elif event == "RTM_DELLINK":
             old = self._links.pop(msg["index"], None)
             self._emit(msg.get("IFLA_IFNAME") or (old[0] if old else ""), "removed")
@@ -239,6 +287,14 @@ class LinkMonitor:
             name = known[0] if known else msg.get("IFA_LABEL")
             if name and name in self._watch:
                 self._emit(name, "address")
+        elif event == "RTM_DELROUTE":
+            self._route_removed(msg)
+        elif event == "RTM_DELNEIGH":
+            # Neighbours (AF_INET) and FDB entries (AF_BRIDGE) alike; only a watched
+            # device's (vxlan.calico: its entries are all tortie's, learning is off).
+            known = self._links.get(msg.get("ifindex", -1))
+            if known and known[0] in self._watch:
+                self._emit(known[0], "neighbour-removed")
 
     def _route_removed(self, msg: Any) -> None:
         if (self._on_route_removed is None or msg.get("family") != socket.AF_INET
@@ -263,3 +319,48 @@ class LinkMonitor:
             self._callback(name, event)
         except Exception:
             _log.exception("link monitor callback failed for %s %s", name, event)
+
+
+def link_changes(before: Links, after: Links) -> list[tuple[str, str]]:
+    """The events that turn link table `before` into `after` ({ifindex: (name, up,
+    mtu)}), as the monitor reports them (pure): removed, then added, renamed
+    (removed + added), up/down, mtu."""
+    out: list[tuple[str, str]] = []
+    for idx, (name, _, _) in before.items():
+        if idx not in after:
+            out.append((name, "removed"))
+    for idx, (name, up, mtu) in after.items():
+        old = before.get(idx)
+        if old is None:
+            out.append((name, "added"))
+        elif old[0] != name:
+            out += [(old[0], "removed"), (name, "added")]
+        else:
+            if old[1] != up:
+                out.append((name, "up" if up else "down"))
+            if old[2] != mtu:
+                out.append((name, "mtu"))
+    return out
+
+
+def _close_quietly(ipr: Any) -> None:
+    """Close `ipr`, also one that failed with ENOBUFS.
+
+    pyroute2 0.9.7 keeps a socket's first error in an event and raises it from
+    every use of the socket's event loop, so close() of a failed socket stops half
+    way and leaves its file descriptors open. Clearing that event (pyroute2's own
+    attribute, checked for, so a later pyroute2 without it falls back to the plain
+    close) lets a second close() finish."""
+    try:
+        ipr.close()
+        return
+    except Exception:
+        _log.debug("closing the monitor socket", exc_info=True)
+    failed = getattr(getattr(ipr, "asyncore", None), "_error_event", None)
+    if failed is None or not failed.is_set():
+        return
+    failed.clear()
+    try:
+        ipr.close()
+    except Exception:
+        _log.debug("closing the failed monitor socket again", exc_info=True)

@@ -43,9 +43,12 @@ chosen in one place, RouteTable's constructor: NetlinkRouteKernel
 one is passed in (a fake, in the unit tests). Each apply is one batch; a
 failing request does not stop the others and is named: a failure re-reads the
 affected destinations and leaves them dirty so the next apply retries. A route
-on an interface that vanished (ENODEV: a pod deleted while we wrote) is not an
-error: it is dropped from this round quietly, and comes back when the
-interface does (the link monitor calls `on_interface_change`).
+on an interface that vanished (ENODEV: a pod deleted while we wrote) or is down
+(ENETDOWN: the kernel refuses routes through a down device) is not an error: it
+is dropped from this round quietly, and comes back when the interface does, or
+comes up (the link monitor calls `on_interface_change`). Treating a down
+interface as an error made a flapping pod's route wait out the retry backoff
+(up to 8 s after 100 flaps, F14).
 
 Logging: each mutation at INFO when an apply makes at most INFO_LIMIT (50) of
 them; a bigger batch (a cold start) is one INFO summary, each line at DEBUG.
@@ -138,6 +141,7 @@ class RouteTableCounters:
     rescans: int = 0
     conflicts: int = 0  # times a foreign route was found where we wanted ours
     vanished: int = 0  # routes dropped because their interface had gone
+    down: int = 0  # routes left out because their interface was down (ENETDOWN)
     deferred: int = 0  # stale-route deletions held back by the grace period
     # Routes left out (malformed / not ownable): those of the last set_desired plus
     # the learned routes currently rejected.
@@ -650,19 +654,25 @@ class RouteTable:
             if op.kind == "del" and err.errno in (errno.ESRCH, errno.ENOENT):
                 # Already gone: the mirror, which dropped it when planning, is right.
                 _log.debug("route already gone: %s", op.line)
-            elif err.errno == errno.ENODEV:
+            elif err.errno in (errno.ENODEV, errno.ENETDOWN):
                 # The interface went away under us (a pod deleted while we
-                # wrote): not an error. Its routes went with it (and the one
-                # the mirror assumed written); the route is written again when
-                # the interface comes back.
+                # wrote), or is down (the kernel refuses routes through a down
+                # device, and dropped the ones it had): not an error, so no retry
+                # backoff. Its routes are gone (also the one the mirror assumed
+                # written); the route is written again when the interface comes
+                # back or up (the link monitor calls on_interface_change).
                 for metric, kr in list(self._kernel.get(op.dst, {}).items()):
                     if kr.dev == op.dev:
                         self._drop_kernel(op.dst, metric)
                 if op.kind == "replace" and op.old is not None and op.old.dev != op.dev:
                     self._set_kernel(op.old)  # refused: the route it was to replace is still there
-                self.counters.vanished += 1
                 skipped += 1
-                _log.info("route %s skipped: interface %s is gone", op.dst, op.dev)
+                if err.errno == errno.ENODEV:
+                    self.counters.vanished += 1
+                    _log.info("route %s skipped: interface %s is gone", op.dst, op.dev)
+                else:
+                    self.counters.down += 1
+                    _log.info("route %s skipped: interface %s is down", op.dst, op.dev)
             else:
                 failed.add(op.dst)  # the re-read below corrects the mirror
                 errors.append(NetlinkError(op.line, err.errno, err.message))

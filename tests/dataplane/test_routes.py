@@ -297,3 +297,19 @@ def test_netlink_reader_agrees_with_ip_route(netns: str, rt: RouteTable) -> None
         e["dst"] if "/" in e["dst"] else e["dst"] + "/32"
         for e in json.loads(sh(netns, "-j", "route", "show", "dev", "eth0"))
     }
+
+
+def test_a_down_interface_is_not_an_error_and_its_route_comes_with_up(netns: str,
+                                                                      rt: RouteTable) -> None:
+    add_veth(netns, "cali2")
+    sh(netns, "link", "set", "cali2", "down")
+    down = Route("10.65.0.9/32", RouteClass.LOCAL_WORKLOAD, dev="cali2", scope="link", proto=80)
+    rt.set_desired([WL, down])
+    res = rt.apply()  # the kernel: ENETDOWN, "Device for nexthop is not up"
+    assert res.ok, res.errors
+    assert res.skipped >= 1 and rt.counters.down == 1
+    sh(netns, "link", "set", "cali2", "up")
+    rt.on_interface_change("cali2")
+    res = rt.apply()
+    assert res.ok and res.writes == 1
+    assert "10.65.0.9 dev cali2 proto 80 scope link" in routes(netns)

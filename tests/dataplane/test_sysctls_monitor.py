@@ -145,3 +145,37 @@ def test_monitor_reports_deleted_tortie_routes_and_mtu_changes(netns: str, uplin
         _wait_for(events, ("cali1234567890a", "neighbour-removed"))
     finally:
         mon.stop()
+
+
+def test_monitor_survives_a_receive_buffer_overrun_and_asks_for_a_resync(netns: str) -> None:
+    """ENOBUFS on the monitor's socket (forced: a 4 KiB receive buffer and 200 veths
+    made by one `ip -batch`, far more events than fit) is followed by ("*", "resync"),
+    and the monitor keeps reporting: the interfaces it reported added and not removed
+    are exactly the kernel's, and a later interface is still seen."""
+    events: queue.Queue[tuple[str, str]] = queue.Queue()
+    mon = LinkMonitor(lambda name, ev: events.put((name, ev)), netns, rcvbuf=4096)
+    mon.start()
+    try:
+        batch = "".join(f"link add cali{i:011d} type veth peer name peer{i}\n"
+                        for i in range(200))
+        subprocess.run(["ip", "-n", netns, "-batch", "-"], input=batch, text=True,
+                       check=True, capture_output=True)
+        _wait_for(events, ("*", "resync"))
+        assert mon.running and mon.overruns >= 1
+        sh(netns, "link", "add", "calilater000001", "type", "veth", "peer", "name", "peerlater")
+        seen: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 10
+        while ("calilater000001", "added") not in seen and time.monotonic() < deadline:
+            try:
+                seen.append(events.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        assert ("calilater000001", "added") in seen, seen[-10:]
+    finally:
+        mon.stop()
+    assert not mon.running
+    kernel = {line.split(":")[1].strip().split("@")[0]
+              for line in sh(netns, "-o", "link", "show").splitlines()}
+    assert {n for n in kernel if n.startswith("cali")} == \
+        {n for n in mon.known_names() if n.startswith("cali")}
+    print(f"\noverruns survived: {mon.overruns}")

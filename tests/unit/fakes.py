@@ -120,6 +120,8 @@ def _errno_of(message: str) -> int:
         return errno.ENODEV
     if "No such process" in message:
         return errno.ESRCH
+    if "Network is down" in message:
+        return errno.ENETDOWN
     return errno.EINVAL
 
 

@@ -124,6 +124,11 @@ def run_until(agent: Agent, until: Callable[[], bool], what: str) -> None:
         wait_until(until, timeout=10.0, interval=0.01, what=what)
 
 
+def wait_applies(dp: FakeDataplane, count: int, what: str) -> None:
+    """Until the loop (running) has applied `count` times."""
+    wait_until(lambda: len(dp.applies) >= count, timeout=10.0, interval=0.01, what=what)
+
+
 def run_for(agent: Agent, seconds: float) -> None:
     """Run the loop for a fixed window, to observe that nothing (more) happens in it."""
     with running(agent):
@@ -228,6 +233,20 @@ def test_the_drift_check_applies_only_when_a_writer_found_drift(tmp_path) -> Non
     assert b"drift-iptables-filter" in agent.metrics.render()
 
 
+def test_lost_link_events_resync_routes_and_devices_and_apply(tmp_path) -> None:
+    # The link monitor overran its socket (ENOBUFS): ("*", "resync"), not a link named "*".
+    dp = FakeDataplane()
+    agent = make_agent(dp, tmp_path)
+    agent.on_status(SyncStatus.IN_SYNC)
+    with running(agent):
+        wait_applies(dp, 1, "the first apply")
+        agent.on_link("*", "resync")
+        wait_applies(dp, 2, "an apply after the resync")
+    assert dp.resyncs == ["routes"]
+    assert dp.interface_changes == []
+    assert "link-overrun" in agent.metrics.render().decode()
+
+
 def test_learned_routes_reach_the_dataplane_as_a_delta(tmp_path) -> None:
     dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 1500)})
     agent = make_agent(dp, tmp_path)
@@ -285,8 +304,7 @@ def test_a_burst_of_changes_is_applied_in_batches_at_least_the_minimum_interval_
     agent = make_agent(dp, tmp_path)
     agent.on_status(SyncStatus.IN_SYNC)
     with running(agent):
-        wait_until(lambda: len(dp.applies) >= 1, timeout=10.0, interval=0.01,
-                   what="the initial apply")
+        wait_applies(dp, 1, "the initial apply")
         for i in range(40):
             # Taken before the event: the apply that carries the last event may start
             # before this loop's sleep ends, and no apply follows it.

@@ -170,9 +170,27 @@ def test_rr_sessions_are_symmetric_with_one_active_side():
             assert pp.passive != back.passive
 
 
-def test_reflectors_never_join_the_mesh_and_clients_mesh_without_them():
-    assert plan("rr1", RR_NODES).peers == ()
-    assert [pp.peer_node for pp in plan("c1", RR_NODES).peers] == ["c2"]
+def test_reflectors_stay_in_the_mesh_while_it_is_on():
+    # A tortie deviation from confd (make-before-break, F15): a cluster id alone
+    # changes no session; the mesh goes only when it is turned off.
+    assert {(pp.peer_node, pp.peer_type, pp.rr_client) for pp in plan("rr1", RR_NODES).peers} \
+        == {("rr2", MESH, False), ("c1", MESH, False), ("c2", MESH, False)}
+    assert {pp.peer_node for pp in plan("c1", RR_NODES).peers} == {"rr1", "rr2", "c2"}
+
+
+def test_moving_to_reflectors_keeps_every_session_address_and_its_settings():
+    # Mesh on with the BGPPeer: each mesh session to a reflector becomes the BGPPeer's
+    # session to the same address with the same ExaBGP settings (so it is not reset);
+    # turning the mesh off then only removes client-to-client sessions.
+    def sessions(p):
+        return {pp.peer_ip: (pp.peer_as, pp.passive, pp.hold_time, pp.restart_time)
+                for pp in p.peers}
+    for name in ("rr1", "c1"):
+        meshed = plan(name, RR_NODES)
+        both = plan(name, RR_NODES, [RR_PEER])
+        after = plan(name, RR_NODES, [RR_PEER], [NO_MESH])
+        assert sessions(both) == sessions(meshed)
+        assert sessions(after).items() <= sessions(both).items()
 
 
 def test_reverse_peering_manual_leaves_the_far_side_alone():

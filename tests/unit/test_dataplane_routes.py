@@ -296,6 +296,23 @@ def test_a_route_moving_to_a_vanished_interface_keeps_the_old_one_known() -> Non
     assert (WL.dst, 0) not in fake.routes
 
 
+def test_a_route_on_a_down_interface_is_skipped_not_an_error_and_follows_it_up() -> None:
+    # The kernel refuses a route through a down device with ENETDOWN: no error (no retry
+    # backoff); the interface's "up" event brings the route (F14's flaps).
+    fake = fake_with_links()
+    rt = table(fake)
+    fake.fail[WL.dst] = "Network is down: Device for nexthop is not up"
+    rt.set_desired([WL, BH])
+    res = rt.apply()
+    assert res.ok and res.writes == 1 and res.skipped == 1 and rt.counters.down == 1
+    assert (WL.dst, 0) not in fake.routes
+    del fake.fail[WL.dst]
+    rt.on_interface_change(WL.dev)
+    res = rt.apply()
+    assert res.ok and res.writes == 1
+    assert KernelRoute.from_route(WL) in fake.table()
+
+
 def test_failed_line_is_an_error_retried_next_apply() -> None:
     fake = fake_with_links()
     rt = table(fake)
