@@ -168,7 +168,7 @@ class NodeOwners:
             self.nodes[node.name] = node
             spec = node.spec
             addrs = [spec.ipv4VXLANTunnelAddr, spec.bgp.ipv4IPIPTunnelAddr if spec.bgp else None,
-                     (spec.wireguard or {}).get("interfaceIPv4Address")]
+                     spec.wireguard.interfaceIPv4Address if spec.wireguard else None]
             for addr in addrs:
                 ip = _ip(addr) if addr else None
                 if ip:

@@ -26,7 +26,8 @@ from ..names import label_key_problem, label_value_problem
 API_VERSION = "projectcalico.org/v3"
 # Where a namespaced resource without a namespace lands (calicoctl's default).
 DEFAULT_NAMESPACE = "default"
-
+# validator.go's totalAnnotationSizeLimitB: keys plus values, in bytes.
+ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 
 class StrictModel(BaseModel):
@@ -38,10 +39,16 @@ class StrictModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def validate_label_key(key: str) -> None:
-    problem = label_key_problem(key)
-    if problem:
-        raise ValueError(problem)
+
+class ItemError(ValueError):
+    """A field check's refusal of one part of the field (a label, a list item), so the
+    error names that part: `suffix` is appended to the field's Go path (Calico's
+    " (label)", or "[2]") and `value` replaces the whole field's value."""
+
+    def __init__(self, message: str, value: object, suffix: str) -> None:
+        super().__init__(message)
+        self.value = value
+        self.suffix = suffix
 
 
 class ObjectMeta(StrictModel):
@@ -57,11 +64,35 @@ class ObjectMeta(StrictModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        # validator.go validateObjectMetaLabels: its paths and values.
         for k, v in (labels or {}).items():
-            problem = label_key_problem(k) or label_value_problem(k, v)
+            problem = label_key_problem(k)
             if problem:
-                raise ValueError(problem)
+                raise ItemError(problem, k, " (label)")
+            problem = label_value_problem(k, v)
+            if problem:
+                raise ItemError(problem, v, " (value)")
         return labels
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, annotations: dict[str, str] | None) -> dict[str, str] | None:
+        """validator.go validateObjectMetaAnnotations: keys are qualified names once
+        lower-cased (so 'ProjectCalico.org/Label' passes), and all of it fits 256 KiB."""
+        return check_annotations(annotations)
+
+
+def check_annotations(annotations: dict[str, str] | None) -> dict[str, str] | None:
+    total = 0
+    for k, v in (annotations or {}).items():
+        if label_key_problem(k.lower()):
+            raise ItemError(f"invalid annotation key '{k}': must be a qualified name "
+                            "such as 'example.com/my-key'", k, " (key)")
+        total += len(k.encode()) + len(v.encode())
+    if total > ANNOTATIONS_MAX_BYTES:
+        raise ItemError(f"total size of annotations is too large by "
+                        f"{total - ANNOTATIONS_MAX_BYTES} bytes", f"{total} bytes", "")
+    return annotations
 
 
 class Resource(StrictModel):
@@ -256,5 +287,9 @@ def errors_from_pydantic(kind: str, exc: PydanticValidationError, doc: object) -
         value = err.get("input")
         if isinstance(value, (dict, list)) or err["type"] == "missing":
             value = "" if err["type"] == "missing" else value
-        fields.append(FieldError(go_path(kind, loc), value, msg))
+        path = go_path(kind, loc)
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ItemError):
+            path, value = path + cause.suffix, cause.value
+        fields.append(FieldError(path, value, msg))
     return ValidationError(fields=fields)

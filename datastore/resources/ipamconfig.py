@@ -18,6 +18,8 @@ from ..keys import IPAM_CONFIG_KEY
 from .base import ObjectMeta, Resource, StrictModel
 
 DEFAULT_MAX_BLOCKS_PER_HOST = 20
+# The CRD's bound (api/pkg/apis/projectcalico/v3/ipamconfig.go).
+MAX_BLOCKS_PER_HOST_LIMIT = 1_000_000
 
 
 class IPAMConfigurationSpec(StrictModel):
@@ -30,6 +32,8 @@ class IPAMConfigurationSpec(StrictModel):
     def _max_blocks(cls, v: int) -> int:
         if v < 0:
             raise ValueError("maxBlocksPerHost must not be negative")
+        if v > MAX_BLOCKS_PER_HOST_LIMIT:
+            raise ValueError(f"maxBlocksPerHost must be at most {MAX_BLOCKS_PER_HOST_LIMIT}")
         return v
 
     @property

@@ -1,9 +1,14 @@
 """IPPool: a range pods and tunnel addresses are allocated from, in blocks.
 
-Defaults and rules are libcalico-go's (`clientv3/ippool.go`): modes default to
-Never, blockSize to 26 (v4) / 122 (v6), nodeSelector to all(), allowedUses to
-[Workload, Tunnel]. Rules that need other pools (overlap) or the stored copy
-(CIDR and blockSize immutable) live in the store, not here.
+Defaults and rules are libcalico-go's (`clientv3/ippool.go`) and the CEL rules
+on Calico's `IPPoolSpec` (api/pkg/apis/projectcalico/v3/ippool.go): modes
+default to Never, blockSize to 26 (v4) / 122 (v6) when absent or 0,
+nodeSelector to all(), allowedUses to [Workload, Tunnel]. A LoadBalancer pool
+is LoadBalancer only, unencapsulated, exported and on every node; a Tunnel pool
+has no namespaceSelector; global() is meaningless for pools; a disabled pool
+may be smaller than its block (it allocates nothing). Rules that need other
+pools (overlap) or the stored copy (CIDR and blockSize immutable) live in the
+store, not here.
 """
 
 from __future__ import annotations
@@ -67,10 +72,12 @@ class IPPoolSpec(StrictModel):
 
     @model_validator(mode="after")
     def _defaults(self) -> IPPoolSpec:
-        if self.blockSize is None:
+        if not self.blockSize:  # Calico: absent or 0 means the family's default
             self.blockSize = 122 if self.network.version == 6 else 26
         if self.nodeSelector == "":
             self.nodeSelector = "all()"
+        if not self.allowedUses:  # clientv3/ippool.go: an empty list means the default
+            self.allowedUses = _default_allowed_uses()
         return self
 
     @property
@@ -103,7 +110,7 @@ class IPPool(Resource):
                 "IPPool.Spec.BlockSize", spec.blockSize,
                 "blockSize must be between 20 and 32 for IPv4 pools, "
                 "and between 116 and 128 for IPv6 pools"))
-        elif net.prefixlen > spec.blockSize:
+        elif net.prefixlen > spec.blockSize and not spec.disabled:
             errs.append(FieldError(
                 "IPPool.Spec.CIDR", spec.cidr,
                 "IP pool size is too small for use with Calico IPAM. "
@@ -113,30 +120,53 @@ class IPPool(Resource):
             errs.append(FieldError(
                 "IPPool.Spec.CIDR", spec.cidr,
                 f"IPPool CIDR overlaps with IPv{net.version} link local range {link_local}"))
+        uses = ",".join(spec.allowedUses)
         if "LoadBalancer" in spec.allowedUses:
             if spec.ipipMode != "Never" or spec.vxlanMode != "Never":
-                errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
+                errs.append(FieldError("IPPool.Spec.AllowedUses", uses,
                                        "LoadBalancer IP pool cannot have IPIP or VXLAN enabled"))
-            if len(spec.allowedUses) > 1:
-                errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
-                                       "LoadBalancer cannot be combined with other uses"))
-        if not spec.allowedUses:
-            errs.append(FieldError("IPPool.Spec.AllowedUses", "",
-                                   "allowedUses must not be empty"))
+            if {"Workload", "Tunnel"} & set(spec.allowedUses):
+                errs.append(FieldError(
+                    "IPPool.Spec.AllowedUses", uses,
+                    "LoadBalancer cannot be combined with Workload or Tunnel allowed uses"))
+            if spec.disableBGPExport:
+                errs.append(FieldError("IPPool.Spec.DisableBGPExport", True,
+                                       "LoadBalancer IP pools cannot disable BGP export"))
+            if spec.nodeSelector != "all()":
+                errs.append(FieldError(
+                    "IPPool.Spec.NodeSelector", spec.nodeSelector,
+                    "IP Pool with AllowedUse LoadBalancer must have nodeSelector set to all()"))
+        if "Tunnel" in spec.allowedUses and spec.namespaceSelector:
+            errs.append(FieldError("IPPool.Spec.NamespaceSelector", spec.namespaceSelector,
+                                   "IP Pool with AllowedUse Tunnel cannot have namespaceSelector"))
+        # Calico's CEL rule is a substring test, so "global(" anywhere is refused.
+        if "global(" in spec.nodeSelector:
+            errs.append(FieldError("IPPool.Spec.NodeSelector", spec.nodeSelector,
+                                   "global() selector is not valid for IPPool nodeSelector"))
+        if spec.namespaceSelector and "global(" in spec.namespaceSelector:
+            errs.append(FieldError("IPPool.Spec.NamespaceSelector", spec.namespaceSelector,
+                                   "global() selector is not valid for IPPool namespaceSelector"))
         if len(set(spec.allowedUses)) != len(spec.allowedUses):
-            errs.append(FieldError("IPPool.Spec.AllowedUses", ",".join(spec.allowedUses),
+            errs.append(FieldError("IPPool.Spec.AllowedUses", uses,
                                    "allowedUses must not repeat a use"))
         return errs
 
 
 def immutable_changes(new: IPPool, current: IPPool) -> list[FieldError]:
-    """Changes an update may not make to a stored pool (CIDR, blockSize). Pure."""
+    """Changes an update may not make to a stored pool (CIDR, blockSize, LoadBalancer
+    use). Pure."""
     errs = []
     if new.spec.cidr != current.spec.cidr:
         errs.append(FieldError("IPPool.Spec.CIDR", new.spec.cidr, "IPPool CIDR cannot be modified"))
     if new.spec.blockSize != current.spec.blockSize:
         errs.append(FieldError("IPPool.Spec.BlockSize", new.spec.blockSize,
                                "IPPool BlockSize cannot be modified"))
+    if "LoadBalancer" in current.spec.allowedUses and any(
+            use != "LoadBalancer" for use in new.spec.allowedUses):
+        # Wording (and its typo) is clientv3/ippool.go's.
+        errs.append(FieldError(
+            "IPPool.Spec.AllowedUses", ",".join(new.spec.allowedUses),
+            "IPPool allowed use cannot be changed from LoadBalacer to Workload or Tunnel"))
     return errs
 
 

@@ -3,16 +3,26 @@
 `spec.bgp.ipv4Address` carries the prefix (10.0.0.5/24): CrossSubnet decides
 "same subnet" from it, as Calico does. Tunnel addresses and the VXLAN MAC are
 written by the agent; `status` is published by the agent and BGP sidecar.
+
+Rules are libcalico-go's validator's (validateNodeSpec and the field tags of
+libcalico-go/lib/apis/internalapi/node.go): a `spec.bgp` that is present must
+say something, the WireGuard interface addresses are of their family, and the
+WireGuard public keys in `status` are base64 of 32 bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
+from ..errors import FieldError
 from .base import Resource, StrictModel, parse_asn, parse_cidr_with_host, parse_ip
+
+WIREGUARD_KEY_BYTES = 32
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
@@ -60,6 +70,28 @@ class NodeAddress(StrictModel):
     type: str | None = None
 
 
+class NodeWireguardSpec(StrictModel):
+    interfaceIPv4Address: str | None = None
+    interfaceIPv6Address: str | None = None
+
+    @field_validator("interfaceIPv4Address", "interfaceIPv6Address")
+    @classmethod
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if not v else parse_ip(v, 6 if info.field_name == "interfaceIPv6Address"
+                                           else 4)
+
+
+def wireguard_key_problem(key: str) -> str | None:
+    """Why `key` is not a WireGuard public key (wgtypes.ParseKey), or None."""
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return "wireguard public key must be base64"
+    if len(raw) != WIREGUARD_KEY_BYTES:
+        return f"wireguard public key must be {WIREGUARD_KEY_BYTES} bytes, base64-encoded"
+    return None
+
+
 class NodeSpec(StrictModel):
     bgp: NodeBGPSpec | None = None
     ipv4VXLANTunnelAddr: str | None = None
@@ -69,7 +101,7 @@ class NodeSpec(StrictModel):
     orchRefs: list[OrchRef] | None = None
     addresses: list[NodeAddress] | None = None
     interfaces: list[NodeInterface] | None = None
-    wireguard: dict[str, Any] | None = None
+    wireguard: NodeWireguardSpec | None = None
 
     @field_validator("ipv4VXLANTunnelAddr")
     @classmethod
@@ -97,6 +129,23 @@ class Node(Resource):
     kind: Literal["Node"] = "Node"
     spec: NodeSpec = NodeSpec()
     status: dict[str, Any] | None = None
+
+    def validate_semantics(self) -> list[FieldError]:
+        errs = []
+        bgp = self.spec.bgp
+        if bgp is not None and not bgp.dump():
+            errs.append(FieldError("Node.Spec.BGP", "", "Spec.BGP should not be empty"))
+        status = self.status or {}
+        for field in ("wireguardPublicKey", "wireguardPublicKeyV6"):
+            key = status.get(field)
+            if key in (None, ""):
+                continue
+            problem = (wireguard_key_problem(key) if isinstance(key, str)
+                       else "wireguard public key must be a string")
+            if problem:
+                errs.append(FieldError(f"Node.Status.{field[:1].upper()}{field[1:]}", key,
+                                       problem))
+        return errs
 
     @property
     def ipv4_address(self) -> str | None:

@@ -43,7 +43,13 @@ from pydantic import (
 from .. import selector as selectors
 from ..errors import FieldError
 from . import base
-from .base import ObjectMeta, Resource, StrictModel, check_selector, validate_label_key
+from .base import (
+    ObjectMeta,
+    Resource,
+    StrictModel,
+    check_annotations,
+    check_selector,
+)
 
 DEFAULT_TIER = "default"
 DEFAULT_TIER_ORDER = 1_000_000.0
@@ -299,14 +305,7 @@ class RuleMetadata(StrictModel):
     @field_validator("annotations")
     @classmethod
     def _keys(cls, annotations: dict[str, str] | None) -> dict[str, str] | None:
-        # validateObjectMetaAnnotations: keys are qualified names (checked lower-cased).
-        for key in annotations or {}:
-            try:
-                validate_label_key(key.lower())
-            except ValueError:
-                raise ValueError(f"invalid annotation key '{key}': must be a qualified name "
-                                 "such as 'example.com/my-key'") from None
-        return annotations
+        return check_annotations(annotations)  # validateRuleMetadata: as ObjectMeta's
 
 
 class Rule(StrictModel):

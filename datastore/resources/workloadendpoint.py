@@ -16,9 +16,12 @@ Rules are libcalico-go's (`validator/v3/validator.go`
 `validateWorkloadEndpointSpec`, `validateIPNAT`): ipNetworks hold single
 addresses (/32 or /128; a bare address means that), every NAT's internal IP is
 one of those addresses and has the same family as its external IP, the
-gateways are of their family, interfaceName is a valid Linux interface name
-(Calico's `^[a-zA-Z0-9_.-]{1,15}$`), mac is a MAC. Addresses and CIDRs are
-stored canonically, so the agent can compare them as strings.
+gateways are of their family, interfaceName is required and a valid Linux
+interface name (Calico's `^[a-zA-Z0-9_.-]{1,15}$`), containerID is letters,
+digits and inner '-', mac is a MAC, and a port without a name must have a
+hostPort (`validateWorkloadEndpointPort`: it exists for its host mapping, not
+for named-port policy). Addresses and CIDRs are stored canonically, so the
+agent can compare them as strings.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pydantic import AfterValidator, field_validator, model_validator
 from ..errors import FieldError
 from ..names import port_name_problem
 from . import base
-from .base import Resource, StrictModel, parse_ip
+from .base import ItemError, Resource, StrictModel, parse_ip
 
 # Calico's `interface` validator (validator.go interfaceRegex); the kernel's own limit
 # is IFNAMSIZ-1 = 15 bytes, and "." / ".." are refused by dev_valid_name().
@@ -40,6 +43,8 @@ _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 # DNS-1123 label: what Kubernetes (and so Calico) accepts as a namespace name.
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# validator.go's containerIDRegex.
+_CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 
 # Go field names for the error paths (base.go_path capitalises the rest itself).
 base.GO_NAMES.update({
@@ -87,7 +92,8 @@ class IPNAT(StrictModel):
     def _same_family(self) -> IPNAT:
         if ipaddress.ip_address(self.internalIP).version != ipaddress.ip_address(
                 self.externalIP).version:
-            raise ValueError(f"mismatched IP versions: {self.internalIP} and {self.externalIP}")
+            raise ItemError(f"mismatched IP versions: {self.internalIP} and {self.externalIP}",
+                            self.externalIP, ".ExternalIP")
         return self
 
     def __str__(self) -> str:
@@ -95,9 +101,9 @@ class IPNAT(StrictModel):
 
 
 class WorkloadEndpointPort(StrictModel):
-    """A named port of the workload (for named-port policy rules)."""
+    """A port of the workload: named (for named-port policy rules), host-mapped, or both."""
 
-    name: str
+    name: str = ""
     protocol: Literal["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"]
     port: int
     hostPort: int | None = None
@@ -106,7 +112,7 @@ class WorkloadEndpointPort(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        problem = port_name_problem(v)
+        problem = port_name_problem(v) if v else None
         if problem:
             raise ValueError(problem)
         return v
@@ -179,6 +185,14 @@ class WorkloadEndpointSpec(StrictModel):
                              "'_', '.' and '-'")
         return v
 
+    @field_validator("containerID")
+    @classmethod
+    def _container_id(cls, v: str | None) -> str | None:
+        if v and not _CONTAINER_ID_RE.match(v):
+            raise ValueError("containerID must consist of letters, digits and '-', and must "
+                             "start and end with a letter or digit")
+        return v or None
+
     @field_validator("mac")
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
@@ -225,12 +239,23 @@ class WorkloadEndpoint(Resource):
                 "namespace must consist of lower case alphanumeric characters or '-', "
                 "start and end with an alphanumeric character, and be at most 63 characters"))
         spec = self.spec
+        if spec.interfaceName is None:
+            # Required as Calico requires it, but here rather than in the model: a
+            # stored endpoint without one (written by another tool) still loads, and
+            # the agent reports it instead of routing it (agent/calc).
+            errs.append(FieldError("WorkloadEndpoint.Spec.InterfaceName", "",
+                                   "required field is missing"))
         networks = [ipaddress.ip_network(n) for n in spec.ipNetworks or ()]
         for i, nat in enumerate(spec.ipNATs or ()):
             internal = ipaddress.ip_address(nat.internalIP)
             if not any(internal in n for n in networks):
                 errs.append(FieldError(f"WorkloadEndpoint.Spec.IPNATs[{i}].InternalIP",
                                        nat.internalIP, "NAT is not in the endpoint networks"))
+        for i, port in enumerate(spec.ports or ()):
+            if not port.name and not port.hostPort:
+                errs.append(FieldError(
+                    f"WorkloadEndpoint.Spec.Ports[{i}].Name", "",
+                    "WorkloadEndpointPort name must not be empty if no HostPort is specified"))
         if len(set(networks)) != len(networks):
             errs.append(FieldError("WorkloadEndpoint.Spec.IPNetworks", ",".join(
                 spec.ipNetworks or ()), "ipNetworks must not repeat an address"))

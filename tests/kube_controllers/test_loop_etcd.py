@@ -128,7 +128,8 @@ def test_pod_labels_patch_the_existing_endpoint_only(etcd_client: EtcdClient) ->
                      "labels": {"projectcalico.org/namespace": "blue",
                                 "projectcalico.org/orchestrator": "k8s", "app": "a"}},
         "spec": {"orchestrator": "k8s", "pod": "p1", "node": "n1", "endpoint": "eth0",
-                 "profiles": ["kns.blue"], "ipNetworks": ["10.65.0.2/32"]}}))
+                 "profiles": ["kns.blue"], "ipNetworks": ["10.65.0.2/32"],
+                 "interfaceName": "cali0123456789a"}}))
     loop = _loop(etcd_client, clock, controllers=("workloadendpoint",))
     pod = {"metadata": {"name": "p1", "namespace": "blue", "labels": {"app": "a"}}, "spec": {}}
     _listed(loop, Pod=[pod, {"metadata": {"name": "p2", "namespace": "blue"}, "spec": {}}])

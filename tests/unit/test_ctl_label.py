@@ -71,7 +71,8 @@ def test_a_workload_endpoint_keeps_calicos_own_labels() -> None:
         "metadata": {"name": "node1-k8s-a-eth0", "namespace": "x",
                      "labels": {"pod": "a", "projectcalico.org/namespace": "x",
                                 "projectcalico.org/orchestrator": "k8s"}},
-        "spec": {"orchestrator": "k8s", "node": "node1", "pod": "a", "endpoint": "eth0"}})
+        "spec": {"orchestrator": "k8s", "node": "node1", "pod": "a", "endpoint": "eth0",
+                 "interfaceName": "cali0123456789a"}})
     assert isinstance(wep, WorkloadEndpoint)
     res = _with_labels(wep, {"pod": "b"})
     assert res.metadata.labels == {"pod": "b", "projectcalico.org/namespace": "x",

@@ -78,7 +78,8 @@ def test_an_invalid_object_is_refused_and_named() -> None:
 
 def _wep(labels: dict[str, str], account: str | None = None) -> WorkloadEndpoint:
     spec: dict = {"orchestrator": "k8s", "pod": "p1", "node": "n1", "endpoint": "eth0",
-                  "profiles": ["kns.blue"], "ipNetworks": ["10.65.0.2/32"]}
+                  "profiles": ["kns.blue"], "ipNetworks": ["10.65.0.2/32"],
+                  "interfaceName": "cali0123456789a"}
     if account:
         spec["serviceAccountName"] = account
         spec["profiles"].append(f"ksa.blue.{account}")

@@ -122,10 +122,10 @@ def peer(**spec):
     ({"peerIP": "10.0.0.300", "asNumber": 1}, "BGPPeer.Spec.PeerIP"),
     ({"peerIP": "10.0.0.1", "asNumber": 4294967296}, "BGPPeer.Spec.ASNumber = '4294967296'"),
     ({"peerIP": "10.0.0.1", "asNumber": 1, "node": "a", "nodeSelector": "all()"},
-     "node and nodeSelector cannot both be specified"),
-    ({"peerSelector": "has(rr)", "peerIP": "10.0.0.1", "asNumber": 1},
-     "peerSelector cannot be used with peerIP or asNumber"),
-    ({"asNumber": 1}, "either peerIP or peerSelector must be specified"),
+     "node and nodeSelector cannot both be set"),
+    ({"peerSelector": "has(rr)", "peerIP": "10.0.0.1"},
+     "peerIP and peerSelector cannot both be set"),
+    ({"peerSelector": "has(rr)", "asNumber": 1}, "asNumber must be empty when peerSelector is set"),
     ({"peerIP": "10.0.0.1", "asNumber": 1, "keepaliveTime": "often"}, "BGPPeer.Spec.KeepaliveTime"),
 ])
 def test_bgppeer_validation(spec, fragment):
@@ -171,3 +171,105 @@ def test_ippool_aliases(alias):
 ])
 def test_other_aliases(alias, kind):
     assert kind_for(alias).kind_name == kind
+
+
+# -- tortie's own cases for the rules Calico's table does not cover ------------------------
+
+def test_ippool_zero_block_size_and_empty_uses_take_calicos_defaults():
+    p = parse_document(pool(blockSize=0, allowedUses=[]))
+    assert (p.spec.blockSize, p.spec.allowedUses) == (26, ["Workload", "Tunnel"])
+
+
+def test_ippool_loadbalancer_use_cannot_be_changed_back():
+    from datastore.resources.ippool import immutable_changes
+    stored = parse_document(pool(allowedUses=["LoadBalancer"]))
+    for uses in (["Workload"], ["Tunnel"]):
+        errs = immutable_changes(parse_document(pool(allowedUses=uses)), stored)
+        assert [str(e) for e in errs] == [
+            f"error with field IPPool.Spec.AllowedUses = '{uses[0]}' (IPPool allowed use cannot "
+            "be changed from LoadBalacer to Workload or Tunnel)"]
+    assert immutable_changes(stored, stored) == []
+
+
+def test_ippool_global_anywhere_in_a_selector_is_refused():
+    with pytest.raises(ValidationError) as err:
+        parse_document(pool(nodeSelector="has(a) && global()"))
+    assert "global() selector is not valid for IPPool nodeSelector" in str(err.value)
+
+
+def test_bgppeer_without_as_or_target_is_accepted_as_calico_does():
+    assert parse_document(peer(peerIP="10.0.0.1")).spec.asNumber is None
+    assert parse_document(peer(sourceAddress="None")).spec.peerIP is None
+    assert parse_document(peer(peerSelector="has(rr)", asNumber=0)).spec.asNumber == 0
+    lw = parse_document(peer(localWorkloadSelector="has(bgp)", asNumber=65010))
+    assert lw.spec.localWorkloadSelector == "has(bgp)"
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({"peerIP": "10.0.0.1", "filters": ["Bad_Filter"]}, "BGPPeer.Spec.Filters"),
+    ({"node": "Node_1", "peerIP": "10.0.0.1"}, "BGPPeer.Spec.Node = 'Node_1'"),
+    ({"peerIP": "10.0.0.1", "keepOriginalNextHop": True, "nextHopMode": "Self"},
+     "BGPPeer.Spec.KeepOriginalNextHop = 'true' (keepOriginalNextHop and nextHopMode cannot "
+     "both be set"),
+])
+def test_bgppeer_more_rules(spec, fragment):
+    with pytest.raises(ValidationError) as err:
+        parse_document(peer(**spec))
+    assert fragment in str(err.value)
+
+
+def bgpconfig(**spec):
+    return {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
+            "metadata": {"name": "default"}, "spec": spec}
+
+
+def test_bgpconfiguration_keeps_log_severity_as_written_and_mesh_fields_when_mesh_unset():
+    c = parse_document(bgpconfig(logSeverityScreen="debug", nodeMeshMaxRestartTime="2m",
+                                 ignoredInterfaces=["eth*", "ens3.100"]))
+    assert json.loads(c.to_stored())["spec"]["logSeverityScreen"] == "debug"
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({"communities": [{"name": "Bad_Name", "value": "1:1"}],
+      "prefixAdvertisements": [{"cidr": "10.0.0.0/8", "communities": ["1:1"]}]},
+     "BGPConfiguration.Spec.Communities[0].Name = 'Bad_Name'"),
+    ({"prefixAdvertisements": [{"cidr": "10.0.0.0/8", "communities": ["1:2", "65536:1"]}]},
+     "PrefixAdvertisements[0].Communities[1] = '65536:1' (invalid community value, expected 16 "
+     "bit value)"),
+    ({"prefixAdvertisements": [{"cidr": "10.0.0.1/8", "communities": []}]},
+     "PrefixAdvertisements[0].CIDR = '10.0.0.1/8' (is not strictly masked)"),
+    ({"ignoredInterfaces": ["eth0", "an-interface-name-too-long"]},
+     "BGPConfiguration.Spec.IgnoredInterfaces[1] = 'an-interface-name-too-long'"),
+    ({"logSeverityScreen": "verbose"}, "BGPConfiguration.Spec.LogSeverityScreen = 'verbose'"),
+])
+def test_bgpconfiguration_rules(spec, fragment):
+    with pytest.raises(ValidationError) as err:
+        parse_document(bgpconfig(**spec))
+    assert fragment in str(err.value)
+
+
+def test_node_wireguard_key_must_be_32_bytes():
+    import base64
+    doc = {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": "n1"},
+           "spec": {}, "status": {"wireguardPublicKeyV6": base64.b64encode(b"k" * 31).decode()}}
+    with pytest.raises(ValidationError) as err:
+        parse_document(doc)
+    assert "Node.Status.WireguardPublicKeyV6" in str(err.value)
+    assert "32 bytes" in str(err.value)
+
+
+def test_annotation_total_size_is_counted_in_bytes():
+    big = "é" * (128 * 1024)  # 2 bytes each in UTF-8: 256 KiB of value, plus the key
+    with pytest.raises(ValidationError) as err:
+        parse_document({**pool(), "metadata": {"name": "p1", "annotations": {"k": big}}})
+    assert str(err.value) == ("error with field IPPool.Metadata.Annotations = '262145 bytes' "
+                              "(total size of annotations is too large by 1 bytes)")
+
+
+def test_ipamconfiguration_max_blocks_bound():
+    doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPAMConfiguration",
+           "metadata": {"name": "default"},
+           "spec": {"strictAffinity": True, "maxBlocksPerHost": 1_000_001}}
+    with pytest.raises(ValidationError) as err:
+        parse_document(doc)
+    assert "IPAMConfiguration.Spec.MaxBlocksPerHost = '1000001'" in str(err.value)

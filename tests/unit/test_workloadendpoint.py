@@ -93,6 +93,10 @@ def test_valid_names(name):
     ({"ipNATs": [{"internalIP": "10.65.0.2"}]},
      "WorkloadEndpoint.Spec.IPNATs[0].ExternalIP = '' (required field is missing)"),
     ({"node": "Node_1"}, "WorkloadEndpoint.Spec.Node = 'Node_1'"),
+    ({"containerID": "abc_def"}, "WorkloadEndpoint.Spec.ContainerID = 'abc_def' (containerID"),
+    ({"ports": [{"protocol": "TCP", "port": 80, "hostPort": 0}]},
+     "WorkloadEndpoint.Spec.Ports[0].Name = '' (WorkloadEndpointPort name must not be empty if "
+     "no HostPort is specified)"),
     ({"profiles": ["kns.default", "Bad Profile"]}, "invalid profile name 'Bad Profile'"),
     ({"ports": [{"name": "http", "protocol": "ICMP", "port": 80}]},
      "WorkloadEndpoint.Spec.Ports[0].Protocol = 'ICMP'"),
