@@ -276,6 +276,13 @@ def wait_every_block_everywhere(lab: Lab, blocks: Mapping[str, set[str]], timeou
         time.sleep(poll)
 
 
+def settle(lab: Lab) -> None:
+    """Until no agent has written to its kernel for a second (all nodes at once)."""
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda n: lab_agents.wait_settled(lab, n.name, quiet=1.0, timeout=120.0),
+                      lab.nodes))
+
+
 # -- churn ---------------------------------------------------------------------------------
 
 
@@ -379,6 +386,10 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         start_bgp_cluster(lab, params.route_reflectors,
                           ready_timeout=max(120.0, 3.0 * params.nodes))
         fig["agents ready (s)"] = time.monotonic() - t0
+        # Fresh processes: all the CPU they have used is what starting took (this figure,
+        # unlike the seconds above, does not depend on what else the machine runs).
+        started = LabProcesses.of(lab)
+        fig["agent CPU s to ready (mean per node)"] = started.agents_cpu() / params.nodes
         say(f"agents ready after {fig['agents ready (s)']:.1f} s")
         lab_pods.ensure_namespace(lab, NAMESPACE)
         with ThreadPoolExecutor(params.churn_workers) as pool:
@@ -404,8 +415,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         say(f"every block on every node after {fig['every block everywhere (s)']:.1f} s")
 
         # Idle: once every agent has stopped writing (pods just made can still be arriving).
-        for n in lab.nodes:
-            lab_agents.wait_settled(lab, n.name, quiet=1.0, timeout=120.0)
+        settle(lab)
         procs = LabProcesses.of(lab)
         a0, s0, c2, m2, t2 = (procs.agents_cpu(), procs.speakers_cpu(), process_cpu(procs.etcd),
                               etcd_metrics(lab), time.monotonic())
@@ -468,8 +478,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
 
         # After churn: the staying pods' routes are all there, and memory has not grown.
         wait_every_block_everywhere(lab, blocks, params.block_timeout)
-        for n in lab.nodes:
-            lab_agents.wait_settled(lab, n.name, quiet=1.0, timeout=120.0)
+        settle(lab)
         after = procs.memory()
         result.memory_growth = {k: _mib(after[k].get("Rss", 0) - v.get("Rss", 0))
                                 for k, v in before.items()
