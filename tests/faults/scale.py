@@ -18,6 +18,9 @@ route reflectors with the mesh off, and measures, in this order:
    churned pods are removed, every block is checked everywhere again, and memory is
    taken again: its growth per node is compared with `memory_bound_mib`.
 
+A CNI call answered with code 11 (try again later: e.g. etcd did not answer within
+the client's deadline on a starved machine) is retried, as a container runtime
+retries it, and counted; only a call that still fails counts as failed.
 etcd's requests are its `grpc_server_handled_total` summed by method (from
 /metrics, before and after a phase), its CPU is /proc/<pid>/stat's utime+stime.
 Invariants: every lab is torn down, also when a phase fails; the figures are
@@ -38,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from lab import Lab
 from lab import agents as lab_agents
@@ -52,6 +56,7 @@ CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 NAMESPACE = "default"
 BLOCK_PREFIX = 26
 BGP_PROTO = "80"  # the kernel protocol tortie writes BGP-learned routes with
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class ScaleResult:
     figures: dict[str, float] = field(default_factory=dict)  # "name (unit)" -> value
     probes: ProbeReport | None = None
     churn_errors: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # CNI calls answered "try again later"
     memory_growth: dict[str, float] = field(default_factory=dict)  # "agent-node3" -> MiB
     etcd_methods: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> rates
 
@@ -283,6 +289,24 @@ def settle(lab: Lab) -> None:
                       lab.nodes))
 
 
+TRY_AGAIN_LATER = 11  # the CNI error code a runtime answers by retrying the call
+ATTEMPTS = 3
+
+
+def with_retries(call: Callable[[], T], retried: list[str]) -> T:
+    """`call()`, again after a pause when it fails with CNI code 11 (try again later), as a
+    container runtime retries a sandbox; each retry's error is appended to `retried`."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except lab_pods.PodError as e:
+            if e.code != TRY_AGAIN_LATER or attempt == ATTEMPTS:
+                raise
+            retried.append(str(e)[:300])
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
+
+
 # -- churn ---------------------------------------------------------------------------------
 
 
@@ -294,6 +318,7 @@ class ChurnReport:
     skipped: int = 0  # ticks dropped because every worker was still busy
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # code 11 answers, then retried
     seconds: float = 0.0
 
 
@@ -309,13 +334,14 @@ def churn(lab: Lab, params: ScaleParams, stop_after: float) -> ChurnReport:
     serial = iter(range(10**9))
 
     def add(node: str, name: str) -> None:
-        pod = lab_pods.add_pod(lab, node, NAMESPACE, name, labels={"app": "churn"},
-                               namespace_exists=True)
+        pod = with_retries(lambda: lab_pods.add_pod(
+            lab, node, NAMESPACE, name, labels={"app": "churn"}, namespace_exists=True),
+            report.retried)
         with lock:
             live.append(pod)
 
     def delete(pod: lab_pods.PodInfo) -> None:
-        lab_pods.delete_pod(lab, pod)
+        with_retries(lambda: lab_pods.delete_pod(lab, pod), report.retried)
 
     def timed(kind: str, fn: Callable[..., None], *args: object) -> None:
         started = time.monotonic()
@@ -384,7 +410,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         procs = LabProcesses.of(lab)
         m0, c0, t0 = etcd_metrics(lab), process_cpu(procs.etcd), time.monotonic()
         start_bgp_cluster(lab, params.route_reflectors,
-                          ready_timeout=max(120.0, 3.0 * params.nodes))
+                          ready_timeout=max(120.0, 6.0 * params.nodes))
         fig["agents ready (s)"] = time.monotonic() - t0
         # Fresh processes: all the CPU they have used is what starting took (this figure,
         # unlike the seconds above, does not depend on what else the machine runs).
@@ -392,15 +418,19 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         fig["agent CPU s to ready (mean per node)"] = started.agents_cpu() / params.nodes
         say(f"agents ready after {fig['agents ready (s)']:.1f} s")
         lab_pods.ensure_namespace(lab, NAMESPACE)
+        startup_retries: list[str] = []
         with ThreadPoolExecutor(params.churn_workers) as pool:
             # One installation (and CNI server) per node before any pod: two ADDs racing
             # to install the same node would find its conflist before its server.
             list(pool.map(lambda n: lab_pods.install_cni(lab, n.name), lab.nodes))
             staying = list(pool.map(
-                lambda job: lab_pods.add_pod(lab, job[0], NAMESPACE, job[1],
-                                             labels={"app": "stay"}, namespace_exists=True),
+                lambda job: with_retries(lambda: lab_pods.add_pod(
+                    lab, job[0], NAMESPACE, job[1], labels={"app": "stay"},
+                    namespace_exists=True), startup_retries),
                 [(n.name, f"stay{n.name[4:]}x{k}") for n in lab.nodes
                  for k in range(params.pods_per_node)]))
+        fig["staying pod ADDs retried (code 11)"] = float(len(startup_retries))
+        result.retried += startup_retries
         fig["staying pods added (s)"] = time.monotonic() - t0
         blocks: dict[str, set[str]] = {}
         for pod in staying:
@@ -465,6 +495,8 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         result.etcd_methods["churn"] = rates(m4, m5, t5 - t4)
         fig["churn operations/s achieved"] = report.ops / report.seconds
         fig["churn operations failed"] = float(len(report.errors))
+        fig["churn CNI calls retried (code 11)"] = float(len(report.retried))
+        result.retried += report.retried
         fig["churn ticks skipped (workers busy)"] = float(report.skipped)
         fig["churn CNI call p50 (s)"] = percentile(report.latencies, 0.5)
         fig["churn CNI call p99 (s)"] = percentile(report.latencies, 0.99)
@@ -510,4 +542,5 @@ def format_result(result: ScaleResult) -> str:
     if result.probes is not None:
         lines.append("  " + result.probes.report().splitlines()[0])
     lines += [f"  churn error: {e}" for e in result.churn_errors[:5]]
+    lines += [f"  retried (code 11): {e}" for e in result.retried[:5]]
     return "\n".join(lines)
