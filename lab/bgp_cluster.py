@@ -13,7 +13,7 @@ over BGP, and the order they are written in. Invariants:
   session ever starts outside that topology. The first `route_reflectors` nodes
   become reflectors (label `route-reflector: "true"`, one shared
   routeReflectorClusterID) as soon as their agents have registered their Nodes
-  (a merge patch keeps what the agent wrote).
+  (a merge patch keeps what the agent wrote), before any other agent starts.
 - Agents are lab processes (lab.agents), so `lab.down()` stops them and their ExaBGP.
 """
 
@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from lab import agents as lab_agents
 from lab.cluster import Lab
+from lab.errors import CommandFailed
 from lab.topology import PlanError
 
 BIN = Path(sys.executable).parent
@@ -72,23 +74,47 @@ def check_reflectors(lab: Lab, route_reflectors: int) -> None:
                         f"{len(lab.nodes)} (the lab's nodes)")
 
 
-def start_bgp_cluster(lab: Lab, route_reflectors: int = 0, *,
+def start_bgp_cluster(lab: Lab, route_reflectors: int = 0, *, wave: int = 10,
                       ready_timeout: float = 120.0) -> list[str]:
-    """Write the pool and BGP topology, start an agent on every node, make the first
+    """Write the pool and BGP topology, start the agents, make the first
     `route_reflectors` nodes reflectors, and wait until every agent is ready.
 
+    The reflectors start first (so clients find them), then the other nodes `wave`
+    at a time, each wave ready before the next starts: 50 Python agents starting in
+    the same second on two cores starve etcd and each other for minutes (a `ctl`
+    call then times out connecting), which says nothing about the agents.
     Returns the reflectors' node names. PlanError (nothing written) for a bad count.
     """
     check_reflectors(lab, route_reflectors)
+    if wave < 1:
+        raise PlanError(f"wave={wave}: start at least 1 agent at a time")
     ctl(lab, ["apply", "-f", "-"], stdin=manifests(route_reflectors))
-    for node in lab.nodes:
-        lab_agents.start_agent(lab, node.name)
     reflectors = [n.name for n in lab.nodes[:route_reflectors]]
+    clients = [n.name for n in lab.nodes[route_reflectors:]]
+    for name in reflectors:
+        lab_agents.start_agent(lab, name)
     for name in reflectors:
         # A reflector's Node must exist before it can be patched: its agent writes it
         # on start, and it is ready only after that write.
         lab_agents.wait_ready(lab, name, ready_timeout)
-        ctl(lab, ["patch", "node", name, "-p", REFLECTOR_PATCH])
-    for node in lab.nodes[route_reflectors:]:
-        lab_agents.wait_ready(lab, node.name, ready_timeout)
+        _patch_with_retries(lab, name)
+    for first in range(0, len(clients), wave):
+        batch = clients[first:first + wave]
+        for name in batch:
+            lab_agents.start_agent(lab, name)
+        for name in batch:
+            lab_agents.wait_ready(lab, name, ready_timeout)
     return reflectors
+
+
+def _patch_with_retries(lab: Lab, node: str, attempts: int = 3) -> None:
+    # On a starved machine a fresh `ctl` can time out connecting to etcd; the patch is
+    # idempotent, so it is simply made again.
+    for attempt in range(1, attempts + 1):
+        try:
+            ctl(lab, ["patch", "node", node, "-p", REFLECTOR_PATCH])
+            return
+        except CommandFailed:
+            if attempt == attempts:
+                raise
+            time.sleep(2 * attempt)

@@ -541,6 +541,9 @@ def format_result(result: ScaleResult) -> str:
                                 if g > p.memory_bound_mib)))
     if result.probes is not None:
         lines.append("  " + result.probes.report().splitlines()[0])
+        # Every pair that lost something, with when (seconds into the churn).
+        lines += ["    " + pair.line(result.probes.started) for pair in result.probes.pairs
+                  if pair.lost]
     lines += [f"  churn error: {e}" for e in result.churn_errors[:5]]
     lines += [f"  retried (code 11): {e}" for e in result.retried[:5]]
     return "\n".join(lines)
