@@ -16,14 +16,17 @@ issue's item 4, printed at the end of each run: zero probes lost between staying
 pods, zero failed churn operations, and RSS growth per agent and per ExaBGP over the
 churn within `--memory-bound` MiB. Exit status 1 if any of them fails.
 
-Memory and CPU: 50 nodes take about 9 GB (agent, ExaBGP, CNI server per node) and
-both CPUs for the first minutes; other work on the machine shows in the timings,
-not in the request counts or memory, which are the figures to compare.
+Memory and CPU: about 170 MiB RSS per node (agent, ExaBGP, CNI server; measured at
+10 nodes), so ~9 GB at 50, and every core it can get while the agents start; other
+work on the machine shows in the timings, not in the request counts, CPU seconds or
+memory, which are the figures to compare. On two shared cores the 50-node start-up
+did not finish (docs/reliability.md, Load).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -73,6 +76,8 @@ def main() -> int:
     if args.churn_rate <= 0:
         ap.error(f"--churn-rate {args.churn_rate:g}: must be positive")
 
+    # SIGTERM unwinds like Ctrl-C, so run_scale's `finally` removes the lab.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     results = []
     for n in counts:
         params = ScaleParams(
