@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from lab import netns, state
+from lab.bgp_cluster import start_bgp_cluster
 from lab.cluster import Lab, teardown
 from lab.errors import LabError, LabNotFound
 from lab.topology import DEFAULT_NAME
@@ -62,15 +63,38 @@ def main(verbose: int) -> None:
 @click.option("--underlay", metavar="CIDR",
               help="IPv4 network the /24 node subnets are carved from, e.g. 10.77.0.0/16 "
                    "(default: derived from the name, avoiding other labs).")
-def up(name: str, nodes: int, subnets: int, etcd_members: str, underlay: str | None) -> None:
+@click.option("--agents", is_flag=True,
+              help="Also run tortie-agent (and its ExaBGP) on every node, with a pool "
+                   "without encapsulation whose blocks are routed over BGP.")
+@click.option("--route-reflectors", type=click.IntRange(0), default=0, show_default=True,
+              help="With --agents: the first N nodes are route reflectors and the "
+                   "node-to-node mesh is off (0: full mesh).")
+def up(name: str, nodes: int, subnets: int, etcd_members: str, underlay: str | None,
+       agents: bool, route_reflectors: int) -> None:
     """Build the lab (tearing down leftovers of an earlier run of the same name first)."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
+    if route_reflectors and not agents:
+        _fail(LabError(f"--route-reflectors {route_reflectors} needs --agents"))
+    if route_reflectors > nodes:
+        _fail(LabError(f"--route-reflectors {route_reflectors}: more than --nodes {nodes}"))
     try:
         lab = Lab(name, nodes=nodes, subnets=subnets, etcd_members=int(etcd_members),
                   underlay=underlay).up()
     except LabError as e:
         _fail(e)
+    if agents:
+        try:
+            reflectors = start_bgp_cluster(lab, route_reflectors)
+        except BaseException as e:
+            # Like a failed up: nothing of the lab stays behind.
+            lab.down()
+            if isinstance(e, Exception):
+                _fail(LabError(f"lab {name}: starting the agents failed: {e}; the lab was "
+                               "removed"))
+            raise
+        log.info("lab %s: agents ready on %d nodes, %s", name, nodes,
+                 f"route reflectors {', '.join(reflectors)}" if reflectors else "full mesh")
     _print_status(lab, lab.status())
 
 

@@ -406,13 +406,16 @@ def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str
             labels: Mapping[str, str] | None = None,
             named_ports: Sequence[NamedPort] = (),
             service_account: str | None = None,
-            container_id: str | None = None) -> PodInfo:
+            container_id: str | None = None,
+            namespace_exists: bool = False) -> PodInfo:
     """Create pod `namespace/name` on `node` through the CNI plugin (see the module docstring).
 
     port_mappings: portmap's runtimeConfig entries, e.g.
     [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]; labels, named_ports
     and service_account: the pod's, passed as a runtime passes them (`args.cni`), which
-    the WorkloadEndpoint carries.
+    the WorkloadEndpoint carries. `namespace_exists`: the caller made the namespace
+    already (`ensure_namespace`), so the `ctl` call that checks it is skipped (churn at
+    10 pods per second cannot afford a Python process per pod for it).
     """
     node_name = _node_name(lab, node)
     for what, value in (("namespace", namespace), ("pod name", name)):
@@ -421,7 +424,8 @@ def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str
     record = _record_path(lab, node_name, namespace, name)
     if record.exists():
         raise PodError(f"pod {namespace}/{name} already exists on {node_name}")
-    ensure_namespace(lab, namespace)
+    if not namespace_exists:
+        ensure_namespace(lab, namespace)
     conflist = _load_conflist(lab, node_name)
     pod = PodInfo(name, namespace, node_name, pod_netns(lab, namespace, name), "", "",
                   container_id or uuid.uuid4().hex, port_mappings=[dict(p) for p in port_mappings])

@@ -15,6 +15,7 @@ from typing import Any
 
 from lab import Lab
 from lab import agents as lab_agents
+from lab.bgp_cluster import NO_ENCAP_POOL as NO_ENCAP_POOL  # re-exported for the BGP tests
 from tests.support import wait_until
 
 from .pods import BIN, ctl
@@ -83,13 +84,6 @@ def speaker_pid(lab: Lab, node: str) -> int | None:
     return None
 
 
-# A pool without encapsulation: pods on different nodes reach each other only
-# through routes learned over BGP (`<block> via <node> dev eth0 proto 80 onlink`).
-NO_ENCAP_POOL = """apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.244.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never}
-"""
 
 
 # Assign an address to a node (claiming its block's affinity), or release both, as the

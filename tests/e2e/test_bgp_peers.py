@@ -29,7 +29,7 @@ import time
 import pytest
 
 from bgp.daemon import SECRET_POLL
-from lab import Lab
+from lab import Lab, bgp_cluster
 from lab.routers import (
     bird_peer,
     bird_proto_name,
@@ -61,20 +61,9 @@ from .pods import add_pod, ctl, ping
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 POOL = NO_ENCAP_POOL
-MESH_OFF = """apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec: {nodeToNodeMeshEnabled: false}
-"""
-PEER_WITH_RRS = """apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: peer-with-route-reflectors}
-spec:
-  nodeSelector: all()
-  peerSelector: route-reflector == 'true'
-"""
-RR_NODE_PATCH = json.dumps({"metadata": {"labels": {"route-reflector": "true"}},
-                            "spec": {"bgp": {"routeReflectorClusterID": "244.0.0.1"}}})
+MESH_OFF = bgp_cluster.MESH_OFF
+PEER_WITH_RRS = bgp_cluster.PEER_WITH_REFLECTORS
+RR_NODE_PATCH = bgp_cluster.REFLECTOR_PATCH  # routeReflectorClusterID 244.0.0.1
 TOR_NET = "198.51.100.0/24"  # announced by the FRR ToR
 MD5_NET = "203.0.113.0/24"  # announced by the BIRD peer with a password
 RR_NODES = ("node1", "node2")
