@@ -17,6 +17,10 @@ Invariants:
     plan change too;
   * each route change is sent to ExaBGP once (ExaBGP keeps its adj-RIB-out
     across session flaps); everything is re-sent only to a new ExaBGP process;
+  * End-of-RIB (RFC 4724) is ours to send, not ExaBGP's (`manual-eor`): once per
+    session that comes up, after the routes pass that follows its `up`, so every
+    route meant for that peer, the whole re-announcement to a new ExaBGP included,
+    is queued before it (the speaker keeps commands in order);
   * when a session drops without a NOTIFICATION and the peer advertised
     graceful restart, its routes stay (stale) until it sends End-of-RIB after
     coming back or its restart time passes; otherwise they go at once;
@@ -133,6 +137,7 @@ class BGPDaemon:
         self._sent: dict[str, dict[str, OutRoute]] = {}  # adj-RIB-out as sent to ExaBGP
         self._opens: dict[str, PeerOpen] = {}
         self._notified: set[str] = set()  # peers whose session is closing with a NOTIFICATION
+        self._eor_due: set[str] = set()  # sessions up whose End-of-RIB is not sent yet
         self._published: dict[str, tuple[str, str]] = {}  # best paths handed out
         self._publish_reset = True  # nothing handed out yet: the next publication is a reset
         self._status_lock = threading.Lock()
@@ -315,6 +320,10 @@ class BGPDaemon:
                 self.speaker.withdraw(peer, prefixes)
             for peer, routes in announce.items():
                 self.speaker.announce(peer, routes)
+            # after every announcement above: the speaker and ExaBGP keep the order
+            for peer in sorted(self._eor_due):
+                self.speaker.end_of_rib(peer)
+            self._eor_due.clear()
         self.book.set_counts({p.peer_ip: (rib.received_count(p.peer_ip),
                                           len(self._sent.get(p.peer_ip, ())))
                               for p in plan.peers})
@@ -355,6 +364,11 @@ class BGPDaemon:
             case PeerState(peer, state, reason):
                 self.book.on_state(ev, wall)
                 self._status_dirty = True
+                if state == "up":
+                    self._eor_due.add(peer)
+                    self._routes_dirty = True  # the pass that sends its End-of-RIB
+                elif state == "down":
+                    self._eor_due.discard(peer)
                 if state == "up" and rib:
                     self._peer_up(peer)
                 elif state == "down" and rib:
@@ -379,6 +393,7 @@ class BGPDaemon:
                 _log.info("ExaBGP running (generation %d): announcing everything", generation)
                 self.book.on_speaker(True, wall)
                 self._sent = {}
+                self._eor_due.clear()  # sessions of the old process
                 self._routes_dirty = self._full_export = True
                 self._status_dirty = True
             case SpeakerStopped(reason):
@@ -386,6 +401,7 @@ class BGPDaemon:
                              reason)
                 self.book.on_speaker(False, wall, reason)
                 self._status_dirty = True
+                self._eor_due.clear()
                 if rib:
                     for peer in rib.peers():
                         self._rib_changed(rib.peer_down(peer, now, graceful=True))
