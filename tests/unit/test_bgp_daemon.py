@@ -302,6 +302,33 @@ def test_every_session_up_gets_one_end_of_rib_after_everything_queued_for_it(pas
                 assert eors_this_session[peer] == 1, (peer, speaker.log)
 
 
+# -- router id conflicts ---------------------------------------------------------------------
+
+
+def test_a_router_id_collision_is_reported_naming_both_nodes_and_the_id(caplog):
+    d, _, _ = daemon()
+    d.plan = replace(PLAN, peers=tuple(replace(p, peer_node="n2" if p.peer_ip == B else "n3")
+                                       for p in PLAN.peers))
+    collision = PeerNotification(B, 2, 3, "BGP Identifier collision, same router-id "
+                                 f"({ME}) on both sides of this IBGP session", "send")
+    with caplog.at_level("ERROR", logger="bgp.daemon"):
+        # ExaBGP retries: reported once per outage, and again after the session was up
+        step(d, PeerOpen(B, ME, AS, 240, 120), collision, PeerState(B, "down"))
+        step(d, PeerOpen(B, ME, AS, 240, 120), collision, PeerState(B, "down"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"BGP router id conflict: node n1 and node n2 ({B}) both use BGP router id {ME}; "
+        "their session is refused with Bad BGP Identifier (2,3) (sent, BGP Identifier "
+        f"collision, same router-id ({ME}) on both sides of this IBGP session). Give one "
+        "of them another CALICO_ROUTER_ID."]
+    assert "Sent: BGP Identifier collision" in d.book.rows()[0].error  # ctl node status
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="bgp.daemon"):
+        step(d, *up(C), PeerNotification(C, 2, 3, "0.0.0.0 is an invalid router_id"),
+             PeerState(C, "down"))
+    assert "node n1 (router id 10.0.0.1) and node n3 (10.0.0.3, router id 10.0.0.3) have " \
+        "a bad or colliding BGP router id" in caplog.text
+
+
 # -- passwords -----------------------------------------------------------------------------
 
 
