@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     nodename, _ = determine_node_name(cfg.nodename, os.environ.get("HOSTNAME"),
                                       cfg.nodename_file)
     daemon = BGPDaemon(client, nodename, workdir=Path(cfg.run_dir) / "bgp" / nodename,
-                       hold_time=cfg.bgp_hold_time)
+                       hold_time=cfg.bgp_hold_time, router_id=cfg.router_id)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.request_stop())
     idle_gc.start()

@@ -114,6 +114,23 @@ def _asn(text: str) -> int:
         raise _Invalid(str(exc)) from None
 
 
+def _router_id(text: str) -> str | None:
+    """CALICO_ROUTER_ID: `hash` (an IPv4 hashed from the node name, as confd does) or
+    an IPv4 address other than 0.0.0.0 (RFC 6286); empty is unset (the node's IPv4)."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "hash":
+        return text
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise _Invalid("must be `hash` or an IPv4 address") from None
+    if int(address) == 0:
+        raise _Invalid("0.0.0.0 is not a valid BGP identifier (RFC 6286)")
+    return str(address)
+
+
 ENDPOINT_TO_HOST_ACTIONS: tuple[EndpointToHostAction, ...] = ("Drop", "Return", "Accept")
 # Felix's defaults (felix/config/config_params.go): ssh, DHCP, BGP, etcd, Typha, the
 # Kubernetes API server and kube-proxy health (inbound); DNS, DHCP and the same
@@ -261,6 +278,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TORTIE_BGP_HOLD_TIME", "bgp_hold_time", "seconds", 240, "240",
             "BGP hold time of mesh sessions and of BGPPeers without keepaliveTime (BIRD's "
             "default, which Calico inherits; 0 or at least 3).", _hold_time),
+    Setting("CALICO_ROUTER_ID", "router_id", "hash|<ipv4>", None, "(unset)",
+            "This node's BGP router id (BGP identifier). Unset: the node's IPv4 address. "
+            "hash: an IPv4 address hashed from the node name (confd's rule). Two nodes of "
+            "one AS with the same router id cannot peer (Bad BGP Identifier).", _router_id),
     Setting("CALICO_MTU_FILE", "mtu_file", "path", "/var/lib/calico/mtu", "/var/lib/calico/mtu",
             "Where the agent publishes the pod MTU (the smallest MTU of the tunnels in use, "
             "else the host MTU) for the CNI plugin, as calico-node writes it.", _string),
@@ -349,6 +370,7 @@ class AgentConfig:
     networking_backend: str = "bird"
     bgp_sidecar: bool = False
     bgp_hold_time: int = 240
+    router_id: str | None = None
     mtu_file: str = "/var/lib/calico/mtu"
     run_dir: str = "/var/run/tortie"
     endpoint_status_path_prefix: str = "/var/run/calico"

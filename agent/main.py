@@ -248,7 +248,8 @@ class Agent:
         self._bgp_running = True
         daemon = BGPDaemon(self.client, self.nodename,
                            workdir=Path(self.config.run_dir) / "bgp" / self.nodename,
-                           on_routes=self.on_learned, hold_time=self.config.bgp_hold_time)
+                           on_routes=self.on_learned, hold_time=self.config.bgp_hold_time,
+                           router_id=self.config.router_id)
         daemon.start()
         return daemon.stop
 

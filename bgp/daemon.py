@@ -17,6 +17,10 @@ Invariants:
     plan change too;
   * each route change is sent to ExaBGP once (ExaBGP keeps its adj-RIB-out
     across session flaps); everything is re-sent only to a new ExaBGP process;
+  * End-of-RIB (RFC 4724) is ours to send, not ExaBGP's (`manual-eor`): once per
+    session that comes up, after the routes pass that follows its `up`, so every
+    route meant for that peer, the whole re-announcement to a new ExaBGP included,
+    is queued before it (the speaker keeps commands in order);
   * when a session drops without a NOTIFICATION and the peer advertised
     graceful restart, its routes stay (stale) until it sends End-of-RIB after
     coming back or its restart time passes; otherwise they go at once;
@@ -85,6 +89,7 @@ from .view import BGPView
 
 _log = logging.getLogger(__name__)
 
+BAD_BGP_IDENTIFIER = (2, 3)  # OPEN Message Error, Bad BGP Identifier (RFC 4271 6.2)
 NEIGHBOR_POLL = 2.0  # seconds between `show neighbor json` polls (status only)
 STATUS_REFRESH = 10.0  # the etcd copy is rewritten at least this often while anything runs
 # Password files the plan read are read again this often: a rotated Kubernetes secret
@@ -100,6 +105,7 @@ class BGPDaemon:
                  on_routes: Callable[[BestPathChanges], None] | None = None,
                  control_name: str | None = DEFAULT_NAME,
                  hold_time: int = DEFAULT_HOLD_TIME,
+                 router_id: str | None = None,
                  password_for: Callable[[SecretKeyRef], str | None] | None = None,
                  publish_status: bool = True,
                  clock: Callable[[], float] = time.monotonic,
@@ -109,6 +115,7 @@ class BGPDaemon:
         self.workdir = workdir
         self.on_routes = on_routes
         self.hold_time = hold_time
+        self.router_id = router_id  # CALICO_ROUTER_ID (bgp.plan.plan_node)
         self.password_for = password_for or SecretsDir.from_env()
         self.publish_status = publish_status
         self.clock, self.wall = clock, wall
@@ -133,6 +140,8 @@ class BGPDaemon:
         self._sent: dict[str, dict[str, OutRoute]] = {}  # adj-RIB-out as sent to ExaBGP
         self._opens: dict[str, PeerOpen] = {}
         self._notified: set[str] = set()  # peers whose session is closing with a NOTIFICATION
+        self._eor_due: set[str] = set()  # sessions up whose End-of-RIB is not sent yet
+        self._id_collisions: set[str] = set()  # peers refused for our router id, reported
         self._published: dict[str, tuple[str, str]] = {}  # best paths handed out
         self._publish_reset = True  # nothing handed out yet: the next publication is a reset
         self._status_lock = threading.Lock()
@@ -242,7 +251,7 @@ class BGPDaemon:
         self._passwords = {}
         plan = plan_node(self.nodename, self.view.nodes, self.view.peers.values(),
                          self.view.configs, password_for=self._read_password,
-                         hold_time=self.hold_time)
+                         hold_time=self.hold_time, router_id=self.router_id)
         if plan == self.plan:
             return
         previous = self.plan
@@ -315,6 +324,10 @@ class BGPDaemon:
                 self.speaker.withdraw(peer, prefixes)
             for peer, routes in announce.items():
                 self.speaker.announce(peer, routes)
+            # after every announcement above: the speaker and ExaBGP keep the order
+            for peer in sorted(self._eor_due):
+                self.speaker.end_of_rib(peer)
+            self._eor_due.clear()
         self.book.set_counts({p.peer_ip: (rib.received_count(p.peer_ip),
                                           len(self._sent.get(p.peer_ip, ())))
                               for p in plan.peers})
@@ -355,6 +368,11 @@ class BGPDaemon:
             case PeerState(peer, state, reason):
                 self.book.on_state(ev, wall)
                 self._status_dirty = True
+                if state == "up":
+                    self._eor_due.add(peer)
+                    self._routes_dirty = True  # the pass that sends its End-of-RIB
+                elif state == "down":
+                    self._eor_due.discard(peer)
                 if state == "up" and rib:
                     self._peer_up(peer)
                 elif state == "down" and rib:
@@ -368,7 +386,9 @@ class BGPDaemon:
             case EndOfRib(peer):
                 if rib:
                     self._rib_changed(rib.end_of_rib(peer))
-            case PeerNotification(peer):
+            case PeerNotification(peer, code, subcode):
+                if (code, subcode) == BAD_BGP_IDENTIFIER:
+                    self._report_id_collision(ev)
                 self._notified.add(peer)
                 self.book.on_notification(ev)
                 self._status_dirty = True
@@ -379,6 +399,7 @@ class BGPDaemon:
                 _log.info("ExaBGP running (generation %d): announcing everything", generation)
                 self.book.on_speaker(True, wall)
                 self._sent = {}
+                self._eor_due.clear()  # sessions of the old process
                 self._routes_dirty = self._full_export = True
                 self._status_dirty = True
             case SpeakerStopped(reason):
@@ -386,6 +407,7 @@ class BGPDaemon:
                              reason)
                 self.book.on_speaker(False, wall, reason)
                 self._status_dirty = True
+                self._eor_due.clear()
                 if rib:
                     for peer in rib.peers():
                         self._rib_changed(rib.peer_down(peer, now, graceful=True))
@@ -402,7 +424,30 @@ class BGPDaemon:
             restart_time=opened.restart_time if opened else None))
         self._routes_dirty = self._full_export = True  # its router id joins the export policy
         self._notified.discard(peer)
+        self._id_collisions.discard(peer)
         _log.info("BGP session with %s (%s) established", peer, spec.name)
+
+    def _report_id_collision(self, ev: PeerNotification) -> None:
+        """A session refused with Bad BGP Identifier (either side may send it): name both
+        nodes and the id, once until the session comes up. Two nodes of one AS with one
+        router id can never peer (RFC 4271 6.2); ExaBGP refuses it, BIRD too."""
+        if ev.peer in self._id_collisions:
+            return
+        self._id_collisions.add(ev.peer)
+        plan = self.plan
+        spec = next((p for p in plan.peers if p.peer_ip == ev.peer), None) if plan else None
+        opened = self._opens.get(ev.peer)
+        theirs = opened.router_id if opened else None
+        ours = plan.router_id if plan else None
+        other = f"node {spec.peer_node}" if spec and spec.peer_node else f"peer {ev.peer}"
+        if theirs is not None and theirs == ours:
+            what = f"node {self.nodename} and {other} ({ev.peer}) both use BGP router id {ours}"
+        else:
+            what = (f"node {self.nodename} (router id {ours}) and {other} ({ev.peer}, router "
+                    f"id {theirs or 'unknown'}) have a bad or colliding BGP router id")
+        _log.error("BGP router id conflict: %s; their session is refused with Bad BGP "
+                   "Identifier (2,3) (%s, %s). Give one of them another CALICO_ROUTER_ID.",
+                   what, "sent" if ev.direction == "send" else "received", ev.message)
 
     # -- status -----------------------------------------------------------------------------
 

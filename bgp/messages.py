@@ -28,6 +28,7 @@ Commands: `announce attributes <attrs> nlri <p1> <p2> ...` groups prefixes with 
 attributes into one command (one `done` each); an empty as_path is left out, so
 ExaBGP sends [local AS] to eBGP and [] to iBGP peers. Withdraws need no attributes:
 `withdraw attributes next-hop 0.0.0.0 nlri ...` (the next hop is ignored).
+`announce eor ipv4 unicast` is End-of-RIB (the config has `manual-eor true`).
 """
 
 from __future__ import annotations
@@ -232,6 +233,13 @@ def withdraw_commands(peer_ip: str, prefixes: Sequence[str],
     """Withdraws match on the prefix only; the next hop is required syntax, not compared."""
     head = f"neighbor {peer_ip} withdraw attributes next-hop 0.0.0.0 nlri "
     return [head + " ".join(chunk) for chunk in _chunks(list(prefixes), max_per_command)]
+
+
+def end_of_rib_command(peer_ip: str) -> str:
+    """End-of-RIB for IPv4 unicast to one established neighbor (with `manual-eor true`;
+    ExaBGP answers `error` if the session is not up). ExaBGP sends it once the routes
+    queued for that neighbor before it are out."""
+    return f"neighbor {peer_ip} announce eor ipv4 unicast"
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -63,6 +63,7 @@ with every default applied, following confd's rules (confd/pkg/backends/calico/b
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import re
@@ -351,10 +352,19 @@ class _Planner:
             next_hop_mode=next_hop))
 
 
+def hashed_router_id(nodename: str) -> str:
+    """confd's HashToIPv4 (CALICO_ROUTER_ID=hash): the first 4 bytes of the SHA-256 of the
+    node name, the first one moved out of 224-255 (multicast and reserved) by -32."""
+    first, *rest = hashlib.sha256(nodename.encode()).digest()[:4]
+    return ".".join(str(b) for b in (first - 32 if first > 223 else first, *rest))
+
+
 def plan_node(nodename: str, nodes: Mapping[str, Node], peers: Iterable[BGPPeer],
               configs: Mapping[str, BGPConfiguration], *, password_for: PasswordFor,
-              hold_time: int = DEFAULT_HOLD_TIME) -> NodePlan | None:
-    """This node's sessions; None when the node is unknown or has no IPv4 address."""
+              hold_time: int = DEFAULT_HOLD_TIME, router_id: str | None = None
+              ) -> NodePlan | None:
+    """This node's sessions; None when the node is unknown or has no IPv4 address.
+    `router_id` is CALICO_ROUTER_ID: None for the node's IPv4, `hash`, or an address."""
     local = nodes.get(nodename)
     own_ip = _ipv4(local) if local else None
     if local is None or own_ip is None:
@@ -371,7 +381,10 @@ def plan_node(nodename: str, nodes: Mapping[str, Node], peers: Iterable[BGPPeer]
         p.reverse(peer)
     p.mesh()
     return NodePlan(
-        node=nodename, node_ip=own_ip, router_id=own_ip, local_as=p.local_as,
+        node=nodename, node_ip=own_ip,
+        router_id=(own_ip if router_id is None else
+                   hashed_router_id(nodename) if router_id == "hash" else router_id),
+        local_as=p.local_as,
         listen_address=own_ip, listen_port=p.configured_port(nodename) or DEFAULT_PORT,
         cluster_id=p.cluster_id, peers=tuple(sorted(p.peers, key=lambda pp: pp.name)),
         problems=tuple(sorted(p.problems)))

@@ -22,6 +22,9 @@ exabgp/reactor in 5.0.15:
   character on any `'` or `"`, so a quoted value cannot contain either. A
   password that is not plain printable ASCII without quotes or backslashes
   is written base64 with `md5-base64 true`, which yields the exact bytes.
+* `manual-eor true` stops ExaBGP sending End-of-RIB by itself once a session is
+  up (its adj-RIB-out sent); the API's `neighbor <ip> announce eor ipv4 unicast`
+  queues one for an established neighbor, sent after any routes still queued.
 * `run` is split into argv by the same tokeniser (no shell), so an argument
   with spaces or syntax characters is double-quoted; quotes, backslashes and
   newlines cannot be expressed and are refused.
@@ -74,6 +77,10 @@ def _neighbor(peer: PeerPlan, router_id: str, process_name: str) -> list[str]:
         body += [f"outgoing-ttl {GTSM_SEND_TTL};", f"incoming-ttl {256 - peer.ttl_security};"]
     restart = peer.restart_time if peer.restart_time is not None else DEFAULT_RESTART_TIME
     body += [
+        # End-of-RIB is the daemon's to send (`announce eor`), after the routes it has for
+        # this peer: ExaBGP's own goes out as soon as the session is up, and after a
+        # restart that is before the daemon's re-announcement (RFC 4724 wants routes first).
+        "manual-eor true;",
         "family {", "    ipv4 unicast;", "}",
         "capability {", f"    graceful-restart {restart};", "    route-refresh;", "}",
         "api {",

@@ -28,6 +28,13 @@ ExaBGP 5.0.15 facts, verified against the real thing (tests/bgp/test_speaker.py)
 - The adj-RIB-out survives session flaps: when a session comes back ExaBGP sends
   every route it holds for that peer, then EOR. So: send each route change once,
   and everything again only after SpeakerStarted (a new ExaBGP starts empty).
+- With `manual-eor true` (bgp.render writes it) ExaBGP sends no EOR by itself;
+  `neighbor <ip> announce eor ipv4 unicast` queues one for an *established*
+  neighbor (`error` otherwise), sent once the routes queued for it before the
+  command are out. Commands are applied in order, so an EOR sent after the
+  announcements follows them on the wire (tests/bgp/test_speaker.py). A queued EOR
+  that a session drop interrupts stays queued in ExaBGP for the next session
+  (after that session's routes: harmless).
 - Reload (SIGUSR1): an added neighbour starts. A removed one's session is closed
   (bare TCP close, no NOTIFICATION; its reconnects are then refused with Cease 6/3)
   and its adj-RIB-out is dropped: re-adding it starts empty. A neighbour whose
@@ -81,7 +88,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgp.messages import SHOW_NEIGHBORS, Ack, announce_commands, parse_line, withdraw_commands
+from bgp.messages import (
+    SHOW_NEIGHBORS,
+    Ack,
+    announce_commands,
+    end_of_rib_command,
+    parse_line,
+    withdraw_commands,
+)
 from bgp.relay import RELAY_MARK
 from bgp.types import OutRoute, SpeakerEvent, SpeakerStarted, SpeakerStopped
 
@@ -117,6 +131,7 @@ _FORCED_ENV = {
     "exabgp.log.configuration": "true",
     "exabgp.log.reactor": "true",
 }
+_EOR = " announce eor "
 _RELOAD_START = b"performing reload of exabgp"
 _RELOAD_OK = b"loaded new configuration successfully"
 _RELOAD_FAILED = b"could not load/reload configuration"
@@ -237,6 +252,11 @@ class ExaBGPSpeaker:
     def withdraw(self, peer_ip: str, prefixes: Sequence[str]) -> None:
         if prefixes:
             self._enqueue(withdraw_commands(peer_ip, prefixes))
+
+    def end_of_rib(self, peer_ip: str) -> None:
+        """End-of-RIB to an established neighbor, after every command queued before it
+        (the config must say `manual-eor true`, bgp.render does)."""
+        self._enqueue([end_of_rib_command(peer_ip)])
 
     def request_neighbors(self) -> None:
         """Ask for `show neighbor json`: a NeighborTable event follows."""
@@ -607,6 +627,10 @@ class ExaBGPSpeaker:
             self.stats["done" if result.ok else "error"] += 1
             if command is None:
                 log.debug("ack without a command in flight")
+            elif not result.ok and _EOR in command:
+                # the session went down between its `up` and our End-of-RIB: the next
+                # `up` brings another one
+                log.info("exabgp did not send %r: the session is no longer up", command)
             elif not result.ok:
                 log.error("exabgp rejected: %s", command if len(command) < 300 else command[:300] + "...")
         elif result is not None:

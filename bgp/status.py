@@ -52,6 +52,9 @@ class PeerStatusBook:
     def __init__(self) -> None:
         self._rows: dict[str, PeerRow] = {}
         self._passive: dict[str, bool] = {}
+        # The text of the NOTIFICATION that is closing a session, until its `down`: ExaBGP's
+        # down reason says only "notification sent (2,3)", the text says why.
+        self._notices: dict[str, str] = {}
         self.speaker_running = False
         self.plan: NodePlan | None = None
 
@@ -86,6 +89,7 @@ class PeerStatusBook:
         row = self._rows.get(ev.peer)
         if row is None:
             return
+        notice = self._notices.pop(ev.peer, "") if ev.state in ("up", "down") else ""
         if ev.state == "up":
             self._rows[ev.peer] = replace(row, state="up", since=now, info="Established",
                                           error="")
@@ -94,13 +98,17 @@ class PeerStatusBook:
         elif ev.state == "down":
             self._rows[ev.peer] = replace(row, state="start", since=now,
                                           info=self._waiting_info(ev.peer, "Active"),
-                                          error=ev.reason or row.error)
+                                          error=f"{ev.reason}: {notice}"
+                                          if notice and ev.reason.startswith("notification")
+                                          else ev.reason or row.error)
 
     def on_notification(self, ev: PeerNotification) -> None:
         row = self._rows.get(ev.peer)
         if row is not None:
             where = "Received" if ev.direction == "receive" else "Sent"
             self._rows[ev.peer] = replace(row, error=f"{where}: {ev.message}")
+            if ev.message:
+                self._notices[ev.peer] = ev.message
 
     def on_table(self, table: NeighborTable, now: float) -> None:
         for n in table.rows:

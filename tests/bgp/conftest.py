@@ -49,7 +49,7 @@ def topology() -> Iterator[Topology]:
 
 def exa_conf(api_argv: list[str], neighbors: list[dict], *, router_id: str) -> str:
     """An ExaBGP config: the tortie API process and one block per neighbor dict
-    (peer, local, peer_as, local_as, hold, passive, password, graceful_restart)."""
+    (peer, local, peer_as, local_as, hold, passive, password, graceful_restart, manual_eor)."""
     out = [f"process tortie {{\n  run {' '.join(api_argv)};\n  encoder json;\n}}\n"]
     for n in neighbors:
         lines = [
@@ -63,6 +63,8 @@ def exa_conf(api_argv: list[str], neighbors: list[dict], *, router_id: str) -> s
             lines.append("passive;")
         if n.get("password"):
             lines.append(f"md5-password \"{n['password']}\";")
+        if n.get("manual_eor"):
+            lines.append("manual-eor true;")
         if n.get("graceful_restart"):
             lines.append(f"capability {{ graceful-restart {n['graceful_restart']}; }}")
         lines += ["family { ipv4 unicast; }",

@@ -51,6 +51,7 @@ neighbor 10.0.0.2 {{
     peer-as 64512;
     hold-time 240;
     connect 179;
+    manual-eor true;
     family {{
         ipv4 unicast;
     }}
@@ -172,6 +173,7 @@ def fields(n):
             "md5": md5, "outgoing-ttl": n["outgoing-ttl"], "incoming-ttl": n["incoming-ttl"],
             "graceful-restart": n["capability"]["graceful-restart"],
             "route-refresh": bool(n["capability"]["route-refresh"]),
+            "manual-eor": n["manual-eor"],
             "families": ["%s %s" % f for f in n.families()],
             "api": sorted(k for k, v in n.api.items() if v)}
 
@@ -240,6 +242,7 @@ def test_exabgp_validates_and_reads_back_the_plan(tmp_path, scenario):
             "outgoing-ttl": 255 if pp.ttl_security else None,
             "incoming-ttl": 256 - pp.ttl_security if pp.ttl_security else None,
             "graceful-restart": pp.restart_time or 120, "route-refresh": True,
+            "manual-eor": True,  # End-of-RIB is the daemon's, after its routes
             "families": ["ipv4 unicast"], "api": API_FLAGS}, pp.name
 
 

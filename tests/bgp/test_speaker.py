@@ -25,6 +25,7 @@ import pytest
 from bgp.relay import RELAY_MARK
 from bgp.speaker import LAUNCHER, RELAY, ExaBGPSpeaker
 from bgp.types import (
+    EndOfRib,
     NeighborTable,
     OutRoute,
     PathAttributes,
@@ -151,6 +152,27 @@ def test_ten_thousand_routes_in_one_call(make_speaker, topology):
     a.withdraw(B_A, [r.prefix for r in routes])
     wait_rib(eb, lambda rib: not rib, timeout=30)
     print(f"10,000 routes announced and received in {took:.2f} s")
+
+
+def test_manual_end_of_rib_is_sent_after_the_routes_queued_before_it(make_speaker, topology):
+    """With `manual-eor true` (bgp.render writes it) ExaBGP sends no End-of-RIB of its own;
+    ours goes out after every route announced before it, and only to an established peer."""
+    a, ea = make_speaker(topology.a, "a")
+    a.end_of_rib(B_A)  # configured below, not established: ExaBGP refuses it
+    start(a, f"{A_B} {A_C}", [dict(peer=B_A, local=A_B, manual_eor=True)], A_B)
+    assert a.wait_idle(10) and a.stats["error"] == 1
+    b, eb = make_speaker(topology.b, "b")
+    start(b, B_A, [dict(peer=A_B, local=B_A, passive=True)], B_A)
+    up(ea, B_A)
+    up(eb, A_B)
+    routes = [OutRoute(p, PathAttributes(next_hop=A_B)) for p in prefixes(2_000)]
+    a.announce(B_A, routes)
+    a.end_of_rib(B_A)
+    eb.wait(EndOfRib, lambda e: e.peer == A_B)
+    got = [e for e in eb.of((RouteUpdate, EndOfRib)) if e.peer == A_B]
+    assert isinstance(got[-1], EndOfRib) and len(eb.of(EndOfRib)) == 1, got[-3:]
+    assert len(received(eb)) == 2_000  # every route before it
+    assert a.wait_idle(5) and a.stats["error"] == 1
 
 
 def test_reload_adds_neighbor_without_touching_the_others(make_speaker, topology):

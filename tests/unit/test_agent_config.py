@@ -96,6 +96,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
     ({"FELIX_IPINIPMTU": "-1"}, "FELIX_IPINIPMTU", "-1"),
     ({"FELIX_MTUIFACEPATTERN": "eth[0"}, "FELIX_MTUIFACEPATTERN", "eth[0"),
     ({"FELIX_LOGSEVERITYSCREEN": "verbose"}, "FELIX_LOGSEVERITYSCREEN", "verbose"),
+    ({"CALICO_ROUTER_ID": "10.0.0.256"}, "CALICO_ROUTER_ID", "10.0.0.256"),
+    ({"CALICO_ROUTER_ID": "0.0.0.0"}, "CALICO_ROUTER_ID", "0.0.0.0"),
+    ({"CALICO_ROUTER_ID": "Hash"}, "CALICO_ROUTER_ID", "Hash"),
 ])
 def test_bad_values_name_variable_and_value(env: dict[str, str], name: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -138,6 +141,12 @@ def test_every_effective_value_is_logged_with_its_source(caplog: pytest.LogCaptu
     assert "config AUTODETECT_POLL_INTERVAL=60s (default)" in lines
     assert "config NODENAME=(unset) (default)" in lines
     assert len(lines) == len(SETTINGS)
+
+
+@pytest.mark.parametrize("text,value", [("", None), ("hash", "hash"),
+                                        ("10.1.2.3", "10.1.2.3")])
+def test_router_id(text: str, value: str | None) -> None:
+    assert load({"CALICO_ROUTER_ID": text}).router_id == value
 
 
 def test_describe_settings_documents_every_setting() -> None:

@@ -8,6 +8,7 @@ runs, so only the publications happen, not the export.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path as FsPath
 
 import pytest
@@ -27,6 +28,7 @@ from bgp.types import (
     PeerPlan,
     PeerState,
     RouteUpdate,
+    SpeakerStarted,
     SpeakerStopped,
 )
 
@@ -174,6 +176,160 @@ def test_publications_always_add_up_to_the_rib(passes):
         assert table == {p: (path.attrs.next_hop, path.peer)
                          for p, path in d.rib.best_paths().items()}
     assert got[0].reset and not any(c.reset for c in got[1:])
+
+
+# -- End-of-RIB ordering (RFC 4724: the restarting speaker's routes, then End-of-RIB) --------
+
+
+class RecordingSpeaker:
+    """Stands in for ExaBGPSpeaker: the commands the daemon queues, in order. The order is
+    what ExaBGP applies them in (tests/bgp/test_speaker.py shows that on the real one)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, tuple[str, ...]]] = []
+
+    def announce(self, peer, routes):
+        if routes:
+            self.log.append(("announce", peer, tuple(r.prefix for r in routes)))
+
+    def withdraw(self, peer, prefixes):
+        if prefixes:
+            self.log.append(("withdraw", peer, tuple(prefixes)))
+
+    def end_of_rib(self, peer):
+        self.log.append(("eor", peer, ()))
+
+    def request_neighbors(self):
+        pass
+
+
+LOCAL = "10.244.9.0/26"
+
+
+def exporting_daemon() -> tuple[BGPDaemon, RecordingSpeaker]:
+    d, _, _ = daemon()
+    d.speaker = speaker = RecordingSpeaker()
+    d.view.local_prefixes = lambda: {LOCAL}  # this node's block, without a datastore
+    d.view.pool_export_rules = lambda: [("10.244.0.0/16", False)]
+    return d, speaker
+
+
+def test_end_of_rib_follows_the_whole_reannouncement_of_a_new_exabgp():
+    d, speaker = exporting_daemon()
+    # The F2 case: the new ExaBGP's session with B is up in the same batch as its start,
+    # before anything was announced to it.
+    step(d, SpeakerStarted(2), *up(B))
+    assert speaker.log == [("announce", B, (LOCAL,)), ("announce", C, (LOCAL,)),
+                           ("eor", B, ())]
+    # C comes up later: its routes were queued above, its End-of-RIB follows now, once.
+    del speaker.log[:]
+    step(d, *up(C))
+    assert speaker.log == [("eor", C, ())]
+    step(d)
+    assert speaker.log == [("eor", C, ())]
+
+
+def test_end_of_rib_after_the_routes_learned_from_others_and_once_per_session():
+    d, speaker = exporting_daemon()
+    d.plan = PLAN_RR = replace(PLAN, cluster_id="1.0.0.1", peers=tuple(
+        replace(p, rr_client=True) for p in PLAN.peers))
+    d.rib = Rib(ME, "1.0.0.1", AS)
+    d.book.set_plan(PLAN_RR, d.clock())
+    step(d, SpeakerStarted(1), *up(B))
+    del speaker.log[:]
+    # C comes up and sends a route in the same batch: it is reflected to B; C's own
+    # End-of-RIB follows what C gets.
+    step(d, *up(C), RouteUpdate(C, {P3: PathAttributes(C)}))
+    assert speaker.log == [("announce", B, (P3,)), ("eor", C, ())]
+    del speaker.log[:]
+    step(d, PeerState(B, "down", "reset"), *up(B))  # a new session, a new End-of-RIB
+    assert speaker.log[-1] == ("eor", B, ())
+    del speaker.log[:]
+    step(d, *up(C), PeerState(C, "down", "reset"))  # down before the pass: nothing to end
+    assert ("eor", C, ()) not in speaker.log
+
+
+eor_events = st.one_of(
+    st.builds(lambda peer: up(peer), st.sampled_from([B, C])),
+    st.builds(lambda peer: (PeerState(peer, "down", "x"),), st.sampled_from([B, C])),
+    st.builds(lambda peer, prefix: (RouteUpdate(peer, {prefix: PathAttributes(peer)}),),
+              st.sampled_from([B, C]), st.sampled_from(PREFIXES)),
+    st.builds(lambda peer, prefix: (RouteUpdate(peer, {}, (prefix,)),),
+              st.sampled_from([B, C]), st.sampled_from(PREFIXES)),
+    st.just((SpeakerStopped("killed"),)),
+    st.builds(lambda g: (SpeakerStarted(g),), st.integers(1, 5)),
+)
+
+
+@given(st.lists(st.lists(eor_events, max_size=4), max_size=20))
+@settings(max_examples=300, deadline=None)  # no timing assertion: the machine may be busy
+def test_every_session_up_gets_one_end_of_rib_after_everything_queued_for_it(passes):
+    """Whatever the events, after each pass: every session that is up on a running ExaBGP
+    has had exactly one End-of-RIB, and in the pass that sent it nothing for that peer
+    comes after it (the speaker's order is ExaBGP's, so its routes went first)."""
+    d, speaker = exporting_daemon()
+    d.plan = replace(PLAN, cluster_id="1.0.0.1",
+                     peers=tuple(replace(p, rr_client=True) for p in PLAN.peers))
+    d.rib = Rib(ME, "1.0.0.1", AS)
+    d.book.set_plan(d.plan, d.clock())
+    session_up: dict[str, bool] = {}
+    eors_this_session: dict[str, int] = {}
+    running = False
+    for batch in passes:
+        for item in batch:
+            for ev in item:
+                match ev:
+                    case SpeakerStarted() | SpeakerStopped():
+                        running = isinstance(ev, SpeakerStarted)
+                        session_up, eors_this_session = {}, {}
+                    case PeerState(peer, "up"):
+                        session_up[peer], eors_this_session[peer] = True, 0
+                    case PeerState(peer, "down"):
+                        session_up[peer] = False
+        mark = len(speaker.log)
+        for item in batch:
+            for ev in item:
+                d._on_speaker(ev)
+        step(d)
+        new = speaker.log[mark:]
+        for i, (kind, peer, _) in enumerate(new):
+            if kind == "eor":
+                eors_this_session[peer] += 1
+                # nothing for that peer after its End-of-RIB in the same pass
+                assert all(p != peer for _, p, _ in new[i + 1:]), new
+        for peer, is_up in session_up.items():
+            if is_up and running:
+                assert eors_this_session[peer] == 1, (peer, speaker.log)
+
+
+# -- router id conflicts ---------------------------------------------------------------------
+
+
+def test_a_router_id_collision_is_reported_naming_both_nodes_and_the_id(caplog):
+    d, _, _ = daemon()
+    d.plan = replace(PLAN, peers=tuple(replace(p, peer_node="n2" if p.peer_ip == B else "n3")
+                                       for p in PLAN.peers))
+    collision = PeerNotification(B, 2, 3, "BGP Identifier collision, same router-id "
+                                 f"({ME}) on both sides of this IBGP session", "send")
+    with caplog.at_level("ERROR", logger="bgp.daemon"):
+        # ExaBGP retries: reported once per outage, and again after the session was up
+        for _ in range(2):
+            step(d, PeerOpen(B, ME, AS, 240, 120), collision,
+                 PeerState(B, "down", "notification sent (2,3)"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"BGP router id conflict: node n1 and node n2 ({B}) both use BGP router id {ME}; "
+        "their session is refused with Bad BGP Identifier (2,3) (sent, BGP Identifier "
+        f"collision, same router-id ({ME}) on both sides of this IBGP session). Give one "
+        "of them another CALICO_ROUTER_ID."]
+    # what ctl node status shows in INFO after the state
+    assert d.book.rows()[0].error == ("notification sent (2,3): BGP Identifier collision, "
+                                      f"same router-id ({ME}) on both sides of this IBGP session")
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="bgp.daemon"):
+        step(d, *up(C), PeerNotification(C, 2, 3, "0.0.0.0 is an invalid router_id"),
+             PeerState(C, "down"))
+    assert "node n1 (router id 10.0.0.1) and node n3 (10.0.0.3, router id 10.0.0.3) have " \
+        "a bad or colliding BGP router id" in caplog.text
 
 
 # -- passwords -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bgp.plan import clamp_hold_time, duration_seconds, plan_node
+from bgp.plan import clamp_hold_time, duration_seconds, hashed_router_id, plan_node
 from bgp.secrets import DEFAULT_DIR, ENV_VAR, SecretsDir
 from bgp.types import GLOBAL, MESH, NODE_SPECIFIC, NodePlan
 from datastore.resources import parse_document
@@ -65,6 +65,21 @@ def test_identity_defaults():
     assert (p.node, p.node_ip, p.router_id, p.listen_address) == ("n1", "10.0.0.9", "10.0.0.9",
                                                                   "10.0.0.9")
     assert (p.local_as, p.listen_port, p.cluster_id, p.problems) == (64512, 179, None, ())
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("Testrobin123", "207.94.5.27"),  # 239.94.5.27 moved out of multicast
+    ("nodeTest", "109.174.215.226"),
+])
+def test_hashed_router_id_matches_confd(name, expected):
+    # confd's own vectors (confd/pkg/resource/template/template_funcs_test.go)
+    assert hashed_router_id(name) == expected
+
+
+def test_router_id_from_calico_router_id():
+    assert plan("n1", FOUR, router_id="10.9.9.9").router_id == "10.9.9.9"
+    hashed = plan("n1", FOUR, router_id="hash")
+    assert hashed.router_id == hashed_router_id("n1") and hashed.node_ip == "10.0.0.9"
 
 
 def test_mesh_of_four_peers_with_everyone_else_passive_by_string_compare():
