@@ -67,9 +67,9 @@ class NodeSpec(StrictModel):
     ipv6VXLANTunnelAddr: str | None = None
     vxlanTunnelMACAddrV6: str | None = None
     orchRefs: list[OrchRef] | None = None
+    wireguard: dict[str, Any] | None = None  # here, not last: JSON keys in the Go struct's order
     addresses: list[NodeAddress] | None = None
     interfaces: list[NodeInterface] | None = None
-    wireguard: dict[str, Any] | None = None
 
     @field_validator("ipv4VXLANTunnelAddr")
     @classmethod
