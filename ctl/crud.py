@@ -29,7 +29,14 @@ from datastore.store import ResourceStore
 from .common import CtlFailure
 from .manifest import ManifestError, load_manifest
 from .policy_checks import check_policy_write
-from .printers import OutputError, PrintContext, listing_order, render
+from .printers import (
+    OutputError,
+    PrintContext,
+    headings_for,
+    listing_order,
+    render,
+    render_named,
+)
 
 PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted"}
 
@@ -213,23 +220,35 @@ def register(cli: click.Group) -> None:
         ns = None
         if cls.namespaced and not all_namespaces:
             ns = namespace or "default"
+        missing: list[str] = []
         try:
-            if names:
-                items = [_get_one(store, cls, n, ns or "default" if cls.namespaced else None)
-                         for n in names]
-                revision = None
-            else:
-                items, revision = store.list_with_revision(cls, ns)
-                items = listing_order(cls, _with_implicit(cls, items))
             # calicoctl adds a NAMESPACE column when -A or -n is given.
             ctx = dataclasses.replace(_print_context(store, cls),
                                       print_namespace=all_namespaces or namespace is not None)
-            text = render(cls, items, output, ctx, single=bool(names), revision=revision)
+            if output not in ("yaml", "yml", "json"):
+                headings_for(cls, output)  # a bad -o fails before anything is read
+            if names:
+                # Each name is fetched on its own; calicoctl prints what it found and then
+                # reports every name it did not find (exit 1).
+                items = []
+                for n in names:
+                    try:
+                        items.append(_get_one(store, cls, n, ns or "default"
+                                              if cls.namespaced else None))
+                    except ResourceDoesNotExist as exc:
+                        missing.append(str(exc))
+                text = render_named(cls, items, output, ctx)
+            else:
+                items, revision = store.list_with_revision(cls, ns)
+                items = listing_order(cls, _with_implicit(cls, items))
+                text = render(cls, items, output, ctx, revision=revision)
         except OutputError as exc:
             raise CtlFailure(str(exc)) from None
         except DatastoreError as exc:
             raise CtlFailure(f"failed to get resources: {exc}") from None
         click.echo(text, nl=False)
+        if missing:
+            raise CtlFailure("\n".join(missing))
 
     @cli.command()
     @click.argument("kind")
@@ -291,11 +310,14 @@ def _with_implicit(cls: type[Resource], items: list[Resource]) -> list[Resource]
 
 
 def _print_context(store: ResourceStore, cls: type[Resource]) -> PrintContext:
+    """calicoctl's {{config "asnumber"}} for the Node ASN column (printer.go config())."""
     if cls.kind_name != "Node":
         return PrintContext()
-    cfg = store.find(BGPConfiguration, "default")
-    if cfg is None:
+    try:
+        cfg = store.find(BGPConfiguration, "default")
+    except DatastoreError:
+        return PrintContext(default_asn="unknown")
+    if cfg is None or cfg.spec.asNumber is None:
         return PrintContext()
-    asn = cfg.spec.asNumber
-    return PrintContext(global_asn=int(asn) if asn is not None else None, have_bgp_config=True)
+    return PrintContext(default_asn=str(int(cfg.spec.asNumber)))
 

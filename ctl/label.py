@@ -35,7 +35,7 @@ from typing import Any
 import click
 
 from datastore.errors import DatastoreError, UpdateConflict
-from datastore.resources import Resource, WorkloadEndpoint, kind_for, parse_document
+from datastore.resources import Resource, kind_for, parse_document
 from datastore.store import ResourceStore
 
 from .common import CtlFailure
@@ -74,9 +74,7 @@ def relabel(labels: Mapping[str, str], key: str, value: str, *, remove: bool, ov
 
 def _with_labels(res: Resource, labels: dict[str, str]) -> Resource:
     """`res` carrying `labels`, validated as any write is (ValidationError otherwise)."""
-    if isinstance(res, WorkloadEndpoint):
-        labels = {**labels, "projectcalico.org/namespace": res.namespace or "",
-                  "projectcalico.org/orchestrator": res.spec.orchestrator or ""}
+    # A WorkloadEndpoint's own model puts its namespace and orchestrator labels back.
     doc: dict[str, Any] = res.model_dump(by_alias=True, exclude_none=True, mode="json")
     doc["metadata"]["labels"] = labels or None  # Calico omits an empty map
     return parse_document(doc)

@@ -1,20 +1,31 @@
 """Output formats for `ctl get`: ps tables, wide, custom-columns, yaml, json.
 
-The ps format reproduces calicoctl's `tabwriter.NewWriter(out, 5, 1, 3, ' ', 0)`:
-every cell (the last one too) is padded to the column width plus 3 spaces,
-minimum 5, and a blank line follows the table. Rendering is pure: functions
-take resources and return text.
+Everything follows calicoctl's printers (calicoctl/calicoctl/commands/common/printer.go,
+commands/get_command.go) and each kind's headings and column templates
+(calicoctl/calicoctl/resourcemgr/<kind>.go):
+
+* The ps format reproduces `tabwriter.NewWriter(out, 5, 1, 3, ' ', 0)`: every cell
+  (the last one too) is padded to the column width plus 3 spaces, minimum 5, and a
+  blank line follows the table.
+* What is printed is what calicoctl's `get` collects: a listing is one List object
+  (one table; `<Kind>List` in yaml/json); named objects are one object each, so
+  several names print one table each, and a YAML sequence or JSON array (one name:
+  the object itself).
+* NAMESPACE leads the table of a namespaced kind only when -n or -A was given, and
+  never in custom-columns (calicoctl passes PrintNamespace only to ps and wide).
+
+Rendering is pure: functions take resources and return text.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import yaml
+from typing import Any
 
 from datastore.resources import (
+    API_VERSION,
     DEFAULT_AS_NUMBER,
     BGPConfiguration,
     BGPPeer,
@@ -32,13 +43,16 @@ from datastore.resources import (
 )
 from datastore.resources.policy import go_float
 
+from .goencode import go_json, go_yaml
+
 
 @dataclass(frozen=True)
 class PrintContext:
     """Cluster facts some columns need (a Node's inherited AS number)."""
 
-    global_asn: int | None = None  # BGPConfiguration default's asNumber, if any
-    have_bgp_config: bool = False
+    # calicoctl's {{config "asnumber"}}: the default BGPConfiguration's asNumber, 64512
+    # without one (or without the configuration), "unknown" when it could not be read.
+    default_asn: str = str(DEFAULT_AS_NUMBER)
     print_namespace: bool = False  # -A or -n given: namespaced kinds get a NAMESPACE column
 
 
@@ -54,14 +68,14 @@ def _dash(v: object) -> str:
 
 
 def _node_asn(r: Resource, ctx: PrintContext) -> str:
+    # {{if .Spec.BGP}}{{if .Spec.BGP.ASNumber}}{{.Spec.BGP.ASNumber}}
+    # {{else}}({{config "asnumber"}}){{end}}{{end}}
     assert isinstance(r, Node)
-    if r.as_number is not None:
-        return str(r.as_number)
-    if not r.ipv4_address and not r.ipv6_address:
+    if r.spec.bgp is None:
         return ""
-    if ctx.have_bgp_config:
-        return f"({ctx.global_asn or DEFAULT_AS_NUMBER})"
-    return str(DEFAULT_AS_NUMBER)
+    if r.as_number:
+        return str(r.as_number)
+    return f"({ctx.default_asn})"
 
 
 def _peer_node(r: Resource, _: PrintContext) -> str:
@@ -70,8 +84,15 @@ def _peer_node(r: Resource, _: PrintContext) -> str:
 
 
 def _peer_ip(r: Resource, _: PrintContext) -> str:
+    # {{.Spec.PeerIP}}: empty for a peer given by peerSelector.
     assert isinstance(r, BGPPeer)
-    return r.spec.peerIP or (f"selector:{r.spec.peerSelector}" if r.spec.peerSelector else "")
+    return r.spec.peerIP or ""
+
+
+def _peer_asn(r: Resource, _: PrintContext) -> str:
+    # {{.Spec.ASNumber}} of a (non-pointer) numorstring.ASNumber: 0 when unset.
+    assert isinstance(r, BGPPeer)
+    return str(int(r.spec.asNumber or 0))
 
 
 def join_and_truncate(items: Sequence[str], max_len: int = 80) -> str:
@@ -105,7 +126,8 @@ _NETWORK_SET_COLUMNS: dict[str, Column] = {
 COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = {
     IPPool: (
         ["NAME", "CIDR", "SELECTOR"],
-        ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR"],
+        ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR",
+         "ASSIGNMENTMODE"],
         {
             "NAME": lambda r, c: r.name,
             "CIDR": lambda r, c: r.spec.cidr,
@@ -116,7 +138,7 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
             "DISABLEBGPEXPORT": lambda r, c: _b(r.spec.disableBGPExport),
             "SELECTOR": lambda r, c: r.spec.nodeSelector,
             "BLOCKSIZE": lambda r, c: str(r.spec.blockSize),
-            "ASSIGNMENTMODE": lambda r, c: r.spec.assignmentMode,
+            "ASSIGNMENTMODE": lambda r, c: r.spec.assignmentMode or "",
         },
     ),
     Node: (
@@ -136,7 +158,7 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
             "NAME": lambda r, c: r.name,
             "PEERIP": _peer_ip,
             "NODE": _peer_node,
-            "ASN": lambda r, c: "" if r.spec.asNumber is None else str(r.spec.asNumber),
+            "ASN": _peer_asn,
         },
     ),
     BGPConfiguration: (
@@ -144,15 +166,16 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
         ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         {
             "NAME": lambda r, c: r.name,
-            "LOGSEVERITY": lambda r, c: _dash(r.spec.logSeverityScreen),
+            # {{.Spec.LogSeverityScreen}}: no dash, unlike the next two columns.
+            "LOGSEVERITY": lambda r, c: r.spec.logSeverityScreen or "",
             "MESHENABLED": lambda r, c: "-" if r.spec.nodeToNodeMeshEnabled is None
             else _b(r.spec.nodeToNodeMeshEnabled),
-            "ASNUMBER": lambda r, c: _dash(r.spec.asNumber),
+            "ASNUMBER": lambda r, c: _dash(r.spec.asNumber or None),
         },
     ),
     WorkloadEndpoint: (
-        ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
-        ["NAMESPACE", "NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"],
+        ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        ["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"],
         {
             "NAMESPACE": lambda r, c: r.namespace or "",
             "NAME": lambda r, c: r.name,
@@ -165,7 +188,9 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
             "INTERFACE": lambda r, c: r.spec.interfaceName or "",
             "MAC": lambda r, c: r.spec.mac or "",
             "PROFILES": lambda r, c: ",".join(r.spec.profiles or ()),
-            "NATS": lambda r, c: ",".join(str(n) for n in r.spec.ipNATs or ()),
+            # {{join .Spec.IPNATs ","}}: fmt's %v of the (String()-less) IPNAT struct.
+            "NATS": lambda r, c: ",".join(f"{{{n.internalIP} {n.externalIP}}}"
+                                          for n in r.spec.ipNATs or ()),
         },
     ),
     # calicoctl/calicoctl/resourcemgr/{networkpolicy,globalnetworkpolicy,tier,profile,
@@ -197,13 +222,14 @@ COLUMNS: dict[type[Resource], tuple[list[str], list[str], dict[str, Column]]] = 
         {h: f for h, f in _NETWORK_SET_COLUMNS.items() if h != "NAMESPACE"},
     ),
     IPAMConfiguration: (
-        ["NAME", "STRICTAFFINITY", "MAXBLOCKSPERHOST"],
+        ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS"],
         ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"],
         {
             "NAME": lambda r, c: r.name,
             "STRICTAFFINITY": lambda r, c: _b(r.spec.strictAffinity),
             "AUTOALLOCATEBLOCKS": lambda r, c: _b(r.spec.autoAllocateBlocks),
-            "MAXBLOCKSPERHOST": lambda r, c: str(r.spec.effective_max_blocks),
+            # {{.Spec.MaxBlocksPerHost}}: the stored value, 0 when no limit is set.
+            "MAXBLOCKSPERHOST": lambda r, c: str(r.spec.maxBlocksPerHost),
         },
     ),
 }
@@ -237,49 +263,71 @@ def tabwrite(rows: Sequence[Sequence[str]], minwidth: int = 5, padding: int = 3)
 
 def render_table(kind: type[Resource], items: Sequence[Resource], headings: Sequence[str],
                  ctx: PrintContext) -> str:
+    """One table and the blank line after it (GetTableTemplate + tabwriter)."""
     funcs = COLUMNS[kind][2]
-    if ctx.print_namespace and "NAMESPACE" in funcs and "NAMESPACE" not in headings:
+    if ctx.print_namespace and "NAMESPACE" in funcs:
         headings = ["NAMESPACE", *headings]
     rows = [list(headings)] + [[funcs[h](r, ctx) for h in headings] for r in items]
     return tabwrite(rows) + "\n"
 
 
 def headings_for(kind: type[Resource], output: str) -> list[str]:
+    """The headings of -o ps, wide or custom-columns=A,B (calicoctl's own error wording).
+
+    Column names are matched case-insensitively, where calicoctl wants them upper-case."""
     default, wide, funcs = COLUMNS[kind]
     if output == "ps":
         return default
     if output == "wide":
         return wide
-    if output.startswith("custom-columns="):
-        wanted = [c.strip().upper() for c in output.split("=", 1)[1].split(",") if c.strip()]
-        unknown = [c for c in wanted if c not in funcs]
-        if not wanted or unknown:
-            raise OutputError(
-                f"invalid custom-columns for {kind.kind_name}: {','.join(unknown) or '<empty>'}"
-                f" (choose from {','.join(funcs)})"
-            )
+    if output.startswith("custom-columns"):
+        value = output.partition("=")[2]
+        if not value:
+            raise OutputError("need to specify at least one column")
+        wanted = [c.strip().upper() for c in value.split(",")]
+        for heading in wanted:
+            if heading not in funcs:
+                raise OutputError(f"unknown heading {heading}, valid values are: "
+                                  f"{', '.join(funcs)}")
         return wanted
-    raise OutputError(
-        f"unrecognized output format '{output}': use ps, wide, yaml, json or custom-columns=A,B"
-    )
+    raise OutputError(f"unrecognized output format '{output}'")
 
 
-def as_document(items: Sequence[Resource], kind: type[Resource], single: bool,
-                revision: int | None) -> dict:
-    if single and len(items) == 1:
-        return items[0].dump()
+def list_document(kind: type[Resource], items: Sequence[Resource],
+                  revision: int | None) -> dict[str, Any]:
+    """A `<Kind>List` as libcalico-go's List returns it (TypeMeta, ListMeta, items)."""
     return {
-        "apiVersion": "projectcalico.org/v3",
-        "items": [r.dump() for r in items],
         "kind": f"{kind.kind_name}List",
+        "apiVersion": API_VERSION,
         "metadata": {"resourceVersion": str(revision)} if revision else {},
+        "items": [r.dump() for r in items],
     }
 
 
+def _encode(output: str, value: Any) -> str:
+    return go_yaml(value) if output in ("yaml", "yml") else go_json(value)
+
+
 def render(kind: type[Resource], items: Sequence[Resource], output: str, ctx: PrintContext,
-           single: bool = False, revision: int | None = None) -> str:
-    if output == "yaml":
-        return yaml.safe_dump(as_document(items, kind, single, revision), sort_keys=False)
-    if output == "json":
-        return json.dumps(as_document(items, kind, single, revision), indent=2) + "\n"
-    return render_table(kind, items, headings_for(kind, output), ctx)
+           revision: int | None = None) -> str:
+    """A listing (`get KIND`): one List object, so one table."""
+    if output in ("yaml", "yml", "json"):
+        return _encode(output, list_document(kind, items, revision))
+    headings = headings_for(kind, output)
+    if output.startswith("custom-columns"):
+        ctx = dataclasses.replace(ctx, print_namespace=False)
+    return render_table(kind, items, headings, ctx)
+
+
+def render_named(kind: type[Resource], items: Sequence[Resource], output: str,
+                 ctx: PrintContext) -> str:
+    """Objects fetched by name (`get KIND A B`): each is printed on its own, as calicoctl
+    does: a table per object; in yaml/json the object itself when there is one, a
+    sequence/array when there are several, and `null` when none was found."""
+    if output in ("yaml", "yml", "json"):
+        docs = [r.dump() for r in items]
+        return _encode(output, docs[0] if len(docs) == 1 else (docs or None))
+    headings = headings_for(kind, output)
+    if output.startswith("custom-columns"):
+        ctx = dataclasses.replace(ctx, print_namespace=False)
+    return "".join(render_table(kind, [r], headings, ctx) for r in items)

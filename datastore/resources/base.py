@@ -54,10 +54,11 @@ class ItemError(ValueError):
 class ObjectMeta(StrictModel):
     name: str = ""
     namespace: str | None = None
+    # The order of Kubernetes' ObjectMeta, so printed JSON has calicoctl's key order.
     uid: str | None = None
-    creationTimestamp: str | None = None
     resourceVersion: str | None = None
     generation: int | None = None
+    creationTimestamp: str | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
 

@@ -110,9 +110,9 @@ class BGPPeerSpec(StrictModel):
     node: str | None = None
     nodeSelector: str | None = None
     peerIP: str | None = None
-    peerSelector: str | None = None
     asNumber: int | str | None = None
     localASNumber: int | str | None = None
+    peerSelector: str | None = None  # after the AS numbers, as in the Go struct (JSON key order)
     keepOriginalNextHop: bool | None = None
     nextHopMode: Literal["Auto", "Self", "Keep"] | None = None
     password: BGPPassword | None = None

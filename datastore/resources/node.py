@@ -99,9 +99,9 @@ class NodeSpec(StrictModel):
     ipv6VXLANTunnelAddr: str | None = None
     vxlanTunnelMACAddrV6: str | None = None
     orchRefs: list[OrchRef] | None = None
+    wireguard: NodeWireguardSpec | None = None  # here, not last: JSON keys in the Go struct's order
     addresses: list[NodeAddress] | None = None
     interfaces: list[NodeInterface] | None = None
-    wireguard: NodeWireguardSpec | None = None
 
     @field_validator("ipv4VXLANTunnelAddr")
     @classmethod

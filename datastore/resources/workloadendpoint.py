@@ -39,6 +39,8 @@ from .base import ItemError, Resource, StrictModel, parse_ip
 
 # Calico's `interface` validator (validator.go interfaceRegex); the kernel's own limit
 # is IFNAMSIZ-1 = 15 bytes, and "." / ".." are refused by dev_valid_name().
+NAMESPACE_LABEL = "projectcalico.org/namespace"
+ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 # DNS-1123 label: what Kubernetes (and so Calico) accepts as a namespace name.
@@ -225,6 +227,17 @@ class WorkloadEndpoint(Resource):
 
     kind: Literal["WorkloadEndpoint"] = "WorkloadEndpoint"
     spec: WorkloadEndpointSpec = WorkloadEndpointSpec()
+
+    @model_validator(mode="after")
+    def _calico_labels(self) -> WorkloadEndpoint:
+        # libcalico-go's clientv3 stores every endpoint with these two labels set over
+        # whatever the document says (workloadendpoint.go updateLabelsForStorage).
+        labels = dict(self.metadata.labels or {})
+        labels[NAMESPACE_LABEL] = self.namespace or base.DEFAULT_NAMESPACE
+        labels[ORCHESTRATOR_LABEL] = self.spec.orchestrator or ""
+        if labels != self.metadata.labels:
+            self.metadata.labels = labels
+        return self
 
     @property
     def ip_networks(self) -> list[str]:

@@ -34,10 +34,10 @@ def test_documented_manifest_applies_unchanged(etcd_endpoint, etcd_client, tmp_p
     res = run_script(["get", "ippool", "-o", "wide"], etcd_endpoint)
     assert res.rc == 0
     header, row, blank, end = res.out.split("\n")
-    assert header.rstrip() == ("NAME                         CIDR             NAT    IPIPMODE      "
-                               "VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR")
-    assert row.rstrip() == ("ippool-ipip-cross-subnet-1   192.168.0.0/16   true   CrossSubnet   "
-                            "Never       false      false              all()")
+    assert header == ("NAME                         CIDR             NAT    IPIPMODE      "
+                      "VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR   ASSIGNMENTMODE   ")
+    assert row == ("ippool-ipip-cross-subnet-1   192.168.0.0/16   true   CrossSubnet   "
+                   "Never       false      false              all()      Automatic        ")
     assert (blank, end) == ("", "")
     kv = etcd_client.get("/calico/resources/v3/projectcalico.org/ippools/ippool-ipip-cross-subnet-1")
     doc = json.loads(kv.value)
@@ -123,8 +123,9 @@ def test_patch(ctl):
 
 
 def test_get_missing_and_unknown_kind(ctl):
+    # calicoctl's get collects a missing name's error and prints it as it is (get_command.go).
     res = ctl(["get", "ippool", "nope"])
-    assert res.rc == 1 and res.err == "failed to get resources: resource does not exist: IPPool(nope)\n"
+    assert (res.rc, res.out, res.err) == (1, "", "resource does not exist: IPPool(nope)\n")
     res = ctl(["get", "bananas"])
     assert res.rc == 1 and "resource type 'bananas' is not supported" in res.err
 
@@ -186,10 +187,16 @@ spec:
 def test_namespaced_workload_endpoints(ctl):
     assert ctl(["create", "-f", "-"], WEP % b"default").rc == 0
     assert ctl(["create", "-f", "-"], WEP % b"prod").rc == 0
-    default_only = ctl(["get", "weps"]).out
-    assert "default" in default_only and "prod" not in default_only
+    default_only = ctl(["get", "weps", "-o", "custom-columns=NAME,NODE"]).out
+    assert default_only == "NAME                  NODE    \nnode1-k8s-pod1-eth0   node1   \n\n"
     everything = ctl(["get", "weps", "-A"]).out
-    assert "default" in everything and "prod" in everything
+    assert everything == (
+        "NAMESPACE   WORKLOAD   NODE    NETWORKS       INTERFACE         \n"
+        "default     pod1       node1   10.65.0.2/32   cali0123456789a   \n"
+        "prod        pod1       node1   10.65.0.2/32   cali0123456789a   \n"
+        "\n")
+    assert ctl(["get", "weps"]).out.startswith("WORKLOAD ")
+    assert ctl(["get", "weps", "-n", "prod"]).out.startswith("NAMESPACE ")
     one = ctl(["get", "wep", "node1-k8s-pod1-eth0", "-n", "prod", "-o", "json"])
     assert json.loads(one.out)["metadata"]["namespace"] == "prod"
     assert ctl(["delete", "wep", "node1-k8s-pod1-eth0", "-n", "prod"]).rc == 0

@@ -142,18 +142,19 @@ def _table(output: str, items) -> list[list[str]]:
 
 
 def test_ctl_columns_default_and_wide():
+    # calicoctl/calicoctl/resourcemgr/workloadendpoint.go: NAMESPACE only with -n/-A
+    # (tests/unit/test_printers.py), NATS is Go's %v of each IPNAT struct.
     items = [parse_document(wep(namespace="prod",
                                 ipNATs=[{"internalIP": "10.65.0.2", "externalIP": "172.16.0.9"}])),
              parse_document(wep(name="node2-k8s-db-eth0", workload="db", node="node2",
                                 ipNetworks=["10.65.1.7", "fd00::7"], profiles=None))]
     assert _table("ps", items) == [
-        ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
-        ["prod", "nginx-7c5ddbdf54-x2b4q", "node1", "10.65.0.2/32", "cali29f56ea1abf"],
-        ["default", "db", "node2", "10.65.1.7/32,fd00::7/128", "cali29f56ea1abf"],
+        ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        ["nginx-7c5ddbdf54-x2b4q", "node1", "10.65.0.2/32", "cali29f56ea1abf"],
+        ["db", "node2", "10.65.1.7/32,fd00::7/128", "cali29f56ea1abf"],
     ]
     wide = _table("wide", items)
-    assert wide[0] == ["NAMESPACE", "NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE",
-                       "PROFILES", "NATS"]
-    assert wide[1][-2:] == ["kns.default,ksa.default.default", "10.65.0.2<->172.16.0.9"]
+    assert wide[0] == ["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"]
+    assert wide[1][-3:] == ["kns.default,ksa.default.default", "{10.65.0.2", "172.16.0.9}"]
     assert _table("custom-columns=name,mac", items[:1]) == [
         ["NAME", "MAC"], [NAME, "0a:58:0a:41:00:02"]]
