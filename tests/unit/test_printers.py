@@ -187,7 +187,7 @@ def test_workloadendpoint_namespace_column_only_with_n_or_A():
 def test_workloadendpoint_carries_calicos_labels():
     # libcalico-go/lib/clientv3/workloadendpoint.go updateLabelsForStorage: the namespace
     # and orchestrator labels are set over whatever the document says.
-    wep = doc("WorkloadEndpoint", "n-k8s-p-eth0", {"orchestrator": "k8s"}, namespace="prod",
+    wep = doc("WorkloadEndpoint", "n-k8s-p-eth0", {"orchestrator": "k8s", "interfaceName": "cali1234567890a"}, namespace="prod",
               labels={"app": "web", "projectcalico.org/namespace": "other"})
     assert wep.metadata.labels == {"app": "web", "projectcalico.org/namespace": "prod",
                                    "projectcalico.org/orchestrator": "k8s"}
