@@ -182,7 +182,8 @@ def _affinity_problems(state: FinalState) -> list[str]:
 
 def _overlapping_holders(ops: Sequence[Op]) -> list[str]:
     """Pairs of successful allocations of one IP that must have held it at once."""
-    released = {op.handle: op for op in ops if op.kind == RELEASE and op.ok}
+    # A release that may have happened (succeeded, or failed with an unknown outcome).
+    released = {op.handle: op for op in ops if op.kind == RELEASE and (op.ok or op.ambiguous)}
     by_ip: dict[str, list[Op]] = {}
     for op in ops:
         if op.kind == ALLOCATE and op.ok:
@@ -201,7 +202,7 @@ def _overlapping_holders(ops: Sequence[Op]) -> list[str]:
 
 def _before(first: Op, second: Op, release: Op | None) -> bool:
     """Could `first`'s hold of its IP have ended before `second` took it? Only if a
-    successful release of `first` began before `second` ended."""
+    release of `first` that may have happened began before `second` ended."""
     return release is not None and release.start <= second.end and first.start <= second.end
 
 

@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 NODES = ("node1", "node2", "node3")
 WORKERS = 2
-PER_WORKER = 80  # allocations per worker; a third of them released again
+PER_WORKER = 120  # allocations per worker; a third of them released again
 KILL_AT, RESTART_AT, PARTITION_AT = 0.2, 0.4, 0.55
 PARTITION = 5.0
 REPO = Path(__file__).resolve().parents[2]
@@ -86,8 +86,12 @@ def f7_lab() -> Iterator[Lab]:
             lab.down()
 
 
-def env(lab: Lab) -> dict[str, str]:
-    return {"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints), "PYTHONPATH": str(REPO)}
+def env(lab: Lab, first: int = 0) -> dict[str, str]:
+    """The environment of a client whose first etcd member is the `first`th (rotated):
+    clients on followers forward their writes to the leader, so a leader loss catches
+    some of them mid-proposal."""
+    urls = lab.etcd_endpoints[first:] + lab.etcd_endpoints[:first]
+    return {"ETCD_ENDPOINTS": ",".join(urls), "PYTHONPATH": str(REPO)}
 
 
 def leader(lab: Lab, among: list[LabEtcd]) -> LabEtcd:
@@ -116,11 +120,12 @@ def test_f7_ipam_history_holds_under_leader_kill_and_partition(f7_lab: Lab,
     files = [tmp_path / f"history-{n}-{w}.jsonl" for n in NODES for w in range(WORKERS)]
     expected = len(files) * (PER_WORKER + PER_WORKER // 3)
     started = time.monotonic()
+    clients = [(n, w) for n in NODES for w in range(WORKERS)]
     workers = [lab.start_process(n, [sys.executable, "-m", "tests.faults.ipam_storm", n, str(w),
                                      str(PER_WORKER), str(f)],
-                                 role="ipam-storm", name=f"f7-storm-{n}-{w}", env=env(lab))
-               for (n, w), f in zip([(n, w) for n in NODES for w in range(WORKERS)], files,
-                                    strict=True)]
+                                 role="ipam-storm", name=f"f7-storm-{n}-{w}",
+                                 env=env(lab, i % len(lab.etcd)))
+               for i, ((n, w), f) in enumerate(zip(clients, files, strict=True))]
     wait_until(lambda: progress(files) >= KILL_AT * expected, timeout=120, interval=0.05,
                what="the storm to reach the leader kill")
     killed = leader(lab, list(lab.etcd))

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from tests.faults.ipam_history import ALLOCATE, RELEASE, Affinity, FinalState, Op, check
+from tests.faults.ipam_history import (
+    ALLOCATE,
+    RELEASE,
+    Affinity,
+    FinalState,
+    Op,
+    check,
+    state_from_kvs,
+)
 
 CIDR = "10.0.0.0/30"  # four addresses keep the documents readable
 
@@ -117,9 +126,6 @@ def test_ops_round_trip_through_json() -> None:
 
 
 def test_state_from_the_stored_keys() -> None:
-    import json
-
-    from tests.faults.ipam_history import state_from_kvs
     kvs = {"/calico/ipam/v2/assignment/ipv4/block/10.0.0.0-30": json.dumps(block({0: "h1"})),
            "/calico/ipam/v2/handle/h1": json.dumps({"block": {CIDR: 1}, "deleted": False}),
            "/calico/ipam/v2/host/n1/ipv4/block/10.0.0.0-30": '{"state":"confirmed"}',
@@ -128,3 +134,10 @@ def test_state_from_the_stored_keys() -> None:
     assert state.handles == {"h1": {CIDR: 1}} and list(state.blocks) == [CIDR]
     assert list(state.affinities) == [Affinity("n1", CIDR, "confirmed")]
     assert check([alloc("h1", "10.0.0.0")], state).violations == []
+
+
+def test_a_release_with_an_unknown_outcome_may_have_freed_the_ip() -> None:
+    ambiguous = Op(RELEASE, "h1", "n1", 2, 3, False, (), "outcome is unknown", True)
+    ops = [alloc("h1", "10.0.0.0", 0, 1), ambiguous, alloc("h2", "10.0.0.0", 4, 5)]
+    state = FinalState({CIDR: block({0: "h2"})}, {"h2": {CIDR: 1}}, AFFINITY)
+    assert check(ops, state).violations == []
