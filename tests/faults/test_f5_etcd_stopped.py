@@ -76,7 +76,8 @@ def f5_lab() -> Iterator[tuple[Lab, dict[str, Pod]]]:
         for n in NODES:
             lab_agents.start_agent(lab, n, backend="vxlan")
         for n in NODES:
-            lab_agents.wait_ready(lab, n)
+            # Generous: a first apply took over 30 s on this machine under load.
+            lab_agents.wait_ready(lab, n, timeout=120)
         pods = {n: add_pod(lab, n, f"f5pod{n[-1]}") for n in NODES}
         serve_probes(lab, pods.values())
         yield lab, pods
