@@ -11,8 +11,12 @@ Invariants:
     compare raises KeyExists / KeyConflict / KeyMissing carrying what etcd
     holds now; nothing is ever written blind except by `put`.
   * An operation is retried on the next endpoint only when the failure
-    proves the request never reached a server (UNAVAILABLE). A timeout is
-    ambiguous for writes, so writes surface it instead of retrying.
+    proves the request never reached a server (UNAVAILABLE because the channel
+    could not connect). A timeout, a connection cut mid-call or etcd's own
+    UNAVAILABLE ("leader changed") is ambiguous for writes: they surface it as
+    ConnectionFailed "...; its outcome is unknown" instead of re-sending (a
+    re-sent compare-and-swap that had committed fails its compare, and a write
+    that happened would be reported as refused).
   * A write goes only to a member that has answered since the client last
     moved to it: a fresh client (a CNI plugin run, ctl) proves its member with a
     read first, so a silently dead member costs a read's timeout, not a write.
@@ -311,7 +315,11 @@ class EtcdClient:
             try:
                 return fn()
             except pyexc.ConnectionFailedError as exc:
-                last = exc  # UNAVAILABLE: the request never reached a server; safe to resend
+                last = exc
+                if not idempotent and not _never_sent(exc):
+                    raise ConnectionFailed(
+                        self.config.urls, f"{_describe(exc)}; its outcome is unknown"
+                    ) from None
             except pyexc.ConnectionTimeoutError as exc:
                 last = exc
                 if not idempotent:
@@ -622,6 +630,19 @@ def _first_kv(responses: list[object]) -> KeyValue | None:
         if isinstance(r, list):
             return r[0] if r else None
     return None
+
+
+# gRPC's words for a call that failed because the channel could not connect: no server
+# ever saw the request. Every other UNAVAILABLE may come after a server got it: a
+# connection reset mid-call, or etcd's own "leader changed" / "request timed out" for a
+# proposal that can still commit.
+_NOT_SENT = "failed to connect to all addresses"
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a ConnectionFailedError proves its request reached no server."""
+    cause = exc.__context__
+    return not isinstance(cause, grpc.RpcError) or _NOT_SENT in _rpc_detail(cause)
 
 
 def _rpc_detail(exc: BaseException | None) -> str:

@@ -1,5 +1,10 @@
 """The etcd client's compare-and-swap primitives and fail-over, against a real etcd."""
 
+import os
+import signal
+import threading
+import time
+
 import pytest
 
 from datastore.config import load_env
@@ -61,3 +66,36 @@ def test_all_endpoints_dead_is_one_clear_error():
     with EtcdClient(cfg, timeout=1) as client, pytest.raises(ConnectionFailed) as err:
         client.get("/calico/x")
     assert "127.0.0.1:1" in str(err.value) and "127.0.0.1:2" in str(err.value)
+
+
+def test_a_write_cut_off_after_it_was_sent_has_an_unknown_outcome(private_etcd):
+    """A write whose connection breaks after the request went out is not re-sent: the
+    member may have applied it (etcd also says UNAVAILABLE for 'leader changed' and
+    'request timed out' on proposals that can still commit). Re-sending a compare-and-swap
+    that did commit fails its compare, and the caller would report a failure for a
+    write that happened (F7 found an allocation reported failed yet present)."""
+    cfg = load_env({"ETCD_ENDPOINTS": private_etcd.client_url})
+    with EtcdClient(cfg, timeout=10) as client:
+        client.put("/calico/t/up", b"proves the member")
+        os.kill(private_etcd.proc.pid, signal.SIGSTOP)  # the request will reach a frozen etcd
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                client.create("/calico/t/cut", b"x")
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                failure.append(exc)
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.5)  # the request is on its way, not answered
+        private_etcd.stop(signal.SIGKILL)
+        writer.join(timeout=20)
+    assert len(failure) == 1 and isinstance(failure[0], ConnectionFailed), failure
+    assert "outcome is unknown" in str(failure[0]), failure[0]
+
+
+def test_a_write_that_never_connected_is_a_plain_failure():
+    cfg = load_env({"ETCD_ENDPOINTS": "http://127.0.0.1:1"})
+    with EtcdClient(cfg, timeout=1) as client, pytest.raises(ConnectionFailed) as err:
+        client.create("/calico/x", b"x")
+    assert "outcome is unknown" not in str(err.value), err.value

@@ -18,7 +18,7 @@ is a peer whose routes the scenarios watch.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +83,14 @@ def lost_from(report: ProbeReport, *nodes: str) -> int:
     return sum(p.lost for p in report.pairs if p.label.split("/")[0] in nodes)
 
 
+def serve_probes(lab: Lab, pods: Iterable[Pod]) -> None:
+    """Start lab/probe.py's server in each pod (recorded: the lab's teardown stops it)."""
+    for pod in pods:
+        lab.start_process(pod.netns, [sys.executable, "-I", "-S", lab_probe.__file__,
+                                      "serve", pod.name, str(PROBE_PORT)],
+                          role="probe-server", name=f"probe-{pod.name}")
+
+
 def _mesh_config(restart_time: int | None) -> str:
     spec = f"{{nodeMeshMaxRestartTime: {restart_time}s}}" if restart_time else "{}"
     return ("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\n"
@@ -114,10 +122,7 @@ def bgp_fault_lab() -> Iterator[Callable[..., FaultLab]]:
         for n in NODES:
             lab_agents.wait_ready(lab, n)
         pods = {n: add_pod(lab, n, f"pod{n[-1]}") for n in NODES}
-        for pod in pods.values():
-            lab.start_process(pod.netns, [sys.executable, "-I", "-S", lab_probe.__file__,
-                                          "serve", pod.name, str(PROBE_PORT)],
-                              role="probe-server", name=f"probe-{pod.name}")
+        serve_probes(lab, pods.values())
         world = FaultLab(lab, pods, _pairs(lab, pods), hold_time)
         for pair in world.pairs:
             wait_until(lambda pair=pair: lab_probe.probe(
