@@ -119,13 +119,22 @@ class _StreamWatcher(Watcher):  # type: ignore[misc]  # pyetcd ships no types
                 _log.debug("etcd: progress request not queued", exc_info=True)
 
 
+# gRPC metadata that makes etcd refuse a watch stream on a member without a leader and
+# cancel one whose member loses its leader for three election timeouts (etcd's
+# rpctypes.MetadataRequireLeaderKey; clientv3.WithRequireLeader, which Calico's
+# watchers use). A member cut off from its peers still answers its clients, and
+# progress requests too, so neither keepalive nor the stall detector would notice it:
+# its watchers would see nothing ever again.
+REQUIRE_LEADER = ("hasleader", "true")
+
+
 class _Client(pyetcd.MultiEndpointEtcd3Client):  # type: ignore[misc]
     def get_watcher(self) -> _StreamWatcher:
         return _StreamWatcher(
             etcdrpc.WatchStub(self.channel),
             timeout=self.timeout,
             call_credentials=self.call_credentials,
-            metadata=self.metadata,
+            metadata=(*(self.metadata or ()), REQUIRE_LEADER),
         )
 
 

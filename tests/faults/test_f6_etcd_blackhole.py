@@ -34,7 +34,7 @@ import pytest
 from lab import Lab
 from lab import agents as lab_agents
 from lab.pods import PodError
-from lab.topology import LabEtcd
+from lab.topology import ETCD_PEER_PORT, LabEtcd
 from tests.e2e.conftest import TOOLS
 from tests.e2e.pods import BIN, Pod, add_pod, ctl
 from tests.support import keep_lab, need, record_lab, unique_name, wait_until
@@ -202,3 +202,45 @@ def test_f6_black_holed_etcd_connection_is_noticed_failed_over_and_changes_arriv
     assert f'endpoint="{first_url}"' not in shown  # re-watching on another member
     assert "tortie_datastore_watch_restarts_total 0.0" not in shown
     assert pinger.sent > 0 and pinger.lost == 0
+
+
+def partition_from_peers(lab: Lab, member: LabEtcd, on: bool) -> None:
+    """Drop the member's raft traffic (its peer port, both directions) where it arrives
+    in the member's namespace; its clients still reach it."""
+    for flag in ("--dport", "--sport"):
+        lab.exec(member, ["iptables", "-w", "-t", "raw", "-I" if on else "-D", "PREROUTING",
+                          "-p", "tcp", flag, str(ETCD_PEER_PORT), "-j", "DROP"])
+
+
+def test_f6_a_member_cut_off_from_its_peers_is_left_for_one_with_a_leader(lab: Lab) -> None:
+    """The member node1's agent watches on loses its peers but still answers: its TCP
+    connection is healthy, keepalives and progress requests are answered, and it will
+    never see another change. The watch asks for a leader (etcd's `hasleader`), so the
+    member cancels it after three election timeouts and the agent re-watches elsewhere."""
+    first, others = lab.etcd[0], lab.etcd_endpoints[1:]
+    first_url = lab.etcd_endpoints[0]
+    assert f'tortie_datastore_endpoint{{endpoint="{first_url}"}} 1.0' in metrics(lab, "node1")
+    partition_from_peers(lab, first, True)
+    try:
+        cut = time.monotonic()
+        # The change is made through the members that still have quorum.
+        lab.exec("node2", [str(BIN / "ctl"), "apply", "-f", "-"], input=OUTAGE_POOL,
+                 env={"ETCD_ENDPOINTS": ",".join(others)})
+        wait_until(lambda: "tortie_datastore_watch_restarts_total 0.0" not in metrics(
+            lab, "node1"), timeout=DETECT_WITHIN + 10, interval=0.2,
+            what=f"node1's agent to replace its watch stream; log:\n{agent_log(lab)}")
+        noticed = time.monotonic() - cut
+        wait_until(lambda: OUTAGE_POOL_CIDR in pools_ipset(lab, "node1"),
+                   timeout=CHANGE_WITHIN + 10, interval=0.2, what="the new pool in node1's ipset")
+        arrived = time.monotonic() - cut
+        wait_until(lambda: ready(lab, "node1"), timeout=20, interval=0.2,
+                   what="node1's agent ready again")
+        shown, log = metrics(lab, "node1"), agent_log(lab)
+    finally:
+        partition_from_peers(lab, first, False)
+    print(f"\nF6 (member partitioned from its peers): watch replaced {noticed:.1f}s after the "
+          f"cut, the change in node1's kernel at {arrived:.1f}s")
+    assert noticed <= DETECT_WITHIN
+    assert arrived <= CHANGE_WITHIN
+    assert f'endpoint="{first_url}"' not in shown
+    assert "datastore WAIT_FOR_DATASTORE: keeping the dataplane as it is" in log, log
