@@ -193,8 +193,13 @@ def cni_server_answers(lab: Lab, node: str) -> bool:
     return True
 
 
+# A deadline, not a figure: the server opens its socket in ~0.5 s on a quiet machine,
+# 2.5 s at load average 15, and more than 15 s was seen at 30-100 (its imports).
+CNI_SERVER_START_TIMEOUT = 60.0
+
+
 def start_cni_server(lab: Lab, node: str | LabNode,
-                     timeout: float = 15.0) -> subprocess.Popen[bytes] | None:
+                     timeout: float = CNI_SERVER_START_TIMEOUT) -> subprocess.Popen[bytes] | None:
     """Run `node`'s CNI server (recorded: `lab.down()` stops it) and wait for its socket;
     None when one already answers there (install_cni starts it for the shim)."""
     name = _node_name(lab, node)
