@@ -32,6 +32,9 @@ Invariants:
     and none is made when nothing moved. A normal pass costs O(prefixes whose
     best path changed), so every RIB mutation reports its prefixes through
     `_rib_changed`; the only full diff is the first.
+  * the service ranges this node announces itself (bgp.advertise) are never handed
+    out as learned routes: every node announces them, so another node's path to
+    one is no reason to route there (Calico's BIRD prefers its own static route).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,7 @@ from datastore.syncer import (
     drain_events,
 )
 
+from .advertise import Advertising, advertising
 from .control import DEFAULT_NAME, ControlServer
 from .export import ExportPolicy, diff, pool_exporter
 from .plan import plan_node
@@ -137,6 +141,7 @@ class BGPDaemon:
         self._changed: set[str] = set()
         self._policy: ExportPolicy | None = None
         self._local: set[str] = set()
+        self._advertising = Advertising()
         self._sent: dict[str, dict[str, OutRoute]] = {}  # adj-RIB-out as sent to ExaBGP
         self._opens: dict[str, PeerOpen] = {}
         self._notified: set[str] = set()  # peers whose session is closing with a NOTIFICATION
@@ -249,6 +254,10 @@ class BGPDaemon:
         self._view_dirty = False
         self._routes_dirty = self._full_export = True
         self._passwords = {}
+        adv = advertising(self.nodename, self.view.nodes, self.view.configs)
+        if adv.services != self._advertising.services:
+            self._publish_reset = True  # learned paths to those ranges appear or vanish
+        self._advertising = adv
         plan = plan_node(self.nodename, self.view.nodes, self.view.peers.values(),
                          self.view.configs, password_for=self._read_password,
                          hold_time=self.hold_time, router_id=self.router_id)
@@ -312,7 +321,9 @@ class BGPDaemon:
             if self._full_export or self._policy is None:
                 exportable = pool_exporter(self.view.pool_export_rules())
                 self._local = {p for p in self.view.local_prefixes() if exportable(p)}
-                self._policy = ExportPolicy(plan, exportable, rib.router_ids())
+                self._local |= self._advertising.services
+                self._policy = ExportPolicy(plan, exportable, rib.router_ids(),
+                                            self._advertising)
                 desired = self._policy.routes_out(self._local, rib.best_paths())
                 announce, withdraw = diff(self._sent, desired)
                 self._sent = desired
@@ -337,6 +348,11 @@ class BGPDaemon:
     def _publish(self, best: Mapping[str, RibPath], prefixes: set[str] | None) -> None:
         """Hand out how the best paths moved since the last publication (None: diff all)."""
         reset, self._publish_reset = self._publish_reset, False
+        services = self._advertising.services
+        if services:
+            best = _Without(best, services)
+            if prefixes is not None:
+                prefixes = prefixes - services
         delta = best_path_delta(best, self._published, prefixes)
         if not (delta or reset):
             return
@@ -485,6 +501,24 @@ class BGPDaemon:
             worker = threading.Thread(target=delete, name="bgp-status-delete", daemon=True)
             worker.start()
             worker.join(timeout=1.0)
+
+
+class _Without(Mapping[str, RibPath]):
+    """`best` without some prefixes, unchanged (no copy of a ToR's 10,000 paths)."""
+
+    def __init__(self, best: Mapping[str, RibPath], left_out: frozenset[str]) -> None:
+        self.best, self.left_out = best, left_out
+
+    def __getitem__(self, prefix: str) -> RibPath:
+        if prefix in self.left_out:
+            raise KeyError(prefix)
+        return self.best[prefix]
+
+    def __iter__(self) -> Iterator[str]:
+        return (p for p in self.best if p not in self.left_out)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def best_path_delta(best: Mapping[str, RibPath], published: Mapping[str, tuple[str, str]],

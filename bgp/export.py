@@ -11,7 +11,9 @@ Locally originated prefixes (this node's confirmed affine blocks and the /32s it
 to every peer: next hop this node (`plan.node_ip`), ORIGIN igp; towards iBGP AS_PATH () and
 LOCAL_PREF 100, towards eBGP AS_PATH (the session's local AS,) (`PeerPlan.local_as`, which
 localASNumber may set) and no LOCAL_PREF. When a prefix is both originated here and learned,
-only the local route goes out.
+only the local route goes out. The service ranges of `bgp.advertise` are originated here too,
+and go out although no pool holds them. Every local route carries the communities
+`Advertising.communities` gives its prefix (prefixAdvertisements), towards every peer.
 
 Learned best paths (from `bgp.rib`):
   * never back to the peer they came from, never to a peer whose router id is the path's
@@ -50,6 +52,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
+from .advertise import NO_COMMUNITIES, Advertising, Communities
 from .rib import Path
 from .types import DEFAULT_LOCAL_PREF, NodePlan, OutRoute, PathAttributes, PeerPlan
 
@@ -96,13 +99,16 @@ class ExportPolicy:
     """The export rules above, prepared for one plan, pool set and set of peer router ids."""
 
     def __init__(self, plan: NodePlan, exportable: Callable[[str], bool],
-                 router_ids: Mapping[str, str] | None = None) -> None:
+                 router_ids: Mapping[str, str] | None = None,
+                 advertising: Advertising | None = None) -> None:
         self.plan, self.exportable = plan, exportable
+        self.advertising = advertising or Advertising()
         self._router_ids = dict(router_ids or {})
         self._peers = {p.peer_ip: p for p in plan.peers}
         self._ibgp = [p for p in plan.peers if not p.ebgp]
         self._local_ibgp = PathAttributes(next_hop=plan.node_ip, local_pref=DEFAULT_LOCAL_PREF)
-        self._local_ebgp: dict[int, PathAttributes] = {}  # by the session's local AS
+        self._local_ebgp: dict[tuple[int, Communities], PathAttributes] = {}  # local AS, ...
+        self._local_ibgp_with: dict[Communities, PathAttributes] = {NO_COMMUNITIES: self._local_ibgp}
         self._reflect_to: dict[str, list[PeerPlan]] = {}  # source peer -> targets, cached
 
     def routes_out(self, local_prefixes: Iterable[str], best: Mapping[str, Path]) -> RoutesOut:
@@ -145,11 +151,12 @@ class ExportPolicy:
                  ) -> Iterator[tuple[str, OutRoute]]:
         """(peer_ip, route) for every peer that gets `prefix`."""
         if local:
-            if not self.exportable(prefix):
+            if prefix not in self.advertising.services and not self.exportable(prefix):
                 return
-            ibgp_route = OutRoute(prefix, self._local_ibgp)
+            communities = self.advertising.communities(prefix)
+            ibgp_route = OutRoute(prefix, self._ibgp_attrs(communities))
             for peer in self.plan.peers:
-                yield peer.peer_ip, (OutRoute(prefix, self._ebgp_attrs(peer.local_as))
+                yield peer.peer_ip, (OutRoute(prefix, self._ebgp_attrs(peer.local_as, communities))
                                      if peer.ebgp else ibgp_route)
             return
         # The cheap tests first: 10,000 paths from a ToR stop here, unparsed.
@@ -179,11 +186,19 @@ class ExportPolicy:
         """Whether a learned best path can go to anyone (the tests that need no parsing)."""
         return path is not None and not path.ebgp and self.plan.cluster_id is not None
 
-    def _ebgp_attrs(self, local_as: int) -> PathAttributes:
-        attrs = self._local_ebgp.get(local_as)
+    def _ibgp_attrs(self, communities: Communities) -> PathAttributes:
+        attrs = self._local_ibgp_with.get(communities)
         if attrs is None:
-            attrs = self._local_ebgp[local_as] = PathAttributes(
-                next_hop=self.plan.node_ip, as_path=(local_as,))
+            attrs = self._local_ibgp_with[communities] = replace(
+                self._local_ibgp, communities=communities[0], large_communities=communities[1])
+        return attrs
+
+    def _ebgp_attrs(self, local_as: int, communities: Communities) -> PathAttributes:
+        attrs = self._local_ebgp.get((local_as, communities))
+        if attrs is None:
+            attrs = self._local_ebgp[(local_as, communities)] = PathAttributes(
+                next_hop=self.plan.node_ip, as_path=(local_as,), communities=communities[0],
+                large_communities=communities[1])
         return attrs
 
     def _reflection_targets(self, source: str) -> list[PeerPlan]:
@@ -201,9 +216,10 @@ class ExportPolicy:
 
 def routes_out(plan: NodePlan, local_prefixes: Iterable[str], best: Mapping[str, Path],
                exportable: Callable[[str], bool],
-               router_ids: Mapping[str, str] | None = None) -> RoutesOut:
+               router_ids: Mapping[str, str] | None = None,
+               advertising: Advertising | None = None) -> RoutesOut:
     """Every route this node sends, per peer: `ExportPolicy(...).routes_out(...)`."""
-    return ExportPolicy(plan, exportable, router_ids).routes_out(local_prefixes, best)
+    return ExportPolicy(plan, exportable, router_ids, advertising).routes_out(local_prefixes, best)
 
 
 def diff(old: RoutesOut, new: RoutesOut) -> tuple[Announce, Withdraw]:

@@ -155,6 +155,7 @@ def _attributes(next_hop: str, a: dict) -> PathAttributes:
         communities=tuple(f"{hi}:{lo}" for hi, lo in a.get("community", ())),
         originator_id=a.get("originator-id"),
         cluster_list=tuple(a.get("cluster-list", ())),
+        large_communities=tuple(":".join(map(str, c)) for c in a.get("large-community", ())),
     )
 
 
@@ -208,6 +209,8 @@ def format_attributes(a: PathAttributes) -> str:
         parts.append(f"local-preference {a.local_pref}")
     if a.communities:
         parts.append(f"community [ {' '.join(a.communities)} ]")
+    if a.large_communities:
+        parts.append(f"large-community [ {' '.join(a.large_communities)} ]")
     if a.originator_id:
         parts.append(f"originator-id {a.originator_id}")
     if a.cluster_list:

@@ -28,6 +28,7 @@ class PathAttributes:
     communities: tuple[str, ...] = ()  # "aa:nn"
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()  # "aa:nn:mm" (RFC 8092)
 
 
 # -- events from the speaker (ExaBGP, parsed) ------------------------------------------

@@ -1,7 +1,8 @@
-"""Real BGP routers (BIRD 2, FRR) inside lab namespaces: ToRs, route reflectors, generators.
+"""Real BGP routers (BIRD 2, FRR, GoBGP) inside lab namespaces: ToRs, route reflectors,
+generators.
 
-Owns: starting BIRD and FRR (zebra + bgpd) as lab processes, talking to them
-(birdc, vtysh) and rendering the small configs the lab and the benchmarks use.
+Owns: starting BIRD, FRR (zebra + bgpd) and GoBGP (gobgpd) as lab processes, talking to
+them (birdc, vtysh, gobgp) and rendering the small configs the lab and the benchmarks use.
 
 Invariants:
 
@@ -28,6 +29,12 @@ this passes without running as the `frr` user (which could not write the
 root-owned state dir). `-N <pathspace>` is not needed: it only prefixes the
 default paths, and every one of them is given explicitly.
 vtysh gets `--vty_socket` and `--config_dir` (a private, empty vtysh.conf).
+
+GoBGP 3.x (Debian's gobgpd): `-t toml -f <config>`, `--api-hosts 127.0.0.1:<port>` (its
+gRPC API on the namespace's own loopback, which the `gobgp` CLI then reaches from inside
+the same namespace) and `--pprof-disable` (no debug HTTP listener). Without a `zebra`
+section it never touches the kernel's routes. Announced prefixes are added over the API
+(`gobgp global rib add`): its config file has no static routes.
 
 Config helpers are pure functions returning text; see their docstrings.
 """
@@ -56,6 +63,9 @@ BIRD = "bird"
 BIRDC = "birdc"
 FRR_DIR = Path("/usr/lib/frr")
 VTYSH = "vtysh"
+GOBGPD = "gobgpd"
+GOBGP = "gobgp"
+GOBGP_API_PORT = 50051  # on the router namespace's loopback only
 # FRR's compiled-in crash-log base (lib/zlog.c, TMPBASEDIR); see the module docstring.
 FRR_TMPDIR = Path("/var/tmp/frr")
 START_TIMEOUT = 15.0
@@ -97,14 +107,27 @@ _SINCE = re.compile(
 
 
 @dataclass
-class Bird:
-    """A BIRD 2 daemon in a lab namespace, driven over its own control socket."""
+class _Daemon:
+    """One router process in a lab namespace, its files in `dir`."""
 
     lab: Lab
     name: str
     netns: str
     dir: Path
     proc: subprocess.Popen | None = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after a while) and reap; idempotent."""
+        if self.proc is not None:
+            _stop_popen(self.proc)
+
+
+@dataclass
+class Bird(_Daemon):
+    """A BIRD 2 daemon in a lab namespace, driven over its own control socket."""
 
     @property
     def config_path(self) -> Path:
@@ -178,14 +201,6 @@ class Bird:
         out = self.birdc("configure")
         if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
             raise LabError(f"{self.name}: birdc configure: {out.strip()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM (SIGKILL after a while) and reap; idempotent."""
-        if self.proc is not None:
-            _stop_popen(self.proc)
 
 
 def _check_bird_config(config: str, path: Path) -> None:
@@ -386,6 +401,115 @@ def _wait(frr: Frr, daemon: str, ready: Any, timeout: float) -> None:
         time.sleep(0.02)
 
 
+# ---- GoBGP -----------------------------------------------------------------
+
+
+@dataclass
+class Gobgp(_Daemon):
+    """gobgpd in a lab namespace, driven with the `gobgp` CLI over its loopback API."""
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "gobgpd.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "gobgpd.log"
+
+    def gobgp(self, *args: str, check: bool = True, timeout: float = 30) -> str:
+        """Run one `gobgp` CLI command in the router's namespace; its stdout."""
+        res = self.lab.exec(self.netns, [GOBGP, "-u", "127.0.0.1", "-p", str(GOBGP_API_PORT),
+                                         *args], check=False, timeout=timeout)
+        if check and res.returncode != 0:
+            raise LabError(f"{self.name}: gobgp {' '.join(args)} failed "
+                           f"(exit {res.returncode}): {(res.stdout + res.stderr).strip()[-500:]}")
+        return str(res.stdout)
+
+    def peer_states(self) -> dict[str, str]:
+        """{neighbour address: session state}, e.g. {"10.1.1.1": "established"}."""
+        out: dict[str, str] = {}
+        for p in json.loads(self.gobgp("-j", "neighbor") or "[]"):
+            state = p.get("state", {}).get("session_state", 0)
+            out[p["conf"]["neighbor_address"]] = _GOBGP_STATES.get(state, str(state))
+        return out
+
+    def rib(self) -> dict[str, list[dict[str, Any]]]:
+        """The global IPv4 RIB (`gobgp -j global rib`): {prefix: [path, ...]}, each path with
+        `neighbor-ip`, `nexthop`, `as-path` (list), `communities` ("aa:nn") and
+        `large-communities` ("aa:nn:mm")."""
+        table = json.loads(self.gobgp("-j", "global", "rib", "-a", "ipv4") or "{}")
+        return {prefix: [_gobgp_path(p) for p in paths] for prefix, paths in table.items()}
+
+    def announce(self, prefix: str) -> None:
+        self.gobgp("global", "rib", "add", "-a", "ipv4", prefix)
+
+    def withdraw(self, prefix: str) -> None:
+        self.gobgp("global", "rib", "del", "-a", "ipv4", prefix)
+
+
+# apipb.PeerState.SessionState, as `gobgp -j neighbor` prints it (a number).
+_GOBGP_STATES = {0: "unknown", 1: "idle", 2: "connect", 3: "active", 4: "opensent",
+                 5: "openconfirm", 6: "established"}
+
+
+def _gobgp_path(p: dict[str, Any]) -> dict[str, Any]:
+    """One path of `gobgp -j global rib` with its attributes decoded (BGP attribute type
+    codes: 2 AS_PATH, 3 NEXT_HOP, 8 COMMUNITIES, 32 LARGE_COMMUNITY)."""
+    out: dict[str, Any] = {"neighbor-ip": p.get("neighbor-ip", ""), "nexthop": "",
+                           "as-path": [], "communities": [], "large-communities": []}
+    for a in p.get("attrs", []):
+        kind = a.get("type")
+        if kind == 2:
+            out["as-path"] = [asn for seg in a.get("as_paths", []) for asn in seg.get("asns", [])]
+        elif kind == 3:
+            out["nexthop"] = a.get("nexthop", "")
+        elif kind == 8:
+            out["communities"] = [f"{c >> 16}:{c & 0xFFFF}" for c in a.get("communities", [])]
+        elif kind == 32:
+            out["large-communities"] = [f"{c['ASN']}:{c['LocalData1']}:{c['LocalData2']}"
+                                        for c in a.get("value", [])]
+    return out
+
+
+def start_gobgp(lab: Lab, config: str, *, name: str = "gobgp", netns: Target | None = None,
+                announce: Iterable[str] = (), timeout: float = START_TIMEOUT) -> Gobgp:
+    """Run gobgpd with `config` (TOML, see `gobgp_config`) in `netns` (default: the router
+    namespace) and announce `announce`. Returns once its API answers."""
+    if shutil.which(GOBGPD) is None or shutil.which(GOBGP) is None:
+        raise LabError("gobgpd/gobgp not installed (apt-get install gobgpd)")
+    ns = lab.netns_of(netns if netns is not None else "router")
+    d = _router_dir(lab, name)
+    router = Gobgp(lab, name, ns, d)
+    router.config_path.write_text(config)
+    check = lab.exec(ns, [GOBGPD, "-t", "toml", "-f", str(router.config_path), "-d"],
+                     check=False, timeout=30)
+    if check.returncode != 0:
+        raise LabError(f"gobgpd rejects {router.config_path}: "
+                       f"{(check.stdout + check.stderr).strip()[-500:]}")
+    router.proc = lab.start_process(
+        ns, [GOBGPD, "-t", "toml", "-f", str(router.config_path), "--pprof-disable",
+             "--api-hosts", f"127.0.0.1:{GOBGP_API_PORT}"],
+        role="gobgpd", name=name, log_path=router.log_path)
+    deadline = time.monotonic() + timeout
+    while router.gobgp("global", check=False).strip() == "":
+        if router.proc.poll() is not None:
+            raise LabError(f"gobgpd {name} in {ns} exited with {router.proc.returncode}"
+                           f"{_tail(router.log_path)}")
+        if time.monotonic() > deadline:
+            router.stop()
+            raise LabError(f"gobgpd {name} in {ns} does not answer after {timeout:g}s"
+                           f"{_tail(router.log_path)}")
+        time.sleep(0.05)
+    try:
+        for prefix in announce:
+            router.announce(prefix)
+    except BaseException:
+        router.stop()
+        raise
+    log.debug("GoBGP %s up in %s", name, ns)
+    return router
+
+
 # ---- configs (pure) --------------------------------------------------------
 
 
@@ -549,4 +673,36 @@ def frr_tor(
     lines += [" exit-address-family", "exit", "!"]
     if receive_only:
         lines += ["route-map ANNOUNCE-NOTHING deny 10", "!"]
+    return "\n".join(lines) + "\n"
+
+
+def gobgp_config(router_id: str, asn: int, neighbors: Sequence[tuple[str, int]],
+                 hold_time: int = 9, *, rr_clients: bool = False,
+                 cluster_id: str | None = None) -> str:
+    """gobgpd TOML: `global` (AS, router id, port 179) and one neighbour per (ip, its AS).
+
+    - `rr_clients`: every iBGP neighbour is a route-reflector client (cluster id
+      `cluster_id`, default the router id); GoBGP reflects with the next hop unchanged.
+    - Timers: hold time `hold_time`, keepalive a third of it, connect retry 1 s and 1 s
+      before reconnecting after a reset (GoBGP's defaults, 120 s and 30 s, would slow
+      every lab start and restart).
+    - eBGP neighbours get multihop (TTL 255), as `frr_tor` does, so a peer on another
+      subnet works too.
+    """
+    keepalive = max(1, hold_time // 3)
+    lines = ["[global.config]", f"  as = {asn}", f'  router-id = "{router_id}"', "  port = 179"]
+    for ip, remote_as in neighbors:
+        lines += ["", "[[neighbors]]", "  [neighbors.config]",
+                  f'    neighbor-address = "{ip}"', f"    peer-as = {remote_as}",
+                  "  [neighbors.timers.config]", f"    hold-time = {hold_time}",
+                  f"    keepalive-interval = {keepalive}", "    connect-retry = 1",
+                  # after a reset, reconnect at once (GoBGP's default waits 30 s)
+                  "    idle-hold-time-after-reset = 1"]
+        if remote_as != asn:
+            lines += ["  [neighbors.ebgp-multihop.config]", "    enabled = true",
+                      "    multihop-ttl = 255"]
+        elif rr_clients:
+            lines += ["  [neighbors.route-reflector.config]",
+                      "    route-reflector-client = true",
+                      f'    route-reflector-cluster-id = "{cluster_id or router_id}"']
     return "\n".join(lines) + "\n"

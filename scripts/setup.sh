@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(etcd-server etcd-client iproute2 iptables ipset iputils-ping tcpdump bird2 frr
           openssl curl procps python3-venv kmod user-mode-linux
           containernetworking-plugins podman runc busybox-static musl-tools file
-          catatonit mmdebstrap git conntrack)
+          catatonit mmdebstrap git conntrack gobgpd)
 
 
 missing=()

@@ -361,3 +361,23 @@ def test_a_rotated_password_file_makes_the_plan_again(tmp_path, caplog):
     (tmp_path / "mesh").mkdir()
     (tmp_path / "mesh" / "pw").write_text("late\n")  # the missing one appeared
     assert d._passwords_changed()
+
+
+def test_own_service_ranges_are_never_handed_out_as_learned_routes():
+    from bgp.advertise import Advertising
+
+    svc = "10.96.0.0/16"
+    d, got, _ = daemon()
+    d._advertising = Advertising(services=frozenset({svc}))
+    step(d)
+    step(d, *up(B), RouteUpdate(B, {P1: PathAttributes(B), svc: PathAttributes(B)}))
+    assert got[-1] == BestPathChanges({P1: (B, B)})  # B's copy of the range is not news
+    step(d, RouteUpdate(B, {svc: PathAttributes(B, med=1)}, (P1,)))
+    assert got[-1] == BestPathChanges({P1: None})
+    # The range stops being ours (a configuration change, which resets the publication):
+    # B's path to it is now a route like any other.
+    d._advertising, d._publish_reset = Advertising(), True
+    d._routes_dirty = True
+    step(d)
+    assert got[-1] == BestPathChanges({svc: (B, B)}, reset=True)
+    assert all(svc not in c.routes for c in got[:-1])

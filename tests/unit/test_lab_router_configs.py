@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.routers import bird_peer, bird_proto_name, bird_route_reflector, frr_tor
+from lab.routers import (
+    _gobgp_path,
+    bird_peer,
+    bird_proto_name,
+    bird_route_reflector,
+    frr_tor,
+    gobgp_config,
+)
 from tests.support import need
 
 
@@ -78,3 +85,34 @@ def test_bird_keepalive_time(tmp_path: Path) -> None:
     bird_parses(text, tmp_path)
     assert "  keepalive time 1;" in text
     assert "keepalive time" not in bird_peer("10.1.1.1", 65000, [])
+
+
+def test_gobgp_config_ebgp_multihop_and_reflector_clients(tmp_path: Path) -> None:
+    need("gobgpd")
+    text = gobgp_config("10.1.1.1", 64512, [("10.1.1.11", 64512), ("10.1.1.12", 65001)],
+                        rr_clients=True, cluster_id="244.0.0.9")
+    conf = tmp_path / "gobgpd.toml"
+    conf.write_text(text)
+    # gobgpd's own dry run (-d) reads and checks the file, starting nothing.
+    res = subprocess.run(["gobgpd", "-t", "toml", "-f", str(conf), "-d"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stdout + res.stderr + "\n" + text
+    ibgp, ebgp = text.split("[[neighbors]]")[1:]
+    assert "route-reflector-client = true" in ibgp and '"244.0.0.9"' in ibgp
+    assert "multihop" not in ibgp
+    assert "route-reflector" not in ebgp and "multihop-ttl = 255" in ebgp
+
+
+def test_gobgp_path_decoding() -> None:
+    # The community attributes as `gobgp -j global rib` (GoBGP 3.10) printed them here for
+    # a route added with `community 1:2 large-community 3:4:5`; the AS_PATH and neighbour
+    # in the same JSON form (tests/e2e/test_bgp_advertise.py reads real learned paths).
+    raw = {"nlri": {"prefix": "198.51.100.0/24"}, "neighbor-ip": "10.1.1.11",
+           "attrs": [{"type": 1, "value": 2},
+                     {"type": 2, "as_paths": [{"segment_type": 2, "num": 1, "asns": [64512]}]},
+                     {"type": 8, "communities": [65538]},
+                     {"type": 32, "value": [{"ASN": 3, "LocalData1": 4, "LocalData2": 5}]},
+                     {"type": 3, "nexthop": "10.1.1.11"}]}
+    assert _gobgp_path(raw) == {"neighbor-ip": "10.1.1.11", "nexthop": "10.1.1.11",
+                                "as-path": [64512], "communities": ["1:2"],
+                                "large-communities": ["3:4:5"]}
