@@ -150,6 +150,7 @@ class Agent:
         self._dirty_calc = True
         self._dirty_learned = False
         self._calc_problems: tuple[str, ...] = ()
+        self._dataplane_problems: tuple[str, ...] = ()  # of the last apply (unresolved routes)
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
@@ -249,7 +250,8 @@ class Agent:
         daemon = BGPDaemon(self.client, self.nodename,
                            workdir=Path(self.config.run_dir) / "bgp" / self.nodename,
                            on_routes=self.on_learned, hold_time=self.config.bgp_hold_time,
-                           router_id=self.config.router_id)
+                           router_id=self.config.router_id,
+                           route_problems=lambda: self._dataplane_problems)
         daemon.start()
         return daemon.stop
 
@@ -418,7 +420,8 @@ class Agent:
         )
 
     def _report_problems(self) -> None:
-        problems = tuple(sorted(set(self._calc_problems) | set(self._learned.problems)))
+        problems = tuple(sorted(set(self._calc_problems) | set(self._learned.problems)
+                                | set(self._dataplane_problems)))
         if problems != self.stats.problems:
             for problem in sorted(set(problems) - set(self.stats.problems)):
                 _log.warning("not programmed: %s", problem)
@@ -459,7 +462,10 @@ class Agent:
         self._reapply_at = self.clock() + retry_after if retry_after is not None else None
         self.stats.applies += 1
         errors = []
+        problems: list[str] = []
         for name, res in result.results.items():
+            problems += res.problems
+            self.metrics.dataplane_problems.labels(name).set(len(res.problems))
             writes = res.mutations
             if writes:
                 self.metrics.kernel_writes.labels(name).inc(writes)
@@ -468,6 +474,10 @@ class Agent:
             for err in res.errors:
                 errors.append(f"{name}: {err}")
                 self.metrics.apply_errors.labels(name).inc()
+        if tuple(problems) != self._dataplane_problems:
+            # Logged once, when it appears (not per apply): the writer already left it out.
+            self._dataplane_problems = tuple(problems)
+            self._report_problems()
         if errors:
             self.stats.apply_errors += 1
             self.stats.last_error = errors[0]
