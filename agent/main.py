@@ -8,7 +8,11 @@ dataplane (agent.dataplane.facade: no writer is thread-safe, by design).
 Invariants:
   * nothing is programmed before the syncer's first IN_SYNC;
   * a failed apply marks the dataplane dirty and is retried with backoff
-    (1 s doubling to 30 s); it never exits the agent;
+    (1 s doubling to 30 s); it never exits the agent. A single route the
+    kernel refuses, or whose next hop has no route, is not a failed apply: the
+    RouteTable retries it alone and it is a problem (`stats.problems`, the
+    tortie_dataplane_problems gauge, `ctl node status -o wide`), so it never
+    delays unrelated writes;
   * a writer that asks for another apply (`retry_after`: a route deletion
     held back by the cleanup grace period) gets it then, with no new input;
   * drift is repaired within seconds: route deletions and link changes are
@@ -108,10 +112,18 @@ class RouteRemoved:
     metric: int
 
 
+@dataclass(frozen=True, slots=True)
+class HostRouteChanged:
+    """A main-table route of the host's own (not tortie's) on `dev` (None: no device)
+    was added, replaced or deleted: learned next hops may resolve differently."""
+
+    dev: str | None
+
+
 # What the loop's queue carries. BGP's best-path changes arrive as they are
 # (bgp.types.BestPathChanges), from the in-process daemon or the sidecar's socket.
 AgentEvent = (SyncStatusChanged | DatastoreUpdates | BestPathChanges | LinkChanged
-              | RouteRemoved | StopRequested)
+              | RouteRemoved | HostRouteChanged | StopRequested)
 
 
 @dataclass
@@ -203,6 +215,9 @@ class Agent:
     def on_route_removed(self, dst: str, metric: int) -> None:
         self._events.put(RouteRemoved(dst, metric))
 
+    def on_host_route(self, dev: str | None) -> None:
+        self._events.put(HostRouteChanged(dev))
+
     def stop(self) -> None:
         self._stop.set()
         self._events.put(StopRequested())
@@ -224,7 +239,7 @@ class Agent:
         self.metrics.follow_syncer(syncer)
         stop_bgp = self._start_bgp()
         try:
-            dataplane.start(self.on_link, self.on_route_removed)
+            dataplane.start(self.on_link, self.on_route_removed, self.on_host_route)
             syncer.start()
             self.run_loop()
         finally:
@@ -347,6 +362,9 @@ class Agent:
                 case RouteRemoved(dst, metric):
                     self.dataplane.on_route_removed(dst, metric)
                     self._dirty_apply = True
+                case HostRouteChanged(dev):
+                    if self.dataplane.on_host_route_change(dev):
+                        self._dirty_apply = True
                 case StopRequested():
                     pass  # self._stop is set: the loop ends after this batch
 

@@ -8,8 +8,8 @@ BIRD's recursive gateways do for Calico, the route is written with the
 *immediate* gateway: the route the main table holds for the next hop (longest
 prefix, lowest metric) gives it:
 
-  * a connected route (`10.0.1.0/24 dev eth0`): the next hop is on-link,
-    `<prefix> via <next hop> dev eth0`;
+  * a connected route (`10.0.1.0/24 dev eth0`): the next hop is on-link
+    (RouteTable then writes the route as it came: the kernel finds the device);
   * a route through a gateway (`default via 10.0.2.1 dev eth0`):
     `<prefix> via 10.0.2.1 dev eth0` (its `onlink` flag is kept);
   * nothing, or a route that forwards nowhere (blackhole, unreachable, a

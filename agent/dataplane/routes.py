@@ -222,6 +222,9 @@ class RouteTable:
         # to date by `_reresolve` on every apply.
         self._by_next_hop: dict[str, set[str]] = defaultdict(set)
         self._next_hops: dict[str, NextHop | str] = {}
+        # Devices (None: no device) whose host routes changed while nothing resolved
+        # through them: re-read once a gateway-only route wants them.
+        self._stale_host_devs: set[str | None] = set()
         self._kernel: dict[str, dict[int, KernelRoute]] = {}
         self._kernel_by_dev: dict[str, set[str]] = defaultdict(set)
         self._dirty: set[str] = set()
@@ -418,6 +421,21 @@ class RouteTable:
         self._drop_kernel(dst, metric)
         self._dirty.add(dst)
 
+    def on_host_route_change(self, dev: str | None) -> bool:
+        """A route of the host's own (not ours) on `dev` changed (None: one with no
+        device, e.g. unreachable): re-read it if a gateway-only route's next hop may
+        resolve through it. Returns whether the next apply has work to do."""
+        if not self._by_next_hop:
+            # Nothing resolves through the host's routes yet: no re-read now, but the
+            # mirror of `dev` is stale for the first route that will (apply() reads it).
+            self._stale_host_devs.add(dev)
+            return False
+        if dev is None:
+            self._resync_needed = True
+        else:
+            self._rescan_devs.add(dev)  # no grace stamp: the interface itself is unchanged
+        return True
+
     def on_interface_change(self, name: str) -> None:
         """An interface appeared, vanished or changed: re-read its routes on the next apply.
 
@@ -462,6 +480,11 @@ class RouteTable:
             and now - self._last_full >= self._resync_interval
         ):
             self._resync_needed = True
+        if self._stale_host_devs and self._by_next_hop:
+            if None in self._stale_host_devs:
+                self._resync_needed = True
+            self._rescan_devs |= {d for d in self._stale_host_devs if d is not None}
+            self._stale_host_devs.clear()
         try:
             if self._resync_needed:
                 self._full_resync(now)
@@ -547,6 +570,7 @@ class RouteTable:
         self._dirty |= owned
         self._resync_needed = False
         self._rescan_devs.clear()
+        self._stale_host_devs.clear()
         self._last_full = now
         _log.debug("route resync: %d kernel routes (%d destinations ours), %d desired",
                    len(routes), len(owned), len(self._desired))

@@ -330,7 +330,7 @@ def test_a_next_hop_behind_the_gateway_is_resolved_through_it(netns: str, rt: Ro
     assert res.ok and res.writes == 1 and res.problems == (), res
     assert "198.51.100.0/24 via 192.168.0.254 dev eth0 proto 80" in routes(netns)
     sh(netns, "route", "replace", "default", "via", "192.168.0.253", "dev", "eth0")
-    rt.on_interface_change("eth0")
+    assert rt.on_host_route_change("eth0")  # what the link monitor reports
     assert rt.apply().writes == 1
     assert "198.51.100.0/24 via 192.168.0.253 dev eth0 proto 80" in routes(netns)
     rt.resync()

@@ -361,3 +361,13 @@ def test_a_rotated_password_file_makes_the_plan_again(tmp_path, caplog):
     (tmp_path / "mesh").mkdir()
     (tmp_path / "mesh" / "pw").write_text("late\n")  # the missing one appeared
     assert d._passwords_changed()
+
+
+def test_status_carries_the_agents_learned_routes_not_installed() -> None:
+    problems = ["learned route 203.0.113.0/24: next hop 192.0.2.99: no route to it in the main "
+                "table"]
+    d = BGPDaemon(None, "n1", workdir=FsPath("/nonexistent/tortie-test-bgp"), control_name=None,
+                  publish_status=False, route_problems=lambda: problems)
+    assert d.status()["routeProblems"] == problems
+    problems.clear()  # read at each query: the list is the agent's current one
+    assert d.status()["routeProblems"] == []

@@ -104,11 +104,35 @@ def test_route_follows_its_next_hop_when_the_gateway_changes() -> None:
     rt.update_learned({TOR_NET: TOR_ROUTE})
     rt.apply()
     fake.add(DEFAULT._replace(gateway="10.0.2.254"))
-    rt.on_interface_change("eth0")  # what the link monitor reports; a resync does too
+    assert rt.on_host_route_change("eth0")  # what the link monitor reports
     res = rt.apply()
-    assert res.writes == 1
+    assert res.writes == 1 and fake.dev_dumps == 1  # only eth0's routes were re-read
     assert fake.batches[-1] == [f"route replace {TOR_NET} via 10.0.2.254 dev eth0 proto 80 "
                                 f"scope global"]
+    fake.add(DEFAULT._replace(gateway="10.0.2.253"))
+    rt.on_interface_change("eth0")  # a link event re-reads it too
+    res = rt.apply()
+    assert res.writes == 1
+    assert fake.batches[-1] == [f"route replace {TOR_NET} via 10.0.2.253 dev eth0 proto 80 "
+                                f"scope global"]
+
+
+def test_host_route_changes_matter_only_with_gateway_only_routes() -> None:
+    fake = FakeRouteKernel([CONNECTED, DEFAULT], links=["eth0", "cali1"])
+    rt = table(fake)
+    rt.set_desired([WL])
+    rt.apply()
+    # An unreachable route to the ToR appears while nothing resolves through the host's
+    # routes: no re-read now, but the first gateway-only route sees it.
+    fake.add(KernelRoute("10.0.1.0/24", type="unreachable", proto=PROTO_BOOT))
+    assert not rt.on_host_route_change(None) and not rt.dirty
+    dumps = fake.dumps
+    rt.update_learned({TOR_NET: TOR_ROUTE})
+    res = rt.apply()
+    assert fake.dumps == dumps + 1 and res.writes == 0
+    assert res.problems == (f"learned route {TOR_NET}: next hop {TOR}: the main table's route "
+                            f"to it (10.0.1.0/24) is unreachable",)
+    assert rt.on_host_route_change(None) and rt.dirty  # no device: the whole table
 
 
 def test_unresolved_route_is_a_problem_not_an_error_and_holds_nothing_back() -> None:
