@@ -38,6 +38,10 @@ class Metrics:
                                     "Dataplane apply failures, by kind", ["kind"], registry=r)
         self.datastore_connected = Gauge("tortie_datastore_connected",
                                          "1 when the datastore watch is in sync", registry=r)
+        self.dataplane_problems = Gauge(
+            "tortie_dataplane_problems",
+            "Things a writer leaves out until something changes (e.g. a learned route whose "
+            "next hop has no route), by writer", ["writer"], registry=r)
         self.last_error = Gauge("tortie_last_error_timestamp_seconds",
                                 "Unix time of the last error", registry=r)
 

@@ -8,7 +8,11 @@ dataplane (agent.dataplane.facade: no writer is thread-safe, by design).
 Invariants:
   * nothing is programmed before the syncer's first IN_SYNC;
   * a failed apply marks the dataplane dirty and is retried with backoff
-    (1 s doubling to 30 s); it never exits the agent;
+    (1 s doubling to 30 s); it never exits the agent. A single route the
+    kernel refuses, or whose next hop has no route, is not a failed apply: the
+    RouteTable retries it alone and it is a problem (`stats.problems`, the
+    tortie_dataplane_problems gauge, `ctl node status -o wide`), so it never
+    delays unrelated writes;
   * a writer that asks for another apply (`retry_after`: a route deletion
     held back by the cleanup grace period) gets it then, with no new input;
   * drift is repaired within seconds: route deletions and link changes are
@@ -108,10 +112,18 @@ class RouteRemoved:
     metric: int
 
 
+@dataclass(frozen=True, slots=True)
+class HostRouteChanged:
+    """A main-table route of the host's own (not tortie's) on `dev` (None: no device)
+    was added, replaced or deleted: learned next hops may resolve differently."""
+
+    dev: str | None
+
+
 # What the loop's queue carries. BGP's best-path changes arrive as they are
 # (bgp.types.BestPathChanges), from the in-process daemon or the sidecar's socket.
 AgentEvent = (SyncStatusChanged | DatastoreUpdates | BestPathChanges | LinkChanged
-              | RouteRemoved | StopRequested)
+              | RouteRemoved | HostRouteChanged | StopRequested)
 
 
 @dataclass
@@ -150,6 +162,7 @@ class Agent:
         self._dirty_calc = True
         self._dirty_learned = False
         self._calc_problems: tuple[str, ...] = ()
+        self._dataplane_problems: tuple[str, ...] = ()  # of the last apply (unresolved routes)
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
@@ -202,6 +215,9 @@ class Agent:
     def on_route_removed(self, dst: str, metric: int) -> None:
         self._events.put(RouteRemoved(dst, metric))
 
+    def on_host_route(self, dev: str | None) -> None:
+        self._events.put(HostRouteChanged(dev))
+
     def stop(self) -> None:
         self._stop.set()
         self._events.put(StopRequested())
@@ -223,7 +239,7 @@ class Agent:
         self.metrics.follow_syncer(syncer)
         stop_bgp = self._start_bgp()
         try:
-            dataplane.start(self.on_link, self.on_route_removed)
+            dataplane.start(self.on_link, self.on_route_removed, self.on_host_route)
             syncer.start()
             self.run_loop()
         finally:
@@ -249,7 +265,8 @@ class Agent:
         daemon = BGPDaemon(self.client, self.nodename,
                            workdir=Path(self.config.run_dir) / "bgp" / self.nodename,
                            on_routes=self.on_learned, hold_time=self.config.bgp_hold_time,
-                           router_id=self.config.router_id)
+                           router_id=self.config.router_id,
+                           route_problems=lambda: self._dataplane_problems)
         daemon.start()
         return daemon.stop
 
@@ -345,6 +362,9 @@ class Agent:
                 case RouteRemoved(dst, metric):
                     self.dataplane.on_route_removed(dst, metric)
                     self._dirty_apply = True
+                case HostRouteChanged(dev):
+                    if self.dataplane.on_host_route_change(dev):
+                        self._dirty_apply = True
                 case StopRequested():
                     pass  # self._stop is set: the loop ends after this batch
 
@@ -418,7 +438,8 @@ class Agent:
         )
 
     def _report_problems(self) -> None:
-        problems = tuple(sorted(set(self._calc_problems) | set(self._learned.problems)))
+        problems = tuple(sorted(set(self._calc_problems) | set(self._learned.problems)
+                                | set(self._dataplane_problems)))
         if problems != self.stats.problems:
             for problem in sorted(set(problems) - set(self.stats.problems)):
                 _log.warning("not programmed: %s", problem)
@@ -459,7 +480,10 @@ class Agent:
         self._reapply_at = self.clock() + retry_after if retry_after is not None else None
         self.stats.applies += 1
         errors = []
+        problems: list[str] = []
         for name, res in result.results.items():
+            problems += res.problems
+            self.metrics.dataplane_problems.labels(name).set(len(res.problems))
             writes = res.mutations
             if writes:
                 self.metrics.kernel_writes.labels(name).inc(writes)
@@ -468,6 +492,10 @@ class Agent:
             for err in res.errors:
                 errors.append(f"{name}: {err}")
                 self.metrics.apply_errors.labels(name).inc()
+        if tuple(problems) != self._dataplane_problems:
+            # Logged once, when it appears (not per apply): the writer already left it out.
+            self._dataplane_problems = tuple(problems)
+            self._report_problems()
         if errors:
             self.stats.apply_errors += 1
             self.stats.last_error = errors[0]

@@ -45,7 +45,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ class BGPDaemon:
                  router_id: str | None = None,
                  password_for: Callable[[SecretKeyRef], str | None] | None = None,
                  publish_status: bool = True,
+                 route_problems: Callable[[], Sequence[str]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.client = client
@@ -122,6 +123,9 @@ class BGPDaemon:
         self.router_id = router_id  # CALICO_ROUTER_ID (bgp.plan.plan_node)
         self.password_for = password_for or SecretsDir.from_env()
         self.publish_status = publish_status
+        # The agent's learned routes it cannot install (an unresolved next hop): shown
+        # with the sessions they came from (`ctl node status -o wide`).
+        self.route_problems = route_problems
         self.clock, self.wall = clock, wall
         self.view = BGPView(nodename)
         self.book = PeerStatusBook()
@@ -470,7 +474,10 @@ class BGPDaemon:
     def status(self) -> dict[str, Any]:
         """The latest status document (called from the control server's threads)."""
         with self._status_lock:
-            return self._status_doc
+            doc = self._status_doc
+        if self.route_problems is not None:
+            doc = {**doc, "routeProblems": list(self.route_problems())}
+        return doc
 
     def _refresh_status(self, now: float) -> None:
         if not self._status_dirty and now < self._status_written + STATUS_REFRESH:

@@ -59,6 +59,9 @@ def render_local(doc: dict | None, now: float, wide: bool) -> str:
         parts.append("No IPv4 peers found.")
     if doc.get("speaker") == "stopped":
         parts.append("ExaBGP is restarting; the sessions above are down meanwhile.")
+    if wide and doc.get("routeProblems"):
+        parts += ["", "Learned routes not installed:"]
+        parts += [f"  {problem}" for problem in doc["routeProblems"]]
     parts += ["", "IPv6 BGP status", "No IPv6 peers found.", ""]
     return "\n".join(parts)
 

@@ -633,7 +633,7 @@ def bird_peer(
 def frr_tor(
     router_id: str, asn: int, neighbors: Sequence[tuple[str, int]], networks: Iterable[str] = (),
     hold_time: int = 9, password: str | None = None, *, hostname: str = "tor",
-    receive_only: bool = False,
+    receive_only: bool = False, update_source: str | None = None,
 ) -> str:
     """bgpd config for FRR as a ToR: `router bgp asn`, one neighbour per (ip, remote AS).
 
@@ -647,6 +647,10 @@ def frr_tor(
     - `timers connect 1`: retry a refused connect after 1 s, not FRR's 120 s.
     - `receive_only`: a deny-all outbound route-map on every neighbour (a
       benchmark receiver announces nothing, as BIRD's `export none`).
+    - `update_source`: the address FRR connects from, and so the next hop it
+      sends on eBGP; without it a session FRR opens to a node on another
+      subnet comes from the router's address there, which the node does not
+      peer with.
     """
     keepalive = max(1, hold_time // 3)
     lines = [
@@ -666,6 +670,8 @@ def frr_tor(
             lines.append(f" neighbor {ip} ebgp-multihop 255")
         if password:
             lines.append(f" neighbor {ip} password {password}")
+        if update_source:
+            lines.append(f" neighbor {ip} update-source {update_source}")
     lines.append(" address-family ipv4 unicast")
     lines += [f"  network {n}" for n in networks]
     if receive_only:

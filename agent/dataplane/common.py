@@ -42,6 +42,8 @@ class ApplyResult:
     skipped: int = 0
     retry_after: float | None = None
     changed_links: tuple[str, ...] = ()
+    # What the writer leaves out until something changes (not errors: no retry).
+    problems: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -73,6 +73,7 @@ RESYNC_KINDS: tuple[ResyncKind, ...] = ("routes", "iptables", "ipsets")
 
 LinkCallback = Callable[[str, str], None]
 RouteRemovedCallback = Callable[[str, int], None]
+HostRouteCallback = Callable[[str | None], None]
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,15 @@ class Dataplane(Protocol):
     """What the agent's loop needs of a dataplane (tests drive the loop with a fake)."""
 
     def start(self, on_link: LinkCallback,
-              on_route_removed: RouteRemovedCallback | None = None) -> None:
-        """Begin reporting interface events to `on_link(name, event)` and deletions of
-        routes tortie may own to `on_route_removed(dst, metric)` (from another thread)."""
+              on_route_removed: RouteRemovedCallback | None = None,
+              on_host_route: HostRouteCallback | None = None) -> None:
+        """Begin reporting interface events to `on_link(name, event)`, deletions of
+        routes tortie may own to `on_route_removed(dst, metric)` and changes of the
+        host's own routes to `on_host_route(dev)` (from another thread)."""
+
+    def on_host_route_change(self, dev: str | None) -> bool:
+        """The host's routes on `dev` (None: a route with no device) changed; True if
+        an apply is needed (a learned next hop may resolve differently)."""
 
     def set_desired(self, desired: DesiredDataplane) -> None: ...
 
@@ -196,8 +203,10 @@ class KernelDataplane:
     # -- inputs ----------------------------------------------------------------------------
 
     def start(self, on_link: LinkCallback,
-              on_route_removed: RouteRemovedCallback | None = None) -> None:
-        self._monitor = LinkMonitor(on_link, self.netns, on_route_removed=on_route_removed)
+              on_route_removed: RouteRemovedCallback | None = None,
+              on_host_route: HostRouteCallback | None = None) -> None:
+        self._monitor = LinkMonitor(on_link, self.netns, on_route_removed=on_route_removed,
+                                    on_host_route=on_host_route)
         self._monitor.start()
 
     def set_desired(self, desired: DesiredDataplane) -> None:
@@ -231,6 +240,9 @@ class KernelDataplane:
 
     def on_route_removed(self, dst: str, metric: int) -> None:
         self.routes.on_route_removed(dst, metric)
+
+    def on_host_route_change(self, dev: str | None) -> bool:
+        return self.routes.on_host_route_change(dev)
 
     def on_neighbour_removed(self, device: str) -> None:
         self.neighbors.on_interface_change(device)  # re-reads only its entries

@@ -15,6 +15,10 @@ kernel that tortie may own (protocol 80, or on a reported interface), so a route
 deleted behind the agent's back is put back within one loop turn instead of at
 the next periodic resync. Additions are not reported: the agent's own writes
 would come back as a flood of events, and an added foreign route is not tortie's.
+With `on_host_route(dev or None)`, a foreign main-table IPv4 route (the
+host's: not protocol 80, not on a reported interface) added, replaced or
+deleted is reported too, by its device: a learned route whose next hop is
+resolved through the host's routes follows it (agent/dataplane/nexthop.py).
 The callback runs on the monitor thread: it should only queue work for the
 agent's dataplane loop (e.g. `RouteTable.on_interface_change`), never block.
 
@@ -55,6 +59,7 @@ _log = logging.getLogger(__name__)
 
 Callback = Callable[[str, str], None]
 RouteCallback = Callable[[str, int], None]
+HostRouteCallback = Callable[[str | None], None]
 # ifindex -> (name, up, mtu)
 Links = Mapping[int, tuple[str, bool, int]]
 
@@ -74,12 +79,14 @@ class LinkMonitor:
         prefixes: Iterable[str] = ("cali",),
         watch: Iterable[str] = (VXLAN_DEVICE, IPIP_DEVICE),
         on_route_removed: RouteCallback | None = None,
+        on_host_route: HostRouteCallback | None = None,
         rcvbuf: int | None = None,
     ) -> None:
         """`rcvbuf`: the socket's receive buffer in bytes (SO_RCVBUF); None keeps
         pyroute2's 1 MiB. Tests shrink it to force overruns."""
         self._callback = callback
         self._on_route_removed = on_route_removed
+        self._on_host_route = on_host_route
         self.netns = netns
         self._prefixes = tuple(prefixes)
         self._watch = set(watch)
@@ -289,6 +296,8 @@ class LinkMonitor:
                 self._emit(name, "address")
         elif event == "RTM_DELROUTE":
             self._route_removed(msg)
+        elif event == "RTM_NEWROUTE":
+            self._route_added(msg)
         elif event == "RTM_DELNEIGH":
             # Neighbours (AF_INET) and FDB entries (AF_BRIDGE) alike; only a watched
             # device's (vxlan.calico: its entries are all tortie's, learning is off).
@@ -303,6 +312,7 @@ class LinkMonitor:
         known = self._links.get(msg.get("RTA_OIF") or -1)
         dev = known[0] if known else ""
         if msg.get("proto") != PROTO_TORTIE and not (dev and self.interesting(dev)):
+            self._host_route_changed(dev)
             return
         dst = f"{msg.get('RTA_DST') or '0.0.0.0'}/{msg.get('dst_len', 0)}"
         _log.debug("route removed: %s (dev %s)", dst, dev or "-")
@@ -310,6 +320,25 @@ class LinkMonitor:
             self._on_route_removed(dst, msg.get("RTA_PRIORITY") or 0)
         except Exception:
             _log.exception("route monitor callback failed for %s", dst)
+
+    def _route_added(self, msg: Any) -> None:
+        if (self._on_host_route is None or msg.get("family") != socket.AF_INET
+                or (msg.get("RTA_TABLE") or msg.get("table")) != RT_TABLE_MAIN
+                or msg.get("proto") == PROTO_TORTIE):
+            return
+        known = self._links.get(msg.get("RTA_OIF") or -1)
+        dev = known[0] if known else ""
+        if not (dev and self.interesting(dev)):
+            self._host_route_changed(dev)
+
+    def _host_route_changed(self, dev: str) -> None:
+        if self._on_host_route is None:
+            return
+        _log.debug("host route changed (dev %s)", dev or "-")
+        try:
+            self._on_host_route(dev or None)
+        except Exception:
+            _log.exception("host route callback failed for %s", dev or "-")
 
     def _emit(self, name: str, event: str) -> None:
         if name != "*" and not (name and self.interesting(name)):

@@ -41,8 +41,11 @@ Kernel access goes through a RouteKernel (agent.dataplane.route_kernel),
 chosen in one place, RouteTable's constructor: NetlinkRouteKernel
 (agent.dataplane.route_netlink: raw netlink requests, many per sendmsg) unless
 one is passed in (a fake, in the unit tests). Each apply is one batch; a
-failing request does not stop the others and is named: a failure re-reads the
-affected destinations and leaves them dirty so the next apply retries. A route
+failing request does not stop the others. A route the kernel refuses is that
+route's problem, not the apply's: it is re-read, reported in `problems` (not
+`errors`, so the agent's apply backoff never grows for it) and retried on its
+own, 1 s doubling to 30 s (`retry_after` asks the agent for that apply), so
+one bad route never delays the writes of unrelated ones (a pod's). A route
 on an interface that vanished (ENODEV: a pod deleted while we wrote) or is down
 (ENETDOWN: the kernel refuses routes through a down device) is not an error: it
 is dropped from this round quietly, and comes back when the interface does, or
@@ -66,6 +69,7 @@ from dataclasses import dataclass, field
 
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError, NetlinkError
+from agent.dataplane.nexthop import NextHop, resolve_next_hop
 from agent.dataplane.route_kernel import KernelRoute, RouteKernel, RouteOp
 from agent.dataplane.route_netlink import NetlinkRouteKernel
 from agent.types import PROTO_TORTIE, Route, RouteClass
@@ -75,6 +79,7 @@ _log = logging.getLogger(__name__)
 WORKLOAD_PREFIXES: tuple[str, ...] = ("cali",)
 DEFAULT_RESYNC_INTERVAL = 90.0  # Felix RouteRefreshInterval
 DEFAULT_CLEANUP_GRACE = 10.0  # Felix routeCleanupGracePeriod
+ROUTE_RETRY_MIN, ROUTE_RETRY_MAX = 1.0, 30.0  # a refused route's own retry backoff
 # Above this many changes in one apply, each change is logged at DEBUG and the
 # batch is summarised at INFO (a cold start would otherwise print 10,000 lines).
 INFO_LIMIT = 50
@@ -146,6 +151,7 @@ class RouteTableCounters:
     # Routes left out (malformed / not ownable): those of the last set_desired plus
     # the learned routes currently rejected.
     rejected: int = 0
+    unresolved: int = 0  # gateway-only routes left out: their next hop has no route
 
 
 @dataclass
@@ -154,6 +160,23 @@ class _Plan:
     ops: list[RouteOp] = field(default_factory=list)  # as planned (failures come by index)
     replaces: int = 0
     deletes: int = 0
+
+
+def _gateway_only(r: Route) -> bool:
+    """A route naming a gateway and no device: its next hop is resolved (nexthop.py)."""
+    return r.dev is None and r.gateway is not None and r.type == "unicast"
+
+
+def _resolved(r: Route, hop: NextHop | str | None) -> Route | None:
+    """A gateway-only route as written: unchanged when its next hop is on a connected
+    network (the kernel finds the device itself), else via the immediate gateway and
+    its device, as BIRD's recursive gateways; None when the next hop is unresolved."""
+    if hop is None or isinstance(hop, str):
+        return None
+    if hop.gateway == r.gateway and not hop.onlink:
+        return r
+    # dst, route_class, type, dev, gateway, onlink, then scope, proto, mtu as they were.
+    return _tuple_new(Route, (r[0], r[1], r[2], hop.dev, hop.gateway, hop.onlink) + r[6:])
 
 
 def _precedence(r: Route) -> tuple[int, str]:
@@ -194,6 +217,14 @@ class RouteTable:
         self._desired: dict[str, Route] = {}  # effective: _datastore, else _learned
         self._class_counts: Counter[RouteClass] = Counter()  # of _desired, for metrics
         self._desired_by_dev: dict[str, set[str]] = defaultdict(set)
+        # Gateway-only routes (a ToR's, learned) by next hop, and each next hop's
+        # resolution through the host's routes (agent.dataplane.nexthop), kept up
+        # to date by `_reresolve` on every apply.
+        self._by_next_hop: dict[str, set[str]] = defaultdict(set)
+        self._next_hops: dict[str, NextHop | str] = {}
+        # Devices (None: no device) whose host routes changed while nothing resolved
+        # through them: re-read once a gateway-only route wants them.
+        self._stale_host_devs: set[str | None] = set()
         self._kernel: dict[str, dict[int, KernelRoute]] = {}
         self._kernel_by_dev: dict[str, set[str]] = defaultdict(set)
         self._dirty: set[str] = set()
@@ -203,6 +234,8 @@ class RouteTable:
         self._dev_changed_at: dict[str, float] = {}
         self._deferred: dict[str, float] = {}
         self._conflicts: set[str] = set()
+        # Destinations whose write the kernel refused: (failures in a row, why).
+        self._refused: dict[str, tuple[int, NetlinkError]] = {}
         self._rejected: set[Route] = set()  # by the last set_desired
         self._learned_rejected: dict[str, Route] = {}  # learned key -> its rejected route
         # Route[2:] that passed shape_problem and owns
@@ -367,6 +400,14 @@ class RouteTable:
                     del self._desired_by_dev[prev.dev]
         if new is not None and new.dev:
             self._desired_by_dev[new.dev].add(dst)
+        if prev is not None and _gateway_only(prev):
+            hops = self._by_next_hop.get(prev.gateway or "")
+            if hops is not None:
+                hops.discard(dst)
+                if not hops:
+                    del self._by_next_hop[prev.gateway or ""]
+        if new is not None and _gateway_only(new):
+            self._by_next_hop[new.gateway or ""].add(dst)
 
     def resync(self) -> None:
         """Re-read the whole table on the next apply (periodic drift repair)."""
@@ -379,6 +420,21 @@ class RouteTable:
         agent's own deletions are announced too; their dst then plans nothing."""
         self._drop_kernel(dst, metric)
         self._dirty.add(dst)
+
+    def on_host_route_change(self, dev: str | None) -> bool:
+        """A route of the host's own (not ours) on `dev` changed (None: one with no
+        device, e.g. unreachable): re-read it if a gateway-only route's next hop may
+        resolve through it. Returns whether the next apply has work to do."""
+        if not self._by_next_hop:
+            # Nothing resolves through the host's routes yet: no re-read now, but the
+            # mirror of `dev` is stale for the first route that will (apply() reads it).
+            self._stale_host_devs.add(dev)
+            return False
+        if dev is None:
+            self._resync_needed = True
+        else:
+            self._rescan_devs.add(dev)  # no grace stamp: the interface itself is unchanged
+        return True
 
     def on_interface_change(self, name: str) -> None:
         """An interface appeared, vanished or changed: re-read its routes on the next apply.
@@ -424,6 +480,11 @@ class RouteTable:
             and now - self._last_full >= self._resync_interval
         ):
             self._resync_needed = True
+        if self._stale_host_devs and self._by_next_hop:
+            if None in self._stale_host_devs:
+                self._resync_needed = True
+            self._rescan_devs |= {d for d in self._stale_host_devs if d is not None}
+            self._stale_host_devs.clear()
         try:
             if self._resync_needed:
                 self._full_resync(now)
@@ -435,6 +496,7 @@ class RouteTable:
             _log.warning("route table read failed, will retry: %s", e)
             return ApplyResult(errors=(e,))
         self._expire(now)
+        self._reresolve()
         dirty, self._dirty = self._dirty, set()
         plan = _Plan()
         writes, deletes, skipped, errors = self._execute(dirty, plan, now)
@@ -445,7 +507,49 @@ class RouteTable:
             errors=tuple(errors),
             skipped=skipped,
             retry_after=self._retry_after(now),
+            problems=self.problems,
         )
+
+    @property
+    def refused(self) -> Mapping[str, NetlinkError]:
+        """The destinations whose last write the kernel refused, and why."""
+        return {dst: err for dst, (_, err) in self._refused.items()}
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Gateway-only routes left out, one line per next hop that has no usable route."""
+        out = [f"route {dst}: the kernel refuses it (retried on its own): {err.operation}: "
+               f"{err.message}" for dst, (_, err) in sorted(self._refused.items())]
+        for hop, why in sorted(self._next_hops.items()):
+            if isinstance(why, str):
+                dsts = sorted(self._by_next_hop.get(hop, ()))
+                if dsts:
+                    more = f" and {len(dsts) - 1} more" if len(dsts) > 1 else ""
+                    out.append(f"learned route {dsts[0]}{more}: {why}")
+        return tuple(out)
+
+    def _reresolve(self) -> None:
+        """Resolve every next hop of a gateway-only route against the mirrored main
+        table; the routes of a next hop whose resolution changed are looked at again.
+        O(distinct next hops) a call: a ToR's 10,000 routes share a handful."""
+        hops = self._next_hops
+        for hop in [h for h in hops if h not in self._by_next_hop]:
+            del hops[hop]
+        for hop, dsts in self._by_next_hop.items():
+            resolved = resolve_next_hop(self._kernel, hop, self.owns)
+            if hops.get(hop) == resolved:
+                continue
+            hops[hop] = resolved
+            self._dirty |= dsts
+            if isinstance(resolved, str):
+                # Once per change of resolution, not per apply: the agent reports it
+                # as a problem (logged once, a metric, `ctl node status -o wide`).
+                _log.warning("%d learned route(s) not installed: %s", len(dsts), resolved)
+            elif resolved.gateway != hop:
+                _log.info("next hop %s resolves via %s dev %s", hop, resolved.gateway,
+                          resolved.dev)
+        self.counters.unresolved = sum(len(self._by_next_hop[h]) for h, r in hops.items()
+                                       if isinstance(r, str))
 
     def _full_resync(self, now: float) -> None:
         routes = self._io.dump()
@@ -466,6 +570,7 @@ class RouteTable:
         self._dirty |= owned
         self._resync_needed = False
         self._rescan_devs.clear()
+        self._stale_host_devs.clear()
         self._last_full = now
         _log.debug("route resync: %d kernel routes (%d destinations ours), %d desired",
                    len(routes), len(owned), len(self._desired))
@@ -575,8 +680,13 @@ class RouteTable:
         set_kernel, drop_kernel, from_route = self._set_kernel, self._drop_kernel, KernelRoute.from_route
         # Sorted for the per-op log lines of a small batch. A big one goes in any order
         # (each destination is on its own), as sorting 10,000 costs ~2 ms.
+        next_hops = self._next_hops
         for dst in sorted(dirty) if len(dirty) <= INFO_LIMIT else dirty:
             want = desired.get(dst)
+            if want is not None and want[3] is None and want[4] is not None:  # dev, gateway
+                want = _resolved(want, next_hops.get(want[4]))
+                if want is None:
+                    plan.skipped += 1  # unresolved: reported by `problems`; ours there goes
             ents = kernel.get(dst, _NO_ENTRIES)
             for metric, kr in list(ents.items()) if ents else ():
                 # A stale entry of ours; at metric 0 with a route wanted, the
@@ -597,6 +707,8 @@ class RouteTable:
                 yield op
             if want is None:
                 self._conflicts.discard(dst)
+                if self._refused:
+                    self._refused.pop(dst, None)
                 continue
             cur = ents.get(0)
             if cur is not None and not self.owns(cur):
@@ -641,9 +753,13 @@ class RouteTable:
         failed: set[str] = set()
         errors: list[DataplaneError] = []
         log_op = _log.info if loud else (_log.debug if _log.isEnabledFor(logging.DEBUG) else None)
-        for i, op in enumerate(ops) if failures or log_op is not None else ():
+        refused = self._refused
+        for i, op in enumerate(ops) if failures or log_op is not None or refused else ():
             err = failures.get(i)
             if err is None:
+                if refused and op.dst in refused:
+                    del refused[op.dst]
+                    _log.info("route %s written after all", op.dst)
                 if log_op is not None:
                     log_op("route: %s", op.line)
                 continue
@@ -675,15 +791,19 @@ class RouteTable:
                     _log.info("route %s skipped: interface %s is down", op.dst, op.dev)
             else:
                 failed.add(op.dst)  # the re-read below corrects the mirror
-                errors.append(NetlinkError(op.line, err.errno, err.message))
-                _log.warning("route write failed: %s: %s", op.line, err.message)
+                attempts = refused[op.dst][0] + 1 if op.dst in refused else 1
+                refused[op.dst] = (attempts, NetlinkError(op.line, err.errno, err.message))
+                delay = min(ROUTE_RETRY_MIN * 2 ** (attempts - 1), ROUTE_RETRY_MAX)
+                self._deferred[op.dst] = now + delay
+                (_log.warning if attempts == 1 else _log.debug)(
+                    "route write failed (retrying it alone in %.0fs): %s: %s", delay, op.line,
+                    err.message)
         self.counters.writes += writes
         self.counters.deletes += deletes
         if not loud and (writes or deletes):
             _log.info("routes: %d replaced, %d deleted in one batch", writes, deletes)
         if failed:
             self.counters.errors += len(failed)
-            self._dirty |= failed
             try:
                 self._reread(failed)
             except DataplaneError as e:

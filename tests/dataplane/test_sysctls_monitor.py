@@ -179,3 +179,33 @@ def test_monitor_survives_a_receive_buffer_overrun_and_asks_for_a_resync(netns: 
     assert {n for n in kernel if n.startswith("cali")} == \
         {n for n in mon.known_names() if n.startswith("cali")}
     print(f"\noverruns survived: {mon.overruns}")
+
+
+def test_monitor_reports_the_hosts_route_changes_by_device(netns: str, uplink: str) -> None:
+    """What a learned next hop resolves through (agent/dataplane/nexthop.py): the host's
+    routes added, replaced or deleted, by device; tortie's and workload routes are not."""
+    changed: queue.Queue[str | None] = queue.Queue()
+    mon = LinkMonitor(lambda name, ev: None, netns, on_route_removed=lambda dst, metric: None,
+                      on_host_route=changed.put)
+    mon.start()
+    try:
+        sh(netns, "link", "add", "cali1234567890a", "type", "veth", "peer", "name", "notcali0")
+        sh(netns, "link", "set", "notcali0", "up")
+        sh(netns, "link", "set", "cali1234567890a", "up")
+        time.sleep(0.3)
+        while not changed.empty():  # the link's own local/multicast routes, if any
+            changed.get()
+        sh(netns, "route", "add", "10.65.1.2/32", "dev", "cali1234567890a")  # a workload's
+        sh(netns, "route", "add", "blackhole", "10.65.0.0/26", "proto", "80")  # tortie's
+        sh(netns, "route", "add", "default", "via", "192.168.0.254", "dev", "eth0")
+        assert changed.get(timeout=10) == "eth0"
+        sh(netns, "route", "replace", "default", "via", "192.168.0.253", "dev", "eth0")
+        assert changed.get(timeout=10) == "eth0"
+        sh(netns, "route", "add", "unreachable", "192.0.2.0/24")
+        assert changed.get(timeout=10) is None
+        sh(netns, "route", "del", "default")
+        assert changed.get(timeout=10) == "eth0"
+        time.sleep(0.2)
+        assert changed.empty(), list(changed.queue)
+    finally:
+        mon.stop()

@@ -48,16 +48,22 @@ class FakeDataplane:
     lookups: list[str] = field(default_factory=list)
     closed: bool = False
     removed_routes: list[tuple[str, int]] = field(default_factory=list)
+    host_route_changes: list[str | None] = field(default_factory=list)
     drift_checks: int = 0
     neighbour_removals: list[str] = field(default_factory=list)
     drift_script: list[list[str]] = field(default_factory=list)  # check_drift()'s answers
 
     def start(self, on_link: LinkCallback,
-              on_route_removed: RouteRemovedCallback | None = None) -> None:
+              on_route_removed: RouteRemovedCallback | None = None,
+              on_host_route: Callable[[str | None], None] | None = None) -> None:
         pass
 
     def on_route_removed(self, dst: str, metric: int) -> None:
         self.removed_routes.append((dst, metric))
+
+    def on_host_route_change(self, dev: str | None) -> bool:
+        self.host_route_changes.append(dev)
+        return dev is not None
 
     def on_neighbour_removed(self, device: str) -> None:
         self.neighbour_removals.append(device)

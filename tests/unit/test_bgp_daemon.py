@@ -381,3 +381,13 @@ def test_own_service_ranges_are_never_handed_out_as_learned_routes():
     step(d)
     assert got[-1] == BestPathChanges({svc: (B, B)}, reset=True)
     assert all(svc not in c.routes for c in got[:-1])
+
+
+def test_status_carries_the_agents_learned_routes_not_installed() -> None:
+    problems = ["learned route 203.0.113.0/24: next hop 192.0.2.99: no route to it in the main "
+                "table"]
+    d = BGPDaemon(None, "n1", workdir=FsPath("/nonexistent/tortie-test-bgp"), control_name=None,
+                  publish_status=False, route_problems=lambda: problems)
+    assert d.status()["routeProblems"] == problems
+    problems.clear()  # read at each query: the list is the agent's current one
+    assert d.status()["routeProblems"] == []

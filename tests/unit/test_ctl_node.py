@@ -52,3 +52,13 @@ def test_all_nodes_in_one_table_with_counts_when_wide():
     assert lines[4].endswith("|                 1 |             2 |")
     assert "node1: last report 120s ago" in text
     assert render_all([], NOW, False) == "No IPv4 peers found on any node.\n"
+
+
+def test_wide_local_status_lists_the_learned_routes_not_installed() -> None:
+    problem = ("learned route 203.0.113.0/24: next hop 192.0.2.99: the main table's route to "
+               "it (192.0.2.0/24) is unreachable")
+    with_problem = {**doc(), "routeProblems": [problem]}
+    text = render_local(with_problem, NOW, wide=True)
+    assert f"\nLearned routes not installed:\n  {problem}\n" in text
+    assert "not installed" not in render_local(with_problem, NOW, wide=False)
+    assert "not installed" not in render_local(doc(), NOW, wide=True)

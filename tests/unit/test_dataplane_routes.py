@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.dataplane.common import parse_batch_errors
-from agent.dataplane.errors import CommandError, NetlinkError
+from agent.dataplane.errors import CommandError
 from agent.dataplane.netlink import RawRoute
 from agent.dataplane.route_kernel import KernelRoute, render_delete, render_replace
 from agent.dataplane.route_netlink import kernel_route
@@ -43,8 +43,17 @@ def table(fake: FakeRouteKernel, **kw: object) -> RouteTable:
     return RouteTable(kernel=fake, **kw)  # type: ignore[arg-type]
 
 
+# The host's own route to its subnet: gateway-only routes (BGP) resolve through it.
+CONNECTED = KernelRoute("192.168.0.0/24", dev="eth0", proto=2, scope="link")
+
+
+def ours(fake: FakeRouteKernel) -> set[KernelRoute]:
+    """The fake's table without the host's connected route."""
+    return fake.table() - {CONNECTED}
+
+
 def fake_with_links() -> FakeRouteKernel:
-    return FakeRouteKernel(links=["eth0", "vxlan.calico", "cali1234567890a", "cali2"])
+    return FakeRouteKernel([CONNECTED], links=["eth0", "vxlan.calico", "cali1234567890a", "cali2"])
 
 
 # -- rendering -------------------------------------------------------------------
@@ -117,7 +126,7 @@ def test_cold_start_writes_everything_once_then_nothing() -> None:
     rt.set_desired([WL, BH, VX, SAME, BGP])
     res = rt.apply()
     assert (res.writes, res.deletes, res.errors) == (5, 0, ())
-    assert {KernelRoute.from_route(r) for r in (WL, BH, VX, SAME, BGP)} == fake.table()
+    assert {KernelRoute.from_route(r) for r in (WL, BH, VX, SAME, BGP)} == ours(fake)
     again = rt.apply()
     assert again.mutations == 0
     assert len(fake.batches) == 1
@@ -171,7 +180,7 @@ def test_lowest_class_wins_a_destination() -> None:
     blackhole = Route("10.65.0.2/32", RouteClass.IPAM_BLOCK_BLACKHOLE, type="blackhole")
     rt.set_desired([blackhole, WL])
     rt.apply()
-    assert fake.table() == {KernelRoute.from_route(WL)}
+    assert ours(fake) == {KernelRoute.from_route(WL)}
 
 
 def test_foreign_routes_are_never_touched(caplog: pytest.LogCaptureFixture) -> None:
@@ -198,7 +207,7 @@ def test_foreign_routes_are_never_touched(caplog: pytest.LogCaptureFixture) -> N
     del fake.routes[(BH.dst, 0)]
     rt.resync()
     assert rt.apply().writes == 1
-    assert KernelRoute.from_route(BH) in fake.table()
+    assert KernelRoute.from_route(BH) in ours(fake)
 
 
 def test_stale_routes_we_own_are_removed() -> None:
@@ -212,7 +221,7 @@ def test_stale_routes_we_own_are_removed() -> None:
     rt.set_desired([WL])
     res = rt.apply()
     assert (res.writes, res.deletes) == (1, 3)
-    assert fake.table() == {KernelRoute.from_route(WL), foreign}
+    assert ours(fake) == {KernelRoute.from_route(WL), foreign}
 
 
 def test_drift_is_repaired_at_resync_not_before() -> None:
@@ -224,7 +233,7 @@ def test_drift_is_repaired_at_resync_not_before() -> None:
     assert rt.apply().mutations == 0  # not noticed: no full dump in the steady state
     rt.resync()
     assert rt.apply().writes == 1
-    assert KernelRoute.from_route(BH) in fake.table()
+    assert KernelRoute.from_route(BH) in ours(fake)
 
 
 def test_an_announced_deletion_is_repaired_at_once_with_no_read() -> None:
@@ -237,12 +246,12 @@ def test_an_announced_deletion_is_repaired_at_once_with_no_read() -> None:
     rt.on_route_removed(BH.dst, 0)
     res = rt.apply()
     assert (res.writes, res.deletes) == (1, 0)
-    assert KernelRoute.from_route(BH) in fake.table()
+    assert KernelRoute.from_route(BH) in ours(fake)
     assert fake.dumps == 1  # the cold start's only
     # The announcement of a deletion that was ours (or of nothing we want) writes nothing.
     rt.on_route_removed("10.65.9.0/26", 0)
     assert rt.apply().mutations == 0
-    assert KernelRoute("198.51.100.0/24", 0, dev="eth0", proto=4) in fake.table()
+    assert KernelRoute("198.51.100.0/24", 0, dev="eth0", proto=4) in ours(fake)
 
 
 def test_periodic_resync_follows_the_clock() -> None:
@@ -260,7 +269,7 @@ def test_periodic_resync_follows_the_clock() -> None:
 
 
 def test_vanished_interface_is_not_an_error_and_comes_back() -> None:
-    fake = FakeRouteKernel(links=["eth0"])
+    fake = FakeRouteKernel([CONNECTED], links=["eth0"])
     rt = table(fake)
     rt.set_desired([WL, BH])
     res = rt.apply()
@@ -272,7 +281,7 @@ def test_vanished_interface_is_not_an_error_and_comes_back() -> None:
     rt.on_interface_change(WL.dev)
     res = rt.apply()
     assert res.writes == 1 and fake.dumps == 1 and fake.dev_dumps == 1
-    assert KernelRoute.from_route(WL) in fake.table()
+    assert KernelRoute.from_route(WL) in ours(fake)
     # It vanishes again: the kernel took its route; the rescan notices, nothing to write.
     fake.remove_link(WL.dev)
     rt.on_interface_change(WL.dev)
@@ -310,23 +319,32 @@ def test_a_route_on_a_down_interface_is_skipped_not_an_error_and_follows_it_up()
     rt.on_interface_change(WL.dev)
     res = rt.apply()
     assert res.ok and res.writes == 1
-    assert KernelRoute.from_route(WL) in fake.table()
+    assert KernelRoute.from_route(WL) in ours(fake)
 
 
-def test_failed_line_is_an_error_retried_next_apply() -> None:
+def test_refused_route_is_retried_alone_and_never_holds_back_others() -> None:
+    clock = Clock()
     fake = fake_with_links()
-    rt = table(fake)
+    rt = table(fake, clock=clock)
     fake.fail["10.65.1.0/26"] = "Error: Nexthop device is not up."
     rt.set_desired([WL, VX])
     res = rt.apply()
-    assert res.writes == 1 and len(res.errors) == 1
-    err = res.errors[0]
-    assert isinstance(err, NetlinkError) and "not up" in err.message
-    assert err.operation == render_replace(VX)
-    assert rt.dirty and fake.dumps == 2  # the failed destination was re-read
+    # The route's problem, not the apply's: no error, so no backoff for the others.
+    assert res.ok and res.writes == 1 and res.retry_after == 1.0
+    assert res.problems == (f"route {VX.dst}: the kernel refuses it (retried on its own): "
+                            f"{render_replace(VX)}: Error: Nexthop device is not up.",)
+    assert fake.dumps == 2  # the refused destination was re-read
+    # A pod's route meanwhile is written by the very next apply; the refused one waits.
+    wl2 = WL._replace(dst="10.65.0.3/32")
+    rt.set_desired([WL, VX, wl2])
+    assert rt.apply().writes == 1 and fake.batches[-1] == [render_replace(wl2)]
+    clock.now += 1.0
+    res = rt.apply()  # retried alone, refused again: the next try is 2 s later
+    assert fake.batches[-1] == [render_replace(VX)] and res.retry_after == 2.0
     del fake.fail["10.65.1.0/26"]
+    clock.now += 2.0
     res = rt.apply()
-    assert res.ok and res.writes == 1
+    assert res.ok and res.writes == 1 and res.problems == ()
     assert fake.batches[-1] == [render_replace(VX)]
 
 
@@ -343,7 +361,7 @@ def test_batch_that_cannot_run_marks_everything_for_retry() -> None:
 
 def test_stale_route_on_a_new_interface_waits_for_the_grace_period() -> None:
     clock = Clock()
-    fake = FakeRouteKernel(links=["eth0"])
+    fake = FakeRouteKernel([CONNECTED], links=["eth0"])
     rt = table(fake, clock=clock, cleanup_grace=10.0)
     rt.apply()
     # The CNI plugin creates an interface and its route before the datastore knows the pod.
@@ -358,7 +376,7 @@ def test_stale_route_on_a_new_interface_waits_for_the_grace_period() -> None:
     clock.now += 6
     res = rt.apply()
     assert res.deletes == 1 and res.retry_after is None
-    assert cni not in fake.table()
+    assert cni not in ours(fake)
 
 
 def test_desired_routes_that_would_not_be_ours_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
@@ -383,7 +401,7 @@ def test_remove_everything_deletes_only_ours() -> None:
     rt.set_desired([])
     res = rt.apply()
     assert res.deletes == 3
-    assert fake.table() == {foreign}
+    assert ours(fake) == {foreign}
 
 
 def test_counters_and_classes() -> None:
@@ -425,7 +443,7 @@ LEARNED_TOR = Route("172.21.0.0/16", RouteClass.BGP_LEARNED, gateway="192.168.0.
 
 
 def learned_fake() -> FakeRouteKernel:
-    return FakeRouteKernel(links=["eth0", "tunl0", "vxlan.calico", "cali1234567890a"])
+    return FakeRouteKernel([CONNECTED], links=["eth0", "tunl0", "vxlan.calico", "cali1234567890a"])
 
 
 def test_learned_route_is_programmed_then_removed_by_none() -> None:
@@ -435,13 +453,13 @@ def test_learned_route_is_programmed_then_removed_by_none() -> None:
     rt.update_learned({LEARNED_TOR.dst: LEARNED_TOR})
     res = rt.apply()
     assert (res.writes, res.deletes) == (2, 0)
-    assert KernelRoute.from_route(LEARNED_TOR) in fake.table()
+    assert KernelRoute.from_route(LEARNED_TOR) in ours(fake)
     assert rt.desired[LEARNED_TOR.dst] is LEARNED_TOR
     assert rt.routes_by_class() == {RouteClass.LOCAL_WORKLOAD: 1, RouteClass.BGP_LEARNED: 1}
     rt.update_learned({LEARNED_TOR.dst: None})
     res = rt.apply()
     assert (res.writes, res.deletes) == (0, 1)
-    assert fake.table() == {KernelRoute.from_route(WL)}
+    assert ours(fake) == {KernelRoute.from_route(WL)}
     assert LEARNED_TOR.dst not in rt.desired
     # Removing what is not there is a no-op.
     rt.update_learned({LEARNED_TOR.dst: None, "10.1.0.0/16": None})
@@ -472,7 +490,7 @@ def test_datastore_route_beats_learned_whatever_the_class(
     assert rt.routes_by_class() == {RouteClass.IPIP_TUNNEL: 1}
     res = rt.apply()
     assert (res.writes, res.deletes) == (1, 0)
-    assert fake.table() == {KernelRoute.from_route(DS_BLOCK)}
+    assert ours(fake) == {KernelRoute.from_route(DS_BLOCK)}
 
 
 def test_datastore_route_over_a_programmed_learned_one_is_one_write() -> None:
@@ -484,7 +502,7 @@ def test_datastore_route_over_a_programmed_learned_one_is_one_write() -> None:
     res = rt.apply()
     assert (res.writes, res.deletes) == (1, 0)
     assert fake.batches[-1] == [render_replace(DS_BLOCK)]
-    assert fake.table() == {KernelRoute.from_route(DS_BLOCK)}
+    assert ours(fake) == {KernelRoute.from_route(DS_BLOCK)}
 
 
 def test_datastore_route_removed_brings_the_learned_one_back_with_one_write() -> None:
@@ -493,13 +511,13 @@ def test_datastore_route_removed_brings_the_learned_one_back_with_one_write() ->
     rt.update_learned({LEARNED_BLOCK.dst: LEARNED_BLOCK})
     rt.set_desired([WL, DS_BLOCK])
     rt.apply()
-    assert fake.table() == {KernelRoute.from_route(WL), KernelRoute.from_route(DS_BLOCK)}
+    assert ours(fake) == {KernelRoute.from_route(WL), KernelRoute.from_route(DS_BLOCK)}
     rt.set_desired([WL])
     res = rt.apply()
     assert (res.writes, res.deletes) == (1, 0)
     assert fake.batches[-1] == [render_replace(LEARNED_BLOCK)]
     assert rt.desired[LEARNED_BLOCK.dst] is LEARNED_BLOCK
-    assert fake.table() == {KernelRoute.from_route(WL), KernelRoute.from_route(LEARNED_BLOCK)}
+    assert ours(fake) == {KernelRoute.from_route(WL), KernelRoute.from_route(LEARNED_BLOCK)}
     # A datastore route rejected as invalid counts as absent: the learned one stays.
     bad = Route(LEARNED_BLOCK.dst, RouteClass.LOCAL_WORKLOAD)  # unicast, no dev, no gateway
     rt.set_desired([WL, bad])
@@ -522,10 +540,10 @@ def test_learned_change_under_a_datastore_route_writes_nothing() -> None:
     assert not rt.dirty
     assert rt.apply().mutations == 0
     assert len(fake.batches) == batches
-    assert fake.table() == {KernelRoute.from_route(DS_BLOCK)}
+    assert ours(fake) == {KernelRoute.from_route(DS_BLOCK)}
     # ...and the datastore route going away now leaves nothing behind.
     rt.set_desired([])
-    assert rt.apply().deletes == 1 and fake.table() == set()
+    assert rt.apply().deletes == 1 and ours(fake) == set()
 
 
 def test_learned_class_only_change_is_not_a_write() -> None:
@@ -574,7 +592,7 @@ def test_invalid_learned_routes_are_rejected_and_counted(caplog: pytest.LogCaptu
     assert rt.desired == {LEARNED_TOR.dst: LEARNED_TOR}
     res = rt.apply()
     assert res.ok and res.writes == 1
-    assert fake.table() == {KernelRoute.from_route(LEARNED_TOR)}
+    assert ours(fake) == {KernelRoute.from_route(LEARNED_TOR)}
     # The same rejected routes again: not logged again, not counted twice.
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="agent.dataplane.routes"):
@@ -587,11 +605,11 @@ def test_invalid_learned_routes_are_rejected_and_counted(caplog: pytest.LogCaptu
     fixed = Route(not_ours.dst, RouteClass.BGP_LEARNED, dev="eth0", gateway="192.168.0.5")
     rt.update_learned({not_ours.dst: fixed, malformed.dst: None})
     assert rt.counters.rejected == 2
-    assert rt.apply().writes == 1 and KernelRoute.from_route(fixed) in fake.table()
+    assert rt.apply().writes == 1 and KernelRoute.from_route(fixed) in ours(fake)
     # A valid learned route replaced by an invalid one is withdrawn.
     rt.update_learned({fixed.dst: not_ours})
     assert fixed.dst not in rt.desired and rt.counters.rejected == 3
-    assert rt.apply().deletes == 1 and KernelRoute.from_route(fixed) not in fake.table()
+    assert rt.apply().deletes == 1 and KernelRoute.from_route(fixed) not in ours(fake)
 
 
 def test_set_desired_ignores_ten_thousand_learned_routes() -> None:
@@ -648,7 +666,7 @@ def test_kernel_dataplane_forwards_learned_routes(tmp_path: Path) -> None:
     dp.update_learned_routes({LEARNED_BLOCK.dst: LEARNED_BLOCK, LEARNED_TOR.dst: LEARNED_TOR})
     out = dp.apply()
     assert out.ok and out.results["routes"].writes == 2
-    assert fake.table() == {KernelRoute.from_route(DS_BLOCK), KernelRoute.from_route(LEARNED_TOR)}
+    assert ours(fake) == {KernelRoute.from_route(DS_BLOCK), KernelRoute.from_route(LEARNED_TOR)}
 
 
 # -- the merge, as a property --------------------------------------------------------
@@ -691,7 +709,7 @@ def _classed(routes: Mapping[str, Route]) -> dict[str, tuple[Route, RouteClass]]
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_OPS)
 def test_effective_routes_are_the_datastore_over_the_learned(ops: list[tuple]) -> None:
-    fake = FakeRouteKernel(links=["eth0", "cali1"])
+    fake = FakeRouteKernel([CONNECTED], links=["eth0", "cali1"])
     rt = table(fake)
     datastore: dict[str, Route] = {}
     ds_rejected: set[Route] = set()
@@ -703,7 +721,7 @@ def test_effective_routes_are_the_datastore_over_the_learned(ops: list[tuple]) -
         res = rt.apply()
         assert res.ok, res.errors
         want = {**learned, **datastore}
-        assert fake.table() == {KernelRoute.from_route(r) for r in want.values()}
+        assert ours(fake) == {KernelRoute.from_route(r) for r in want.values()}
 
     for op in ops:
         if op[0] == "datastore" or (op[0] == "again" and last is not None):
