@@ -198,9 +198,11 @@ def cni_server_answers(lab: Lab, node: str) -> bool:
 
 
 def start_cni_server(lab: Lab, node: str | LabNode,
-                     timeout: float = 15.0) -> subprocess.Popen[bytes] | None:
+                     timeout: float = 60.0) -> subprocess.Popen[bytes] | None:
     """Run `node`'s CNI server (recorded: `lab.down()` stops it) and wait for its socket;
-    None when one already answers there (install_cni starts it for the shim)."""
+    None when one already answers there (install_cni starts it for the shim). A server
+    that exits fails at once; one still starting gets `timeout` (15 s was missed by a
+    live server on the 50-node lab at load average 35: a patience, not a failure check)."""
     name = _node_name(lab, node)
     if cni_server_answers(lab, name):
         return None
