@@ -1,6 +1,6 @@
 """ExaBGP as a supervised child process, driven over its process API.
 
-Owns, per workdir: one ExaBGP process (restarted with backoff when it dies), its
+Owns, per workdir: one ExaBGP process (restarted with backoff when it fails), its
 config file `exabgp.conf`, its log `exabgp.log` (the previous run's in `.log.1`), the
 unix socket `api.sock` that ExaBGP's API process (bgp/relay.py) connects to, and
 the queue of commands for it.
@@ -16,6 +16,16 @@ Commands: at most `window` unacknowledged; each `done`/`error` releases the next
 (ExaBGP acks async commands in order; only announce/withdraw/show are sent). An
 `error` is logged with its command. While a reload is unconfirmed, commands wait:
 one for a neighbour the reload adds would otherwise be an `error`.
+
+Start-up on a starved host: the relay has CONNECT_DEADLINE to say hello, 10 s at
+first and twice as long after each consecutive miss (up to 120 s); at the deadline
+an ExaBGP that is alive and has used CPU since the last look (its own and its
+children's utime+stime in /proc) is starting slowly, not stuck, and is left to
+run, up to the cap. Every restart that follows a failure (exit, no hello, relay
+lost, reload not applied) waits RESTART_BACKOFF (1 s doubling to 30 s, +/-20 %);
+both counters reset once an ExaBGP has run HEALTHY_AFTER with its relay. A fixed
+deadline there became a loop: 415 ExaBGP starts on a 50-node lab, each one
+adding the load that made the previous one miss (docs/reliability.md, "Load").
 
 The relay dying alone (ExaBGP respawns it) restarts ExaBGP: whatever ExaBGP had
 written to the dead relay (UPDATEs, state changes) is lost and never sent again, so
@@ -76,6 +86,7 @@ import hashlib
 import logging
 import os
 import pwd
+import random
 import selectors
 import signal
 import socket
@@ -98,6 +109,7 @@ from bgp.messages import (
 )
 from bgp.relay import RELAY_MARK
 from bgp.types import OutRoute, SpeakerEvent, SpeakerStarted, SpeakerStopped
+from datastore.backoff import Backoff, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +117,11 @@ RELAY = Path(__file__).with_name("relay.py")
 # run in place of the exabgp script, by the same Python: ExaBGP 5.0.15 with its fixes
 LAUNCHER = Path(__file__).with_name("exabgp_launcher.py")
 WINDOW = 16  # commands in flight
-BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
-HEALTHY_AFTER = 30.0  # an instance that lived this long restarts without backoff
-CONNECT_TIMEOUT = 10.0  # from spawn to the relay's hello
+RESTART_BACKOFF = Schedule(first=1.0, cap=30.0)  # wait before a restart after a failure
+HEALTHY_AFTER = 30.0  # an instance that lived this long with its relay resets both counters
+# From spawn to the relay's hello, by consecutive misses: 10, 20, 40, 80, 120 s. Not
+# jittered: it is a patience, not a retry time (the restart after a miss is jittered).
+CONNECT_DEADLINE = Schedule(first=10.0, cap=120.0, jitter=0.0)
 RELAY_LOST_GRACE = 1.0  # relay gone, ExaBGP still alive after this: restart ExaBGP
 RELOAD_RETRY, RELOAD_TRIES = 1.0, 5  # SIGUSR1 re-sent each second, then restart
 STOP_TIMEOUT = 5.0
@@ -197,9 +211,14 @@ class ExaBGPSpeaker:
         self._failed_text: str | None = None  # a reload ExaBGP rejected: not retried
         self._reload: _Reload | None = None
         self._restart_reason = ""  # set when we stop ExaBGP to restart it
+        self._restart_failed = False  # ... because it failed (restart after the backoff)
         self._kill_at = 0.0
         self._next_start = 0.0
-        self._backoff = BACKOFF_MIN
+        self._restarts = Backoff(RESTART_BACKOFF)  # consecutive failed runs
+        self._connect = Backoff(CONNECT_DEADLINE)  # consecutive starts with no hello
+        self._connect_deadline = 0.0  # when the current start is next looked at
+        self._cpu_seen = 0  # CPU ticks of ExaBGP and its children at the last look
+        self.starts = 0  # ExaBGP processes spawned; for tests and the load figures
         self._conn: socket.socket | None = None
         self._hello_seen = False  # the current generation's relay has connected once
         self._lost_at: float | None = None
@@ -356,15 +375,18 @@ class ExaBGPSpeaker:
                 self._signal(signal.SIGTERM)
             return 0.5
         if want_env != self._run_env:
-            self._restart("environment changed")
+            self._restart("environment changed", failure=False)
             return 0.2
+        if self._hello_seen and now - self._started_at >= HEALTHY_AFTER:
+            self._restarts.succeeded()
+            self._connect.succeeded()
         if self._conn is None:
-            if not self._hello_seen and now - self._started_at > CONNECT_TIMEOUT:
-                self._restart("the API relay did not connect")
+            if not self._hello_seen and now >= self._connect_deadline:
+                self._check_start(proc.pid, now)
             elif self._hello_seen and now - (self._lost_at or now) > RELAY_LOST_GRACE:
                 # what ExaBGP wrote to the dead relay is lost (UPDATEs, state changes) and
                 # will not be sent again: only a new ExaBGP gives a consistent picture
-                self._restart("the API relay went away")
+                self._restart("the API relay went away", failure=True)
             return 0.2
         if self._reload is not None:
             return self._check_reload(now)
@@ -423,6 +445,9 @@ class ExaBGPSpeaker:
                 self._schedule_restart(now)
                 return
         self._proc, self._started_at = proc, now
+        self._connect_deadline = now + self._connect.current()
+        self._cpu_seen = 0
+        self.starts += 1
         self._pidfd = os.pidfd_open(proc.pid)
         self._sel.register(self._pidfd, selectors.EVENT_READ, self._on_exit)
         self._generation += 1
@@ -430,20 +455,39 @@ class ExaBGPSpeaker:
         log.info("exabgp started: pid %d, generation %d, %s", proc.pid, self._generation,
                  " ".join(argv))
 
+    def _check_start(self, pid: int, now: float) -> None:
+        """At the connect deadline: wait on if ExaBGP is making progress, else restart."""
+        cpu = _cpu_ticks(pid)
+        waited = now - self._started_at
+        if cpu > self._cpu_seen and waited < CONNECT_DEADLINE.cap:
+            log.warning("exabgp %d: no hello from its API relay after %.0fs, but it is "
+                        "running (%d CPU ticks since the last look); waiting on",
+                        pid, waited, cpu - self._cpu_seen)
+            self._cpu_seen = cpu
+            self._connect_deadline = now + min(self._connect.current(),
+                                               CONNECT_DEADLINE.cap - waited)
+            return
+        self._connect.missed()
+        self._restart(f"the API relay did not connect within {waited:.0f}s", failure=True)
+
     def _signal(self, sig: int) -> None:
         # pidfd_send_signal: no risk of signalling a recycled pid
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(self._pidfd, sig)
 
-    def _restart(self, reason: str) -> None:
+    def _restart(self, reason: str, *, failure: bool) -> None:
+        """Stop ExaBGP to start it again: at once when wanted (a new environment), after
+        the restart backoff when the running one failed."""
         log.warning("restarting exabgp %d: %s", self._proc.pid, reason)
-        self._restart_reason = reason
+        self._restart_reason, self._restart_failed = reason, failure
         self._signal(signal.SIGTERM)
         self._kill_at = time.monotonic() + STOP_TIMEOUT
 
     def _schedule_restart(self, now: float) -> None:
-        self._next_start = now + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        wait = self._restarts.failed(random.random())
+        self._next_start = now + wait
+        log.info("exabgp: next start in %.1fs (failure %d in a row)", wait,
+                 self._restarts.failures)
 
     def _on_exit(self, _fd: object, _mask: int) -> None:
         proc, now = self._proc, time.monotonic()
@@ -458,14 +502,16 @@ class ExaBGPSpeaker:
             self._lock.notify_all()
         self._wbuf.clear()
         self._reload = None
-        if self._restart_reason:
+        if self._restart_reason and not self._restart_failed:
             reason, self._restart_reason = self._restart_reason, ""
-            self._next_start, self._backoff = now, BACKOFF_MIN
+            self._next_start = now
         else:
-            reason = f"exabgp exited with status {rc}"
-            log.error("%s; last lines of %s:\n%s", reason, self.log_path, _tail(self.log_path))
-            if now - self._started_at >= HEALTHY_AFTER:
-                self._backoff = BACKOFF_MIN
+            if self._restart_reason:
+                reason, self._restart_reason = self._restart_reason, ""
+            else:
+                reason = f"exabgp exited with status {rc}"
+                log.error("%s; last lines of %s:\n%s", reason, self.log_path,
+                          _tail(self.log_path))
             self._schedule_restart(now)
         self._emit(SpeakerStopped(reason))
 
@@ -540,7 +586,8 @@ class ExaBGPSpeaker:
         if now - r.signalled < RELOAD_RETRY:
             return 0.02
         if r.tries >= RELOAD_TRIES:
-            self._restart(f"configuration reload not applied after {r.tries} SIGUSR1")
+            self._restart(f"configuration reload not applied after {r.tries} SIGUSR1",
+                          failure=True)
             return 0.2
         r.tries += 1
         r.signalled = now  # ExaBGP drops a SIGUSR1 while updates are queued: ask again
@@ -579,7 +626,7 @@ class ExaBGPSpeaker:
         if self._hello_seen:  # ExaBGP respawned its relay: see RELAY_LOST_GRACE
             conn.close()
             if not self._kill_at:
-                self._restart("the API relay was respawned")
+                self._restart("the API relay was respawned", failure=True)
             return
         conn.recv(len(line) + 1)  # consume the hello; the rest is ExaBGP's
         self._conn, self._lost_at, self._rbuf, self._hello_seen = conn, None, b"", True
@@ -702,6 +749,25 @@ def _read_from(path: Path, offset: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime+stime of `pid` and its direct children (the relay, ExaBGP's helpers), in
+    clock ticks; 0 for a process that is gone. A start that uses CPU is progressing."""
+    total = 0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for p in (str(pid), *children):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        # fields after the command (which may hold spaces): state is field 3, utime 14
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def _tail(path: Path, lines: int = 15) -> str:

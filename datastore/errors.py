@@ -2,6 +2,7 @@
 
     DatastoreError
      ├── ConnectionFailed          etcd unreachable / TLS refused (names the endpoints)
+     │      └── WatchCreateTimedOut  etcd did not confirm a new watch in time
      ├── ResourceAlreadyExists     create-if-absent lost
      ├── ResourceDoesNotExist      get/update/delete of a missing key
      ├── UpdateConflict            compare-and-swap lost (mod revision moved)
@@ -33,6 +34,15 @@ class ConnectionFailed(DatastoreError):
         if detail:
             text += f": {detail}"
         super().__init__(text)
+
+
+class WatchCreateTimedOut(ConnectionFailed):
+    """etcd did not confirm a watch creation within `timeout` seconds: the member is
+    unreachable, or alive but slow (a starved host); a retry should allow longer."""
+
+    def __init__(self, endpoints: list[str], timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(endpoints, f"watch creation timed out after {timeout:.1f}s")
 
 
 class _ResourceError(DatastoreError):

@@ -50,7 +50,7 @@ from pyetcd.utils import prefix_range_end
 from pyetcd.watch import Watcher
 
 from .config import EtcdConfig, Liveness
-from .errors import ConnectionFailed, DatastoreError, RevisionCompacted
+from .errors import ConnectionFailed, DatastoreError, RevisionCompacted, WatchCreateTimedOut
 
 _log = logging.getLogger(__name__)
 
@@ -530,13 +530,19 @@ class EtcdClient:
         start_revision: int,
         on_events: Callable[[builtins.list[WatchEvent], int], None],
         on_error: Callable[[DatastoreError], None],
+        *,
+        create_timeout: float | None = None,
     ) -> Callable[[], None]:
         """Watch everything under prefix from start_revision (inclusive).
 
         on_events(events, header_revision) is called on the watch thread for each
         response; on_error once if the stream breaks (RevisionCompacted when etcd
-        no longer has start_revision). Returns a cancel function.
+        no longer has start_revision). Returns a cancel function. etcd must confirm
+        the watch within `create_timeout` (the client's timeout by default), else
+        WatchCreateTimedOut; the stream then still holds the unanswered request, so
+        the caller must drop the stream (fail_over) before watching again.
         """
+        wait = self.timeout if create_timeout is None else create_timeout
 
         def callback(resp: object) -> None:
             if isinstance(resp, pyexc.RevisionCompactedError):
@@ -561,6 +567,9 @@ class EtcdClient:
             on_events(events, resp.header.revision)  # type: ignore[attr-defined]
 
         def do() -> int:
+            # pyetcd waits for the "created" answer for its watcher's `timeout`; the
+            # watcher is this client's own (the syncer has its client to itself).
+            self._client.watcher.timeout = wait
             added: int = self._client.add_watch_prefix_callback(
                 prefix, callback, start_revision=start_revision
             )
@@ -571,7 +580,7 @@ class EtcdClient:
         except pyexc.RevisionCompactedError as exc:
             raise RevisionCompacted(start_revision, exc.compacted_revision) from None
         except pyexc.WatchTimedOut:
-            raise ConnectionFailed(self.config.urls, "watch creation timed out") from None
+            raise WatchCreateTimedOut(self.config.urls, wait) from None
         # Watch ids restart at 0 on every new gRPC stream: remember which watcher owns
         # ours so a late cancel never cancels somebody else's watch on a newer stream.
         watcher = self._client.watcher

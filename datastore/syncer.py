@@ -20,7 +20,14 @@ Invariants:
     keys, deletes at the listing's revision for keys that vanished): a
     consumer never sees a spurious delete-then-add and never misses a delete.
   * Nothing kills the thread: failures are logged and retried after a backoff
-    that doubles from `retry_interval` to MAX_RETRY_INTERVAL (2 s); never a busy loop.
+    that doubles from `retry_interval` to MAX_RETRY_INTERVAL (2 s), +/-20 % jitter
+    (datastore.backoff), reset only once a stream has said something or a
+    listing succeeded; never a busy loop.
+  * A watch creation etcd does not confirm in time is retried (on a new stream,
+    on the next member if there are several) with a deadline that doubles from
+    the client's timeout to WATCH_CREATE_MAX: a slow but alive member (a starved
+    host) gets the time it needs instead of a fixed deadline it misses forever,
+    each miss adding load.
   * A watch stream that breaks, or stalls (nothing heard, not even the answer
     to a progress request, for the client's watch_stall_timeout; see
     datastore.liveness), is re-established from its last complete revision on
@@ -35,13 +42,15 @@ from __future__ import annotations
 import enum
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from .errors import DatastoreError, RevisionCompacted
+from .backoff import Backoff, Schedule
+from .errors import DatastoreError, RevisionCompacted, WatchCreateTimedOut
 from .liveness import StallDetector
 
 if TYPE_CHECKING:
@@ -56,6 +65,7 @@ _Event = TypeVar("_Event")
 # 10 s; gRPC's own reconnect backoff adds up to 2 s), and an attempt against a stopped
 # etcd is one refused connection: 0.3 % of a CPU over a 120 s outage at 5 s (F5).
 MAX_RETRY_INTERVAL = 2.0
+WATCH_CREATE_MAX = 60.0  # the longest a watch creation is given, after repeated misses
 SNAPSHOT_BATCH = 1000
 # etcd (mvcc watchBatchMaxRevs) sends at most 1000 revisions of events per watch
 # response while a watcher catches up, yet stamps the response with the store's
@@ -124,8 +134,11 @@ class Syncer:
         self._client = client
         self._prefixes = list(dict.fromkeys(prefixes))
         self._callbacks = callbacks
-        self._retry_interval = retry_interval
-        self._backoff = retry_interval
+        self._retry = Backoff(Schedule(first=retry_interval, cap=MAX_RETRY_INTERVAL))
+        # Not jittered: a patience, not a retry time (the pause before the retry is).
+        self._create_deadline = Backoff(
+            Schedule(first=client.timeout, cap=max(client.timeout, WATCH_CREATE_MAX), jitter=0.0)
+        )
 
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -189,14 +202,16 @@ class Syncer:
                 except RevisionCompacted as exc:
                     _log.info("syncer: %s; re-listing", exc)
                     self._start_relist()
-                    self._pause()
+                    self._pause(self._retry_wait())
                 except DatastoreError as exc:
-                    _log.warning("syncer: %s; retrying in %.1fs", exc, self._backoff)
+                    wait = self._retry_wait()
+                    _log.warning("syncer: %s; retrying in %.1fs", exc, wait)
                     self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
-                    self._pause()
+                    self._pause(wait)
                 except Exception:
-                    _log.exception("syncer: unexpected failure; retrying in %.1fs", self._backoff)
-                    self._pause()
+                    wait = self._retry_wait()
+                    _log.exception("syncer: unexpected failure; retrying in %.1fs", wait)
+                    self._pause(wait)
         finally:
             self._cancel_watches()
 
@@ -204,11 +219,10 @@ class Syncer:
         if self._need_list:
             self._resync()
             self._need_list, self._need_watch = False, True
-            self._backoff = self._retry_interval
+            self._retry.succeeded()
         if self._need_watch:
             self._watch()
             self._need_watch = False
-            self._backoff = self._retry_interval
             self._stall.restart(self._clock())
             if self._status is SyncStatus.WAIT_FOR_DATASTORE:
                 # Reconnected from where we left off: what was delivered is current again.
@@ -221,6 +235,8 @@ class Syncer:
             return
         if isinstance(msg, (_WatchMsg, _ProgressMsg)) and msg.generation == self._generation:
             self._stall.heard(self._clock())
+            if not (isinstance(msg, _WatchMsg) and msg.error is not None):
+                self._retry.succeeded()  # the stream works: the next failure starts afresh
         if self._check_stall():
             return
         if not isinstance(msg, _WatchMsg) or msg.generation != self._generation:
@@ -231,12 +247,13 @@ class Syncer:
             _log.info("syncer: watch on %s: %s; re-listing", msg.prefix, msg.error)
             self._start_relist()
         else:
+            wait = self._retry_wait()
             _log.warning(
                 "syncer: watch on %s failed (%s); re-watching from revision %d in %.1fs",
-                msg.prefix, msg.error, self._seen[msg.prefix] + 1, self._backoff,
+                msg.prefix, msg.error, self._seen[msg.prefix] + 1, wait,
             )
             self._replace_watch_stream()
-            self._pause()
+            self._pause(wait)
 
     def _check_stall(self) -> bool:
         """Probe a quiet stream; replace a stalled one. True when it was replaced."""
@@ -267,9 +284,12 @@ class Syncer:
         # Tell consumers the datastore is gone (for readiness); they keep their state.
         self._set_status(SyncStatus.WAIT_FOR_DATASTORE)
 
-    def _pause(self) -> None:
-        self._stopping.wait(self._backoff)
-        self._backoff = min(self._backoff * 2, MAX_RETRY_INTERVAL)
+    def _retry_wait(self) -> float:
+        """Count a failure; the jittered wait before trying again."""
+        return self._retry.failed(random.random())
+
+    def _pause(self, wait: float) -> None:
+        self._stopping.wait(wait)
 
     def _start_relist(self) -> None:
         self._cancel_watches()
@@ -326,8 +346,17 @@ class Syncer:
                         self._seen[prefix] + 1,
                         self._watch_callback(gen, prefix),
                         self._error_callback(gen, prefix),
+                        create_timeout=self._create_deadline.current(),
                     )
                 )
+        except WatchCreateTimedOut:
+            # Unconfirmed, not refused: give the next attempt longer. The stream still
+            # holds the unanswered request (a late "created" would be taken for the
+            # next watch's), so it is dropped all the same.
+            self._create_deadline.missed()
+            self._cancel_watches()
+            self._client.fail_over()
+            raise
         except DatastoreError:
             # Watch creation failed or timed out: this member is no use now.
             self._cancel_watches()
@@ -336,6 +365,7 @@ class Syncer:
         except BaseException:
             self._cancel_watches()
             raise
+        self._create_deadline.succeeded()
         _log.debug("syncer: watching %s", {p: r + 1 for p, r in self._seen.items()})
 
     def _watch_callback(self, gen: int, prefix: str) -> Callable[[list[WatchEvent], int], None]:
@@ -381,7 +411,6 @@ class Syncer:
         if len(msg.events) < _WATCH_BATCH_MAX_REVS:
             top = max(top, msg.header_revision)
         self._seen[msg.prefix] = max(seen, top)
-        self._backoff = self._retry_interval
         if updates:
             self._deliver(updates)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from cni.config import NamedPort
+from datastore.backoff import Backoff, Schedule
 from datastore.names import label_key_problem, label_value_problem, port_name_problem
 from lab import netns
 from lab.cluster import Lab
@@ -62,6 +64,8 @@ CONF_NAME = "10-tortie.conflist"
 BIN = Path(sys.executable).parent
 CHECKOUT = Path(__file__).resolve().parent.parent
 PLUGIN_KINDS = ("shim", "python")
+# ensure_namespace against an etcd too starved to accept a connection: 2, 4, 8, 16 s
+NAMESPACE_RETRY, NAMESPACE_TRIES = Schedule(first=2.0, cap=16.0), 5
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -201,7 +205,9 @@ CNI_SERVER_START_TIMEOUT = 60.0
 def start_cni_server(lab: Lab, node: str | LabNode,
                      timeout: float = CNI_SERVER_START_TIMEOUT) -> subprocess.Popen[bytes] | None:
     """Run `node`'s CNI server (recorded: `lab.down()` stops it) and wait for its socket;
-    None when one already answers there (install_cni starts it for the shim)."""
+    None when one already answers there (install_cni starts it for the shim). A server
+    that exits fails at once; one still starting gets `timeout` (15 s was missed by a
+    live server on the 50-node lab at load average 35: a patience, not a failure check)."""
     name = _node_name(lab, node)
     if cni_server_answers(lab, name):
         return None
@@ -400,10 +406,19 @@ def ensure_namespace(lab: Lab, namespace: str) -> None:
     Kubernetes every pod's namespace exists. An existing one, labels and all, is kept."""
     manifest = json.dumps({"apiVersion": "v1", "kind": "Namespace",
                            "metadata": {"name": namespace}})
-    res = lab.exec("node1", [str(BIN / "ctl"), "create", "-f", "-"], input=manifest,
-                   check=False, env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
-    if res.returncode != 0 and "already exists" not in res.stderr + res.stdout:
-        raise PodError(f"creating namespace {namespace}: {(res.stderr or res.stdout).strip()}")
+    # An etcd that cannot even be reached (a starved host: 50 agents starting on 2 CPUs
+    # kept etcd from answering a connection in time) is tried again after a jittered
+    # backoff; a create is safe to repeat, "already exists" counts as done.
+    retry = Backoff(NAMESPACE_RETRY)
+    while True:
+        res = lab.exec("node1", [str(BIN / "ctl"), "create", "-f", "-"], input=manifest,
+                       check=False, env={"ETCD_ENDPOINTS": ",".join(lab.etcd_endpoints)})
+        output = res.stderr + res.stdout
+        if res.returncode == 0 or "already exists" in output:
+            return
+        if "etcd connection failed" not in output or retry.failures >= NAMESPACE_TRIES - 1:
+            raise PodError(f"creating namespace {namespace}: {(res.stderr or res.stdout).strip()}")
+        time.sleep(retry.failed(random.random()))
 
 
 def add_pod(lab: Lab, node: str | LabNode, namespace: str = "default", name: str = "pod",

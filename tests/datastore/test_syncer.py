@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from datastore.config import load_env
-from datastore.errors import ConnectionFailed
+from datastore.errors import ConnectionFailed, WatchCreateTimedOut
 from datastore.etcd import EtcdClient
 from datastore.syncer import Syncer, SyncerCallbacks, SyncStatus, Update
 from tests.support import wait_until
@@ -180,9 +180,30 @@ class ReplayingClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def watch_prefix(self, prefix: str, start_revision: int, *args: Any) -> Callable[[], None]:
+    def watch_prefix(self, prefix: str, start_revision: int, *args: Any,
+                     **kwargs: Any) -> Callable[[], None]:
         self.watches += 1
-        return self._client.watch_prefix(prefix, 1, *args)
+        return self._client.watch_prefix(prefix, 1, *args, **kwargs)
+
+
+class UnconfirmedWatchClient:
+    """An EtcdClient whose first `misses` watch creations are not confirmed in time, as on
+    a member too starved to answer (test hook: a real etcd answers at once here)."""
+
+    def __init__(self, client: EtcdClient, misses: int) -> None:
+        self._client = client
+        self.misses = misses
+        self.deadlines: list[float] = []  # the create_timeout of every attempt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def watch_prefix(self, *args: Any, create_timeout: float, **kwargs: Any) -> Callable[[], None]:
+        self.deadlines.append(create_timeout)
+        if self.misses > 0:
+            self.misses -= 1
+            raise WatchCreateTimedOut(self._client.config.urls, create_timeout)
+        return self._client.watch_prefix(*args, create_timeout=create_timeout, **kwargs)
 
 
 # -- tests ----------------------------------------------------------------------------
@@ -373,3 +394,21 @@ def test_waits_for_datastore_and_stops_cleanly_when_etcd_is_unreachable():
     assert syncer.relists == 0
     assert not [t for t in threading.enumerate() if t.name == "tortie-syncer"]
     client.close()
+
+
+def test_an_unconfirmed_watch_creation_is_retried_with_a_longer_deadline(
+        etcd_client, etcd_endpoint, run_syncer):
+    """A member too slow to confirm a watch is given twice as long on each retry (not
+    the same deadline again, missed again); a confirmed watch resets the deadline."""
+    c = etcd_client
+    c.put(RES + "nodes/slow", b"s1")
+    client = UnconfirmedWatchClient(_client(etcd_endpoint, timeout=2.0), misses=3)
+    syncer, rec = run_syncer(client)
+    # three misses on the first prefix, then both prefixes watched on the fourth try
+    wait_until(lambda: len(client.deadlines) >= 5, 30, what="five watch creations")
+    assert client.deadlines == [2.0, 4.0, 8.0, 16.0, 16.0]
+    assert syncer.wait_in_sync(30)
+    r = c.put(RES + "nodes/slow", b"s2")  # reaches the consumer by the watch
+    wait_until(lambda: rec.snapshot_state().get(RES + "nodes/slow") == (b"s2", r), 30,
+               what="a change after the watches were confirmed")
+    assert syncer._create_deadline.failures == 0  # confirmed: the next one starts at 2 s
