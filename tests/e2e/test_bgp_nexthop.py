@@ -7,8 +7,10 @@ is peered at its subnet-0 address (eBGP multihop, AS 65001). Its next hop is
 that address: on-link for node1, behind the gateway for node2, where the
 kernel refuses `via <ToR>` and tortie must write `via <node2's gateway>`.
 The ToR installs the nodes' blocks in the router namespace (FRR's zebra,
-BIRD's kernel protocol), so a pod's packet to the ToR's prefix finds its way
-back; 198.51.100.1, on the router's loopback, is the address inside it.
+BIRD's kernel protocol; GoBGP writes no kernel routes, so for it the test
+routes the pods' blocks there itself), so a pod's packet to the ToR's prefix
+finds its way back; 198.51.100.1, on the router's loopback, is the address
+inside it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ from collections.abc import Iterator
 import pytest
 
 from lab import Lab
-from lab.routers import Bird, Frr, bird_peer, frr_tor, start_bird, start_frr
+from lab.routers import (
+    Bird,
+    Frr,
+    Gobgp,
+    bird_peer,
+    frr_tor,
+    gobgp_config,
+    start_bird,
+    start_frr,
+    start_gobgp,
+)
 from tests.support import need, wait_until
 
-from .bgp_lab import HOLD_TIME, node_status, routes
+from .bgp_lab import HOLD_TIME, block_of, node_status, routes
 from .conftest import up_lab
 from .pods import Pod, add_pod, ping
 from .test_bgp_peers import global_peer, remove_peer, start_cluster
@@ -52,8 +64,13 @@ def tor_address(lab: Lab) -> str:
     return lab.subnets[0].gateway
 
 
-def start_tor(lab: Lab, kind: str, networks: list[str]) -> Frr | Bird:
+def start_tor(lab: Lab, kind: str, networks: list[str]) -> Frr | Bird | Gobgp:
     gw = tor_address(lab)
+    if kind == "gobgp":
+        need("gobgpd", "gobgp")
+        return start_gobgp(lab, gobgp_config(gw, TOR_AS, [(n.ip, 64512) for n in lab.nodes],
+                                             hold_time=HOLD_TIME), name="nh-gobgp",
+                           announce=networks)
     if kind == "frr":
         return start_frr(lab, frr_tor(gw, TOR_AS, [(n.ip, 64512) for n in lab.nodes], networks,
                                       hold_time=HOLD_TIME, update_source=gw), name="nh-frr")
@@ -78,11 +95,16 @@ def expected_route(lab: Lab, node: str) -> str:
     return f"{TOR_NET} via {via} dev eth0 proto 80"
 
 
-@pytest.mark.parametrize("kind", ["frr", "bird"])
+@pytest.mark.parametrize("kind", ["frr", "bird", "gobgp"])
 def test_tor_prefix_reaches_every_node_through_its_gateway(two_subnets, kind: str) -> None:
     lab, pods = two_subnets
     tor = start_tor(lab, kind, [TOR_NET])
     apply_peer(lab)
+    # GoBGP keeps what it learns out of the kernel: the way back to the pods is routed here.
+    way_back = [(block_of(p.ip), next(n.ip for n in lab.nodes if n.name == p.node))
+                for p in pods.values()] if isinstance(tor, Gobgp) else []
+    for block, node_ip in way_back:
+        lab.exec("router", ["ip", "route", "replace", block, "via", node_ip])
     try:
         for n in lab.nodes:
             want = expected_route(lab, n.name)
@@ -99,12 +121,16 @@ def test_tor_prefix_reaches_every_node_through_its_gateway(two_subnets, kind: st
         if isinstance(tor, Frr):
             tor.vtysh("configure terminal", f"router bgp {TOR_AS}", "address-family ipv4 unicast",
                       f"no network {TOR_NET}")
+        elif isinstance(tor, Gobgp):
+            tor.withdraw(TOR_NET)
         else:
             tor.configure(bird_config(lab, []))
         for n in lab.nodes:
             wait_until(lambda n=n: tor_route(lab, n.name) is None, timeout=4 * HOLD_TIME,
                        what=f"{TOR_NET} withdrawn on {n.name}")
     finally:
+        for block, _ in way_back:
+            lab.exec("router", ["ip", "route", "del", block], check=False)
         tor.stop()
         remove_peer(lab, "nh-tor")
 
