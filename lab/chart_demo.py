@@ -37,6 +37,7 @@ from lab.chart_pods import NodePod
 from lab.cluster import Lab
 from lab.demo import EXAMPLE_POOL, PODS_PER_NODE, ping_matrix, sessions_up, show_ctl, step
 from lab.errors import LabError
+from lab.procs import default_sigint
 
 PROBE_INTERVAL = 0.1  # 10 probes a second per pair
 SETTLE = 2.0  # seconds of probing after a replaced pod is ready, before counting
@@ -145,7 +146,8 @@ class Prober:
             self._procs.append(subprocess.Popen(
                 netns.exec_argv(a.netns, ["ping", "-n", "-q", "-i", str(PROBE_INTERVAL),
                                           "-W", "1", b.ip]),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                preexec_fn=default_sigint))
 
     def stop(self) -> tuple[int, int]:
         """SIGINT every ping (it prints its summary then) -> (sent, received) summed."""

@@ -25,6 +25,14 @@ from typing import Any
 _GATE = 'read -r go && [ "$go" = go ] && exec "$@" </dev/null'
 
 
+def default_sigint() -> None:
+    """A `preexec_fn` for a child that is stopped with SIGINT (ping prints its summary
+    then): a shell that starts a job in the background without job control sets SIGINT
+    to ignored, exec keeps that, and the child would never stop (seen in a CI run
+    started as `cmd &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -25,7 +25,7 @@ def test_demo_shows_bgp_pools_blocks_and_a_full_ping_matrix(lab_cli, lab_names, 
     assert len(mesh) == 2 and all("Established" in line for line in mesh), out
     rows = [line.split() for line in out.splitlines()]
     assert ["default-ipv4-ippool", "10.244.0.0/16", "true", "Never", "CrossSubnet", "false",
-            "false", "all()"] in rows
+            "false", "all()", "Automatic"] in rows
     blocks = re.findall(r"^\| Block +\| (10\.244\.\S+/26) ", out, re.M)
     assert len(blocks) == 3, out  # one block per node: 2 pods and the VXLAN tunnel address
     assert "ping matrix: 30/30 ok" in out.splitlines()

@@ -39,6 +39,7 @@ import pytest
 
 from lab import Lab
 from lab import agents as lab_agents
+from lab.procs import default_sigint
 from tests.e2e.conftest import TOOLS, up_lab
 from tests.e2e.pods import Pod, add_pod, ctl, ping
 from tests.e2e.test_agent_vxlan import POOL, start_agent, wait_ready
@@ -130,7 +131,8 @@ def ping_summary(text: str) -> tuple[int, int]:
 def start_ping(src: Pod, dst_ip: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(["ip", "netns", "exec", src.netns, "ping", "-n", "-i", "0.1",
-                                 "-W", "1", dst_ip], stdout=out, stderr=subprocess.STDOUT)
+                                 "-W", "1", dst_ip], stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=default_sigint)
 
 
 @pytest.fixture
@@ -174,7 +176,8 @@ def test_sigkill_and_restart_deletes_nothing_loses_nothing_writes_nothing(loaded
     monitor_log = tmp_path / "monitor.txt"
     with open(monitor_log, "wb") as out:
         monitor = subprocess.Popen(["ip", "netns", "exec", lab.netns_of("node1"), "ip",
-                                    "monitor", "route"], stdout=out, stderr=subprocess.STDOUT)
+                                    "monitor", "route"], stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=default_sigint)
     try:
         time.sleep(2.0)  # probes answered before the fault
         killed = time.monotonic()
