@@ -131,7 +131,7 @@ class RawRoute(NamedTuple):
     multipath: bool
 
 
-def _attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
+def attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type, payload start, payload end) for each rtattr in data[off:end]."""
     while off + 4 <= end:
         ln, typ = _RTA.unpack_from(data, off)
@@ -141,7 +141,7 @@ def _attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
         off += (ln + 3) & ~3
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+def messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
     """(offset, length, type, flags, seq) of each netlink message in one datagram."""
     off = 0
     n = len(data)
@@ -301,7 +301,7 @@ class RtnlSocket:
             except OSError as e:  # includes the timeout
                 self._drop()
                 raise NetlinkError(op, e.errno, e.strerror or str(e)) from e
-            for off, ln, typ, mflags, mseq in _messages(data):
+            for off, ln, typ, mflags, mseq in messages(data):
                 if mseq != seq:
                     continue
                 end = off + ln
@@ -403,7 +403,7 @@ class RtnlSocket:
             if typ != RTM_NEWLINK:
                 continue
             _fam, _type, index, _flags, _change = _IFI.unpack_from(data, off)
-            for at, a, b in _attrs(data, off + _IFI.size, end):
+            for at, a, b in attrs(data, off + _IFI.size, end):
                 if at == IFLA_IFNAME:
                     out[index] = data[a:b].split(b"\0", 1)[0].decode()
         return out
@@ -447,7 +447,7 @@ class RtnlSocket:
             r_oif = gw = mtu = None
             prio = 0
             multipath = False
-            for at, a, b in _attrs(data, off + _RTM.size, end):
+            for at, a, b in attrs(data, off + _RTM.size, end):
                 if at == RTA_DST:
                     dst = inet_ntoa(data[a:a + 4])
                 elif at == RTA_OIF:
@@ -459,7 +459,7 @@ class RtnlSocket:
                 elif at == RTA_TABLE:
                     table = u32(data, a)[0]
                 elif at == RTA_METRICS:
-                    for mt, ma, _mb in _attrs(data, a, b):
+                    for mt, ma, _mb in attrs(data, a, b):
                         if mt == RTAX_MTU:
                             mtu = u32(data, ma)[0]
                 elif at == RTA_MULTIPATH:
@@ -475,7 +475,7 @@ def _read_errors(data: bytes, first: int, failed: dict[int, tuple[int, str]],
                  until: int | None = None) -> bool:
     """Record the failures in `data` for seqs >= first; True if it holds the answer to `until`."""
     seen = False
-    for off, ln, typ, mflags, mseq in _messages(data):
+    for off, ln, typ, mflags, mseq in messages(data):
         if typ == NLMSG_ERROR and mseq >= first:
             (code,) = _ERR.unpack_from(data, off + _HDR.size)
             if code:
@@ -496,7 +496,7 @@ def _error_text(data: bytes, off: int, ln: int, flags: int, code: int) -> str:
     else:
         (req_len,) = _U32.unpack_from(data, start)
         start += (req_len + 3) & ~3
-    for at, a, b in _attrs(data, start, off + ln):
+    for at, a, b in attrs(data, start, off + ln):
         if at == NLMSGERR_ATTR_MSG:
             msg = data[a:b].split(b"\0", 1)[0].decode(errors="replace").strip()
             if msg:

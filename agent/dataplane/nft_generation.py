@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 
+from agent.dataplane.netlink import attrs, messages
 from agent.dataplane.netns import open_socket
 
 _log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ NLMSG_ERROR = 2
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id (big-endian, 0 here)
-_ATTR = struct.Struct("=HH")
 
 
 def getgen_request(seq: int) -> bytes:
@@ -47,24 +47,16 @@ def getgen_request(seq: int) -> bytes:
 def parse_newgen(data: bytes, seq: int) -> int | None:
     """The generation id in a NEWGEN answer to request `seq`; None for another request's
     answer. An error answer to `seq` raises OSError with the kernel's errno."""
-    off = 0
-    while off + _HDR.size <= len(data):
-        ln, typ, _flags, got_seq, _pid = _HDR.unpack_from(data, off)
-        if ln < _HDR.size:
-            return None
-        if got_seq == seq and typ == NLMSG_ERROR and ln >= _HDR.size + 4:
+    for off, ln, typ, _flags, got_seq in messages(data):
+        if got_seq != seq:
+            continue
+        if typ == NLMSG_ERROR and ln >= _HDR.size + 4:
             code = -struct.unpack_from("=i", data, off + _HDR.size)[0]
             raise OSError(code, f"NFT_MSG_GETGEN: {os.strerror(code)}")
-        if got_seq == seq and typ == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-            a = off + _HDR.size + _NFGEN.size
-            while a + _ATTR.size <= off + ln:
-                alen, atyp = _ATTR.unpack_from(data, a)
-                if alen < _ATTR.size:
-                    return None
-                if atyp & 0x3FFF == NFTA_GEN_ID and alen >= 8:
-                    return int(struct.unpack_from(">I", data, a + 4)[0])
-                a += (alen + 3) & ~3
-        off += (ln + 3) & ~3
+        if typ == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+            for atyp, a, b in attrs(data, off + _HDR.size + _NFGEN.size, off + ln):
+                if atyp == NFTA_GEN_ID and b - a >= 4:
+                    return int(struct.unpack_from(">I", data, a)[0])
     return None
 
 
