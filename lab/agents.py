@@ -55,17 +55,23 @@ def start_agents(lab: Lab, nodes: list[str], **env: str) -> None:
         wait_ready(lab, node)
 
 
+def is_ready(lab: Lab, node: str) -> bool:
+    """Whether the agent on `node` reports ready.
+
+    `tortie-agent --ready` asks the same URL, but a Python process per node every
+    0.2 s was a large part of the load while 50 agents started; this is one request
+    from a socket made inside the node's namespace (the agent's default health
+    address: agent_env sets none)."""
+    with in_netns(lab.netns_of(node)):
+        ready, _reason = probe("ready", "localhost", HEALTH_PORT, timeout=1.0)
+    return ready
+
+
 def wait_ready(lab: Lab, node: str, timeout: float = 30.0) -> None:
     """Until the agent on `node` reports ready; LabError with its log tail otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # `tortie-agent --ready` asks the same URL, but a Python process per node every
-        # 0.2 s was a large part of the load while 50 agents started; this is one request
-        # from a socket made inside the node's namespace (the agent's default health
-        # address: agent_env sets none).
-        with in_netns(lab.netns_of(node)):
-            ready, _reason = probe("ready", "localhost", HEALTH_PORT, timeout=1.0)
-        if ready:
+        if is_ready(lab, node):
             return
         time.sleep(0.2)
     log = Path(lab.state_dir) / f"agent-{node}.log"

@@ -101,12 +101,6 @@ class Pinger:
         self._thread.join()
 
 
-def ready(lab: Lab, node: str) -> bool:
-    res = lab.exec(node, [str(BIN / "tortie-agent"), "--ready"], check=False,
-                   env=lab_agents.agent_env(lab, node))
-    return res.returncode == 0
-
-
 def metrics(lab: Lab, node: str) -> str:
     return str(lab.exec(node, ["curl", "-s", "--max-time", "2",
                                "http://localhost:9099/metrics"]).stdout)
@@ -118,6 +112,22 @@ def agent_log(lab: Lab, node: str = "node1") -> str:
 
 def pools_ipset(lab: Lab, node: str) -> str:
     return str(lab.exec(node, ["ipset", "list", "cali40all-ipam-pools"], check=False).stdout)
+
+
+def wait_replaced_and_arrived(lab: Lab, since: float) -> tuple[float, float]:
+    """Until node1's agent has replaced its watch stream, then until the pool made during
+    the fault is in its kernel, then until it is ready: (noticed, arrived) seconds after
+    `since`."""
+    wait_until(lambda: "tortie_datastore_watch_restarts_total 0.0" not in metrics(
+        lab, "node1"), timeout=DETECT_WITHIN + 10, interval=0.2,
+        what=f"node1's agent to replace its watch stream; log:\n{agent_log(lab)}")
+    noticed = time.monotonic() - since
+    wait_until(lambda: OUTAGE_POOL_CIDR in pools_ipset(lab, "node1"),
+               timeout=CHANGE_WITHIN + 10, interval=0.2, what="the new pool in node1's ipset")
+    arrived = time.monotonic() - since
+    wait_until(lambda: lab_agents.is_ready(lab, "node1"), timeout=20, interval=0.2,
+               what="node1's agent ready again")
+    return noticed, arrived
 
 
 def black_hole(lab: Lab, node: str, member: LabEtcd, port: int) -> None:
@@ -155,15 +165,7 @@ def test_f6_black_holed_etcd_connection_is_noticed_failed_over_and_changes_arriv
         holed = time.monotonic()
         # node2 talks to etcd through the first member too, unharmed: the change is made there.
         ctl(lab, ["apply", "-f", "-"], stdin=OUTAGE_POOL, node="node2")
-        wait_until(lambda: "tortie_datastore_watch_restarts_total 0.0" not in metrics(
-            lab, "node1"), timeout=DETECT_WITHIN + 10, interval=0.2,
-            what=f"node1's agent to replace its watch stream; log:\n{agent_log(lab)}")
-        noticed = time.monotonic() - holed
-        wait_until(lambda: OUTAGE_POOL_CIDR in pools_ipset(lab, "node1"),
-                   timeout=CHANGE_WITHIN + 10, interval=0.2, what="the new pool in node1's ipset")
-        arrived = time.monotonic() - holed
-        wait_until(lambda: ready(lab, "node1"), timeout=20, interval=0.2,
-                   what="node1's agent ready again")
+        noticed, arrived = wait_replaced_and_arrived(lab, holed)
         back = time.monotonic() - holed
         # Still black-holed: the other etcd clients on node1.
         # ctl on node1 starts on the black-holed member too: its read times out there
@@ -226,15 +228,7 @@ def test_f6_a_member_cut_off_from_its_peers_is_left_for_one_with_a_leader(lab: L
         # The change is made through the members that still have quorum.
         lab.exec("node2", [str(BIN / "ctl"), "apply", "-f", "-"], input=OUTAGE_POOL,
                  env={"ETCD_ENDPOINTS": ",".join(others)})
-        wait_until(lambda: "tortie_datastore_watch_restarts_total 0.0" not in metrics(
-            lab, "node1"), timeout=DETECT_WITHIN + 10, interval=0.2,
-            what=f"node1's agent to replace its watch stream; log:\n{agent_log(lab)}")
-        noticed = time.monotonic() - cut
-        wait_until(lambda: OUTAGE_POOL_CIDR in pools_ipset(lab, "node1"),
-                   timeout=CHANGE_WITHIN + 10, interval=0.2, what="the new pool in node1's ipset")
-        arrived = time.monotonic() - cut
-        wait_until(lambda: ready(lab, "node1"), timeout=20, interval=0.2,
-                   what="node1's agent ready again")
+        noticed, arrived = wait_replaced_and_arrived(lab, cut)
         shown, log = metrics(lab, "node1"), agent_log(lab)
     finally:
         partition_from_peers(lab, first, False)
