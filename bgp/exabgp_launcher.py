@@ -15,7 +15,9 @@ Invariants:
   is imported for another release, whose internals may differ.
 - A patched function gives what stock gives for every input ExaBGP feeds it;
   tests/bgp/test_speaker.py runs the decoder, the JSON encoder and `read_message`
-  side by side with stock, and real sessions through the launcher.
+  side by side with stock, and real sessions through the launcher. The exceptions fix
+  a stock bug and say so: `pending_adjribout` (reloads) and `new_connections` (a
+  neighbour without a local address), each with the test that shows stock failing.
 
 Receive figures below are for 10,000 /26 from BIRD, 256 per UPDATE (bench/bgp.py and
 tests/bgp/test_speaker.py): stock ExaBGP spends ~35 us of CPU per received prefix
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import select
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from socket import inet_ntoa
 from typing import Any
@@ -45,7 +48,8 @@ if exabgp.version.release == PINNED_RELEASE:
     from exabgp.logger import log
     from exabgp.logger.option import option
     from exabgp.protocol.family import AFI, SAFI, Family
-    from exabgp.protocol.ip import NoNextHop
+    from exabgp.protocol.ip import IP, NoNextHop
+    from exabgp.reactor.listener import Listener, set_accepted_ttl
     from exabgp.reactor.loop import Reactor
     from exabgp.reactor.protocol import Protocol
 
@@ -55,6 +59,7 @@ if exabgp.version.release == PINNED_RELEASE:
     _stock_unpack_nlri: Callable[..., tuple[Any, bytes]] = NLRI.unpack_nlri.__func__
     _stock_debug = log.debug.__func__
     _stock_read_message = Protocol.read_message
+    _stock_new_connections = Listener.new_connections
     _stock_inet_json: Callable[..., str] = INET.json
     _ipv4, _unicast = AFI.create(AFI.ipv4), SAFI.create(SAFI.unicast)
 
@@ -120,6 +125,57 @@ def remove_self(self: Neighbor, change: Any) -> Any:
     10,000 routes ~1.2-1.3 s instead of 4.3 s.
     """
     return _stock_remove_self(self, change) if change.nlri.nexthop.SELF else change
+
+
+# -- accepting: a neighbour without a local address ---------------------------------------
+
+
+def new_connections(self: Listener) -> Iterator[None]:
+    """Replaces exabgp.reactor.listener.Listener.new_connections.
+
+    Stock matches an accepted connection to its neighbour by the peer's address and
+    the neighbour's `local-address`, reading `neighbor['local-address'].address()`
+    before it asks whether the neighbour has one. A neighbour without (auto-discovery:
+    tortie's `sourceAddress: None`) has None there, so every connection from that peer
+    died in an AttributeError and was closed: such a session came up only when ExaBGP
+    dialled, never when the peer did (a passive side, or a peer calling another address
+    of the node with `bindMode: None`). Patched: a neighbour with a local address takes
+    connections to that address, one without takes them to any; anything else is
+    stock's. Configurations with address ranges (which tortie never renders) go to
+    stock unchanged. Shown in tests/bgp/test_bind_mode.py: a peer calling the node's
+    second address is accepted and closed again and again by stock, established with
+    the patch.
+    """
+    reactor = self._reactor
+    if any(reactor.neighbor(key).range_size > 1 for key in reactor.peers()):
+        yield from _stock_new_connections(self)
+        return
+    if not self.serving:
+        return
+    yield None
+    for connection in self._connected():
+        # ExaBGP's Incoming names the remote end `local` and our end `peer`
+        remote, ours = IP.create(connection.local).address(), IP.create(connection.peer).address()
+        for key in reactor.peers():
+            neighbor = reactor.neighbor(key)
+            if neighbor["peer-address"].address() != remote:
+                continue
+            if not neighbor.auto_discovery and neighbor["local-address"].address() != ours:
+                continue
+            set_accepted_ttl(connection, neighbor)
+            if reactor.handle_connection(key, connection):
+                log.debug(lambda c=connection: f"refused connection from {c.name()} due to "
+                          "the state machine", "network")
+            else:
+                log.debug(lambda c=connection: f"accepted connection from {c.name()}",
+                          "network")
+            break
+        else:
+            log.debug(lambda c=connection: f"no session configured for {c.name()}", "network")
+            reactor.asynchronous.schedule(
+                str(uuid.uuid1()), "sending notification (6,3)",
+                connection.notification(6, 3, "no session configured for the peer"))
+            return  # as stock: the rest wait for the next turn
 
 
 # -- receiving: per-prefix work nothing needs ----------------------------------------------
@@ -245,6 +301,7 @@ def install() -> bool:
     Reactor._pending_adjribout = pending_adjribout
     Reactor._wait_for_io = wait_for_io
     Neighbor.remove_self = remove_self
+    Listener.new_connections = new_connections
     turn_adj_rib_in_off_by_default()
     if NLRI.registered_nlri.get("ipv4/unicast") is INET:
         NLRI.unpack_nlri = classmethod(unpack_nlri)

@@ -3,7 +3,9 @@
 `plan_node` turns Nodes, BGPPeers and BGPConfigurations into a `NodePlan`
 with every default applied, following confd's rules (confd/pkg/backends/calico/bgp_processor.go):
 
-* Identity. Router id, node IP, listen address = the node's IPv4; AS = the
+* Identity. Router id, node IP = the node's IPv4; listen address = the node's
+  IPv4 only with the global BGPConfiguration's `bindMode: NodeIP`, else every
+  address (confd's getBindMode: only the global configuration counts); AS = the
   Node's asNumber, else the global BGPConfiguration's, else 64512; listen
   port = `node.<name>` BGPConfiguration listenPort, else the global one,
   else 179; cluster id = the Node's routeReflectorClusterID.
@@ -385,6 +387,7 @@ def plan_node(nodename: str, nodes: Mapping[str, Node], peers: Iterable[BGPPeer]
         router_id=(own_ip if router_id is None else
                    hashed_router_id(nodename) if router_id == "hash" else router_id),
         local_as=p.local_as,
-        listen_address=own_ip, listen_port=p.configured_port(nodename) or DEFAULT_PORT,
+        listen_address=own_ip if p.glob and p.glob.bindMode == "NodeIP" else None,
+        listen_port=p.configured_port(nodename) or DEFAULT_PORT,
         cluster_id=p.cluster_id, peers=tuple(sorted(p.peers, key=lambda pp: pp.name)),
         problems=tuple(sorted(p.problems)))

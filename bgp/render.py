@@ -40,6 +40,7 @@ from .types import DEFAULT_PORT, NodePlan, PeerPlan
 
 DEFAULT_RESTART_TIME = 120  # BIRD's graceful-restart time, which Calico inherits
 GTSM_SEND_TTL = 255
+EVERY_IPV4_ADDRESS = "0.0.0.0"  # tortie's BGP is IPv4 only
 
 _BARE = re.compile(r"[A-Za-z0-9_@%+=:./-]+")  # a token ExaBGP reads back unchanged
 _UNQUOTABLE = re.compile(r"[\"'\\\x00-\x1f\x7f]")
@@ -129,9 +130,12 @@ def speaker_env(plan: NodePlan) -> dict[str, str]:
         "exabgp.daemon.user": "root",
         "exabgp.daemon.drop": "false",
         "exabgp.daemon.daemonize": "false",
-        # Listen on the node IP; the same port is also ExaBGP's default port to dial,
-        # which every neighbor overrides with `connect`.
-        "exabgp.tcp.bind": plan.listen_address or "",
+        # bindMode NodeIP: the node IP only; None: every IPv4 address (the wildcard). An
+        # empty bind would not mean "every address" but no listening socket at all
+        # (ExaBGP's reactor listens on each address of the list and on nothing else).
+        # The port is also ExaBGP's default port to dial, which every neighbor overrides
+        # with `connect`.
+        "exabgp.tcp.bind": plan.listen_address or EVERY_IPV4_ADDRESS,
         "exabgp.tcp.port": str(plan.listen_port or DEFAULT_PORT),
         "exabgp.tcp.attempts": "0",  # retry for ever; >0 makes the reactor give up
         "exabgp.bgp.passive": "false",  # passive is per neighbor

@@ -188,7 +188,9 @@ class NodePlan:
     node_ip: str  # the node's IPv4: next hop self for the routes it originates
     router_id: str
     local_as: int
-    listen_address: str | None  # always the node IP (Calico's bindMode NodeIP, always)
+    # bindMode NodeIP: the node's IPv4, the only address ExaBGP listens on; None (bindMode
+    # None, Calico's default): every IPv4 address of the node.
+    listen_address: str | None
     listen_port: int = DEFAULT_PORT
     cluster_id: str | None = None  # routeReflectorClusterID: this node is a reflector
     peers: tuple[PeerPlan, ...] = ()  # sorted by name

@@ -141,7 +141,8 @@ def test_speaker_env():
         "exabgp.api.ack": "true", "exabgp.api.cli": "false", "exabgp.api.encoder": "json",
         "exabgp.api.respawn": "true", "exabgp.log.destination": "stdout",
         "exabgp.log.statistics": "false"}
-    assert speaker_env(node_plan(listen_address=None))["exabgp.tcp.bind"] == ""
+    # bindMode None: ExaBGP's wildcard; an empty bind would turn listening off altogether
+    assert speaker_env(node_plan(listen_address=None))["exabgp.tcp.bind"] == "0.0.0.0"
 
 
 # -- the real ExaBGP ----------------------------------------------------------------------------

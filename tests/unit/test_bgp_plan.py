@@ -62,9 +62,28 @@ FOUR = (node("n1", "10.0.0.9/24"), node("n2", "10.0.0.10/24"), node("n3", "10.0.
 
 def test_identity_defaults():
     p = plan("n1", FOUR)
-    assert (p.node, p.node_ip, p.router_id, p.listen_address) == ("n1", "10.0.0.9", "10.0.0.9",
-                                                                  "10.0.0.9")
+    assert (p.node, p.node_ip, p.router_id) == ("n1", "10.0.0.9", "10.0.0.9")
+    assert p.listen_address is None  # bindMode None, Calico's default: every address
     assert (p.local_as, p.listen_port, p.cluster_id, p.problems) == (64512, 179, None, ())
+
+
+# confd/pkg/backends/calico/bgp_processor.go getBindMode and its tests
+# (bgp_processor_test.go TestPopulateNodeConfig_BindModeNodeIP_IPv4, _NoBindMode): the
+# listen address is the node IP only for the global configuration's bindMode NodeIP.
+@pytest.mark.parametrize("configs,listen_address", [
+    ((), None),
+    ((config(),), None),
+    ((config(bindMode="None"),), None),
+    ((config(bindMode="NodeIP"),), "10.0.0.9"),
+    ((config(bindMode="NodeIP", listenPort=1790),), "10.0.0.9"),
+    # confd reads bindMode from the global configuration only
+    ((config("node.n1", bindMode="NodeIP"),), None),
+    ((config(bindMode="NodeIP"), config("node.n1", bindMode="None")), "10.0.0.9"),
+])
+def test_bind_mode_sets_the_listen_address(configs, listen_address):
+    p = plan("n1", FOUR, configs=configs)
+    assert p.listen_address == listen_address
+    assert p.listen_port == (1790 if any(c.spec.listenPort for c in configs) else 179)
 
 
 @pytest.mark.parametrize("name,expected", [
