@@ -3,7 +3,9 @@
 It reads the agent's settings (node name, hold time, run directory) so one
 env block configures both containers, runs bgp.daemon, and serves the learned
 routes on the control socket, where the agent (TORTIE_BGP_SIDECAR=true)
-follows them. It writes no routes itself: the agent owns the kernel.
+follows them. It writes no routes itself: the agent owns the kernel. What the
+agent could not install it lists in a file (agent/route_problems.py), which the
+status on the control socket carries, as with BGP in the agent.
 
 `tortie-bgp --live` / `--ready` are the sidecar's probes: they ask the running
 daemon over the control socket (bgp.control) and judge its status document with
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 from agent import config as agent_config
-from agent import idle_gc
+from agent import idle_gc, route_problems
 from agent.errors import StartupError
 from agent.nodename import determine_node_name
 from bgp.control import DEFAULT_NAME, query_status
@@ -55,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     nodename, _ = determine_node_name(cfg.nodename, os.environ.get("HOSTNAME"),
                                       cfg.nodename_file)
+    problems_file = route_problems.problems_path(cfg.run_dir, nodename)
     daemon = BGPDaemon(client, nodename, workdir=Path(cfg.run_dir) / "bgp" / nodename,
-                       hold_time=cfg.bgp_hold_time, router_id=cfg.router_id)
+                       hold_time=cfg.bgp_hold_time, router_id=cfg.router_id,
+                       route_problems=lambda: route_problems.read(problems_file))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.request_stop())
     idle_gc.start()

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import config as agent_config
-from agent import idle_gc
+from agent import idle_gc, route_problems
 from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
 from agent.dataplane.facade import RESYNC_KINDS, Dataplane, KernelDataplane, ResyncKind
 from agent.endpoint_status import EndpointStatusPublisher
@@ -163,6 +163,10 @@ class Agent:
         self._dirty_learned = False
         self._calc_problems: tuple[str, ...] = ()
         self._dataplane_problems: tuple[str, ...] = ()  # of the last apply (unresolved routes)
+        # With the BGP sidecar: where the problems go for it (agent/route_problems.py), and
+        # the list last written there (None: nothing written by this run yet).
+        self._problems_file: Path | None = None
+        self._problems_published: tuple[str, ...] | None = None
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
@@ -257,6 +261,7 @@ class Agent:
         if self.config.bgp_sidecar:
             _log.info("BGP runs in the tortie-bgp sidecar: following its learned routes")
             self._bgp_running = True
+            self._problems_file = route_problems.problems_path(self.config.run_dir, self.nodename)
             stop = threading.Event()
             threading.Thread(target=follow_routes, args=(BGP_CONTROL_NAME, self.on_learned, stop),
                              name="bgp-follow", daemon=True).start()
@@ -496,6 +501,9 @@ class Agent:
             # Logged once, when it appears (not per apply): the writer already left it out.
             self._dataplane_problems = tuple(problems)
             self._report_problems()
+        if self._problems_file is not None and self._problems_published != self._dataplane_problems:
+            if route_problems.publish(self._problems_file, self._dataplane_problems):
+                self._problems_published = self._dataplane_problems
         if errors:
             self.stats.apply_errors += 1
             self.stats.last_error = errors[0]
