@@ -16,7 +16,7 @@ deleted behind the agent's back is put back within one loop turn instead of at
 the next periodic resync. Additions are not reported: the agent's own writes
 would come back as a flood of events, and an added foreign route is not tortie's.
 With `on_host_route(dev or None)`, a foreign main-table IPv4 route (the
-host's: not protocol 80, not on a reported interface) added, replaced or
+host's: not protocol 80, not on a workload interface) added, replaced or
 deleted is reported too, by its device: a learned route whose next hop is
 resolved through the host's routes follows it (agent/dataplane/nexthop.py).
 The callback runs on the monitor thread: it should only queue work for the
@@ -311,9 +311,10 @@ class LinkMonitor:
             return
         known = self._links.get(msg.get("RTA_OIF") or -1)
         dev = known[0] if known else ""
-        if msg.get("proto") != PROTO_TORTIE and not (dev and self.interesting(dev)):
+        if msg.get("proto") != PROTO_TORTIE and not self._workload(dev):
             self._host_route_changed(dev)
-            return
+            if not (dev and self.interesting(dev)):
+                return
         dst = f"{msg.get('RTA_DST') or '0.0.0.0'}/{msg.get('dst_len', 0)}"
         _log.debug("route removed: %s (dev %s)", dst, dev or "-")
         try:
@@ -328,8 +329,14 @@ class LinkMonitor:
             return
         known = self._links.get(msg.get("RTA_OIF") or -1)
         dev = known[0] if known else ""
-        if not (dev and self.interesting(dev)):
+        if not self._workload(dev):
             self._host_route_changed(dev)
+
+    def _workload(self, dev: str) -> bool:
+        # Not "interesting": the parent interface is watched too (for its address), and
+        # the host's routes on it (its default gateway) are the ones next hops resolve
+        # through most. Only a workload interface's routes are never the host's.
+        return bool(dev) and dev.startswith(self._prefixes)
 
     def _host_route_changed(self, dev: str) -> None:
         if self._on_host_route is None:

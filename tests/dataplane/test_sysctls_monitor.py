@@ -188,6 +188,7 @@ def test_monitor_reports_the_hosts_route_changes_by_device(netns: str, uplink: s
     mon = LinkMonitor(lambda name, ev: None, netns, on_route_removed=lambda dst, metric: None,
                       on_host_route=changed.put)
     mon.start()
+    mon.watch("eth0")  # as the agent watches its parent interface (for its address)
     try:
         sh(netns, "link", "add", "cali1234567890a", "type", "veth", "peer", "name", "notcali0")
         sh(netns, "link", "set", "notcali0", "up")
