@@ -9,6 +9,7 @@ cheap to diff. Nothing in this module does I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,6 +38,21 @@ class RouteClass(enum.IntEnum):
     IPAM_BLOCK_BLACKHOLE = 7
 
 
+class NextHop(NamedTuple):
+    """One way out of a route: a gateway reached on `dev` (None: on-link, through `dev`
+    itself). A resolved next hop (agent.dataplane.nexthop), or one path of a multipath
+    route."""
+
+    gateway: str | None
+    dev: str
+    onlink: bool = False
+
+
+def sorted_hops(hops: Iterable[NextHop]) -> tuple[NextHop, ...]:
+    """The paths of a multipath route in the one order tortie writes and compares them."""
+    return tuple(sorted(hops, key=lambda h: (h.gateway or "", h.dev, h.onlink)))
+
+
 class Route(NamedTuple):
     """One main-table route. `dst` is canonical ("10.65.1.0/26", "10.65.0.2/32").
 
@@ -55,6 +71,9 @@ class Route(NamedTuple):
     scope: str = "universe"  # "universe" | "link"
     proto: int = PROTO_TORTIE
     mtu: int | None = None
+    # ECMP (RTA_MULTIPATH): the paths (sorted_hops), each with a gateway; dev and gateway are
+    # then None. Only a learned route resolved through a host's multipath route has any.
+    multipath: tuple[NextHop, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not Route:
@@ -86,6 +105,10 @@ class Route(NamedTuple):
             parts.append("onlink")
         if self.mtu:
             parts += ["mtu", str(self.mtu)]
+        for hop in self.multipath:
+            parts += ["nexthop", "via", str(hop.gateway), "dev", hop.dev]
+            if hop.onlink:
+                parts.append("onlink")
         return " ".join(parts)
 
 

@@ -98,7 +98,7 @@ def learned_route(ctx: LearnedContext, path: LearnedPath) -> tuple[Route | None,
     if pool is None:
         # A top-of-rack router's whole table takes this line.
         return _new(Route, (path.cidr, _BGP_LEARNED, "unicast", None, path.next_hop,
-                            False, "universe", PROTO_TORTIE, None)), None
+                            False, "universe", PROTO_TORTIE, None, ())), None
     encap = pool.encapsulation
     if encap is Encapsulation.VXLAN:
         return None, None

@@ -34,7 +34,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from agent.dataplane.errors import NetlinkError
@@ -111,7 +111,16 @@ _IFI = struct.Struct("=BxHiII")  # ifinfomsg
 _IFA = struct.Struct("=BBBBI")  # ifaddrmsg
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_RTNH = struct.Struct("=HBBi")  # rtnexthop: length, flags, hops (weight - 1), ifindex
 _ERR = struct.Struct("=i")
+
+
+class RawHop(NamedTuple):
+    """One path of a multipath route (struct rtnexthop and its RTA_GATEWAY)."""
+
+    oif: int
+    gateway: str | None
+    flags: int  # RTNH_F_*
 
 
 class RawRoute(NamedTuple):
@@ -128,7 +137,7 @@ class RawRoute(NamedTuple):
     gateway: str | None
     priority: int
     mtu: int | None
-    multipath: bool
+    multipath: tuple[RawHop, ...]  # RTA_MULTIPATH's paths; () for a single-path route
 
 
 def attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
@@ -160,9 +169,11 @@ def _rta(typ: int, payload: bytes) -> bytes:
 
 def route_body(*, dst_len: int, proto: int, scope: int, rtype: int, flags: int = 0,
                oif: int | None = None, gateway: str | None = None, priority: int = 0,
-               mtu: int | None = None) -> tuple[bytes, bytes]:
+               mtu: int | None = None, multipath: Sequence[RawHop] = ()
+               ) -> tuple[bytes, bytes]:
     """A main-table route request's payload around its destination: (rtmsg,
-    attributes after RTA_DST), as iproute2 builds it for `route replace|del ...`.
+    attributes after RTA_DST), as iproute2 builds it for `route replace|del ...`
+    (`nexthop via G dev D [onlink] ...` for `multipath`, each of weight 1).
 
     The request for destination `a.b.c.d` is `head + DST_RTA + inet_aton(a.b.c.d) + tail`:
     many routes share one (head, tail), so a writer builds them once.
@@ -177,7 +188,29 @@ def route_body(*, dst_len: int, proto: int, scope: int, rtype: int, flags: int =
         tail += _rta(RTA_PRIORITY, _U32.pack(priority))
     if mtu:
         tail += _rta(RTA_METRICS, _rta(RTAX_MTU, _U32.pack(mtu)))
+    if multipath:
+        hops = b""
+        for hop in multipath:
+            gw = _rta(RTA_GATEWAY, socket.inet_aton(hop.gateway)) if hop.gateway else b""
+            hops += _RTNH.pack(_RTNH.size + len(gw), hop.flags, 0, hop.oif) + gw
+        tail += _rta(RTA_MULTIPATH, hops)
     return head, tail
+
+
+def multipath_hops(data: bytes, off: int, end: int) -> tuple[RawHop, ...]:
+    """The paths in an RTA_MULTIPATH payload data[off:end]."""
+    hops = []
+    while off + _RTNH.size <= end:
+        length, flags, _weight, oif = _RTNH.unpack_from(data, off)
+        if length < _RTNH.size:
+            break
+        gateway = None
+        for at, a, _b in attrs(data, off + _RTNH.size, off + length):
+            if at == RTA_GATEWAY:
+                gateway = socket.inet_ntoa(data[a:a + 4])
+        hops.append(RawHop(oif, gateway, flags))
+        off += (length + 3) & ~3
+    return tuple(hops)
 
 
 # RTA_DST's header for an IPv4 address; the 4 address bytes follow it.
@@ -446,7 +479,7 @@ class RtnlSocket:
             dst = "0.0.0.0"
             r_oif = gw = mtu = None
             prio = 0
-            multipath = False
+            multipath: tuple[RawHop, ...] = ()
             for at, a, b in attrs(data, off + _RTM.size, end):
                 if at == RTA_DST:
                     dst = inet_ntoa(data[a:a + 4])
@@ -463,7 +496,7 @@ class RtnlSocket:
                         if mt == RTAX_MTU:
                             mtu = u32(data, ma)[0]
                 elif at == RTA_MULTIPATH:
-                    multipath = True
+                    multipath = multipath_hops(data, a, b)
             if oif is not None and r_oif != oif:
                 continue
             out.append(RawRoute(f"{dst}/{dlen}", table, proto, scope, rtype, flags, tos,

@@ -12,8 +12,13 @@ prefix, lowest metric) gives it:
     (RouteTable then writes the route as it came: the kernel finds the device);
   * a route through a gateway (`default via 10.0.2.1 dev eth0`):
     `<prefix> via 10.0.2.1 dev eth0` (its `onlink` flag is kept);
-  * nothing, or a route that forwards nowhere (blackhole, unreachable, a
-    multipath route tortie does not read): unresolved, with the reason.
+  * a multipath (ECMP) route (`default nexthop via 10.0.2.1 dev eth0 nexthop
+    via 10.0.3.1 dev eth1`): the same paths, as BIRD's recursive gateways
+    install them (`<prefix> nexthop via 10.0.2.1 dev eth0 nexthop via 10.0.3.1
+    dev eth1`; a path without a gateway is on-link: via the next hop itself);
+    weights are not kept, each path has weight 1;
+  * nothing, or a route that forwards nowhere (blackhole, unreachable):
+    unresolved, with the reason.
 
 Only the host's own routes count (those tortie does not own): a learned route
 never resolves through another learned route, nor a pod's, which is BIRD's
@@ -26,26 +31,25 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 from agent.dataplane.route_kernel import KernelRoute
+from agent.types import NextHop, sorted_hops
+
+__all__ = ["NextHop", "Resolution", "resolve_next_hop"]
 
 
-class NextHop(NamedTuple):
-    """Where a gateway-only route goes: its immediate gateway and device."""
-
-    gateway: str
-    dev: str
-    onlink: bool = False
+# A resolution: one immediate gateway, the paths of a multipath route, or why none.
+Resolution = NextHop | tuple[NextHop, ...] | str
 
 
 def resolve_next_hop(
     kernel: Mapping[str, Mapping[int, KernelRoute]],
     next_hop: str,
     owns: Callable[[KernelRoute], bool],
-) -> NextHop | str:
+) -> Resolution:
     """The immediate gateway for `next_hop` from the main table `kernel` (dst -> metric ->
-    route), or why there is none. `owns` tells tortie's own routes, which never count."""
+    route), the paths of its multipath route, or why there is none. `owns` tells
+    tortie's own routes, which never count."""
     try:
         address = int.from_bytes(socket.inet_pton(socket.AF_INET, next_hop), "big")
     except OSError:
@@ -62,9 +66,12 @@ def resolve_next_hop(
         best = min(candidates, key=lambda kr: kr.metric)
         if best.type != "unicast":
             return f"next hop {next_hop}: the main table's route to it ({dst}) is {best.type}"
+        if best.multipath:
+            return sorted_hops(NextHop(hop.gateway or next_hop, hop.dev, hop.onlink)
+                               for hop in best.multipath)
         if best.dev is None:
             return (f"next hop {next_hop}: the main table's route to it ({dst}) names no "
-                    f"device (a multipath route?)")
+                    f"device")
         if best.gateway is None:
             return NextHop(next_hop, best.dev)  # connected: on-link
         return NextHop(best.gateway, best.dev, best.onlink)

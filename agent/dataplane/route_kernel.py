@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
-from agent.types import PROTO_TORTIE, Route
+from agent.types import PROTO_TORTIE, NextHop, Route
 
 _tuple_new = tuple.__new__
 
@@ -39,6 +39,7 @@ class KernelRoute(NamedTuple):
     scope: str = "universe"
     proto: int = PROTO_TORTIE
     mtu: int | None = None
+    multipath: tuple[NextHop, ...] = ()  # as Route's (sorted_hops); weights are not kept
 
     @classmethod
     def from_route(cls, r: Route) -> KernelRoute:
@@ -59,6 +60,7 @@ class KernelRoute(NamedTuple):
             and self.scope == r.scope
             and self.proto == r.proto
             and self.mtu == r.mtu
+            and self.multipath == r.multipath
         )
 
 
@@ -83,6 +85,10 @@ def render_replace(r: Route) -> str:
         parts.append("onlink")
     if r.mtu:
         parts += ["mtu", str(r.mtu)]
+    for hop in r.multipath:
+        parts += ["nexthop", "via", str(hop.gateway), "dev", hop.dev]
+        if hop.onlink:
+            parts.append("onlink")
     return " ".join(parts)
 
 

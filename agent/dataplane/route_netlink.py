@@ -35,11 +35,13 @@ from agent.dataplane.netlink import (
     RTM_DELROUTE,
     RTM_NEWROUTE,
     RTNH_F_ONLINK,
+    RawHop,
     RawRoute,
     RtnlSocket,
     route_body,
 )
 from agent.dataplane.route_kernel import KernelRoute, RouteOp, WriteFailure
+from agent.types import NextHop, sorted_hops
 
 _TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
           6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
@@ -54,6 +56,9 @@ def kernel_route(raw: RawRoute, links: Mapping[int, str]) -> KernelRoute | None:
     dev = None
     if raw.oif is not None:
         dev = links.get(raw.oif, f"if{raw.oif}")
+    multipath = sorted_hops(
+        NextHop(hop.gateway, links.get(hop.oif, f"if{hop.oif}"), bool(hop.flags & RTNH_F_ONLINK))
+        for hop in raw.multipath) if raw.multipath else ()
     return KernelRoute(
         dst=raw.dst,
         metric=raw.priority,
@@ -64,6 +69,7 @@ def kernel_route(raw: RawRoute, links: Mapping[int, str]) -> KernelRoute | None:
         scope=_SCOPES.get(raw.scope, str(raw.scope)),
         proto=raw.proto,
         mtu=raw.mtu,
+        multipath=multipath,
     )
 
 
@@ -114,21 +120,26 @@ class NetlinkRouteKernel:
                     key: tuple[object, ...] = (plen, r[2:])  # everything but dst and route_class
                     shape = shapes.get(key)
                     if shape is None:
-                        oif = None
-                        if r.dev is not None:
-                            if r.dev not in oifs:
-                                oifs[r.dev] = self._rtnl.link_index(r.dev)
-                            oif = oifs[r.dev]
-                            if oif is None:
-                                refused[i] = WriteFailure(errno.ENODEV,
-                                                          f'Cannot find device "{r.dev}"')
-                                continue
+                        devs = [r.dev] if r.dev is not None else []
+                        devs += [hop.dev for hop in r.multipath]
+                        for dev in devs:
+                            if dev not in oifs:
+                                oifs[dev] = self._rtnl.link_index(dev)
+                        missing = next((d for d in devs if oifs[d] is None), None)
+                        if missing is not None:
+                            refused[i] = WriteFailure(errno.ENODEV,
+                                                      f'Cannot find device "{missing}"')
+                            continue
+                        hops = [RawHop(oifs[hop.dev] or 0, hop.gateway,
+                                       RTNH_F_ONLINK if hop.onlink else 0)
+                                for hop in r.multipath]
                         shape = shapes[key] = route_body(
                             dst_len=int(plen), proto=r.proto,
                             scope=RT_SCOPE_LINK if r.scope == "link" else RT_SCOPE_UNIVERSE,
                             rtype=_TYPE_NUMBERS[r.type],
                             flags=RTNH_F_ONLINK if r.onlink else 0,
-                            oif=oif, gateway=r.gateway, mtu=r.mtu)
+                            oif=oifs[r.dev] if r.dev is not None else None,
+                            gateway=r.gateway, mtu=r.mtu, multipath=hops)
                     msg_type, flags = RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE
                 else:
                     kr = op.old

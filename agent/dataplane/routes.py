@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 
 from agent.dataplane.common import ApplyResult
 from agent.dataplane.errors import DataplaneError, NetlinkError
-from agent.dataplane.nexthop import NextHop, resolve_next_hop
+from agent.dataplane.nexthop import NextHop, Resolution, resolve_next_hop
 from agent.dataplane.route_kernel import KernelRoute, RouteKernel, RouteOp
 from agent.dataplane.route_netlink import NetlinkRouteKernel
 from agent.types import PROTO_TORTIE, Route, RouteClass
@@ -98,9 +98,11 @@ def shape_problem(r: Route) -> str | None:
         return f"route {r.dst}: type {r.type!r} is not unicast or blackhole"
     if r.scope not in ("universe", "link"):
         return f"route {r.dst}: scope {r.scope!r} is not universe or link"
-    if r.type == "blackhole" and (r.dev or r.gateway or r.onlink):
-        return f"route {r.dst}: a blackhole has no dev, gateway or onlink"
-    if r.type == "unicast" and not (r.dev or r.gateway):
+    if r.type == "blackhole" and (r.dev or r.gateway or r.onlink or r.multipath):
+        return f"route {r.dst}: a blackhole has no dev, gateway, onlink or paths"
+    if r.multipath and (r.dev or r.gateway or r.onlink):
+        return f"route {r.dst}: a multipath route has its dev and gateway in its paths"
+    if r.type == "unicast" and not (r.dev or r.gateway or r.multipath):
         return f"route {r.dst}: a unicast route needs a dev or a gateway"
     return None
 
@@ -167,12 +169,16 @@ def _gateway_only(r: Route) -> bool:
     return r.dev is None and r.gateway is not None and r.type == "unicast"
 
 
-def _resolved(r: Route, hop: NextHop | str | None) -> Route | None:
+def _resolved(r: Route, hop: Resolution | None) -> Route | None:
     """A gateway-only route as written: unchanged when its next hop is on a connected
     network (the kernel finds the device itself), else via the immediate gateway and
-    its device, as BIRD's recursive gateways; None when the next hop is unresolved."""
+    its device, or over the paths of a multipath route, as BIRD's recursive gateways;
+    None when the next hop is unresolved."""
     if hop is None or isinstance(hop, str):
         return None
+    if isinstance(hop, tuple) and not isinstance(hop, NextHop):
+        # dst, route_class, type; no dev, gateway or onlink; scope, proto, mtu; the paths
+        return _tuple_new(Route, (r[0], r[1], r[2], None, None, False) + r[6:9] + (hop,))
     if hop.gateway == r.gateway and not hop.onlink:
         return r
     # dst, route_class, type, dev, gateway, onlink, then scope, proto, mtu as they were.
@@ -221,7 +227,7 @@ class RouteTable:
         # resolution through the host's routes (agent.dataplane.nexthop), kept up
         # to date by `_reresolve` on every apply.
         self._by_next_hop: dict[str, set[str]] = defaultdict(set)
-        self._next_hops: dict[str, NextHop | str] = {}
+        self._next_hops: dict[str, Resolution] = {}
         # Devices (None: no device) whose host routes changed while nothing resolved
         # through them: re-read once a gateway-only route wants them.
         self._stale_host_devs: set[str | None] = set()
@@ -545,6 +551,9 @@ class RouteTable:
                 # Once per change of resolution, not per apply: the agent reports it
                 # as a problem (logged once, a metric, `ctl node status -o wide`).
                 _log.warning("%d learned route(s) not installed: %s", len(dsts), resolved)
+            elif not isinstance(resolved, NextHop):
+                _log.info("next hop %s resolves over %d paths: %s", hop, len(resolved),
+                          ", ".join(f"via {h.gateway} dev {h.dev}" for h in resolved))
             elif resolved.gateway != hop:
                 _log.info("next hop %s resolves via %s dev %s", hop, resolved.gateway,
                           resolved.dev)

@@ -13,7 +13,7 @@ import pytest
 from agent.dataplane.errors import NetlinkError
 from agent.dataplane.route_kernel import render_replace
 from agent.dataplane.routes import RouteTable
-from agent.types import PROTO_BOOT, Route, RouteClass
+from agent.types import PROTO_BOOT, NextHop, Route, RouteClass
 from tests.dataplane.helpers import routes, sh
 from tests.support import add_veth
 
@@ -289,7 +289,9 @@ def test_netlink_reader_agrees_with_ip_route(netns: str, rt: RouteTable) -> None
     assert len(ours) == len(listed)
     by_dst = {kr.dst: kr for kr in ours}
     assert by_dst["10.99.0.0/16"].metric == 100 and by_dst["10.99.0.0/16"].proto == 4
-    assert by_dst["10.98.0.0/16"].dev is None  # multipath: foreign, never compared
+    assert by_dst["10.98.0.0/16"].dev is None  # multipath: its paths instead
+    assert by_dst["10.98.0.0/16"].multipath == (NextHop("192.168.0.3", "eth0"),
+                                                NextHop("192.168.0.4", "eth0"))
     assert by_dst["10.97.0.0/16"].type == "unreachable"
     assert by_dst["10.65.0.2/32"].scope == "link" and by_dst["10.65.0.2/32"].proto == 3
     assert by_dst[ONLINK.dst].onlink and by_dst[ONLINK.dst].gateway == "172.31.9.9"
@@ -335,3 +337,26 @@ def test_a_next_hop_behind_the_gateway_is_resolved_through_it(netns: str, rt: Ro
     assert "198.51.100.0/24 via 192.168.0.253 dev eth0 proto 80" in routes(netns)
     rt.resync()
     assert rt.apply().mutations == 0  # read back exactly as written
+
+
+def test_a_next_hop_behind_a_multipath_route_gets_all_its_paths(netns: str,
+                                                                 rt: RouteTable) -> None:
+    """The host's default route is ECMP over two gateways: the learned route is written
+    over the same two (BIRD's recursive next hops), reads back unchanged, and follows
+    the host route when it changes."""
+    tor = Route("198.51.100.0/24", RouteClass.BGP_LEARNED, gateway="10.0.1.1")
+    sh(netns, "route", "add", "default", "nexthop", "via", "192.168.0.254", "dev", "eth0",
+       "nexthop", "via", "192.168.0.253", "dev", "eth0")
+    rt.update_learned({tor.dst: tor})
+    res = rt.apply()
+    assert res.ok and res.writes == 1 and res.problems == (), res
+    written = routes(netns)
+    at = written.index("198.51.100.0/24 proto 80")
+    assert written[at + 1:at + 3] == ["nexthop via 192.168.0.253 dev eth0 weight 1",
+                                      "nexthop via 192.168.0.254 dev eth0 weight 1"], written
+    rt.resync()
+    assert rt.apply().mutations == 0  # read back exactly as written
+    sh(netns, "route", "replace", "default", "via", "192.168.0.254", "dev", "eth0")
+    assert rt.on_host_route_change("eth0")
+    assert rt.apply().writes == 1
+    assert "198.51.100.0/24 via 192.168.0.254 dev eth0 proto 80" in routes(netns)

@@ -1,5 +1,5 @@
 """Next hops through a gateway, end to end: a ToR peered where half the nodes reach it
-only through their default gateway (issue 19, item 4).
+only through their default gateway (issue 19, item 4), or through an ECMP default route.
 
 Lab: two subnets, one node on each (node1 on subnet 0, node2 on subnet 1); the
 ToR runs in the lab's router namespace, which routes between the subnets, and
@@ -15,6 +15,7 @@ inside it.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterator
 
@@ -131,6 +132,49 @@ def test_tor_prefix_reaches_every_node_through_its_gateway(two_subnets, kind: st
     finally:
         for block, _ in way_back:
             lab.exec("router", ["ip", "route", "del", block], check=False)
+        tor.stop()
+        remove_peer(lab, "nh-tor")
+
+
+def test_tor_prefix_through_an_ecmp_default_route_takes_both_gateways(two_subnets) -> None:
+    """node2's default route is ECMP over two gateways (the router's address on its subnet
+    and a second one added to the router for this test): the ToR's prefix, whose next hop
+    node2 reaches through that route, is installed over the same two paths, as BIRD's
+    recursive gateways install it, and pods reach the ToR through it."""
+    lab, pods = two_subnets
+    n = next(n for n in lab.nodes if n.name == "node2")
+    subnet = lab.subnets[n.subnet]
+    network = ipaddress.ip_network(subnet.cidr)
+    second = str(network.broadcast_address - 1)  # above every lab host
+    lab.exec("router", ["ip", "addr", "add", f"{second}/{network.prefixlen}", "dev",
+                        subnet.bridge])
+    lab.exec(n.name, ["ip", "route", "replace", "default", "nexthop", "via", n.gateway, "dev",
+                      "eth0", "nexthop", "via", second, "dev", "eth0"])
+    tor = start_tor(lab, "frr", [TOR_NET])
+    try:
+        apply_peer(lab)
+        want = sorted([f"nexthop via {n.gateway} dev eth0 weight 1",
+                       f"nexthop via {second} dev eth0 weight 1"])
+
+        def paths() -> list[str] | None:
+            lines = [" ".join(line.split()) for line in routes(lab, n.name).splitlines()]
+            if f"{TOR_NET} proto 80" not in lines:
+                return None
+            at = lines.index(f"{TOR_NET} proto 80")
+            return sorted(lines[at + 1:at + 3])
+        assert wait_until(lambda: paths() == want, timeout=4 * HOLD_TIME,
+                          what=f"{TOR_NET} over both gateways on {n.name}")
+        assert wait_until(lambda: ping(pods[n.name], TOR_ADDRESS),
+                          what=f"{pods[n.name].name} to reach {TOR_ADDRESS}")
+        assert "not installed" not in node_status(lab, n.name, "-o", "wide")
+        # One gateway again: the route follows it.
+        lab.exec(n.name, ["ip", "route", "replace", "default", "via", n.gateway, "dev", "eth0"])
+        assert wait_until(lambda: (tor_route(lab, n.name) or "").startswith(
+            expected_route(lab, n.name)), what=f"{TOR_NET} back to one gateway")
+    finally:
+        lab.exec(n.name, ["ip", "route", "replace", "default", "via", n.gateway, "dev", "eth0"])
+        lab.exec("router", ["ip", "addr", "del", f"{second}/{network.prefixlen}", "dev",
+                            subnet.bridge], check=False)
         tor.stop()
         remove_peer(lab, "nh-tor")
 

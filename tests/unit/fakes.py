@@ -16,6 +16,7 @@ from agent.dataplane.errors import CommandError, DataplaneError
 from agent.dataplane.neighbors import DeviceEntries
 from agent.dataplane.route_kernel import KernelRoute, RouteOp, WriteFailure
 from agent.dataplane.tunnels import LinkState
+from agent.types import NextHop, sorted_hops
 
 
 class FakeRouteKernel:
@@ -88,23 +89,31 @@ class FakeRouteKernel:
         assert "/" in dst, line
         opts: dict[str, str] = {}
         flags: set[str] = set()
+        hops: list[tuple[dict[str, str], set[str]]] = []  # `nexthop via G dev D [onlink]`
         i = 0
         while i < len(rest):
-            if rest[i] == "onlink":
-                flags.add("onlink")
+            into, into_flags = hops[-1] if hops else (opts, flags)
+            if rest[i] == "nexthop":
+                hops.append(({}, set()))
+                i += 1
+            elif rest[i] == "onlink":
+                into_flags.add("onlink")
                 i += 1
             else:
-                opts[rest[i]] = rest[i + 1]
+                into[rest[i]] = rest[i + 1]
                 i += 2
         metric = int(opts.get("metric", "0"))
         proto = int(opts.get("proto", "3"))
         if cmd == "replace":
             dev = opts.get("dev")
-            if dev is not None and dev not in self.links:
-                return f'Cannot find device "{dev}"'
+            for d in [dev, *(h.get("dev") for h, _ in hops)]:
+                if d is not None and d not in self.links:
+                    return f'Cannot find device "{d}"'
             scope = {"link": "link", "global": "universe"}[opts.get("scope", "global")]
+            multipath = sorted_hops(NextHop(h["via"], h["dev"], "onlink" in f) for h, f in hops)
             self.add(KernelRoute(dst, metric, rtype, dev, opts.get("via"), "onlink" in flags,
-                                 scope, proto, int(opts["mtu"]) if "mtu" in opts else None))
+                                 scope, proto, int(opts["mtu"]) if "mtu" in opts else None,
+                                 multipath))
             return None
         if cmd == "del":
             kr = self.routes.get((dst, metric))

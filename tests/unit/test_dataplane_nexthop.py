@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.dataplane.nexthop import NextHop, resolve_next_hop
+from agent.dataplane.nexthop import resolve_next_hop
 from agent.dataplane.route_kernel import KernelRoute
-from agent.dataplane.routes import RouteTable
-from agent.types import PROTO_BOOT, PROTO_TORTIE, Route, RouteClass
+from agent.dataplane.routes import RouteTable, shape_problem
+from agent.types import PROTO_BOOT, PROTO_TORTIE, NextHop, Route, RouteClass
 from tests.unit.fakes import FakeRouteKernel
 
 PROTO_KERNEL = 2
@@ -68,9 +68,27 @@ def test_unresolvable_next_hops_say_why() -> None:
     hole = KernelRoute("10.0.1.0/24", type="blackhole", proto=PROTO_BOOT)
     assert resolve_next_hop(mirror([CONNECTED, DEFAULT, hole]), TOR, not_ours) == \
         f"next hop {TOR}: the main table's route to it (10.0.1.0/24) is blackhole"
-    multipath = KernelRoute("0.0.0.0/0", proto=PROTO_BOOT)  # RTA_MULTIPATH: no oif read
-    assert "names no device" in str(resolve_next_hop(mirror([multipath]), TOR, not_ours))
+    no_device = KernelRoute("0.0.0.0/0", proto=PROTO_BOOT)
+    assert "names no device" in str(resolve_next_hop(mirror([no_device]), TOR, not_ours))
     assert resolve_next_hop({}, "10.0.1", not_ours) == "next hop '10.0.1' is not an IPv4 address"
+
+
+# A host default route over two gateways on two devices (ECMP), as the kernel reads it back.
+ECMP = KernelRoute("0.0.0.0/0", proto=PROTO_BOOT, multipath=(
+    NextHop("10.0.2.1", "eth0"), NextHop("10.0.3.1", "eth1")))
+CONNECTED_1 = KernelRoute("10.0.3.0/24", dev="eth1", scope="link", proto=PROTO_KERNEL)
+
+
+def test_next_hop_through_a_multipath_route_takes_all_its_paths() -> None:
+    assert resolve_next_hop(mirror([CONNECTED, CONNECTED_1, ECMP]), TOR, not_ours) == (
+        NextHop("10.0.2.1", "eth0"), NextHop("10.0.3.1", "eth1"))
+    # a path without a gateway is on-link there: via the next hop itself; onlink is kept
+    direct = ECMP._replace(multipath=(NextHop(None, "eth1"), NextHop("10.9.9.9", "eth0", True)))
+    assert resolve_next_hop(mirror([direct]), TOR, not_ours) == (
+        NextHop(TOR, "eth1"), NextHop("10.9.9.9", "eth0", True))
+    # a more specific single-path route still wins over the multipath default
+    assert resolve_next_hop(mirror([CONNECTED, ECMP]), "10.0.2.12", not_ours) == \
+        NextHop("10.0.2.12", "eth0")
 
 
 # -- RouteTable ----------------------------------------------------------------------------
@@ -170,3 +188,36 @@ def test_route_whose_next_hop_becomes_unreachable_is_removed() -> None:
     assert TOR_NET not in {kr.dst for kr in fake.table()}
     rt.update_learned({TOR_NET: None})  # withdrawn: no route, no problem
     assert rt.apply().problems == ()
+
+
+def test_route_through_a_multipath_route_is_written_over_its_paths_and_follows_them() -> None:
+    fake = FakeRouteKernel([CONNECTED, CONNECTED_1, ECMP], links=["eth0", "eth1"])
+    rt = table(fake)
+    rt.update_learned({TOR_NET: TOR_ROUTE})
+    res = rt.apply()
+    assert (res.writes, res.errors, res.problems) == (1, (), ())
+    assert fake.batches[-1] == [f"route replace {TOR_NET} proto 80 scope global "
+                                f"nexthop via 10.0.2.1 dev eth0 nexthop via 10.0.3.1 dev eth1"]
+    assert rt.apply().mutations == 0  # what was written reads back as wanted
+    # One path of the host's route goes: the route has the one left. A multipath route
+    # names no device, so the link monitor reports it as None: the whole table is read.
+    fake.add(ECMP._replace(multipath=(NextHop("10.0.3.1", "eth1"),)))
+    assert rt.on_host_route_change(None)
+    res = rt.apply()
+    assert res.writes == 1 and fake.batches[-1] == [
+        f"route replace {TOR_NET} proto 80 scope global nexthop via 10.0.3.1 dev eth1"]
+    # And back to a single gateway: a plain route again.
+    fake.add(DEFAULT)  # the same dst and metric: it replaces the multipath route
+    assert rt.on_host_route_change("eth0")
+    rt.resync()
+    res = rt.apply()
+    assert fake.batches[-1] == [f"route replace {TOR_NET} via 10.0.2.1 dev eth0 proto 80 "
+                                f"scope global"]
+    assert rt.apply().mutations == 0
+
+
+def test_a_multipath_route_with_a_device_or_gateway_is_refused() -> None:
+    bad = Route(TOR_NET, RouteClass.BGP_LEARNED, dev="eth0",
+                multipath=(NextHop("10.0.2.1", "eth0"),))
+    assert shape_problem(bad) == (f"route {TOR_NET}: a multipath route has its dev and "
+                                  f"gateway in its paths")

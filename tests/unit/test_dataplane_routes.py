@@ -13,11 +13,19 @@ from hypothesis import strategies as st
 
 from agent.dataplane.common import parse_batch_errors
 from agent.dataplane.errors import CommandError
-from agent.dataplane.netlink import RawRoute
+from agent.dataplane.netlink import (
+    RTA_MULTIPATH,
+    RTNH_F_ONLINK,
+    RawHop,
+    RawRoute,
+    attrs,
+    multipath_hops,
+    route_body,
+)
 from agent.dataplane.route_kernel import KernelRoute, render_delete, render_replace
 from agent.dataplane.route_netlink import kernel_route
 from agent.dataplane.routes import RouteTable, _precedence
-from agent.types import PROTO_BOOT, PROTO_TORTIE, Route, RouteClass
+from agent.types import PROTO_BOOT, PROTO_TORTIE, NextHop, Route, RouteClass
 from tests.unit.fakes import FakeRouteKernel
 
 WL = Route("10.65.0.2/32", RouteClass.LOCAL_WORKLOAD, dev="cali1234567890a", scope="link",
@@ -98,16 +106,28 @@ def test_parse_batch_errors_attributes_messages_to_lines() -> None:
 
 def test_kernel_route_decoding() -> None:
     links = {3: "cali1", 5: "vxlan.calico"}
-    raw = RawRoute("10.65.1.0/26", 254, 80, 0, 1, 4 | 16, 0, 5, "10.65.1.0", 0, 1450, False)
+    raw = RawRoute("10.65.1.0/26", 254, 80, 0, 1, 4 | 16, 0, 5, "10.65.1.0", 0, 1450, ())
     assert kernel_route(raw, links) == KernelRoute(
         "10.65.1.0/26", 0, "unicast", "vxlan.calico", "10.65.1.0", True, "universe", 80, 1450)
-    wl = RawRoute("10.65.0.2/32", 254, 3, 253, 1, 0, 0, 3, None, 1024, None, False)
+    wl = RawRoute("10.65.0.2/32", 254, 3, 253, 1, 0, 0, 3, None, 1024, None, ())
     assert kernel_route(wl, links) == KernelRoute(
         "10.65.0.2/32", 1024, "unicast", "cali1", None, False, "link", 3, None)
-    local = RawRoute("127.0.0.1/32", 255, 2, 254, 2, 0, 0, 1, None, 0, None, False)
+    local = RawRoute("127.0.0.1/32", 255, 2, 254, 2, 0, 0, 1, None, 0, None, ())
     assert kernel_route(local, links) is None  # local table: never looked at
     tos = raw._replace(tos=4)
     assert kernel_route(tos, links) is None
+
+
+def test_multipath_request_encodes_what_a_dump_decodes() -> None:
+    """route_body's RTA_MULTIPATH (rtnexthop + RTA_GATEWAY per path, as iproute2's
+    `nexthop via G dev D [onlink]`) read back by the dump's decoder and kernel_route."""
+    hops = (RawHop(5, "10.0.3.1", RTNH_F_ONLINK), RawHop(3, "10.0.2.1", 0), RawHop(3, None, 0))
+    _head, tail = route_body(dst_len=24, proto=80, scope=0, rtype=1, multipath=hops)
+    [(kind, start, end)] = list(attrs(tail, 0, len(tail)))
+    assert kind == RTA_MULTIPATH and multipath_hops(tail, start, end) == hops
+    raw = RawRoute("198.51.100.0/24", 254, 80, 0, 1, 0, 0, None, None, 0, None, hops)
+    assert kernel_route(raw, {3: "eth0", 5: "eth1"}).multipath == (  # type: ignore[union-attr]
+        NextHop(None, "eth0"), NextHop("10.0.2.1", "eth0"), NextHop("10.0.3.1", "eth1", True))
 
 
 def test_kernel_route_matches_only_the_fields_we_set() -> None:
