@@ -5,7 +5,7 @@ configuration and ExaBGP settings come from the real plan and renderer (bgp.plan
 bgp.render) for a BGPConfiguration with `bindMode` and `listenPort: 1790`; peer b, a
 hand-written ExaBGP, dials a's *second* address, 10.233.1.1, through a host route
 this test adds in b. The peering has `sourceAddress: None`: with a source address
-ExaBGP (like BIRD) accepts a connection only to that address, whatever it listens on.
+ExaBGP accepts a connection only to that address, whatever it listens on.
 
 confd (bgp_processor.go getBindMode): `listen bgp address <node IP>` only for
 bindMode NodeIP; None, the default, listens on every address.
