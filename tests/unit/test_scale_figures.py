@@ -17,6 +17,7 @@ from tests.faults.scale import (
     missing_routes,
     probe_pairs,
     rates,
+    route_deletions,
     smaps_rollup,
 )
 
@@ -99,3 +100,18 @@ def test_side_by_side_prints_both_sizes_and_the_ratio():
 def test_memory_bound(growth, within):
     result = ScaleResult(ScaleParams(memory_bound_mib=10.0), memory_growth=growth)
     assert result.memory_within_bound is within
+
+
+def test_route_deletions_keeps_only_deletions_of_watched_destinations():
+    monitor = "\n".join([
+        "10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",  # added: not a deletion
+        "Deleted 10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",
+        "Deleted 10.244.9.0/26 via 10.112.1.8 dev eth0 proto 80 onlink",  # not watched
+        "Deleted 10.244.3.5 dev cali1234567890a scope link",
+        "Deleted broadcast 10.112.1.255 dev eth0 table local proto kernel",
+        "Deleted",
+    ])
+    assert route_deletions(monitor, {"10.244.3.0/26", "10.244.3.5"}) == [
+        "Deleted 10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",
+        "Deleted 10.244.3.5 dev cali1234567890a scope link"]
+    assert route_deletions(monitor, set()) == []
