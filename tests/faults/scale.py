@@ -167,6 +167,18 @@ def missing_routes(kernel_routes: str, wanted: Iterable[tuple[str, str]]) -> lis
     return [w for w in wanted if w not in have]
 
 
+def softnet(text: str) -> tuple[int, int]:
+    """(packets dropped, times the softirq ran out of budget) summed over the CPUs, from
+    /proc/net/softnet_stat (hex columns: processed, dropped, time_squeeze, ...)."""
+    dropped = squeezed = 0
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 3:
+            dropped += int(cols[1], 16)
+            squeezed += int(cols[2], 16)
+    return dropped, squeezed
+
+
 def route_deletions(monitor_output: str, watched: Iterable[str]) -> list[str]:
     """The lines of `ip -4 monitor route` output that delete a route to one of `watched`
     (prefixes such as "10.244.1.0/26"; a /32 as ip prints it, "10.244.1.5")."""
@@ -545,6 +557,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
             watched.setdefault(b, set()).add(dest.ip)
         watch = RouteWatch(lab, watched).start()
         c4, m4, t4 = process_cpu(procs.etcd), etcd_metrics(lab), time.monotonic()
+        n4 = softnet(_read("/proc/net/softnet_stat"))
         prober = Prober(pairs, nice=PROBER_NICE).start()
         try:
             report = churn(lab, params, params.churn_seconds)
@@ -552,6 +565,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
             result.probes = prober.stop()
             result.probed_routes_deleted = watch.stop()
         c5, m5, t5 = process_cpu(procs.etcd), etcd_metrics(lab), time.monotonic()
+        n5 = softnet(_read("/proc/net/softnet_stat"))
         result.etcd_methods["churn"] = rates(m4, m5, t5 - t4)
         fig["churn operations/s achieved"] = report.ops / report.seconds
         fig["churn operations failed"] = float(len(report.errors))
@@ -564,7 +578,13 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         fig["etcd CPU %, churn"] = 100 * (c5 - c4) / (t5 - t4)
         fig["probes sent"] = float(result.probes.sent)
         fig["probes lost between staying pods"] = float(result.probes.lost)
+        fig["probes lost, ICMP answered late"] = float(result.probes.late)
         fig["probed routes deleted during churn"] = float(len(result.probed_routes_deleted))
+        # The host's packet backlog (every namespace shares it): drops, and how often the
+        # softirq ran out of budget and left packets to ksoftirqd, a thread at normal
+        # priority among the lab's processes.
+        fig["kernel backlog drops during churn"] = float(n5[0] - n4[0])
+        fig["softirq budget exhausted during churn"] = float(n5[1] - n4[1])
         result.churn_errors = report.errors
         say(f"churn: {report.ops} operations in {report.seconds:.1f} s "
             f"({report.adds} adds, {report.deletes} deletes, {len(report.errors)} failed)")

@@ -19,6 +19,7 @@ from tests.faults.scale import (
     rates,
     route_deletions,
     smaps_rollup,
+    softnet,
 )
 
 METRICS = """# HELP grpc_server_handled_total Total number of RPCs completed on the server.
@@ -115,3 +116,12 @@ def test_route_deletions_keeps_only_deletions_of_watched_destinations():
         "Deleted 10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",
         "Deleted 10.244.3.5 dev cali1234567890a scope link"]
     assert route_deletions(monitor, set()) == []
+
+
+def test_softnet_sums_drops_and_squeezes_over_cpus():
+    text = ("0000a1b2 00000003 0000000a 00000000 00000000 00000000 00000000 00000000 "
+            "00000000 00000000 00000000 00000000 00000000\n"
+            "00000010 00000001 00000002 00000000 00000000 00000000 00000000 00000000 "
+            "00000000 00000000 00000000 00000000 00000001\n")
+    assert softnet(text) == (4, 12)
+    assert softnet("") == (0, 0)
