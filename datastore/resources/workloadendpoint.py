@@ -20,7 +20,8 @@ gateways are of their family, interfaceName is required and a valid Linux
 interface name (Calico's `^[a-zA-Z0-9_.-]{1,15}$`), containerID is letters,
 digits and inner '-', mac is a MAC, and a port without a name must have a
 hostPort (`validateWorkloadEndpointPort`: it exists for its host mapping, not
-for named-port policy). Addresses and CIDRs are stored canonically, so the
+for named-port policy); a port's hostIP is an address or a CIDR with no host bits
+set (the `net` tag, `validateIPNetwork`). Addresses and CIDRs are stored canonically, so the
 agent can compare them as strings.
 """
 
@@ -72,6 +73,18 @@ def _cidr(value: str) -> str:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
         raise ValueError("must be a valid CIDR, e.g. 10.65.0.0/26") from None
+
+
+def _ip_or_masked_cidr(value: str) -> str:
+    """Calico's `net` tag (validator.go validateIPNetwork): an address, or a CIDR whose
+    address is its network's (10.0.0.0/24, not 10.0.0.1/24)."""
+    if "/" not in value:
+        return parse_ip(value)
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError("must be an IP address or a CIDR with no host bits set, "
+                         "e.g. 10.0.0.0/24") from None
 
 
 # Item types, so that an error names the item: IPNetworks[1], not the whole list.
@@ -136,7 +149,7 @@ class WorkloadEndpointPort(StrictModel):
     @field_validator("hostIP")
     @classmethod
     def _host_ip(cls, v: str | None) -> str | None:
-        return None if not v else parse_ip(v)
+        return None if not v else _ip_or_masked_cidr(v)
 
 
 class WorkloadEndpointSpec(StrictModel):
