@@ -125,7 +125,7 @@ def test_tiers_and_global_policies(ctl, etcd_client):
     missing = ctl(["apply", "-f", "-"], GLOBAL_POLICY.encode())
     assert missing.rc == 1
     assert missing.err == ("failed to apply 'GlobalNetworkPolicy' resource: "
-                           "[resource does not exist: Tier(security)]\n")
+                           "[resource does not exist: Tier(security) with error: <nil>]\n")
     both = (TIER + "---\n" + GLOBAL_POLICY).encode()
     assert ctl(["create", "-f", "-"], both).out == "Successfully created 2 resource(s)\n"
     assert rows(ctl(["get", "tier"]).out) == [
@@ -270,7 +270,7 @@ BAD: list[tuple[str, str, str]] = [
     ("policy name with dots", policy("  order: 1\n", name="a.b.c"),
      "NetworkPolicy.Metadata.Name = 'a.b.c' (name must consist of lower case alphanumeric"),
     ("tier name with a dot", policy("  tier: sec.ops\n"), f"{NP}.Tier = 'sec.ops'"),
-    ("tier does not exist", policy("  tier: nowhere\n"), "resource does not exist: Tier(nowhere)"),
+    ("tier does not exist", policy("  tier: nowhere\n"), "resource does not exist: Tier(nowhere) with error: <nil>"),
     ("HTTP on Deny", policy("  ingress:\n  - action: Deny\n    http: {methods: [GET]}\n"),
      f"{NP}.Ingress[0].HTTP = '' (HTTP match is only valid on Allow rules)"),
     ("service in ingress destination",
