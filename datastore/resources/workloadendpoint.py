@@ -95,6 +95,8 @@ Cidr = Annotated[str, AfterValidator(_cidr)]
 class IPNAT(StrictModel):
     """One 1:1 NAT of an endpoint address (Calico's floating IP)."""
 
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"internalIP", "externalIP"})
+
     internalIP: str
     externalIP: str
 
@@ -118,11 +120,16 @@ class IPNAT(StrictModel):
 class WorkloadEndpointPort(StrictModel):
     """A port of the workload: named (for named-port policy rules), host-mapped, or both."""
 
+    # No field of internalapi.WorkloadEndpointPort has omitempty: a port without a host
+    # mapping prints `hostPort: 0` and `hostIP: ""`, the Go zeros these default to.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"name", "protocol", "port", "hostPort",
+                                                        "hostIP"})
+
     name: str = ""
     protocol: Literal["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"]
     port: int
-    hostPort: int | None = None
-    hostIP: str | None = None
+    hostPort: int = 0
+    hostIP: str = ""
 
     @field_validator("name")
     @classmethod
@@ -141,15 +148,15 @@ class WorkloadEndpointPort(StrictModel):
 
     @field_validator("hostPort")
     @classmethod
-    def _host_port(cls, v: int | None) -> int | None:
-        if v is not None and not 0 <= v <= 65535:
+    def _host_port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
             raise ValueError("hostPort must be between 0 and 65535")
         return v
 
     @field_validator("hostIP")
     @classmethod
-    def _host_ip(cls, v: str | None) -> str | None:
-        return None if not v else _ip_or_masked_cidr(v)
+    def _host_ip(cls, v: str) -> str:
+        return _ip_or_masked_cidr(v) if v else ""
 
 
 class WorkloadEndpointSpec(StrictModel):
