@@ -46,7 +46,7 @@ class StrictModel(BaseModel):
     # pointer to an empty struct), fields without omitempty, and non-pointer structs.
     go_keep_zero: ClassVar[frozenset[str]] = frozenset()
     # Fields Go prints even when unset (no omitempty, or a struct omitempty cannot drop),
-    # with what it prints then: `status: {}`, `hostPort: 0`, `creationTimestamp: null`.
+    # with what it prints then: `status: {}` for a struct omitempty cannot drop.
     go_unset: ClassVar[dict[str, Any]] = {}
 
     def dump(self) -> dict[str, Any]:
@@ -108,10 +108,9 @@ class ItemError(ValueError):
 
 
 class ObjectMeta(StrictModel):
-    # metav1.ObjectMeta: every field omitempty, but creationTimestamp is a metav1.Time
-    # struct, which omitempty never drops; its zero marshals as null.
-    go_unset: ClassVar[dict[str, Any]] = {"creationTimestamp": None}
-
+    # metav1.ObjectMeta: every field omitempty; creationTimestamp is a metav1.Time struct
+    # tagged omitzero as well (apimachinery v0.37), so an unset one is not printed
+    # either (calicoctl/calicoctl/commands/common/printer_test.go expects no key).
     name: str = ""
     namespace: str | None = None
     # The order of Kubernetes' ObjectMeta, so printed JSON has calicoctl's key order.

@@ -310,7 +310,7 @@ def test_policy_json_escapes_like_go_and_prints_orders_as_go_floats():
     # calicoctl/calicoctl/commands/common/printer_test.go "ResourcePrinterJSON tests": a
     # GlobalNetworkPolicy with one Allow rule prints the rule as {"action": "Allow"}. tortie
     # shows the defaults libcalico-go stores with it (tier, selector, types, tier label).
-    # Built in code, it has no creationTimestamp: metav1.Time's zero marshals as null.
+    # Built in code, it has no creationTimestamp, which (omitzero) is not printed either.
     gnp = doc("GlobalNetworkPolicy", "foo", {
         "order": 100, "selector": "a == 'x' && b == 'y'", "ingress": [{"action": "Allow"}]})
     assert render_named(GlobalNetworkPolicy, [gnp], "json", PrintContext()) == """\
@@ -319,7 +319,6 @@ def test_policy_json_escapes_like_go_and_prints_orders_as_go_floats():
   "apiVersion": "projectcalico.org/v3",
   "metadata": {
     "name": "foo",
-    "creationTimestamp": null,
     "labels": {
       "projectcalico.org/tier": "default"
     }
@@ -342,7 +341,6 @@ def test_policy_json_escapes_like_go_and_prints_orders_as_go_floats():
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata:
-  creationTimestamp: null
   labels:
     projectcalico.org/tier: default
   name: foo
