@@ -140,9 +140,10 @@ def test_tiers_and_global_policies(ctl, etcd_client):
 
     before = dump(etcd_client)
     busy = ctl(["delete", "tier", "security"])
+    # crud_commands.go delete: a "Failed to delete" line per error, then Fprintln's newline.
     assert busy.rc == 1 and busy.err == (
-        "failed to delete 'Tier' resource: [operation delete is not supported on security: "
-        "Cannot delete a non-empty tier]\n")
+        "Failed to delete 'Tier' resource: operation delete is not supported on security: "
+        "Cannot delete a non-empty tier\n\n")
     protected = ctl(["delete", "tier", "default"])
     assert protected.rc == 1 and "operation Delete is not supported on default: " \
         "Cannot delete default tier" in protected.err
