@@ -272,25 +272,31 @@ def render_table(kind: type[Resource], items: Sequence[Resource], headings: Sequ
 
 
 def headings_for(kind: type[Resource], output: str) -> list[str]:
-    """The headings of -o ps, wide or custom-columns=A,B (calicoctl's own error wording).
+    """The headings of -o ps, wide or custom-columns=A,B, with calicoctl's rules and words
+    (get_command.go buildResourcePrinter, resourcemgr.go GetTableTemplate).
 
-    Column names are matched case-insensitively, where calicoctl wants them upper-case."""
+    Custom column names are split on ',' and looked up as given: exact case, no spaces
+    trimmed, so `name` or `NAME, CIDR` is an unknown heading there as in calicoctl."""
     default, wide, funcs = COLUMNS[kind]
     if output == "ps":
         return default
     if output == "wide":
         return wide
-    if output.startswith("custom-columns"):
-        value = output.partition("=")[2]
+    key, _, value = output.partition("=")
+    if key == "custom-columns":
         if not value:
             raise OutputError("need to specify at least one column")
-        wanted = [c.strip().upper() for c in value.split(",")]
+        wanted = value.split(",")
         for heading in wanted:
             if heading not in funcs:
                 raise OutputError(f"unknown heading {heading}, valid values are: "
                                   f"{', '.join(funcs)}")
         return wanted
     raise OutputError(f"unrecognized output format '{output}'")
+
+
+def _custom_columns(output: str) -> bool:
+    return output.partition("=")[0] == "custom-columns"
 
 
 def list_document(kind: type[Resource], items: Sequence[Resource],
@@ -314,7 +320,7 @@ def render(kind: type[Resource], items: Sequence[Resource], output: str, ctx: Pr
     if output in ("yaml", "yml", "json"):
         return _encode(output, list_document(kind, items, revision))
     headings = headings_for(kind, output)
-    if output.startswith("custom-columns"):
+    if _custom_columns(output):
         ctx = dataclasses.replace(ctx, print_namespace=False)
     return render_table(kind, items, headings, ctx)
 
@@ -328,6 +334,6 @@ def render_named(kind: type[Resource], items: Sequence[Resource], output: str,
         docs = [r.dump() for r in items]
         return _encode(output, docs[0] if len(docs) == 1 else (docs or None))
     headings = headings_for(kind, output)
-    if output.startswith("custom-columns"):
+    if _custom_columns(output):
         ctx = dataclasses.replace(ctx, print_namespace=False)
     return "".join(render_table(kind, [r], headings, ctx) for r in items)

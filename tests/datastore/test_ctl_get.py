@@ -58,7 +58,7 @@ def test_get_by_names_prints_each_and_reports_the_missing(ctl):
     assert (both.rc, both.out) == (0, TABLE1 + "   \n\n" + TABLE2 + "      \n\n")
     partial = ctl(["get", "ippool", "ippool-name1", "blah", "ippool-name2"])
     assert (partial.rc, partial.out) == (1, both.out)
-    assert partial.err == "resource does not exist: IPPool(blah)\n"
+    assert partial.err == "resource does not exist: IPPool(blah) with error: <nil>\n"
     wide = ctl(["get", "ippool", "ippool-name1", "-o", "wide"]).out
     assert wide == (  # data.py ippool_name1_rev1_wide_table
         "NAME           CIDR          NAT     IPIPMODE   VXLANMODE   DISABLED   "
