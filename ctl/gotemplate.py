@@ -654,13 +654,16 @@ def _check_printf_formats(text: str, nodes: Sequence[Node]) -> None:
                 and isinstance(n.args[1], LiteralNode) and n.args[1].value.kind == "string"):
             bad = _bad_verb(n.args[1].value.value)
             if bad:
-                raise _unsupported(text, n.args[1].pos, f"the printf verb %{bad}")
+                raise _unsupported(text, n.args[1].pos, f"the printf directive %{bad}")
 
 
 def _bad_verb(fmt: str) -> str | None:
+    """The first printf directive ctl does not implement (a verb other than s d v q %, a
+    precision, a flag other than - and 0), without its %."""
     for m in _PRINTF_VERB.finditer(fmt):
-        if m.group(4) not in "sdvq%":
-            return m.group(4)
+        flags, _, precision, verb = m.groups()
+        if verb not in "sdvq%" or precision is not None or flags.strip("-0"):
+            return m.group()[1:]
     return None
 
 
@@ -1028,7 +1031,8 @@ def sprintf(fmt: str, args: Sequence[GoValue]) -> str:
     """fmt.Sprintf for the verbs %s %d %v %q and %% with flags `-` and `0` and a width."""
     bad = _bad_verb(fmt)
     if bad:
-        raise GoValueError(f"the printf verb %{bad} is not supported by ctl's go-template")
+        raise GoValueError(f"the printf directive %{bad} is not supported by ctl's "
+                           "go-template")
     out: list[str] = []
     used = 0
     last = 0

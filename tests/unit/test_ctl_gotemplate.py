@@ -376,6 +376,9 @@ def test_printf_verbs() -> None:
                                       "has arguments but cannot be invoked as function"),
     ("{{\"x\" 1}}", 'template: get:1:2: executing "get" at <"x">: can\'t give argument to '
                     'non-function "x"'),
+    ("{{$f := \"%x\"}}{{printf $f 1}}", 'template: get:1:16: executing "get" at <printf $f 1>: '
+                                     "error calling printf: the printf directive %x is not "
+                                     "supported by ctl's go-template"),
     ("{{config \"x\"}}", 'template: get:1:2: executing "get" at <config "x">: error calling '
                          "config: unhandled config type"),
     ("{{.}}", 'template: get:1:2: executing "get" at <{{.}}>: cannot print a *v3.IPPool '
@@ -417,8 +420,14 @@ def test_execution_errors_name_the_place_and_print_nothing(template: str, messag
     ("{{eq . nil}}", "template: get:1:7: nil is not supported by ctl's go-template"),
     ("{{'a'}}", "template: get:1:2: a character constant is not supported by ctl's "
                 "go-template"),
-    ("ok {{printf \"%5.2f\" 1.5}}", "template: get:1:12: the printf verb %f is not "
+    ("ok {{printf \"%5.2f\" 1.5}}", "template: get:1:12: the printf directive %5.2f is not "
                                    "supported by ctl's go-template"),
+    ("{{printf \"%x\" 1}}", "template: get:1:9: the printf directive %x is not supported by "
+                          "ctl's go-template"),
+    ("{{printf \"%.2s\" .}}", "template: get:1:9: the printf directive %.2s is not supported "
+                            "by ctl's go-template"),
+    ("{{printf \"%+d\" 1}}", "template: get:1:9: the printf directive %+d is not supported "
+                           "by ctl's go-template"),
 ])
 def test_parse_errors_before_anything_runs(template: str, message: str) -> None:
     with pytest.raises(TemplateError) as info:
