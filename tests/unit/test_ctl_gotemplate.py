@@ -23,6 +23,7 @@ import pytest
 
 from ctl.gotemplate import TemplateError, parse, sprintf
 from ctl.govalue import GoValue, go_type_of, objects, resource_value, wrap
+from ctl.main import main as ctl_main
 from ctl.printers import (
     COLUMNS,
     OutputError,
@@ -485,3 +486,17 @@ def test_gofields_table_is_what_the_generator_makes_from_calico() -> None:
     assert generated == (ROOT / "ctl" / "gofields.py").read_text(), (
         "ctl/gofields.py differs from what scripts/gen_go_fields.py makes of "
         f"{CALICO_SOURCES}: regenerate it if Calico's types changed")
+
+
+@pytest.mark.parametrize("output, message", [
+    ("go-template", "need to specify a template"),
+    ("go-template={{range .}}{{foo}}{{end}}", 'template: get:1: function "foo" not defined'),
+])
+def test_ctl_get_refuses_a_bad_template_before_reading_the_datastore(
+        output: str, message: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing listens on the discard port: had ctl read the datastore first, the error
+    # would be a connection failure rather than the template's.
+    monkeypatch.setenv("ETCD_ENDPOINTS", "http://127.0.0.1:9")
+    assert ctl_main(["get", "ippool", "-o", output]) == 1
+    assert capsys.readouterr() == ("", message + "\n")
