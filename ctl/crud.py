@@ -32,7 +32,8 @@ from .policy_checks import check_policy_write
 from .printers import (
     OutputError,
     PrintContext,
-    headings_for,
+    check_output,
+    is_template,
     listing_order,
     render,
     render_named,
@@ -232,7 +233,8 @@ def register(cli: click.Group) -> None:
     @click.argument("names", nargs=-1)
     @_filename_option(required=False)
     @click.option("-o", "--output", default="ps", metavar="FORMAT",
-                  help="ps (default), wide, yaml, json or custom-columns=A,B.")
+                  help="ps (default), wide, yaml, json, custom-columns=A,B, "
+                       "go-template=TEMPLATE or go-template-file=PATH.")
     @_namespace_option
     @click.option("-A", "--all-namespaces", is_flag=True,
                   help="List namespaced resources of every namespace.")
@@ -257,11 +259,10 @@ def register(cli: click.Group) -> None:
             ns = namespace or "default"
         missing: list[str] = []
         try:
+            check_output(cls, output)  # a bad -o fails before anything is read
             # calicoctl adds a NAMESPACE column when -A or -n is given.
-            ctx = dataclasses.replace(_print_context(store, cls),
+            ctx = dataclasses.replace(_print_context(store, cls, output),
                                       print_namespace=all_namespaces or namespace is not None)
-            if output not in ("yaml", "yml", "json"):
-                headings_for(cls, output)  # a bad -o fails before anything is read
             if names:
                 # Each name is fetched on its own; calicoctl prints what it found and then
                 # reports every name it did not find (exit 1).
@@ -344,9 +345,10 @@ def _with_implicit(cls: type[Resource], items: list[Resource]) -> list[Resource]
     return items
 
 
-def _print_context(store: ResourceStore, cls: type[Resource]) -> PrintContext:
-    """calicoctl's {{config "asnumber"}} for the Node ASN column (printer.go config())."""
-    if cls.kind_name != "Node":
+def _print_context(store: ResourceStore, cls: type[Resource], output: str) -> PrintContext:
+    """calicoctl's {{config "asnumber"}}, for the Node ASN column and for templates
+    (printer.go config())."""
+    if cls.kind_name != "Node" and not is_template(output):
         return PrintContext()
     try:
         cfg = store.find(BGPConfiguration, "default")
