@@ -161,7 +161,7 @@ def go_float(value: float | None) -> str:
     read back, in exponent form when the exponent is below -4 or 6 and above (strconv 'g'
     with shortest precision), so 1000000 prints as 1e+06."""
     if value is None:
-        return "<no value>"  # what text/template prints for a nil *float64
+        return "<nil>"  # what text/template prints for a nil *float64 (fmt of a nil pointer)
     if value == 0:
         return "0"
     sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
