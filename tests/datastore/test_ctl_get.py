@@ -145,7 +145,7 @@ def test_go_template_on_a_listing_and_on_names(ctl, tmp_path):
     partial = ctl(["get", "ippool", "ippool-name2", "blah", "-o",
                    "go-template={{range .}}{{.Name}} {{.Spec.IPIPMode}}{{\"\\n\"}}{{end}}"])
     assert (partial.rc, partial.out, partial.err) == (
-        1, "ippool-name2 Never\n", "resource does not exist: IPPool(blah)\n")
+        1, "ippool-name2 Never\n", "resource does not exist: IPPool(blah) with error: <nil>\n")
     template = tmp_path / "nodes.tmpl"
     template.write_text('{{range .}}{{range .Items}}{{.Name}} ({{config "asnumber"}})\n'
                         '{{end}}{{end}}')
