@@ -100,6 +100,11 @@ STATUS_REFRESH = 10.0  # the etcd copy is rewritten at least this often while an
 # (kubelet rewrites the mounted file) reaches ExaBGP without a restart.
 SECRET_POLL = 10.0
 STATUS_MIN_GAP = 1.0  # and at most this often
+# The etcd copy is written when it says something new, and otherwise this often, to show
+# it is current (`ctl node status --all` calls a copy older than 60 s stale). Writing it on
+# every refresh made the neighbour poll a Put per node every 2 s: 25 Puts/s at 50 nodes
+# with nothing changing.
+STATUS_HEARTBEAT = 30.0
 
 DaemonEvent = SyncStatusChanged | DatastoreUpdates | SpeakerEvent | StopRequested
 
@@ -157,6 +162,7 @@ class BGPDaemon:
         self._status_doc: dict[str, Any] = {}
         self._status_dirty = True
         self._status_written = -1e9
+        self._status_stored: tuple[float, dict[str, Any]] = (-1e9, {})  # etcd copy: when, what
         self._started = wall()  # readiness is stricter in the first moments (bgp.status)
         # The passwords the current plan was made with: (name, key) -> (ref, value).
         self._passwords: dict[tuple[str, str], tuple[SecretKeyRef, str | None]] = {}
@@ -492,8 +498,13 @@ class BGPDaemon:
         self._status_dirty = False
         self._status_written = now
         if self.publish_status and self.in_sync:
+            content = {k: v for k, v in doc.items() if k != "time"}
+            stored_at, stored = self._status_stored
+            if content == stored and now < stored_at + STATUS_HEARTBEAT:
+                return
             try:
                 self.client.put(status_key(self.nodename), json.dumps(doc).encode())
+                self._status_stored = (now, content)
             except DatastoreError as exc:
                 _log.debug("BGP status not published: %s", exc)
 

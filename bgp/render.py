@@ -147,4 +147,10 @@ def speaker_env(plan: NodePlan) -> dict[str, str]:
         "exabgp.api.respawn": "true",
         "exabgp.log.destination": "stdout",
         "exabgp.log.statistics": "false",
+        # The reactor polls its sockets with a timeout of speed/100 s when it has nothing
+        # to do: 10 ms by default, 100 wake-ups a second and 2.3 % of a core per idle
+        # node (bench/scale.py: 1.1 cores for 50 nodes). Sockets and the API pipe still
+        # wake it at once; only its timer checks (keepalive, hold, connect retry) move
+        # to a 50 ms grain, which BGP's second-grained timers do not notice.
+        "exabgp.reactor.speed": "5.0",
     }

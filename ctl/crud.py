@@ -24,7 +24,7 @@ from datastore.errors import (
 from datastore.resources import BGPConfiguration, IPPool, ObjectMeta, Resource, Tier, kind_for
 from datastore.resources.ippool import find_overlap, immutable_changes
 from datastore.resources.policy import DEFAULT_TIER, default_tier
-from datastore.store import ResourceStore
+from datastore.store import ResourceStore, error_namespace
 
 from .common import CtlFailure
 from .manifest import ManifestError, load_manifest
@@ -32,7 +32,8 @@ from .policy_checks import check_policy_write
 from .printers import (
     OutputError,
     PrintContext,
-    headings_for,
+    check_output,
+    is_template,
     listing_order,
     render,
     render_named,
@@ -53,30 +54,58 @@ def _load(filename: str) -> list[Resource]:
         raise CtlFailure(f"failed to execute command: {exc}") from None
 
 
+class _ExistenceRefused(DatastoreError):
+    """Every resource of a batch that exists where it must not, or is missing where it
+    must be: calicoctl reports each of them, so the check names them all."""
+
+    def __init__(self, errors: list[DatastoreError]) -> None:
+        self.errors = errors
+        super().__init__(" ".join(map(str, errors)))
+
+
 def _precheck(store: ResourceStore, verb: str, resources: Sequence[Resource],
               skip_exists: bool, skip_not_exists: bool) -> list[Resource]:
     """Everything that can be known before writing. Returns the resources to write."""
     todo: list[Resource] = []
+    refused: list[DatastoreError] = []
     for res in resources:
         # First, as libcalico-go checks the tier (and a tier's protection) before the write.
         check_policy_write(store, verb, res, todo)
         current = store.find(type(res), res.name, res.namespace)
+        ns = error_namespace(type(res), res.namespace)
         if verb == "create" and current is not None:
-            if skip_exists:
-                continue
-            raise ResourceAlreadyExists(res.kind_name, res.name)
+            if not skip_exists:
+                refused.append(ResourceAlreadyExists(res.kind_name, res.name, namespace=ns))
+            continue
         if verb in ("replace", "delete") and current is None:
-            if verb == "delete" and skip_not_exists:
-                continue
-            raise ResourceDoesNotExist(res.kind_name, res.name)
+            if not (verb == "delete" and skip_not_exists):
+                refused.append(ResourceDoesNotExist(res.kind_name, res.name, namespace=ns))
+            continue
         if verb in ("apply", "replace") and isinstance(res, IPPool) and isinstance(current, IPPool):
             changes = immutable_changes(res, current)
             if changes:
                 raise ValidationError(fields=changes)
         todo.append(res)
+    if refused:
+        raise _ExistenceRefused(refused)
     if verb != "delete":
         _check_pool_overlaps(store, [r for r in todo if isinstance(r, IPPool)])
     return todo
+
+
+def _errors_text(verb: str, exc: DatastoreError) -> str:
+    """How calicoctl prints a verb's errors (crud_commands.go): create and apply collect
+    them in a slice (`[e1 e2]`, Go's %v of []error); replace keeps one error (no brackets)."""
+    errors = exc.errors if isinstance(exc, _ExistenceRefused) else [exc]
+    text = " ".join(map(str, errors))
+    return text if verb == "replace" else f"[{text}]"
+
+
+def _delete_failures(quoted: str, exc: DatastoreError) -> str:
+    """calicoctl delete's own report: a line per failed resource, and the blank line its
+    main's Fprintln adds after the text's own newline."""
+    errors = exc.errors if isinstance(exc, _ExistenceRefused) else [exc]
+    return "".join(f"Failed to delete{quoted} resource: {e}\n" for e in errors)
 
 
 def _check_pool_overlaps(store: ResourceStore, pools: list[IPPool]) -> None:
@@ -97,12 +126,18 @@ def _run_batch(store: ResourceStore, verb: str, resources: list[Resource],
     quoted = f" '{label}'" if label else ""
     if not resources:
         raise CtlFailure("No resources specified")
+
+    def failed(exc: DatastoreError) -> CtlFailure:
+        if verb == "delete":
+            return CtlFailure(_delete_failures(quoted, exc))
+        if len(resources) == 1:
+            return CtlFailure(f"failed to {verb}{quoted} resource: {_errors_text(verb, exc)}")
+        return CtlFailure(f"failed to {verb} any{quoted} resources: {_errors_text(verb, exc)}")
+
     try:
         todo = _precheck(store, verb, resources, skip_exists, skip_not_exists)
     except DatastoreError as exc:
-        if len(resources) == 1:
-            raise CtlFailure(f"failed to {verb}{quoted} resource: [{exc}]") from None
-        raise CtlFailure(f"failed to {verb} any{quoted} resources: [{exc}]") from None
+        raise failed(exc) from None
     done = len(resources) - len(todo)
     for res in todo:
         try:
@@ -115,12 +150,13 @@ def _run_batch(store: ResourceStore, verb: str, resources: list[Resource],
                 done += 1
                 continue
             if done == 0:
-                if len(resources) == 1:
-                    raise CtlFailure(f"failed to {verb}{quoted} resource: [{exc}]") from None
-                raise CtlFailure(f"failed to {verb} any{quoted} resources: [{exc}]") from None
+                raise failed(exc) from None
+            if verb == "delete":
+                click.echo(f"Successfully deleted {done}{quoted} resource(s)")
+                raise failed(exc) from None
             raise CtlFailure(
                 f"Partial success: {PAST[verb]} the first {done} out of {len(resources)}"
-                f"{quoted} resources:\nhit error: [{exc}]"
+                f"{quoted} resources:\nhit error: {_errors_text(verb, exc)}"
             ) from None
         done += 1
     click.echo(f"Successfully {PAST[verb]} {done}{quoted} resource(s)")
@@ -197,7 +233,8 @@ def register(cli: click.Group) -> None:
     @click.argument("names", nargs=-1)
     @_filename_option(required=False)
     @click.option("-o", "--output", default="ps", metavar="FORMAT",
-                  help="ps (default), wide, yaml, json or custom-columns=A,B.")
+                  help="ps (default), wide, yaml, json, custom-columns=A,B, "
+                       "go-template=TEMPLATE or go-template-file=PATH.")
     @_namespace_option
     @click.option("-A", "--all-namespaces", is_flag=True,
                   help="List namespaced resources of every namespace.")
@@ -222,11 +259,10 @@ def register(cli: click.Group) -> None:
             ns = namespace or "default"
         missing: list[str] = []
         try:
+            check_output(cls, output)  # a bad -o fails before anything is read
             # calicoctl adds a NAMESPACE column when -A or -n is given.
-            ctx = dataclasses.replace(_print_context(store, cls),
+            ctx = dataclasses.replace(_print_context(store, cls, output),
                                       print_namespace=all_namespaces or namespace is not None)
-            if output not in ("yaml", "yml", "json"):
-                headings_for(cls, output)  # a bad -o fails before anything is read
             if names:
                 # Each name is fetched on its own; calicoctl prints what it found and then
                 # reports every name it did not find (exit 1).
@@ -309,9 +345,10 @@ def _with_implicit(cls: type[Resource], items: list[Resource]) -> list[Resource]
     return items
 
 
-def _print_context(store: ResourceStore, cls: type[Resource]) -> PrintContext:
-    """calicoctl's {{config "asnumber"}} for the Node ASN column (printer.go config())."""
-    if cls.kind_name != "Node":
+def _print_context(store: ResourceStore, cls: type[Resource], output: str) -> PrintContext:
+    """calicoctl's {{config "asnumber"}}, for the Node ASN column and for templates
+    (printer.go config())."""
+    if cls.kind_name != "Node" and not is_template(output):
         return PrintContext()
     try:
         cfg = store.find(BGPConfiguration, "default")

@@ -1,4 +1,4 @@
-"""Output formats for `ctl get`: ps tables, wide, custom-columns, yaml, json.
+"""Output formats for `ctl get`: ps tables, wide, custom-columns, yaml, json, go-template.
 
 Everything follows calicoctl's printers (calicoctl/calicoctl/commands/common/printer.go,
 commands/get_command.go) and each kind's headings and column templates
@@ -13,6 +13,8 @@ commands/get_command.go) and each kind's headings and column templates
   the object itself).
 * NAMESPACE leads the table of a namespaced kind only when -n or -A was given, and
   never in custom-columns (calicoctl passes PrintNamespace only to ps and wide).
+* go-template and go-template-file execute the user's template once on what `get`
+  collected, calicoctl's `[]runtime.Object` (ctl/gotemplate.py, ctl/govalue.py).
 
 Rendering is pure: functions take resources and return text.
 """
@@ -44,6 +46,9 @@ from datastore.resources import (
 from datastore.resources.policy import go_float
 
 from .goencode import go_json, go_yaml
+from .gotemplate import Template, TemplateError, join_texts
+from .gotemplate import parse as parse_template
+from .govalue import GoValue, go_type_of, objects, resource_value
 
 
 @dataclass(frozen=True)
@@ -95,16 +100,6 @@ def _peer_asn(r: Resource, _: PrintContext) -> str:
     return str(int(r.spec.asNumber or 0))
 
 
-def join_and_truncate(items: Sequence[str], max_len: int = 80) -> str:
-    """calicoctl's joinAndTruncate(items, ",", 80): cut where the text passes max_len."""
-    text = ""
-    for i, item in enumerate(items):
-        text += ("," if i else "") + item
-        if len(text) > max_len:
-            return text[:max_len - 3] + "..."
-    return text
-
-
 def _labels(labels: dict[str, str] | None) -> str:
     return ",".join(sorted(f"{k}={v}" for k, v in (labels or {}).items()))
 
@@ -119,7 +114,7 @@ _POLICY_COLUMNS: dict[str, Column] = {
 _NETWORK_SET_COLUMNS: dict[str, Column] = {
     "NAME": lambda r, c: r.name,
     "NAMESPACE": lambda r, c: r.namespace or "",
-    "NETS": lambda r, c: join_and_truncate(r.spec.nets),
+    "NETS": lambda r, c: join_texts(r.spec.nets, ",", 80),
 }
 
 # kind -> (default headings, wide headings, column functions by heading)
@@ -272,25 +267,31 @@ def render_table(kind: type[Resource], items: Sequence[Resource], headings: Sequ
 
 
 def headings_for(kind: type[Resource], output: str) -> list[str]:
-    """The headings of -o ps, wide or custom-columns=A,B (calicoctl's own error wording).
+    """The headings of -o ps, wide or custom-columns=A,B, with calicoctl's rules and words
+    (get_command.go buildResourcePrinter, resourcemgr.go GetTableTemplate).
 
-    Column names are matched case-insensitively, where calicoctl wants them upper-case."""
+    Custom column names are split on ',' and looked up as given: exact case, no spaces
+    trimmed, so `name` or `NAME, CIDR` is an unknown heading there as in calicoctl."""
     default, wide, funcs = COLUMNS[kind]
     if output == "ps":
         return default
     if output == "wide":
         return wide
-    if output.startswith("custom-columns"):
-        value = output.partition("=")[2]
+    key, _, value = output.partition("=")
+    if key == "custom-columns":
         if not value:
             raise OutputError("need to specify at least one column")
-        wanted = [c.strip().upper() for c in value.split(",")]
+        wanted = value.split(",")
         for heading in wanted:
             if heading not in funcs:
                 raise OutputError(f"unknown heading {heading}, valid values are: "
                                   f"{', '.join(funcs)}")
         return wanted
     raise OutputError(f"unrecognized output format '{output}'")
+
+
+def _custom_columns(output: str) -> bool:
+    return output.partition("=")[0] == "custom-columns"
 
 
 def list_document(kind: type[Resource], items: Sequence[Resource],
@@ -304,6 +305,52 @@ def list_document(kind: type[Resource], items: Sequence[Resource],
     }
 
 
+def is_template(output: str) -> bool:
+    return output.partition("=")[0] in ("go-template", "go-template-file")
+
+
+def load_template(output: str) -> Template:
+    """The parsed template of -o go-template=TEXT or go-template-file=PATH
+    (get_command.go buildResourcePrinter, printer.go ResourcePrinterTemplateFile)."""
+    key, _, value = output.partition("=")
+    if not value:
+        raise OutputError("need to specify a template" if key == "go-template"
+                          else "need to specify a template file")
+    text = value
+    if key == "go-template-file":
+        try:
+            with open(value, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            # Go's *PathError wording: "open PATH: no such file or directory".
+            reason = (exc.strerror or str(exc))
+            raise OutputError(f"open {value}: {reason[:1].lower()}{reason[1:]}") from None
+        except UnicodeDecodeError:
+            raise OutputError(f"template file {value} is not UTF-8 text") from None
+    try:
+        return parse_template(text)
+    except TemplateError as exc:
+        raise OutputError(str(exc)) from None
+
+
+def check_output(kind: type[Resource], output: str) -> None:
+    """Refuse a bad -o (unknown format, heading or a template that does not parse) before
+    anything is read."""
+    if output in ("yaml", "yml", "json"):
+        return
+    if is_template(output):
+        load_template(output)
+    else:
+        headings_for(kind, output)
+
+
+def _execute(output: str, data: GoValue, ctx: PrintContext) -> str:
+    try:
+        return load_template(output).execute(data, config=lambda _key: ctx.default_asn)
+    except TemplateError as exc:
+        raise OutputError(str(exc)) from None
+
+
 def _encode(output: str, value: Any) -> str:
     return go_yaml(value) if output in ("yaml", "yml") else go_json(value)
 
@@ -313,8 +360,12 @@ def render(kind: type[Resource], items: Sequence[Resource], output: str, ctx: Pr
     """A listing (`get KIND`): one List object, so one table."""
     if output in ("yaml", "yml", "json"):
         return _encode(output, list_document(kind, items, revision))
+    if is_template(output):
+        document = list_document(kind, items, revision)
+        return _execute(output, objects([resource_value(go_type_of(document["kind"]),
+                                                        document)]), ctx)
     headings = headings_for(kind, output)
-    if output.startswith("custom-columns"):
+    if _custom_columns(output):
         ctx = dataclasses.replace(ctx, print_namespace=False)
     return render_table(kind, items, headings, ctx)
 
@@ -327,7 +378,10 @@ def render_named(kind: type[Resource], items: Sequence[Resource], output: str,
     if output in ("yaml", "yml", "json"):
         docs = [r.dump() for r in items]
         return _encode(output, docs[0] if len(docs) == 1 else (docs or None))
+    if is_template(output):
+        return _execute(output, objects([resource_value(go_type_of(r.kind_name), r.dump())
+                                         for r in items]), ctx)
     headings = headings_for(kind, output)
-    if output.startswith("custom-columns"):
+    if _custom_columns(output):
         ctx = dataclasses.replace(ctx, print_namespace=False)
     return "".join(render_table(kind, [r], headings, ctx) for r in items)

@@ -46,22 +46,29 @@ class WatchCreateTimedOut(ConnectionFailed):
 
 
 class _ResourceError(DatastoreError):
+    """libcalico-go's resource errors: the identifier is model.ResourceKey's String()
+    (`Kind(name)`, `Kind(namespace/name)` for a namespaced kind), and the two that wrap an
+    error print it with `%v`; the etcd backend wraps none, hence Go's `<nil>`."""
+
     template = "{ident}"
 
-    def __init__(self, kind: str, name: str, key: str = "", revision: int | None = None) -> None:
+    def __init__(self, kind: str, name: str, key: str = "", revision: int | None = None,
+                 namespace: str | None = None) -> None:
         self.kind = kind
         self.name = name
+        self.namespace = namespace
         self.key = key
         self.revision = revision
-        super().__init__(self.template.format(ident=f"{kind}({name})"))
+        ident = f"{kind}({namespace}/{name})" if namespace is not None else f"{kind}({name})"
+        super().__init__(self.template.format(ident=ident))
 
 
 class ResourceAlreadyExists(_ResourceError):
-    template = "resource already exists: {ident}"
+    template = "resource already exists: {ident} with error: <nil>"
 
 
 class ResourceDoesNotExist(_ResourceError):
-    template = "resource does not exist: {ident}"
+    template = "resource does not exist: {ident} with error: <nil>"
 
 
 class UpdateConflict(_ResourceError):

@@ -12,7 +12,7 @@ Invariants:
     holds now; nothing is ever written blind except by `put`.
   * An operation is retried on the next endpoint only when the failure
     proves the request never reached a server (UNAVAILABLE because the channel
-    could not connect). A timeout, a connection cut mid-call or etcd's own
+    could not connect). A timeout, a connection cut mid-call, INTERNAL or etcd's own
     UNAVAILABLE ("leader changed") is ambiguous for writes: they surface it as
     ConnectionFailed "...; its outcome is unknown" instead of re-sending (a
     re-sent compare-and-swap that had committed fails its compare, and a write
@@ -342,6 +342,13 @@ class EtcdClient:
                 raise DatastoreError(f"etcd refused the request: {exc}") from None
             except pyexc.InternalServerError as exc:
                 last = exc
+                # INTERNAL comes after the request went out (a stream reset by the
+                # server or a proxy, an answer that did not decode): a write may have
+                # been applied, so it is not re-sent, as for UNAVAILABLE above.
+                if not idempotent:
+                    raise ConnectionFailed(
+                        self.config.urls, f"{_describe(exc)}; its outcome is unknown"
+                    ) from None
             except grpc.RpcError as exc:
                 raise ConnectionFailed(self.config.urls, _rpc_detail(exc)) from None
             except ValueError as exc:  # pyetcd: "Trying to use a failed node"

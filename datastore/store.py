@@ -41,6 +41,12 @@ R = TypeVar("R", bound=Resource)
 GET_UPDATE_RETRIES = 5
 
 
+def error_namespace(cls: type[Resource], namespace: str | None) -> str | None:
+    """The namespace a resource error names: libcalico-go's model.ResourceKey String()
+    shows it, empty or not, for a namespaced kind, and not for the others."""
+    return (namespace or "") if cls.namespaced else None
+
+
 class ResourceStore:
     """Typed CRUD for v3 resources. Thread-safe as far as EtcdClient is."""
 
@@ -53,7 +59,7 @@ class ResourceStore:
         key = self._key(cls, name, namespace)
         kv = self.client.get(key)
         if kv is None:
-            raise ResourceDoesNotExist(cls.kind_name, name, key)
+            raise ResourceDoesNotExist(cls.kind_name, name, key, namespace=error_namespace(cls, namespace))
         return self._decode(cls, kv)
 
     def find(self, cls: type[R], name: str, namespace: str | None = None) -> R | None:
@@ -90,14 +96,14 @@ class ResourceStore:
     def create(self, res: R) -> R:
         self._check(res)
         res = self._stamp_new(res)
-        key = res.key()
+        key, ns = res.key(), error_namespace(type(res), res.namespace)
         compare, pool_rev = self._pool_guard(res, None)
         compare.append(Compare(key, "version", "==", 0))
         ok, _, rev = self.client.transaction(compare, [Op("put", key, res.to_stored())])
         if not ok:
             if self.client.get(key) is not None:
-                raise ResourceAlreadyExists(res.kind_name, res.name, key)
-            raise UpdateConflict(res.kind_name, res.name, key, pool_rev)
+                raise ResourceAlreadyExists(res.kind_name, res.name, key, namespace=ns)
+            raise UpdateConflict(res.kind_name, res.name, key, pool_rev, ns)
         return self._with_revision(res, rev)
 
     def update(self, res: R) -> R:
@@ -105,10 +111,10 @@ class ResourceStore:
         expected = res.resource_version
         if expected is None:
             raise ValidationError("resourceVersion is required for an update")
-        key = res.key()
+        key, ns = res.key(), error_namespace(type(res), res.namespace)
         current_kv = self.client.get(key)
         if current_kv is None:
-            raise ResourceDoesNotExist(res.kind_name, res.name, key)
+            raise ResourceDoesNotExist(res.kind_name, res.name, key, namespace=ns)
         current = self._decode(type(res), current_kv)
         self._check(res, current)
         res = self._keep_identity(res, current)
@@ -117,8 +123,8 @@ class ResourceStore:
         ok, _, rev = self.client.transaction(compare, [Op("put", key, res.to_stored())])
         if not ok:
             if self.client.get(key) is None:
-                raise ResourceDoesNotExist(res.kind_name, res.name, key)
-            raise UpdateConflict(res.kind_name, res.name, key, expected)
+                raise ResourceDoesNotExist(res.kind_name, res.name, key, namespace=ns)
+            raise UpdateConflict(res.kind_name, res.name, key, expected, ns)
         return self._with_revision(res, rev)
 
     def replace(self, res: R) -> R:
@@ -154,15 +160,15 @@ class ResourceStore:
         key = self._key(cls, name, namespace)
         kv = self.client.get(key)
         if kv is None:
-            raise ResourceDoesNotExist(cls.kind_name, name, key)
+            raise ResourceDoesNotExist(cls.kind_name, name, key, namespace=error_namespace(cls, namespace))
         current = self._decode(cls, kv)
         expected = resource_version if resource_version is not None else kv.mod_revision
         try:
             self.client.delete(key, expected)
         except KeyMissing:
-            raise ResourceDoesNotExist(cls.kind_name, name, key) from None
+            raise ResourceDoesNotExist(cls.kind_name, name, key, namespace=error_namespace(cls, namespace)) from None
         except KeyConflict:
-            raise UpdateConflict(cls.kind_name, name, key, expected) from None
+            raise UpdateConflict(cls.kind_name, name, key, expected, error_namespace(cls, namespace)) from None
         return current
 
     def patch(self, cls: type[R], name: str, patch: dict[str, Any],

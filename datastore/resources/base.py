@@ -9,6 +9,7 @@ or is in the wrong location"), types are not coerced ("26" is not an int).
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import re
@@ -31,12 +32,67 @@ ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 
 class StrictModel(BaseModel):
-    """No unknown fields, no type coercion, Calico's JSON names."""
+    """No unknown fields, no type coercion, Calico's JSON names.
+
+    `dump()` is the JSON Go's encoding/json writes for the Calico struct the model
+    mirrors, which calicoctl prints and libcalico-go stores. The two ClassVars below are
+    the whole per-field rule, read from the Go struct tags: every other field is a value
+    with `json:",omitempty"` (or `omitzero`), left out when unset or zero (false, 0, "",
+    an empty list or map, a struct with nothing set)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
+    # Fields printed when set even if zero: Go pointers (`*bool` false, `*float64` 0, a
+    # pointer to an empty struct), fields without omitempty, and non-pointer structs.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset()
+    # Fields Go prints even when unset (no omitempty, or a struct omitempty cannot drop),
+    # with what it prints then: `status: {}` for a struct omitempty cannot drop.
+    go_unset: ClassVar[dict[str, Any]] = {}
+
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        return go_json_document(self, self.model_dump(by_alias=True, exclude_none=True,
+                                                      mode="json"))
+
+
+def _is_go_zero(value: object) -> bool:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, (str, list, dict)):
+        return not value
+    return value is None
+
+
+def _go_json_value(value: object, doc: Any) -> Any:
+    if isinstance(value, StrictModel) and isinstance(doc, dict):
+        return go_json_document(value, doc)
+    if isinstance(value, (list, tuple)) and isinstance(doc, list):
+        return [_go_json_value(v, d) for v, d in zip(value, doc, strict=True)]
+    return doc
+
+
+def go_json_document(model: StrictModel, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` (the model's pydantic dump) with Go's omitempty applied, nested models too.
+    Keys keep the dump's order; an unset field Go prints goes where the model declares it."""
+    keys = list(doc)
+    declared = [field.alias or name for name, field in type(model).model_fields.items()]
+    for key in model.go_unset:
+        if key not in doc:
+            before = declared[:declared.index(key)]
+            at = max((keys.index(k) + 1 for k in before if k in keys), default=0)
+            keys.insert(at, key)
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        key = field.alias or name
+        if key in doc:
+            doc[key] = _go_json_value(getattr(model, name), doc[key])
+    for key in keys:
+        if key not in doc:
+            out[key] = copy.deepcopy(model.go_unset[key])
+        elif key in model.go_unset or key in model.go_keep_zero or not _is_go_zero(doc[key]):
+            out[key] = doc[key]
+    return out
 
 
 
@@ -52,6 +108,9 @@ class ItemError(ValueError):
 
 
 class ObjectMeta(StrictModel):
+    # metav1.ObjectMeta: every field omitempty; creationTimestamp is a metav1.Time struct
+    # tagged omitzero as well (apimachinery v0.37), so an unset one is not printed
+    # either (calicoctl/calicoctl/commands/common/printer_test.go expects no key).
     name: str = ""
     namespace: str | None = None
     # The order of Kubernetes' ObjectMeta, so printed JSON has calicoctl's key order.
@@ -103,6 +162,9 @@ class Resource(StrictModel):
     plural: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
     namespaced: ClassVar[bool] = False
+
+    # TypeMeta is never empty; metadata and spec are non-pointer structs.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"kind", "apiVersion", "metadata", "spec"})
 
     kind: str = ""
     apiVersion: str = API_VERSION

@@ -98,15 +98,25 @@ def is_community_value(value: str) -> bool:
 
 
 class SecretKeyRef(StrictModel):
+    # k8s SecretKeySelector: `key` has no omitempty.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"key"})
+
     name: str
     key: str
 
 
 class BGPPassword(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"secretKeyRef"})  # a pointer
+
     secretKeyRef: SecretKeyRef | None = None
 
 
 class BGPPeerSpec(StrictModel):
+    # The pointers of bgppeer.go's BGPPeerSpec; asNumber (a value) drops 0.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({
+        "localASNumber", "nextHopMode", "password", "maxRestartTime", "keepaliveTime",
+        "numAllowedLocalASNumbers", "ttlSecurity", "reversePeering"})
+
     node: str | None = None
     nodeSelector: str | None = None
     peerIP: str | None = None
@@ -292,6 +302,11 @@ def _log_severity(value: str) -> str:
 
 
 class BGPConfigurationSpec(StrictModel):
+    # The pointers of bgpconfig.go's BGPConfigurationSpec; listenPort (a value) drops 0.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({
+        "nodeToNodeMeshEnabled", "asNumber", "serviceLoadBalancerAggregation",
+        "nodeMeshPassword", "nodeMeshMaxRestartTime", "bindMode"})
+
     logSeverityScreen: Annotated[str, AfterValidator(_log_severity)] | None = None
     nodeToNodeMeshEnabled: bool | None = None
     asNumber: int | str | None = None

@@ -9,9 +9,9 @@ and presents it as the v3 resource, so ctl and IPAM can never disagree.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import field_validator
 
 from ..errors import FieldError
 from ..keys import IPAM_CONFIG_KEY
@@ -23,18 +23,13 @@ MAX_BLOCKS_PER_HOST_LIMIT = 1_000_000
 
 
 class IPAMConfigurationSpec(StrictModel):
-    # The Go struct's order (JSON key order); maxBlocksPerHost 0 is left out when printed.
+    # The Go struct's order (JSON key order). The two switches have no omitempty;
+    # maxBlocksPerHost does, so 0 (no limit set) is not printed.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"strictAffinity", "autoAllocateBlocks"})
+
     strictAffinity: bool = False
     maxBlocksPerHost: int = 0
     autoAllocateBlocks: bool = True
-
-    @model_serializer(mode="wrap")
-    def _omit_zero_max_blocks(self, handler: SerializerFunctionWrapHandler) -> Any:
-        doc = handler(self)
-        # Calico's `maxBlocksPerHost,omitempty`: 0 (no limit set) is not printed.
-        if isinstance(doc, dict) and doc.get("maxBlocksPerHost") == 0:
-            del doc["maxBlocksPerHost"]
-        return doc
 
     @field_validator("maxBlocksPerHost")
     @classmethod

@@ -36,12 +36,18 @@ def _default_allowed_uses() -> list[AllowedUse]:
 
 
 class IPPoolSpec(StrictModel):
+    # cidr has no omitempty, assignmentMode is a pointer; the bools drop false and
+    # blockSize drops 0.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"cidr", "assignmentMode"})
+
     cidr: str
     vxlanMode: EncapMode = "Never"
     ipipMode: EncapMode = "Never"
-    natOutgoing: bool | None = None
-    disabled: bool | None = None
-    disableBGPExport: bool | None = None
+    # Go bools (no pointer): unset and false are one value, so a stored pool without
+    # the field (Go's omitempty) reads back as false.
+    natOutgoing: bool = False
+    disabled: bool = False
+    disableBGPExport: bool = False
     blockSize: int | None = None
     nodeSelector: str = "all()"
     namespaceSelector: str | None = None

@@ -28,6 +28,8 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 class NodeBGPSpec(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"asNumber"})  # a pointer
+
     asNumber: int | str | None = None
     ipv4Address: str | None = None
     ipv6Address: str | None = None
@@ -56,6 +58,8 @@ class NodeBGPSpec(StrictModel):
 
 
 class OrchRef(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"orchestrator"})  # no omitempty
+
     nodeName: str | None = None
     orchestrator: str
 
@@ -66,6 +70,8 @@ class NodeInterface(StrictModel):
 
 
 class NodeAddress(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"address"})  # no omitempty
+
     address: str
     type: str | None = None
 
@@ -93,6 +99,8 @@ def wireguard_key_problem(key: str) -> str | None:
 
 
 class NodeSpec(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"bgp", "wireguard"})  # pointers
+
     bgp: NodeBGPSpec | None = None
     ipv4VXLANTunnelAddr: str | None = None
     vxlanTunnelMACAddr: str | None = None
@@ -125,6 +133,9 @@ class Node(Resource):
     kind_name: ClassVar[str] = "Node"
     plural: ClassVar[str] = "nodes"
     aliases: ClassVar[tuple[str, ...]] = ("node", "nodes", "no", "nos")
+
+    # Status is a NodeStatus struct (`json:"status,omitempty"`): always printed, {} unset.
+    go_unset: ClassVar[dict[str, Any]] = {"status": {}}
 
     kind: Literal["Node"] = "Node"
     spec: NodeSpec = NodeSpec()

@@ -161,7 +161,7 @@ def go_float(value: float | None) -> str:
     read back, in exponent form when the exponent is below -4 or 6 and above (strconv 'g'
     with shortest precision), so 1000000 prints as 1e+06."""
     if value is None:
-        return "<no value>"  # what text/template prints for a nil *float64
+        return "<nil>"  # what text/template prints for a nil *float64 (fmt of a nil pointer)
     if value == 0:
         return "0"
     sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
@@ -248,6 +248,8 @@ ICMPCode = Annotated[int, PlainValidator(_icmp_code)]
 
 
 class ICMPFields(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"type", "code"})  # pointers
+
     type: ICMPType | None = None
     code: ICMPCode | None = None
 
@@ -278,6 +280,8 @@ class ServiceMatch(StrictModel):
 
 
 class EntityRule(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"services", "serviceAccounts"})  # pointers
+
     nets: list[RuleNet] | None = Field(default=None, max_length=MAX_NETS)
     selector: Selector | None = None
     namespaceSelector: Selector | None = None
@@ -309,6 +313,12 @@ class RuleMetadata(StrictModel):
 
 
 class Rule(StrictModel):
+    # policy_common.go: action has no omitempty, these are pointers; source and
+    # destination are `omitzero` structs, left out when nothing in them is set.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({
+        "action", "ipVersion", "protocol", "icmp", "notProtocol", "notICMP", "http",
+        "metadata"})
+
     action: Action
     ipVersion: Literal[4, 6] | None = None
     protocol: ProtocolValue | None = None
@@ -319,16 +329,6 @@ class Rule(StrictModel):
     destination: EntityRule = Field(default_factory=EntityRule)
     http: HTTPMatch | None = None
     metadata: RuleMetadata | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_empty_sides(self, handler: SerializerFunctionWrapHandler) -> Any:
-        doc = handler(self)
-        # Calico leaves an empty source/destination out (`json:",omitzero"`).
-        if isinstance(doc, dict):
-            for side in ("source", "destination"):
-                if doc.get(side) == {}:
-                    del doc[side]
-        return doc
 
 
 # --- rule validation (libcalico-go validateRule, validateEntityRule, and the CEL rules) --
@@ -522,19 +522,17 @@ class _RulesSpec(StrictModel):
     egress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
 
     @model_serializer(mode="wrap")
-    def _omit_empty_rules(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _go_key_order(self, handler: SerializerFunctionWrapHandler) -> Any:
         doc = handler(self)
         if not isinstance(doc, dict):
             return doc
-        # Calico leaves empty rule lists out (`json:",omitempty"`).
-        for direction in ("ingress", "egress"):
-            if doc.get(direction) == []:
-                del doc[direction]
         rank = {key: i for i, key in enumerate(self.json_order)}
         return dict(sorted(doc.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 class _PolicySpecBase(_RulesSpec):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"order"})  # a *float64
+
     tier: str = DEFAULT_TIER
     order: Order | None = None
     selector: Selector = "all()"
@@ -672,6 +670,8 @@ class GlobalNetworkPolicy(_TieredPolicy):
 
 
 class TierSpec(StrictModel):
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"order", "defaultAction"})  # pointers
+
     order: Order | None = None
     defaultAction: Literal["Deny", "Pass"] | None = None
 
@@ -700,8 +700,13 @@ class Tier(Resource):
     plural: ClassVar[str] = "tiers"
     aliases: ClassVar[tuple[str, ...]] = ("tier", "tiers")
 
+    # tier.go: Status is a TierStatus struct (`json:"status,omitempty"`), so Go always
+    # prints it, {} while nothing has set its conditions (nothing in tortie does).
+    go_unset: ClassVar[dict[str, Any]] = {"status": {}}
+
     kind: Literal["Tier"] = "Tier"
     spec: TierSpec = Field(default_factory=TierSpec)
+    status: dict[str, Any] | None = None
 
     def validate_semantics(self) -> list[FieldError]:
         errs: list[FieldError] = []

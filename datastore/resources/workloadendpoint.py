@@ -20,7 +20,8 @@ gateways are of their family, interfaceName is required and a valid Linux
 interface name (Calico's `^[a-zA-Z0-9_.-]{1,15}$`), containerID is letters,
 digits and inner '-', mac is a MAC, and a port without a name must have a
 hostPort (`validateWorkloadEndpointPort`: it exists for its host mapping, not
-for named-port policy). Addresses and CIDRs are stored canonically, so the
+for named-port policy); a port's hostIP is an address or a CIDR with no host bits
+set (the `net` tag, `validateIPNetwork`). Addresses and CIDRs are stored canonically, so the
 agent can compare them as strings.
 """
 
@@ -74,6 +75,18 @@ def _cidr(value: str) -> str:
         raise ValueError("must be a valid CIDR, e.g. 10.65.0.0/26") from None
 
 
+def _ip_or_masked_cidr(value: str) -> str:
+    """Calico's `net` tag (validator.go validateIPNetwork): an address, or a CIDR whose
+    address is its network's (10.0.0.0/24, not 10.0.0.1/24)."""
+    if "/" not in value:
+        return parse_ip(value)
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError("must be an IP address or a CIDR with no host bits set, "
+                         "e.g. 10.0.0.0/24") from None
+
+
 # Item types, so that an error names the item: IPNetworks[1], not the whole list.
 SingleAddressNetwork = Annotated[str, AfterValidator(_single_address_network)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
@@ -81,6 +94,8 @@ Cidr = Annotated[str, AfterValidator(_cidr)]
 
 class IPNAT(StrictModel):
     """One 1:1 NAT of an endpoint address (Calico's floating IP)."""
+
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"internalIP", "externalIP"})
 
     internalIP: str
     externalIP: str
@@ -105,11 +120,16 @@ class IPNAT(StrictModel):
 class WorkloadEndpointPort(StrictModel):
     """A port of the workload: named (for named-port policy rules), host-mapped, or both."""
 
+    # No field of internalapi.WorkloadEndpointPort has omitempty: a port without a host
+    # mapping prints `hostPort: 0` and `hostIP: ""`, the Go zeros these default to.
+    go_keep_zero: ClassVar[frozenset[str]] = frozenset({"name", "protocol", "port", "hostPort",
+                                                        "hostIP"})
+
     name: str = ""
     protocol: Literal["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"]
     port: int
-    hostPort: int | None = None
-    hostIP: str | None = None
+    hostPort: int = 0
+    hostIP: str = ""
 
     @field_validator("name")
     @classmethod
@@ -128,15 +148,15 @@ class WorkloadEndpointPort(StrictModel):
 
     @field_validator("hostPort")
     @classmethod
-    def _host_port(cls, v: int | None) -> int | None:
-        if v is not None and not 0 <= v <= 65535:
+    def _host_port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
             raise ValueError("hostPort must be between 0 and 65535")
         return v
 
     @field_validator("hostIP")
     @classmethod
-    def _host_ip(cls, v: str | None) -> str | None:
-        return None if not v else parse_ip(v)
+    def _host_ip(cls, v: str) -> str:
+        return _ip_or_masked_cidr(v) if v else ""
 
 
 class WorkloadEndpointSpec(StrictModel):

@@ -140,7 +140,7 @@ def test_speaker_env():
         "exabgp.tcp.port": "1790", "exabgp.tcp.attempts": "0", "exabgp.bgp.passive": "false",
         "exabgp.api.ack": "true", "exabgp.api.cli": "false", "exabgp.api.encoder": "json",
         "exabgp.api.respawn": "true", "exabgp.log.destination": "stdout",
-        "exabgp.log.statistics": "false"}
+        "exabgp.log.statistics": "false", "exabgp.reactor.speed": "5.0"}
     # bindMode None: ExaBGP's wildcard; an empty bind would turn listening off altogether
     assert speaker_env(node_plan(listen_address=None))["exabgp.tcp.bind"] == "0.0.0.0"
 

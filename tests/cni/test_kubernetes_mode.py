@@ -94,8 +94,10 @@ def test_the_pods_labels_service_account_and_ports_reach_its_endpoint(
         "projectcalico.org/orchestrator": "k8s", "projectcalico.org/serviceaccount": "builder"}
     assert wep["spec"]["serviceAccountName"] == "builder"
     assert wep["spec"]["profiles"] == ["kns.shop", "ksa.shop.builder"]
-    assert wep["spec"]["ports"] == [{"name": "http", "protocol": "tcp", "port": 8080},
-                                    {"name": "dns", "protocol": "udp", "port": 53}]
+    # internalapi.WorkloadEndpointPort has no omitempty: hostPort 0 and hostIP "" are stored.
+    assert wep["spec"]["ports"] == [
+        {"name": "http", "protocol": "tcp", "port": 8080, "hostPort": 0, "hostIP": ""},
+        {"name": "dns", "protocol": "udp", "port": 53, "hostPort": 0, "hostIP": ""}]
     assert node.run("DEL", conf, netns=pod, pod="web", namespace="shop").rc == 0
     assert_nothing_left(node)
 

@@ -281,7 +281,9 @@ def test_requested_ip_labels_and_named_ports(node: CniNode) -> None:
     assert out.out is not None and out.out["ips"][0]["address"] == "10.244.7.7/32"
     wep = node.endpoints()["default/node1-k8s-pod1-eth0"]
     assert wep["metadata"]["labels"]["app"] == "web"
-    assert wep["spec"]["ports"] == [{"name": "http", "protocol": "tcp", "port": 80}]
+    # internalapi.WorkloadEndpointPort has no omitempty: hostPort 0 and hostIP "" are stored.
+    assert wep["spec"]["ports"] == [
+        {"name": "http", "protocol": "tcp", "port": 80, "hostPort": 0, "hostIP": ""}]
     assert node.run("DEL", conf, netns=pod).rc == 0
     assert_nothing_left(node)
 

@@ -49,14 +49,17 @@ def test_create_then_create_again(ctl):
     again = ctl(["create", "-f", "-"], MANIFEST)
     assert again.rc == 1
     assert again.err == ("failed to create 'IPPool' resource: [resource already exists: "
-                         "IPPool(ippool-ipip-cross-subnet-1)]\n")
+                         "IPPool(ippool-ipip-cross-subnet-1) with error: <nil>]\n")
     skipped = ctl(["create", "--skip-exists", "-f", "-"], MANIFEST)
     assert skipped.rc == 0 and "Successfully created 1 'IPPool'" in skipped.out
 
 
 def test_replace_delete_and_skip_not_exists(ctl):
     missing = ctl(["replace", "-f", "-"], MANIFEST)
-    assert missing.rc == 1 and "resource does not exist: IPPool(ippool-ipip-cross-subnet-1)" in missing.err
+    # replace keeps one error, printed without the brackets of create's and apply's list.
+    assert (missing.rc, missing.err) == (1, "failed to replace 'IPPool' resource: resource does "
+                                         "not exist: IPPool(ippool-ipip-cross-subnet-1) with "
+                                         "error: <nil>\n")
     ctl(["apply", "-f", "-"], MANIFEST)
     changed = MANIFEST.replace(b"natOutgoing: true", b"natOutgoing: false")
     assert ctl(["replace", "-f", "-"], changed).out == "Successfully replaced 1 'IPPool' resource(s)\n"
@@ -64,7 +67,10 @@ def test_replace_delete_and_skip_not_exists(ctl):
     assert ctl(["delete", "ippool", "ippool-ipip-cross-subnet-1"]).out == \
         "Successfully deleted 1 'IPPool' resource(s)\n"
     gone = ctl(["delete", "ippool", "ippool-ipip-cross-subnet-1"])
-    assert gone.rc == 1 and "resource does not exist" in gone.err
+    # crud_commands.go delete: a "Failed to delete" line per error, then Fprintln's newline.
+    assert (gone.rc, gone.out, gone.err) == (
+        1, "", "Failed to delete 'IPPool' resource: resource does not exist: "
+        "IPPool(ippool-ipip-cross-subnet-1) with error: <nil>\n\n")
     assert ctl(["delete", "--skip-not-exists", "pools", "ippool-ipip-cross-subnet-1"]).rc == 0
 
 
@@ -125,7 +131,7 @@ def test_patch(ctl):
 def test_get_missing_and_unknown_kind(ctl):
     # calicoctl's get collects a missing name's error and prints it as it is (get_command.go).
     res = ctl(["get", "ippool", "nope"])
-    assert (res.rc, res.out, res.err) == (1, "", "resource does not exist: IPPool(nope)\n")
+    assert (res.rc, res.out, res.err) == (1, "", "resource does not exist: IPPool(nope) with error: <nil>\n")
     res = ctl(["get", "bananas"])
     assert res.rc == 1 and "resource type 'bananas' is not supported" in res.err
 

@@ -89,7 +89,7 @@ def seeded(etcd_endpoint, etcd_client, monkeypatch):
 @pytest.mark.parametrize("name, manifest, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_manifest(seeded, verb, name, manifest, message):
     if verb == "create" and name.startswith("changed"):
-        message = "resource already exists: IPPool(existing)"
+        message = "resource already exists: IPPool(existing) with error: <nil>"
     data = manifest.encode() if isinstance(manifest, str) else manifest
     refused(seeded, [verb, "-f", "-"], data, message)
 

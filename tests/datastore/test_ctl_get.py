@@ -58,7 +58,7 @@ def test_get_by_names_prints_each_and_reports_the_missing(ctl):
     assert (both.rc, both.out) == (0, TABLE1 + "   \n\n" + TABLE2 + "      \n\n")
     partial = ctl(["get", "ippool", "ippool-name1", "blah", "ippool-name2"])
     assert (partial.rc, partial.out) == (1, both.out)
-    assert partial.err == "resource does not exist: IPPool(blah)\n"
+    assert partial.err == "resource does not exist: IPPool(blah) with error: <nil>\n"
     wide = ctl(["get", "ippool", "ippool-name1", "-o", "wide"]).out
     assert wide == (  # data.py ippool_name1_rev1_wide_table
         "NAME           CIDR          NAT     IPIPMODE   VXLANMODE   DISABLED   "
@@ -128,3 +128,47 @@ spec: {node: getnode1, orchestrator: k8s, pod: pod1, endpoint: eth0,
     shown = ctl(["get", "wep", "getnode1-k8s-pod1-eth0", "-n", "getns", "-o", "yaml"]).out
     assert ("  labels:\n    app: web\n    projectcalico.org/namespace: getns\n"
             "    projectcalico.org/orchestrator: k8s\n") in shown
+
+
+def test_go_template_on_a_listing_and_on_names(ctl, tmp_path):
+    # printer.go ResourcePrinterTemplate: the template runs on the []runtime.Object `get`
+    # collected: one IPPoolList for a listing, one IPPool per name found.
+    assert ctl(["apply", "-f", "-"], POOLS).rc == 0
+    listing = ctl(["get", "ippool", "-o", "go-template={{range .}}{{.Kind}} "
+                   "{{range .Items}}{{.ObjectMeta.Name}}={{.Spec.CIDR}} {{end}}{{end}}"])
+    assert (listing.rc, listing.out, listing.err) == (
+        0, "IPPoolList ippool-name1=10.0.1.0/24 ippool-name2=fed0:8001::/64 ", "")
+    revision = json.loads(ctl(["get", "ippool", "-o", "json"]).out)["metadata"]
+    shown = ctl(["get", "ippool", "-o", "go-template={{range .}}{{.ResourceVersion}}{{end}}"])
+    assert shown.out == revision["resourceVersion"]
+    # A missing name is reported after what was found is printed, as for the other formats.
+    partial = ctl(["get", "ippool", "ippool-name2", "blah", "-o",
+                   "go-template={{range .}}{{.Name}} {{.Spec.IPIPMode}}{{\"\\n\"}}{{end}}"])
+    assert (partial.rc, partial.out, partial.err) == (
+        1, "ippool-name2 Never\n", "resource does not exist: IPPool(blah) with error: <nil>\n")
+    template = tmp_path / "nodes.tmpl"
+    template.write_text('{{range .}}{{range .Items}}{{.Name}} ({{config "asnumber"}})\n'
+                        '{{end}}{{end}}')
+    ctl(["create", "-f", "-"], b"""apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: tplnode1}
+spec: {bgp: {ipv4Address: 10.0.0.5/24}}
+""")
+    nodes = ctl(["get", "node", "-o", f"go-template-file={template}"])
+    assert (nodes.rc, nodes.out) == (0, "tplnode1 (64512)\n")
+
+
+@pytest.mark.parametrize("output, message", [
+    ("go-template", "need to specify a template"),
+    ("go-template-file=/nonexistent/t.tmpl",
+     "open /nonexistent/t.tmpl: no such file or directory"),
+    ("go-template={{range .}}{{template \"x\"}}{{end}}",
+     "template: get:1:13: {{template}} is not supported by ctl's go-template"),
+    ("go-template=first {{range .}}{{range .Items}}{{.Metadata.Name}}{{end}}{{end}}",
+     'template: get:1:35: executing "get" at <.Metadata.Name>: can\'t evaluate field '
+     "Metadata in type v3.IPPool"),
+])
+def test_go_template_errors_exit_1_and_print_nothing(ctl, output, message):
+    assert ctl(["apply", "-f", "-"], POOLS).rc == 0
+    failed = ctl(["get", "ippool", "-o", output])
+    assert (failed.rc, failed.out, failed.err) == (1, "", message + "\n")

@@ -78,10 +78,10 @@ def test_a_workload_endpoint_label_in_its_namespace(ctl, etcd_client, etcd_endpo
      "cannot remove label of nodes node1, key rack does not exist"),
     (["nodes", "node1", "rack"], "invalid label rack"),
     (["nodes", "node9", "rack=r1"],
-     "failed to get nodes node9, error resource does not exist: Node(node9)"),
+     "failed to get nodes node9, error resource does not exist: Node(node9) with error: <nil>"),
     (["wep", "node1-k8s-a-eth0", "pod=b", "--overwrite"],  # not in namespace default
      "failed to get wep node1-k8s-a-eth0, error resource does not exist: "
-     "WorkloadEndpoint(node1-k8s-a-eth0)"),
+     "WorkloadEndpoint(default/node1-k8s-a-eth0) with error: <nil>"),
     (["bananas", "b1", "a=b"],
      "failed to get bananas b1, error resource type 'bananas' is not supported"),
     (["nodes", "node1", "bad_=1"],

@@ -125,7 +125,7 @@ def test_tiers_and_global_policies(ctl, etcd_client):
     missing = ctl(["apply", "-f", "-"], GLOBAL_POLICY.encode())
     assert missing.rc == 1
     assert missing.err == ("failed to apply 'GlobalNetworkPolicy' resource: "
-                           "[resource does not exist: Tier(security)]\n")
+                           "[resource does not exist: Tier(security) with error: <nil>]\n")
     both = (TIER + "---\n" + GLOBAL_POLICY).encode()
     assert ctl(["create", "-f", "-"], both).out == "Successfully created 2 resource(s)\n"
     assert rows(ctl(["get", "tier"]).out) == [
@@ -140,9 +140,10 @@ def test_tiers_and_global_policies(ctl, etcd_client):
 
     before = dump(etcd_client)
     busy = ctl(["delete", "tier", "security"])
+    # crud_commands.go delete: a "Failed to delete" line per error, then Fprintln's newline.
     assert busy.rc == 1 and busy.err == (
-        "failed to delete 'Tier' resource: [operation delete is not supported on security: "
-        "Cannot delete a non-empty tier]\n")
+        "Failed to delete 'Tier' resource: operation delete is not supported on security: "
+        "Cannot delete a non-empty tier\n\n")
     protected = ctl(["delete", "tier", "default"])
     assert protected.rc == 1 and "operation Delete is not supported on default: " \
         "Cannot delete default tier" in protected.err
@@ -270,7 +271,7 @@ BAD: list[tuple[str, str, str]] = [
     ("policy name with dots", policy("  order: 1\n", name="a.b.c"),
      "NetworkPolicy.Metadata.Name = 'a.b.c' (name must consist of lower case alphanumeric"),
     ("tier name with a dot", policy("  tier: sec.ops\n"), f"{NP}.Tier = 'sec.ops'"),
-    ("tier does not exist", policy("  tier: nowhere\n"), "resource does not exist: Tier(nowhere)"),
+    ("tier does not exist", policy("  tier: nowhere\n"), "resource does not exist: Tier(nowhere) with error: <nil>"),
     ("HTTP on Deny", policy("  ingress:\n  - action: Deny\n    http: {methods: [GET]}\n"),
      f"{NP}.Ingress[0].HTTP = '' (HTTP match is only valid on Allow rules)"),
     ("service in ingress destination",

@@ -99,3 +99,28 @@ def test_a_write_that_never_connected_is_a_plain_failure():
     with EtcdClient(cfg, timeout=1) as client, pytest.raises(ConnectionFailed) as err:
         client.create("/calico/x", b"x")
     assert "outcome is unknown" not in str(err.value), err.value
+
+
+def test_a_write_answered_internal_is_not_re_sent(etcd_endpoint):
+    """INTERNAL (a stream reset by the server or a proxy, an answer that did not decode)
+    comes after the request went out, so a write is not re-sent; a read is. etcd cannot
+    be made to answer INTERNAL on demand, so the call itself raises what pyetcd raises
+    for that status; the client around it is the real one, on a real etcd."""
+    from pyetcd import exceptions as pyexc
+
+    cfg = load_env({"ETCD_ENDPOINTS": etcd_endpoint})
+    with EtcdClient(cfg, timeout=2) as client:
+        client.put("/calico/t/internal", b"proves the member")
+        calls: list[str] = []
+
+        def answered_internal() -> None:
+            calls.append("sent")
+            raise pyexc.InternalServerError()
+
+        with pytest.raises(ConnectionFailed) as err:
+            client._call(answered_internal, idempotent=False)
+        assert calls == ["sent"] and "outcome is unknown" in str(err.value), err.value
+        calls.clear()
+        with pytest.raises(ConnectionFailed) as err:
+            client._call(answered_internal, idempotent=True)
+        assert len(calls) > 1 and "outcome is unknown" not in str(err.value), err.value

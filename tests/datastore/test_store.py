@@ -32,7 +32,7 @@ def test_create_writes_calico_key_and_revision(store, etcd_client):
     doc = json.loads(kv.value)
     assert doc["metadata"]["uid"] and doc["metadata"]["creationTimestamp"]
     assert "resourceVersion" not in doc["metadata"]
-    with pytest.raises(ResourceAlreadyExists, match=r"resource already exists: IPPool\(p1\)"):
+    with pytest.raises(ResourceAlreadyExists, match=r"^resource already exists: IPPool\(p1\) with error: <nil>$"):
         store.create(make_pool("p1", "10.1.0.0/16"))
 
 

@@ -68,10 +68,12 @@ class PairReport:
     lost: int
     longest_outage: float  # seconds; 0.0 when nothing was lost
     outage_starts: tuple[float, ...] = ()  # send times of each outage's first lost probe
+    late: int = 0  # lost ICMP probes whose reply came after all, past the budget
 
     def line(self, since: float = 0.0) -> str:
         at = "".join(f", outage at {t - since:+.1f} s" for t in self.outage_starts[:5])
-        return (f"{self.label} {self.protocol}: sent {self.sent}, lost {self.lost}, "
+        late = f" ({self.late} answered late)" if self.late else ""
+        return (f"{self.label} {self.protocol}: sent {self.sent}, lost {self.lost}{late}, "
                 f"longest outage {self.longest_outage:.1f} s{at}")
 
 
@@ -93,19 +95,25 @@ class ProbeReport:
     def longest_outage(self) -> float:
         return max((p.longest_outage for p in self.pairs), default=0.0)
 
+    @property
+    def late(self) -> int:
+        return sum(p.late for p in self.pairs)
+
     def of(self, label: str, protocol: str) -> PairReport:
         return next(p for p in self.pairs if p.label == label and p.protocol == protocol)
 
     def report(self) -> str:
         """The figures a scenario prints: a total line, then one line per pair and protocol."""
-        head = (f"probes over {self.duration:.1f} s: sent {self.sent}, lost {self.lost}, "
+        late = f" ({self.late} answered late)" if self.late else ""
+        head = (f"probes over {self.duration:.1f} s: sent {self.sent}, lost {self.lost}{late}, "
                 f"longest outage {self.longest_outage:.1f} s")
         return "\n".join([head, *("  " + p.line(self.started) for p in self.pairs)])
 
 
 def summarize(label: str, protocol: str, samples: Sequence[Sample],
-              interval: float = INTERVAL) -> PairReport:
-    """Counts and the longest outage of one pair's samples, in send order (pure)."""
+              interval: float = INTERVAL, late: int = 0) -> PairReport:
+    """Counts and the longest outage of one pair's samples, in send order (pure); `late`
+    of the lost ones were answered after their budget."""
     longest, run_start, starts = 0.0, None, []
     for sample in samples:
         if not sample.answered:
@@ -118,7 +126,7 @@ def summarize(label: str, protocol: str, samples: Sequence[Sample],
     if run_start is not None:  # still out when the probes stopped
         longest = max(longest, samples[-1].sent + interval - run_start)
     return PairReport(label, protocol, len(samples),
-                      sum(1 for s in samples if not s.answered), longest, tuple(starts))
+                      sum(1 for s in samples if not s.answered), longest, tuple(starts), late)
 
 
 # -- the probes ------------------------------------------------------------------------
@@ -140,8 +148,11 @@ def _echo_request(ident: int, seq: int) -> bytes:
                        ident, seq) + payload
 
 
-def ping_once(sock: socket.socket, ip: str, ident: int, seq: int, timeout: float) -> bool:
-    """One echo request on a raw ICMP socket; True when its reply came within `timeout`."""
+def ping_once(sock: socket.socket, ip: str, ident: int, seq: int, timeout: float,
+              late: set[int] | None = None) -> bool:
+    """One echo request on a raw ICMP socket; True when its reply came within `timeout`.
+    A reply to an earlier request of this `ident` seen meanwhile goes into `late`: that
+    probe was counted lost, yet the network carried it both ways."""
     deadline = time.monotonic() + timeout
     try:
         sock.sendto(_echo_request(ident, seq), (ip, 0))
@@ -150,8 +161,11 @@ def ping_once(sock: socket.socket, ip: str, ident: int, seq: int, timeout: float
             datagram, (peer, _) = sock.recvfrom(2048)
             offset = (datagram[0] & 0x0F) * 4  # a raw IPv4 socket reads the IP header too
             kind, _, _, r_ident, r_seq = struct.unpack_from("!BBHHH", datagram, offset)
-            if peer == ip and kind == _ICMP_ECHO_REPLY and (r_ident, r_seq) == (ident, seq):
-                return True
+            if peer == ip and kind == _ICMP_ECHO_REPLY and r_ident == ident:
+                if r_seq == seq:
+                    return True
+                if late is not None:
+                    late.add(r_seq)
     except OSError:  # timeouts, and unreachable destinations the kernel reports at once
         pass
     return False
@@ -162,6 +176,8 @@ class _Worker:
     pair: Pair
     protocol: str
     samples: list[Sample] = field(default_factory=list)
+    lost_seqs: set[int] = field(default_factory=set)  # ICMP sequence numbers counted lost
+    late_seqs: set[int] = field(default_factory=set)  # ICMP sequence numbers answered late
 
 
 class Prober:
@@ -169,8 +185,11 @@ class Prober:
 
     def __init__(self, pairs: Iterable[Pair], *, interval: float = INTERVAL,
                  timeout: float = TIMEOUT, port: int = PROBE_PORT,
-                 protocols: Sequence[str] = PROTOCOLS) -> None:
+                 protocols: Sequence[str] = PROTOCOLS, nice: int | None = None) -> None:
         self.interval, self.timeout, self.port = interval, timeout, port
+        # A niceness for the probing threads (e.g. -10 on a machine the lab saturates), so
+        # a lost probe measures the network and not the prober's own wait for a CPU.
+        self.nice = nice
         self._workers = [_Worker(p, proto) for p in pairs for proto in protocols]
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -199,11 +218,14 @@ class Prober:
         for thread in self._threads:
             thread.join()
         duration = self._stopped - self._started
-        return ProbeReport(tuple(summarize(w.pair.label, w.protocol, w.samples, self.interval)
+        return ProbeReport(tuple(summarize(w.pair.label, w.protocol, w.samples, self.interval,
+                                           len(w.lost_seqs & w.late_seqs))
                                  for w in self._workers), duration, self._started)
 
     def _run(self, worker: _Worker) -> None:
         pair, sock = worker.pair, None
+        if self.nice is not None:  # Linux: a thread's niceness is its own
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         if worker.protocol == "ICMP":
             with lab_probe.in_netns(pair.netns):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -214,7 +236,10 @@ class Prober:
                 sent = time.monotonic()
                 if sock is not None:
                     seq = (seq + 1) & 0xFFFF
-                    answered = ping_once(sock, pair.ip, ident, seq, self.timeout)
+                    answered = ping_once(sock, pair.ip, ident, seq, self.timeout,
+                                         worker.late_seqs)
+                    if not answered:
+                        worker.lost_seqs.add(seq)
                 else:
                     try:
                         outcome = lab_probe.probe(pair.ip, self.port, "TCP", netns=pair.netns,

@@ -14,9 +14,11 @@ route reflectors with the mesh off, and measures, in this order:
    agent's descendants) and the node's CNI server;
 3. churn (`churn_seconds` at `churn_rate` operations per second): pods created on
    random nodes and deleted at random, while probes (tests/faults/prober.py: TCP
-   and ICMP every 100 ms) run between staying pods on different nodes; then the
-   churned pods are removed, every block is checked everywhere again, and memory is
-   taken again: its growth per node is compared with `memory_bound_mib`.
+   and ICMP every 100 ms, at raised priority) run between staying pods on different
+   nodes, and `ip monitor route` on their nodes records any withdrawal of a route
+   they use; then the churned pods are removed, every block is checked everywhere
+   again, and memory is taken again: its growth per node is compared with
+   `memory_bound_mib`.
 
 A CNI call answered with code 11 (try again later: e.g. etcd did not answer within
 the client's deadline on a starved machine) is retried, as a container runtime
@@ -34,6 +36,7 @@ import ipaddress
 import os
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from lab import Lab
@@ -85,6 +89,7 @@ class ScaleResult:
     retried: list[str] = field(default_factory=list)  # CNI calls answered "try again later"
     memory_growth: dict[str, float] = field(default_factory=dict)  # "agent-node3" -> MiB
     etcd_methods: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> rates
+    probed_routes_deleted: list[str] = field(default_factory=list)  # "<node>: Deleted ..."
 
     @property
     def lost_between_staying(self) -> int:
@@ -160,6 +165,27 @@ def missing_routes(kernel_routes: str, wanted: Iterable[tuple[str, str]]) -> lis
         if len(words) >= 3 and words[1] == "via":
             have.add((words[0], words[2]))
     return [w for w in wanted if w not in have]
+
+
+def softnet(text: str) -> tuple[int, int]:
+    """(packets dropped, times the softirq ran out of budget) summed over the CPUs, from
+    /proc/net/softnet_stat (hex columns: processed, dropped, time_squeeze, ...)."""
+    dropped = squeezed = 0
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) >= 3:
+            dropped += int(cols[1], 16)
+            squeezed += int(cols[2], 16)
+    return dropped, squeezed
+
+
+def route_deletions(monitor_output: str, watched: Iterable[str]) -> list[str]:
+    """The lines of `ip -4 monitor route` output that delete a route to one of `watched`
+    (prefixes such as "10.244.1.0/26"; a /32 as ip prints it, "10.244.1.5")."""
+    want = set(watched)
+    return [line for line in monitor_output.splitlines()
+            if line.startswith("Deleted ") and len(line.split()) > 1
+            and line.split()[1] in want]
 
 
 def probe_pairs(nodes: Sequence[str], count: int) -> list[tuple[str, str]]:
@@ -282,6 +308,40 @@ def wait_every_block_everywhere(lab: Lab, blocks: Mapping[str, set[str]], timeou
         time.sleep(poll)
 
 
+@dataclass
+class RouteWatch:
+    """`ip -4 monitor route` on some nodes, and the routes whose deletion matters there."""
+
+    lab: Lab
+    watched: dict[str, set[str]]  # node -> destinations (block prefixes, pod addresses)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self) -> RouteWatch:
+        for node in self.watched:
+            self.procs[node] = self.lab.start_process(
+                node, ["ip", "-4", "monitor", "route"], role="route-monitor",
+                name=f"route-monitor-{node}", log_path=self._log(node))
+        # The monitor subscribes as soon as `ip` runs: wait for every exec, then a moment.
+        deadline = time.monotonic() + 30
+        while any(_read(f"/proc/{p.pid}/comm").strip() != "ip" for p in self.procs.values()):
+            if time.monotonic() > deadline:
+                raise AssertionError("ip monitor did not start within 30 s")
+            time.sleep(0.05)
+        time.sleep(1.0)
+        return self
+
+    def stop(self) -> list[str]:
+        """Stop the monitors; every deletion of a watched route, as "<node>: <line>"."""
+        for proc in self.procs.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+        return [f"{node}: {line}" for node, dests in self.watched.items()
+                for line in route_deletions(_read(str(self._log(node))), dests)]
+
+    def _log(self, node: str) -> Path:
+        return self.lab.state_dir / f"route-monitor-{node}.log"
+
+
 def settle(lab: Lab) -> None:
     """Until no agent has written to its kernel for a second (all nodes at once)."""
     with ThreadPoolExecutor(10) as pool:
@@ -289,6 +349,9 @@ def settle(lab: Lab) -> None:
                       lab.nodes))
 
 
+# The probing threads' niceness: the lab saturates the machine's cores, and a prober
+# waiting for a CPU past its 0.5 s budget reports a loss the network did not have.
+PROBER_NICE = -10
 TRY_AGAIN_LATER = 11  # the CNI error code a runtime answers by retrying the call
 ATTEMPTS = 3
 
@@ -485,13 +548,24 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
                 if time.monotonic() > deadline:
                     raise AssertionError(f"probe {pair.label} never answered")
                 time.sleep(0.2)
+        # Whether the routes the probes use were ever withdrawn: on each source node the
+        # destination pod's block, on each destination node the pod's own /32 route.
+        watched: dict[str, set[str]] = {}
+        for a, b in routes:
+            dest = by_node[b][-1]
+            watched.setdefault(a, set()).add(block_of(dest.ip))
+            watched.setdefault(b, set()).add(dest.ip)
+        watch = RouteWatch(lab, watched).start()
         c4, m4, t4 = process_cpu(procs.etcd), etcd_metrics(lab), time.monotonic()
-        prober = Prober(pairs).start()
+        n4 = softnet(_read("/proc/net/softnet_stat"))
+        prober = Prober(pairs, nice=PROBER_NICE).start()
         try:
             report = churn(lab, params, params.churn_seconds)
         finally:
             result.probes = prober.stop()
+            result.probed_routes_deleted = watch.stop()
         c5, m5, t5 = process_cpu(procs.etcd), etcd_metrics(lab), time.monotonic()
+        n5 = softnet(_read("/proc/net/softnet_stat"))
         result.etcd_methods["churn"] = rates(m4, m5, t5 - t4)
         fig["churn operations/s achieved"] = report.ops / report.seconds
         fig["churn operations failed"] = float(len(report.errors))
@@ -504,6 +578,13 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         fig["etcd CPU %, churn"] = 100 * (c5 - c4) / (t5 - t4)
         fig["probes sent"] = float(result.probes.sent)
         fig["probes lost between staying pods"] = float(result.probes.lost)
+        fig["probes lost, ICMP answered late"] = float(result.probes.late)
+        fig["probed routes deleted during churn"] = float(len(result.probed_routes_deleted))
+        # The host's packet backlog (every namespace shares it): drops, and how often the
+        # softirq ran out of budget and left packets to ksoftirqd, a thread at normal
+        # priority among the lab's processes.
+        fig["kernel backlog drops during churn"] = float(n5[0] - n4[0])
+        fig["softirq budget exhausted during churn"] = float(n5[1] - n4[1])
         result.churn_errors = report.errors
         say(f"churn: {report.ops} operations in {report.seconds:.1f} s "
             f"({report.adds} adds, {report.deletes} deletes, {len(report.errors)} failed)")
@@ -544,6 +625,7 @@ def format_result(result: ScaleResult) -> str:
         # Every pair that lost something, with when (seconds into the churn).
         lines += ["    " + pair.line(result.probes.started) for pair in result.probes.pairs
                   if pair.lost]
+    lines += [f"  probed route deleted: {line}" for line in result.probed_routes_deleted[:10]]
     lines += [f"  churn error: {e}" for e in result.churn_errors[:5]]
     lines += [f"  retried (code 11): {e}" for e in result.retried[:5]]
     return "\n".join(lines)

@@ -567,6 +567,40 @@ def test_case_descriptions_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
+# WorkloadEndpointPort.HostIP is tagged `validate:"omitempty,net"`
+# (libcalico-go/lib/apis/internalapi/workloadendpoint.go); the `net` validator is
+# validateIPNetwork in libcalico-go/lib/validator/v3/validator.go: cnet.ParseCIDROrIP,
+# then the parsed address must be the network's own (a masked CIDR). validator_test.go
+# has a single hostIP entry (the bad address, in CASES above); these apply the rule.
+HOST_IP_CASES = [
+    (IPV4_1, True, "1.2.3.4"),
+    (IPV6_1, True, "aabb:aabb::ffff"),
+    (NETV4_1, True, "1.2.3.4/32"),
+    (NETV4_3, True, "1.2.3.0/26"),
+    (NETV6_3, True, "aabb:aabb::/122"),
+    ("0.0.0.0/0", True, "0.0.0.0/0"),
+    ("1.2.3.4/24", False, ""),  # host bits set: ParseCIDR's address is not the network's
+    ("aabb:aabb::ffff/64", False, ""),
+    ("1.2.3.0/33", False, ""),
+    (BAD_IPV4_1, False, ""),
+]
+
+
+@pytest.mark.parametrize(("host_ip", "valid", "stored"), HOST_IP_CASES,
+                         ids=[c[0] for c in HOST_IP_CASES])
+def test_workload_endpoint_port_host_ip_is_an_ip_or_a_masked_cidr(
+        host_ip: str, valid: bool, stored: str) -> None:
+    """Source: libcalico-go/lib/validator/v3/validator.go validateIPNetwork (the `net` tag)."""
+    doc = wep_port({"protocol": "TCP", "port": 1234, "hostPort": 2345, "hostIP": host_ip})
+    if valid:
+        endpoint = parse_document(doc)
+        assert endpoint.dump()["spec"]["ports"][0]["hostIP"] == stored
+        return
+    with pytest.raises(ValidationError) as err:
+        parse_document(doc)
+    assert f"WorkloadEndpoint.Spec.Ports[0].HostIP = '{host_ip}'" in str(err.value)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])
 def test_calico_validator_case(case: Case) -> None:
     """Source: libcalico-go/lib/validator/v3/validator_test.go, DescribeTable("Validator")."""

@@ -53,3 +53,11 @@ def test_the_report_totals_its_pairs_and_prints_outages_from_its_start():
         "  a -> b TCP: sent 4, lost 1, longest outage 0.1 s, outage at +0.2 s",
         "  b -> a ICMP: sent 8, lost 3, longest outage 0.3 s, outage at +0.4 s",
     ]
+
+
+def test_late_answers_are_counted_and_printed_with_the_losses():
+    pair = summarize("a -> b", "ICMP", samples("..xx."), late=1)
+    assert (pair.lost, pair.late) == (2, 1)
+    assert "lost 2 (1 answered late)" in pair.line()
+    report = ProbeReport((pair, summarize("b -> a", "ICMP", samples("x."))), 1.0)
+    assert report.late == 1 and "lost 3 (1 answered late)" in report.report()

@@ -201,6 +201,19 @@ def test_output_errors_use_calicoctls_words():
         render(IPPool, [POOL1], "custom-columns=", PrintContext())
     with pytest.raises(OutputError, match="^unknown heading BANANA, valid values are: NAME, "):
         render(IPPool, [POOL1], "custom-columns=NAME,BANANA", PrintContext())
+    # The key must be exactly custom-columns; the names are looked up as written.
+    with pytest.raises(OutputError, match="^unrecognized output format 'custom-columnsX=NAME'$"):
+        render(IPPool, [POOL1], "custom-columnsX=NAME", PrintContext())
+    with pytest.raises(OutputError, match="^need to specify at least one column$"):
+        render(IPPool, [POOL1], "custom-columns", PrintContext())
+
+
+@pytest.mark.parametrize("columns", ["name", "Name", "NAME, CIDR", "NAME,"])
+def test_custom_columns_are_matched_as_written(columns):
+    # resourcemgr.go GetTableTemplate: rh.headingsMap[heading], no case folding or trimming.
+    heading = columns.split(",")[-1]
+    with pytest.raises(OutputError, match=f"^unknown heading {heading}, valid values are: NAME, "):
+        render(IPPool, [POOL1], f"custom-columns={columns}", PrintContext())
 
 
 STORED = doc("IPPool", "ippool-name1", dict(POOL1.spec.model_dump(by_alias=True,
@@ -297,6 +310,7 @@ def test_policy_json_escapes_like_go_and_prints_orders_as_go_floats():
     # calicoctl/calicoctl/commands/common/printer_test.go "ResourcePrinterJSON tests": a
     # GlobalNetworkPolicy with one Allow rule prints the rule as {"action": "Allow"}. tortie
     # shows the defaults libcalico-go stores with it (tier, selector, types, tier label).
+    # Built in code, it has no creationTimestamp, which (omitzero) is not printed either.
     gnp = doc("GlobalNetworkPolicy", "foo", {
         "order": 100, "selector": "a == 'x' && b == 'y'", "ingress": [{"action": "Allow"}]})
     assert render_named(GlobalNetworkPolicy, [gnp], "json", PrintContext()) == """\

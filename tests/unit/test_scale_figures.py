@@ -17,7 +17,9 @@ from tests.faults.scale import (
     missing_routes,
     probe_pairs,
     rates,
+    route_deletions,
     smaps_rollup,
+    softnet,
 )
 
 METRICS = """# HELP grpc_server_handled_total Total number of RPCs completed on the server.
@@ -99,3 +101,27 @@ def test_side_by_side_prints_both_sizes_and_the_ratio():
 def test_memory_bound(growth, within):
     result = ScaleResult(ScaleParams(memory_bound_mib=10.0), memory_growth=growth)
     assert result.memory_within_bound is within
+
+
+def test_route_deletions_keeps_only_deletions_of_watched_destinations():
+    monitor = "\n".join([
+        "10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",  # added: not a deletion
+        "Deleted 10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",
+        "Deleted 10.244.9.0/26 via 10.112.1.8 dev eth0 proto 80 onlink",  # not watched
+        "Deleted 10.244.3.5 dev cali1234567890a scope link",
+        "Deleted broadcast 10.112.1.255 dev eth0 table local proto kernel",
+        "Deleted",
+    ])
+    assert route_deletions(monitor, {"10.244.3.0/26", "10.244.3.5"}) == [
+        "Deleted 10.244.3.0/26 via 10.112.1.4 dev eth0 proto 80 onlink",
+        "Deleted 10.244.3.5 dev cali1234567890a scope link"]
+    assert route_deletions(monitor, set()) == []
+
+
+def test_softnet_sums_drops_and_squeezes_over_cpus():
+    text = ("0000a1b2 00000003 0000000a 00000000 00000000 00000000 00000000 00000000 "
+            "00000000 00000000 00000000 00000000 00000000\n"
+            "00000010 00000001 00000002 00000000 00000000 00000000 00000000 00000000 "
+            "00000000 00000000 00000000 00000000 00000001\n")
+    assert softnet(text) == (4, 12)
+    assert softnet("") == (0, 0)

@@ -156,5 +156,5 @@ def test_ctl_columns_default_and_wide():
     wide = _table("wide", items)
     assert wide[0] == ["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"]
     assert wide[1][-3:] == ["kns.default,ksa.default.default", "{10.65.0.2", "172.16.0.9}"]
-    assert _table("custom-columns=name,mac", items[:1]) == [
+    assert _table("custom-columns=NAME,MAC", items[:1]) == [
         ["NAME", "MAC"], [NAME, "0a:58:0a:41:00:02"]]
