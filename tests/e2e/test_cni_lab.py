@@ -161,7 +161,9 @@ def test_tortie_lab_pod_commands(cluster: Lab, lab_cli: str) -> None:
         "app": "api2", "projectcalico.org/namespace": "web",
         "projectcalico.org/orchestrator": "k8s", "projectcalico.org/serviceaccount": "api-sa"}
     assert wep["spec"]["profiles"] == ["kns.web", "ksa.web.api-sa"]
-    assert wep["spec"]["ports"] == [{"name": "http", "protocol": "tcp", "port": 8080}]
+    # hostPort and hostIP have no omitempty in Calico's WorkloadEndpointPort: always stored
+    assert wep["spec"]["ports"] == [{"name": "http", "protocol": "tcp", "port": 8080,
+                                     "hostPort": 0, "hostIP": ""}]
     missing = cli("label", "--namespace", "web", "api", "--remove", "team")
     assert missing.returncode == 1 and "key team does not exist" in missing.stderr
     assert cli("del", "--namespace", "web", "api").returncode == 0
