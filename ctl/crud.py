@@ -259,9 +259,9 @@ def register(cli: click.Group) -> None:
             ns = namespace or "default"
         missing: list[str] = []
         try:
-            check_output(cls, output)  # a bad -o fails before anything is read
+            template = check_output(cls, output)  # a bad -o fails before anything is read
             # calicoctl adds a NAMESPACE column when -A or -n is given.
-            ctx = dataclasses.replace(_print_context(store, cls, output),
+            ctx = dataclasses.replace(_print_context(store, cls, output), template=template,
                                       print_namespace=all_namespaces or namespace is not None)
             if names:
                 # Each name is fetched on its own; calicoctl prints what it found and then

@@ -59,6 +59,9 @@ class PrintContext:
     # without one (or without the configuration), "unknown" when it could not be read.
     default_asn: str = str(DEFAULT_AS_NUMBER)
     print_namespace: bool = False  # -A or -n given: namespaced kinds get a NAMESPACE column
+    # The -o go-template(-file) as check_output parsed it, so a template file is read
+    # once; None: parsed from the output string when rendered.
+    template: Template | None = None
 
 
 Column = Callable[[Resource, PrintContext], str]
@@ -333,20 +336,20 @@ def load_template(output: str) -> Template:
         raise OutputError(str(exc)) from None
 
 
-def check_output(kind: type[Resource], output: str) -> None:
+def check_output(kind: type[Resource], output: str) -> Template | None:
     """Refuse a bad -o (unknown format, heading or a template that does not parse) before
-    anything is read."""
-    if output in ("yaml", "yml", "json"):
-        return
+    anything is read; the parsed template of a go-template output."""
     if is_template(output):
-        load_template(output)
-    else:
+        return load_template(output)
+    if output not in ("yaml", "yml", "json"):
         headings_for(kind, output)
+    return None
 
 
 def _execute(output: str, data: GoValue, ctx: PrintContext) -> str:
+    template = ctx.template if ctx.template is not None else load_template(output)
     try:
-        return load_template(output).execute(data, config=lambda _key: ctx.default_asn)
+        return template.execute(data, config=lambda _key: ctx.default_asn)
     except TemplateError as exc:
         raise OutputError(str(exc)) from None
 

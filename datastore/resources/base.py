@@ -76,14 +76,16 @@ def go_json_document(model: StrictModel, doc: dict[str, Any]) -> dict[str, Any]:
     """`doc` (the model's pydantic dump) with Go's omitempty applied, nested models too.
     Keys keep the dump's order; an unset field Go prints goes where the model declares it."""
     keys = list(doc)
-    declared = [field.alias or name for name, field in type(model).model_fields.items()]
-    for key in model.go_unset:
-        if key not in doc:
+    fields = type(model).model_fields
+    unset = [key for key in model.go_unset if key not in doc]
+    if unset:  # most models have none: the declared order is needed only then
+        declared = [field.alias or name for name, field in fields.items()]
+        for key in unset:
             before = declared[:declared.index(key)]
             at = max((keys.index(k) + 1 for k in before if k in keys), default=0)
             keys.insert(at, key)
     out: dict[str, Any] = {}
-    for name, field in type(model).model_fields.items():
+    for name, field in fields.items():
         key = field.alias or name
         if key in doc:
             doc[key] = _go_json_value(getattr(model, name), doc[key])

@@ -275,6 +275,9 @@ class LabProcesses:
     def speakers_cpu(self) -> float:
         return process_cpu(pid for pids in self.speakers.values() for pid in pids)
 
+    def cni_servers_cpu(self) -> float:
+        return process_cpu(self.cni_servers.values())
+
 
 def etcd_metrics(lab: Lab) -> dict[str, float]:
     text = lab.exec("node1", ["curl", "-sf", "--max-time", "5",
@@ -560,7 +563,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
             watched.setdefault(b, set()).add(dest.ip)
         watch = RouteWatch(lab, watched).start()
         c4, m4, t4 = process_cpu(procs.etcd), etcd_metrics(lab), time.monotonic()
-        a4, s4, v4 = procs.agents_cpu(), procs.speakers_cpu(), process_cpu(procs.cni_servers.values())
+        a4, s4, v4 = procs.agents_cpu(), procs.speakers_cpu(), procs.cni_servers_cpu()
         n4 = softnet(_read("/proc/net/softnet_stat"))
         prober = Prober(pairs, nice=PROBER_NICE).start()
         try:
@@ -569,7 +572,7 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
             result.probes = prober.stop()
             result.probed_routes_deleted = watch.stop()
         c5, m5, t5 = process_cpu(procs.etcd), etcd_metrics(lab), time.monotonic()
-        a5, s5, v5 = procs.agents_cpu(), procs.speakers_cpu(), process_cpu(procs.cni_servers.values())
+        a5, s5, v5 = procs.agents_cpu(), procs.speakers_cpu(), procs.cni_servers_cpu()
         n5 = softnet(_read("/proc/net/softnet_stat"))
         result.etcd_methods["churn"] = rates(m4, m5, t5 - t4)
         fig["churn operations/s achieved"] = report.ops / report.seconds
