@@ -70,10 +70,11 @@ from bgp.types import BestPathChanges
 from datastore.config import load_env
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
-from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
+from datastore.keys import DATAPLANE_SYNC_PREFIXES
 from datastore.store import ResourceStore
 from datastore.syncer import (
     DatastoreUpdates,
+    FanOut,
     StopRequested,
     Syncer,
     SyncStatus,
@@ -167,6 +168,7 @@ class Agent:
         # the list last written there (None: nothing written by this run yet).
         self._problems_file: Path | None = None
         self._problems_published: tuple[str, ...] | None = None
+        self._route_counts: dict[RouteClass, int] | None = None  # as last put in the metrics
         self._dirty_apply = True
         self._retry_at = 0.0
         self._backoff = MIN_BACKOFF
@@ -239,9 +241,12 @@ class Agent:
         if self.dataplane is None:
             self.dataplane = KernelDataplane(self.netns)
         dataplane = self.dataplane
-        syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
+        stop_bgp, bgp_daemon = self._start_bgp()
+        # One syncer for the loop and an in-process BGP daemon (FanOut): one watch, one
+        # decode and one cache per change on this node.
+        syncer = Syncer(self.client, DATAPLANE_SYNC_PREFIXES,
+                        FanOut(self, bgp_daemon) if bgp_daemon else self)
         self.metrics.follow_syncer(syncer)
-        stop_bgp = self._start_bgp()
         try:
             dataplane.start(self.on_link, self.on_route_removed, self.on_host_route)
             syncer.start()
@@ -254,10 +259,11 @@ class Agent:
                 server.stop()
             _log.info("agent stopped; the dataplane is left as it is")
 
-    def _start_bgp(self) -> Callable[[], None]:
-        """Start the BGP side (or follow the sidecar's); returns how to stop it."""
+    def _start_bgp(self) -> tuple[Callable[[], None], BGPDaemon | None]:
+        """Start the BGP side (or follow the sidecar's): how to stop it, and the
+        in-process daemon if there is one (it follows the agent's syncer)."""
         if not self.config.bgp_enabled or self.netns is not None:
-            return lambda: None
+            return (lambda: None), None
         if self.config.bgp_sidecar:
             _log.info("BGP runs in the tortie-bgp sidecar: following its learned routes")
             self._bgp_running = True
@@ -265,15 +271,16 @@ class Agent:
             stop = threading.Event()
             threading.Thread(target=follow_routes, args=(BGP_CONTROL_NAME, self.on_learned, stop),
                              name="bgp-follow", daemon=True).start()
-            return stop.set
+            return stop.set, None
         self._bgp_running = True
         daemon = BGPDaemon(self.client, self.nodename,
                            workdir=Path(self.config.run_dir) / "bgp" / self.nodename,
                            on_routes=self.on_learned, hold_time=self.config.bgp_hold_time,
                            router_id=self.config.router_id,
-                           route_problems=lambda: self._dataplane_problems)
+                           route_problems=lambda: self._dataplane_problems,
+                           own_syncer=False)
         daemon.start()
-        return daemon.stop
+        return daemon.stop, daemon
 
     def _publish_mtu(self, desired: DesiredDataplane) -> None:
         """Write the pod MTU for the CNI plugin when it changes (atomically, like Calico)."""
@@ -473,8 +480,10 @@ class Agent:
             self._dirty_learned = False
             self._report_problems()
             counts = dataplane.routes_by_class()
-            for cls in RouteClass:  # every class, so one that emptied reads 0
-                self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
+            if counts != self._route_counts:  # not per batch: most batches change none
+                self._route_counts = counts
+                for cls in RouteClass:  # every class, so one that emptied reads 0
+                    self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
         started = self.clock()
         self._next_apply_at = started + MIN_APPLY_INTERVAL
         result = dataplane.apply()

@@ -51,7 +51,7 @@ from typing import Any
 
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdClient
-from datastore.keys import IPAM_PREFIX, RESOURCES_PREFIX
+from datastore.keys import DATAPLANE_SYNC_PREFIXES
 from datastore.resources.bgp import SecretKeyRef
 from datastore.syncer import (
     DatastoreUpdates,
@@ -118,6 +118,7 @@ class BGPDaemon:
                  password_for: Callable[[SecretKeyRef], str | None] | None = None,
                  publish_status: bool = True,
                  route_problems: Callable[[], Sequence[str]] | None = None,
+                 own_syncer: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.client = client
@@ -131,6 +132,10 @@ class BGPDaemon:
         # The agent's learned routes it cannot install (an unresolved next hop): shown
         # with the sessions they came from (`ctl node status -o wide`).
         self.route_problems = route_problems
+        # False: the caller feeds on_updates/on_status from a syncer of its own on
+        # DATAPLANE_SYNC_PREFIXES (the agent's, through datastore.syncer.FanOut), so a
+        # node watches and decodes each change once, not once per loop.
+        self.own_syncer = own_syncer
         self.clock, self.wall = clock, wall
         self.view = BGPView(nodename)
         self.book = PeerStatusBook()
@@ -160,7 +165,8 @@ class BGPDaemon:
         self._publish_reset = True  # nothing handed out yet: the next publication is a reset
         self._status_lock = threading.Lock()
         self._status_doc: dict[str, Any] = {}
-        self._status_dirty = True
+        self._status_dirty = True  # the served document is out of date
+        self._status_unstored = False  # the etcd copy is behind the served document
         self._status_written = -1e9
         self._status_stored: tuple[float, dict[str, Any]] = (-1e9, {})  # etcd copy: when, what
         self._started = wall()  # readiness is stricter in the first moments (bgp.status)
@@ -196,10 +202,11 @@ class BGPDaemon:
     def run(self) -> None:
         self._started = self.wall()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        syncer = Syncer(self.client, [RESOURCES_PREFIX, IPAM_PREFIX], self)
+        syncer = Syncer(self.client, DATAPLANE_SYNC_PREFIXES, self) if self.own_syncer else None
         if self.control:
             self.control.start()
-        syncer.start()
+        if syncer:
+            syncer.start()
         try:
             self._loop()
         finally:
@@ -208,7 +215,8 @@ class BGPDaemon:
             self.speaker.stop()
             if self.control:
                 self.control.close()
-            syncer.stop()
+            if syncer:
+                syncer.stop()
             self._delete_status()
             _log.info("BGP stopped")
 
@@ -220,6 +228,8 @@ class BGPDaemon:
         while not self._stop.is_set():
             now = self.clock()
             deadlines = [next_poll, self._status_written + STATUS_REFRESH]
+            if self._status_unstored:
+                deadlines.append(self._status_written + STATUS_MIN_GAP)
             if self.rib and self.rib.next_deadline() is not None:
                 deadlines.append(self.rib.next_deadline())
             self._drain(max(0.0, min(deadlines) - now))
@@ -486,18 +496,25 @@ class BGPDaemon:
         return doc
 
     def _refresh_status(self, now: float) -> None:
-        if not self._status_dirty and now < self._status_written + STATUS_REFRESH:
+        # The served document is rebuilt once per change (every neighbour poll marks it
+        # dirty), not on every wake of the loop: while pods churn the loop wakes for each
+        # datastore batch, and rebuilding it each time within STATUS_MIN_GAP was half of
+        # the BGP thread's work. The etcd copy follows at most every STATUS_MIN_GAP.
+        if self._status_dirty or now >= self._status_written + STATUS_REFRESH:
+            doc = self.book.snapshot(self.nodename, self.wall())
+            doc.update(started=self._started, inSync=self.in_sync,
+                       datastore=self.datastore_status.value)
+            with self._status_lock:
+                self._status_doc = doc
+            self._status_dirty = False
+            self._status_unstored = True
+        if not self._status_unstored or now < self._status_written + STATUS_MIN_GAP:
             return
-        doc = self.book.snapshot(self.nodename, self.wall())
-        doc.update(started=self._started, inSync=self.in_sync,
-                   datastore=self.datastore_status.value)
-        with self._status_lock:
-            self._status_doc = doc
-        if now < self._status_written + STATUS_MIN_GAP and self._status_dirty:
-            return  # the etcd copy follows within STATUS_MIN_GAP
-        self._status_dirty = False
+        self._status_unstored = False
         self._status_written = now
         if self.publish_status and self.in_sync:
+            with self._status_lock:
+                doc = self._status_doc
             content = {k: v for k, v in doc.items() if k != "time"}
             stored_at, stored = self._status_stored
             if content == stored and now < stored_at + STATUS_HEARTBEAT:

@@ -25,6 +25,7 @@ as if its key were deleted.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -111,7 +112,11 @@ class BGPView:
 
     def _apply_endpoint(self, ident: tuple[str, str], u: Update) -> bool:
         ips: tuple[str, ...] | None = None
-        if u.kind == "put":
+        if u.kind == "put" and _stored_node(u.value) in (self.nodename, None):
+            # Only this node's endpoints are read in full (and reported if unreadable):
+            # every other node's are the agent's calculation's to check, and reading
+            # each pod's change on every node in full cost more than the rest of BGP's
+            # work on it.
             wep = WorkloadEndpoint.from_stored(u.value, u.revision)
             if wep.spec.node == self.nodename:
                 ips = tuple(sorted(
@@ -158,3 +163,13 @@ def _replace(table: dict, key: object, value: object, *, keep_none: bool = False
 
 
 _MISSING = object()
+
+
+def _stored_node(value: bytes) -> str | None:
+    """The `spec.node` a stored workload endpoint names, or None if it names none or
+    cannot be read (the caller then reads it in full, which says why)."""
+    try:
+        node = json.loads(value)["spec"]["node"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return node if isinstance(node, str) else None

@@ -19,6 +19,14 @@ RESOURCES_PREFIX = "/calico/resources/v3/projectcalico.org/"
 IPAM_PREFIX = "/calico/ipam/v2/"
 IPAM_CONFIG_KEY = "/calico/ipam/v2/config"
 HANDLE_PREFIX = "/calico/ipam/v2/handle/"
+IPAM_BLOCKS_PREFIX = "/calico/ipam/v2/assignment/"
+IPAM_HOST_AFFINITIES_PREFIX = "/calico/ipam/v2/host/"
+
+# What the node agent and its BGP side sync: every resource, IPAM blocks and host
+# affinities. Not the handles (one is written on every pod add and delete, so watching
+# them cost every node a decode per pod change for nothing), virtual affinities or the
+# IPAM config: neither reads them.
+DATAPLANE_SYNC_PREFIXES = (RESOURCES_PREFIX, IPAM_BLOCKS_PREFIX, IPAM_HOST_AFFINITIES_PREFIX)
 
 
 def resource_prefix(plural: str, namespace: str | None = None) -> str:
@@ -59,7 +67,7 @@ def key_part_to_cidr(part: str) -> str:
 
 
 def block_prefix(version: int = 4) -> str:
-    return f"{IPAM_PREFIX}assignment/ipv{version}/block/"
+    return f"{IPAM_BLOCKS_PREFIX}ipv{version}/block/"
 
 
 def block_key(cidr: str) -> str:
@@ -67,7 +75,7 @@ def block_key(cidr: str) -> str:
 
 
 def affinity_host_prefix(node: str) -> str:
-    return f"{IPAM_PREFIX}host/{node}/"
+    return f"{IPAM_HOST_AFFINITIES_PREFIX}{node}/"
 
 
 def affinity_key(node: str, cidr: str, affinity_type: str = "host") -> str:

@@ -96,6 +96,23 @@ class SyncerCallbacks(Protocol):
     def on_updates(self, updates: list[Update]) -> None: ...
 
 
+class FanOut:
+    """One syncer's callbacks handed to several consumers in one process, in the order
+    given: each change is watched, decoded and cached once however many follow it.
+    The consumers share each `updates` list and must not change it."""
+
+    def __init__(self, *consumers: SyncerCallbacks) -> None:
+        self._consumers = consumers
+
+    def on_status(self, status: SyncStatus) -> None:
+        for consumer in self._consumers:
+            consumer.on_status(status)
+
+    def on_updates(self, updates: list[Update]) -> None:
+        for consumer in self._consumers:
+            consumer.on_updates(updates)
+
+
 @dataclass(frozen=True)
 class _WatchMsg:
     """What a watch thread hands to the syncer thread."""

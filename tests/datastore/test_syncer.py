@@ -13,7 +13,8 @@ import pytest
 from datastore.config import load_env
 from datastore.errors import ConnectionFailed, WatchCreateTimedOut
 from datastore.etcd import EtcdClient
-from datastore.syncer import Syncer, SyncerCallbacks, SyncStatus, Update
+from datastore.keys import DATAPLANE_SYNC_PREFIXES
+from datastore.syncer import FanOut, Syncer, SyncerCallbacks, SyncStatus, Update
 from tests.support import wait_until
 
 RES = "/calico/resources/v3/projectcalico.org/"
@@ -136,7 +137,8 @@ def run_syncer() -> Iterator[Callable[..., tuple[Syncer, Recorder]]]:
     def start(client: Any, callbacks: SyncerCallbacks | None = None,
               **kw: Any) -> tuple[Syncer, Recorder]:
         rec = callbacks or Recorder()
-        syncer = Syncer(client, PREFIXES, rec, retry_interval=kw.pop("retry_interval", 0.05), **kw)
+        syncer = Syncer(client, kw.pop("prefixes", PREFIXES), rec,
+                        retry_interval=kw.pop("retry_interval", 0.05), **kw)
         syncer.start()
         started.append((syncer, client))
         return syncer, rec  # type: ignore[return-value]
@@ -249,6 +251,36 @@ def test_snapshot_then_in_sync_then_live_events(etcd_client, etcd_endpoint, run_
     assert rec.snapshot_state() == etcd_state(c)
     assert rec.problems == []
     assert len(rec.threads) == 1 and threading.get_ident() not in rec.threads
+
+
+def test_the_dataplane_prefixes_carry_blocks_and_host_affinities_to_every_consumer(
+        etcd_client, etcd_endpoint, run_syncer):
+    """What the agent and its in-process BGP daemon sync: one syncer, one watch per prefix,
+    every change handed to both in the same order; IPAM handles (a write per pod add and
+    delete) and virtual affinities are not watched, as neither reads them."""
+    c = etcd_client
+    block = IPAM + "assignment/ipv4/block/10.0.0.0-26"
+    host = IPAM + "host/n1/ipv4/block/10.0.0.0-26"
+    unread = (IPAM + "handle/k8s-pod-network.abc", IPAM + "virtual/lb/ipv4/block/10.9.0.0-26",
+              IPAM + "config")
+    wanted = [(block, c.put(block, b"b1")), (host, c.put(host, b"a1")),
+              (RES + "nodes/n1", c.put(RES + "nodes/n1", b"n1"))]
+    for key in unread:
+        c.put(key, b"x")
+    agent, bgp = Recorder(), Recorder()
+    syncer, _ = run_syncer(_client(etcd_endpoint), FanOut(agent, bgp),
+                           prefixes=DATAPLANE_SYNC_PREFIXES)
+    assert syncer.wait_in_sync(10)
+    wanted.append((block, c.put(block, b"b2")))
+    for key in unread:
+        c.put(key, b"y")
+    wanted.append((host, c.delete(host)))
+    wait_until(lambda: len(agent.updates()) >= len(wanted), 10, interval=0.02, what="live events")
+    time.sleep(0.2)  # anything unread would have arrived with the last one
+    assert sorted((u.key, u.revision) for u in agent.updates()) == sorted(wanted)
+    assert agent.log == bgp.log
+    assert agent.statuses() == [WAIT, RESYNC, IN_SYNC]
+    assert agent.problems == bgp.problems == []
 
 
 def test_burst_of_random_writes_converges(etcd_client, etcd_endpoint, run_syncer):

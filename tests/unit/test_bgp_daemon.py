@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgp.daemon import BGPDaemon, best_path_delta
+from bgp.daemon import STATUS_MIN_GAP, STATUS_REFRESH, BGPDaemon, best_path_delta
 from bgp.rib import Path, Rib
 from bgp.types import (
     MESH,
@@ -391,3 +391,24 @@ def test_status_carries_the_agents_learned_routes_not_installed() -> None:
     assert d.status()["routeProblems"] == problems
     problems.clear()  # read at each query: the list is the agent's current one
     assert d.status()["routeProblems"] == []
+
+
+def test_the_status_document_is_built_once_per_change_not_once_per_wake(monkeypatch):
+    """The loop wakes for every datastore batch; a change (every neighbour poll makes one)
+    is snapshotted once, and nothing is rebuilt again until the next change or refresh."""
+    d, _, clock = daemon()
+    built: list[float] = []
+    real = d.book.snapshot
+    monkeypatch.setattr(d.book, "snapshot", lambda node, now: built.append(now) or real(node, now))
+    d._status_dirty = True
+    for _ in range(50):  # wakes within STATUS_MIN_GAP
+        d._refresh_status(clock.now)
+        clock.now += STATUS_MIN_GAP / 100
+    assert len(built) == 1
+    assert d.status()["node"] == "n1"
+    clock.now += STATUS_MIN_GAP
+    d._refresh_status(clock.now)  # the etcd copy's turn: from the same document
+    assert len(built) == 1 and not d._status_unstored
+    clock.now += STATUS_REFRESH
+    d._refresh_status(clock.now)
+    assert len(built) == 2

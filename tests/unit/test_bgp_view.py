@@ -87,3 +87,28 @@ def test_unrelated_updates_change_nothing():
     view = BGPView("n1")
     assert not view.apply([affinity("n2", "10.244.1.0/26"),
                            put("/calico/ipam/v2/handle/x", {"block": {}})])
+
+
+def test_only_this_nodes_endpoints_are_read_in_full():
+    """Every other node's endpoint changes nothing here and is not validated here (the
+    agent's calculation reports an unreadable one); this node's is, and one that moves
+    away stops being originated."""
+    view = BGPView("n1")
+    view.apply([block("10.244.0.0/26", "n1"), affinity("n1", "10.244.0.0/26")])
+    bad = {"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+           "metadata": {"name": "x", "namespace": "default"}, "spec": {"ipNetworks": "oops"}}
+    elsewhere = put(resource_key("workloadendpoints", "elsewhere", "default"),
+                    {**bad, "spec": {**bad["spec"], "node": "n2"}})
+    assert not view.apply([elsewhere, wep("remote", "n2", ["10.244.9.8/32"])])
+    assert view.problems == {}
+    here = put(resource_key("workloadendpoints", "here", "default"),
+               {**bad, "spec": {**bad["spec"], "node": "n1"}})
+    nameless = put(resource_key("workloadendpoints", "nameless", "default"), bad)
+    view.apply([here, nameless, Update("put", resource_key("workloadendpoints", "junk", "default"),
+                                       b"not json", next(REV))])
+    assert set(view.problems) == {resource_key("workloadendpoints", n, "default")
+                                  for n in ("here", "nameless", "junk")}
+    assert view.apply([wep("moving", "n1", ["10.244.9.7/32"])])
+    assert view.local_prefixes() == {"10.244.0.0/26", "10.244.9.7/32"}
+    assert view.apply([wep("moving", "n2", ["10.244.9.7/32"])])
+    assert view.local_prefixes() == {"10.244.0.0/26"}
