@@ -598,11 +598,17 @@ def _common_prefix(names: Sequence[str]) -> str:
     return first[:i]
 
 
-def dispatch_chains(interfaces: Iterable[str]) -> list[RenderedChain]:
+def dispatch_chains(interfaces: Iterable[str]) -> tuple[RenderedChain, ...]:
     """cali-from-wl-dispatch and cali-to-wl-dispatch with their `-<char>` sub-chains:
     names sorted, grouped by the character after their common prefix; a group of one is
     dispatched from the root chain, a larger group from its own sub-chain."""
-    names = sorted(set(interfaces))
+    return _dispatch_chains(tuple(sorted(set(interfaces))))
+
+
+# This and the static chains below are cached: the agent calculates on every batch of
+# changes, most of which leave the node's interfaces and its configuration as they were.
+@lru_cache(maxsize=64)
+def _dispatch_chains(names: tuple[str, ...]) -> tuple[RenderedChain, ...]:
     unknown = Rule(Drop(), (), ("Unknown interface",))
     groups: dict[str, list[str]] = {}
     common = _common_prefix(names) if names else ""
@@ -623,7 +629,7 @@ def dispatch_chains(interfaces: Iterable[str]) -> list[RenderedChain]:
                 *(Rule(Goto(endpoint_chain_name(prefix, n)), (term(n),)) for n in members_),
                 unknown)))
         out.append(RenderedChain(root, (*root_rules, unknown)))
-    return out
+    return tuple(out)
 
 
 # --- the static chains (felix/rules/static.go) -----------------------------------------------
@@ -632,7 +638,8 @@ def dispatch_chains(interfaces: Iterable[str]) -> list[RenderedChain]:
 _END_TO_HOST: dict[str, Action] = {"Drop": Drop(), "Return": Return(), "Accept": Accept()}
 
 
-def static_chains(endpoint_to_host_action: EndpointToHostAction) -> list[RenderedChain]:
+@lru_cache(maxsize=4)
+def static_chains(endpoint_to_host_action: EndpointToHostAction) -> tuple[RenderedChain, ...]:
     """cali-FORWARD, cali-OUTPUT, cali-wl-to-host and the (empty) host-endpoint chains
     they name, for a node without host endpoints."""
     accepted = MarkMatch(MARK_ACCEPT, MARK_ACCEPT)
@@ -663,9 +670,10 @@ def static_chains(endpoint_to_host_action: EndpointToHostAction) -> list[Rendere
     empty = [RenderedChain(name, ()) for name in (
         CHAIN_FROM_HEP_FORWARD, CHAIN_TO_HEP_FORWARD, CHAIN_CIDR_BLOCK,
         CHAIN_FROM_HOST_ENDPOINT, CHAIN_TO_HOST_ENDPOINT)]
-    return [forward, output, wl_to_host, *empty]
+    return (forward, output, wl_to_host, *empty)
 
 
+@lru_cache(maxsize=1)
 def input_rules() -> tuple[Rule, ...]:
     """The policy part of cali-INPUT (after the encapsulation rules agent/calc/rules.py
     owns): workloads' traffic to the host goes to cali-wl-to-host."""

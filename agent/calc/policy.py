@@ -153,9 +153,19 @@ def plan_policy(state: PolicyState, local: Sequence[LocalEndpoint], *, vxlan_por
                            memo=memo)
     return PolicyPlan(
         chains=frozenset(filter_chain(c) for c in rendered.chains),
-        hooks=frozenset({make_hook("filter", "FORWARD", CHAIN_FORWARD),
-                         make_hook("filter", "OUTPUT", CHAIN_OUTPUT)}),
+        hooks=_policy_hooks(),
         ipsets=frozenset(IPSet(spec.name, spec.set_type, members)
                          for spec, members in rendered.ipsets),
-        input_rules=tuple(iptables_rule(r) for r in rendered.input_rules),
+        input_rules=_input_rules(rendered.input_rules),
     )
+
+
+@lru_cache(maxsize=1)
+def _policy_hooks() -> frozenset[Hook]:
+    return frozenset({make_hook("filter", "FORWARD", CHAIN_FORWARD),
+                      make_hook("filter", "OUTPUT", CHAIN_OUTPUT)})
+
+
+@lru_cache(maxsize=4)
+def _input_rules(rules: tuple[Rule, ...]) -> tuple[IptablesRule, ...]:
+    return tuple(iptables_rule(r) for r in rules)

@@ -34,6 +34,7 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..types import IPIP_DEVICE, VXLAN_DEVICE, Chain, Hook, IPIPDevice, IPSet, VXLANDevice
 from .state import NodeInfo, PoolInfo
@@ -101,6 +102,7 @@ def make_chain(table: str, name: str, rules: list[IptablesRule]) -> Chain:
     return Chain(table=table, name=name, rules=render_rules(name, rules))
 
 
+@lru_cache(maxsize=256)
 def make_hook(table: str, kernel_chain: str, target_chain: str) -> Hook:
     """The jump Felix inserts at the top of a kernel chain (its hash is position 0 there)."""
     (rule,) = render_rules(kernel_chain, [IptablesRule(target=target_chain)])
@@ -117,14 +119,19 @@ class RulePlan:
 
 
 def input_chain(encap_rules: Sequence[IptablesRule],
-                policy_rules: Sequence[IptablesRule] = ()) -> tuple[set[Chain], set[Hook]]:
+                policy_rules: Sequence[IptablesRule] = ()
+                ) -> tuple[frozenset[Chain], frozenset[Hook]]:
     """cali-INPUT and its hook: the encapsulation rules first (Felix's filterInputChain
     order), then the policy engine's; nothing when both are empty."""
-    rules = [*encap_rules, *policy_rules]
+    return _input_chain((*encap_rules, *policy_rules))
+
+
+@lru_cache(maxsize=16)  # the same few rule lists, calculation after calculation
+def _input_chain(rules: tuple[IptablesRule, ...]) -> tuple[frozenset[Chain], frozenset[Hook]]:
     if not rules:
-        return set(), set()
-    return ({make_chain("filter", CHAIN_FILTER_INPUT, rules)},
-            {make_hook("filter", "INPUT", CHAIN_FILTER_INPUT)})
+        return frozenset(), frozenset()
+    return (frozenset({make_chain("filter", CHAIN_FILTER_INPUT, list(rules))}),
+            frozenset({make_hook("filter", "INPUT", CHAIN_FILTER_INPUT)}))
 
 
 def plan_rules(

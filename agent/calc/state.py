@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -413,6 +414,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+@functools.lru_cache(maxsize=65536)  # block keys come back with every change to the block
 def _canonical_cidr(cidr: str) -> str | None:
     try:
         return str(ipaddress.ip_network(cidr))
@@ -521,6 +523,13 @@ def _parse_affinity_state(key: str, value: bytes) -> str | None:
     return None if affinity.deleted else affinity.state
 
 
+def _attribute_node(attrs: object) -> str | None:
+    """The node an allocation attribute names (`secondary.node`, Calico's AttrNode)."""
+    secondary = attrs.get("secondary") if isinstance(attrs, dict) else None
+    node = secondary.get("node") if isinstance(secondary, dict) else None
+    return node if isinstance(node, str) and node else None
+
+
 def _parse_block(key: str, value: bytes) -> BlockInfo | None:
     """The few fields of Calico's AllocationBlock the routes depend on."""
     block = AllocationBlock.from_json(value, key)
@@ -529,18 +538,20 @@ def _parse_block(key: str, value: bytes) -> BlockInfo | None:
     net = block.network
     attributes = block.attributes
     base = int(net.network_address)
+    # The node each attribute names, looked up once per attribute rather than once per
+    # allocation: a block is re-read on every pod change in it, on every node.
+    attribute_nodes = [_attribute_node(attrs) for attrs in attributes]
+    count = len(attributes)
     by_node: dict[str, list[int]] = {}
     for ordinal, attr_index in enumerate(block.allocations[: net.num_addresses]):
         if attr_index is None:
             continue
-        if (not isinstance(attr_index, int) or isinstance(attr_index, bool)
-                or not 0 <= attr_index < len(attributes)):
+        # type() rather than isinstance(): a bool is an int but no attribute index.
+        if type(attr_index) is not int or not 0 <= attr_index < count:
             raise IPAMDocumentError(key, f"allocations[{ordinal}]", attr_index,
                                     f"allocation {ordinal} points at no attribute ({attr_index!r})")
-        attrs = attributes[attr_index]
-        secondary = attrs.get("secondary") if isinstance(attrs, dict) else None
-        node = secondary.get("node") if isinstance(secondary, dict) else None
-        if isinstance(node, str) and node:
+        node = attribute_nodes[attr_index]
+        if node is not None:
             by_node.setdefault(node, []).append(base + ordinal)
     return BlockInfo(
         cidr=block.cidr, version=net.version, base=base, prefixlen=net.prefixlen,
