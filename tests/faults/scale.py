@@ -117,6 +117,14 @@ def grpc_handled(metrics: str) -> dict[str, float]:
     return dict(counts)
 
 
+def metric_value(metrics: str, name: str) -> float | None:
+    """The value of an unlabelled metric in Prometheus text (None when it is absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def rates(before: Mapping[str, float], after: Mapping[str, float],
           seconds: float) -> dict[str, float]:
     """Per-second increase of each counter between two readings (only those that grew)."""
@@ -279,10 +287,13 @@ class LabProcesses:
         return process_cpu(self.cni_servers.values())
 
 
-def etcd_metrics(lab: Lab) -> dict[str, float]:
-    text = lab.exec("node1", ["curl", "-sf", "--max-time", "5",
+def etcd_metrics_text(lab: Lab) -> str:
+    return lab.exec("node1", ["curl", "-sf", "--max-time", "5",
                               f"{lab.etcd_endpoints[0]}/metrics"]).stdout
-    return grpc_handled(text)
+
+
+def etcd_metrics(lab: Lab) -> dict[str, float]:
+    return grpc_handled(etcd_metrics_text(lab))
 
 
 def kernel_bgp_routes(lab: Lab, node: str) -> str:
@@ -486,6 +497,10 @@ def run_scale(params: ScaleParams, say: Callable[[str], None] = print) -> ScaleR
         started = LabProcesses.of(lab)
         fig["agent CPU s to ready (mean per node)"] = started.agents_cpu() / params.nodes
         say(f"agents ready after {fig['agents ready (s)']:.1f} s")
+        # One syncer per agent, its BGP daemon included: a watcher per synced prefix.
+        watchers = metric_value(etcd_metrics_text(lab), "etcd_debugging_mvcc_watcher_total")
+        if watchers is not None:
+            fig["etcd watchers per agent"] = watchers / params.nodes
         lab_pods.ensure_namespace(lab, NAMESPACE)
         startup_retries: list[str] = []
         with ThreadPoolExecutor(params.churn_workers) as pool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from datastore.keys import DATAPLANE_SYNC_PREFIXES
 from tests.e2e.conftest import TOOLS
 from tests.support import need, record_lab, unique_name
 
@@ -32,3 +33,5 @@ def test_scale_harness_six_nodes_with_churn() -> None:
     assert result.probes.lost == 0, result.probes.report()
     assert result.churn_errors == []
     assert result.figures["churn operations/s achieved"] > 0
+    # Each agent watches once for itself and its BGP daemon (datastore.syncer.FanOut).
+    assert result.figures["etcd watchers per agent"] == len(DATAPLANE_SYNC_PREFIXES)

@@ -14,6 +14,7 @@ from tests.faults.scale import (
     cpu_ticks,
     descendants,
     grpc_handled,
+    metric_value,
     missing_routes,
     probe_pairs,
     rates,
@@ -27,11 +28,19 @@ grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcds
 grpc_server_handled_total{grpc_code="NotFound",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 3
 grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 7
 grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 999
+# TYPE etcd_debugging_mvcc_watcher_total gauge
+etcd_debugging_mvcc_watcher_total 30
+etcd_debugging_mvcc_watcher_total_extra 5
 """
 
 
 def test_grpc_handled_sums_codes_per_method_and_ignores_other_counters():
     assert grpc_handled(METRICS) == {"Range": 123.0, "Txn": 7.0}
+
+
+def test_metric_value_reads_one_unlabelled_metric_by_its_exact_name():
+    assert metric_value(METRICS, "etcd_debugging_mvcc_watcher_total") == 30.0
+    assert metric_value(METRICS, "etcd_debugging_mvcc_watch_stream_total") is None
 
 
 def test_rates_are_per_second_and_only_for_what_grew():
