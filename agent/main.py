@@ -56,7 +56,7 @@ from pathlib import Path
 
 from agent import config as agent_config
 from agent import idle_gc, route_problems
-from agent.calc import CalcConfig, ClusterState, LearnedRoutes, calculate
+from agent.calc import CalcConfig, Calculation, ClusterState, LearnedRoutes, calculate, unchanged_by
 from agent.dataplane.facade import RESYNC_KINDS, Dataplane, KernelDataplane, ResyncKind
 from agent.endpoint_status import EndpointStatusPublisher
 from agent.errors import StartupError
@@ -135,6 +135,8 @@ class LoopStats:
     kernel_writes: int = 0
     apply_errors: int = 0
     calculations: int = 0
+    # Batches of changes agent.calc.unchanged_by proved invisible here: not calculated.
+    calculations_skipped: int = 0
     in_sync: bool = False
     problems: tuple[str, ...] = ()
     last_error: str = ""
@@ -163,6 +165,7 @@ class Agent:
         self._dirty_calc = True
         self._dirty_learned = False
         self._calc_problems: tuple[str, ...] = ()
+        self._calc: Calculation | None = None  # the last calculation
         self._dataplane_problems: tuple[str, ...] = ()  # of the last apply (unresolved routes)
         # With the BGP sidecar: where the problems go for it (agent/route_problems.py), and
         # the list last written there (None: nothing written by this run yet).
@@ -461,17 +464,24 @@ class Agent:
         dataplane = self.dataplane
         assert dataplane is not None
         if self._dirty_calc:
-            calc = calculate(self._state, self.nodename, self._calc_config())
-            self.stats.calculations += 1
-            self._calc_problems = calc.problems
-            desired = calc.dataplane
-            dataplane.set_desired(desired)
-            self.endpoint_status.expect(self._state, self.nodename, desired)
-            self._publish_mtu(desired)
-            self._learned.set_context(calc.learned_context)
             self._dirty_calc = False
-            self._dirty_learned = True  # a new context may change learned routes
-            self._dirty_apply = True
+            config = self._calc_config()
+            state_changes = self._state.take_changes()
+            previous = self._calc
+            if previous is not None and unchanged_by(previous, state_changes, self._state,
+                                                     self.nodename, config):
+                self.stats.calculations_skipped += 1
+            else:
+                calc = self._calc = calculate(self._state, self.nodename, config)
+                self.stats.calculations += 1
+                self._calc_problems = calc.problems
+                desired = calc.dataplane
+                dataplane.set_desired(desired)
+                self.endpoint_status.expect(self._state, self.nodename, desired)
+                self._publish_mtu(desired)
+                self._learned.set_context(calc.learned_context)
+                self._dirty_learned = True  # a new context may change learned routes
+                self._dirty_apply = True
         if self._dirty_learned:
             changes = self._learned.changes()
             if changes:
@@ -484,6 +494,8 @@ class Agent:
                 self._route_counts = counts
                 for cls in RouteClass:  # every class, so one that emptied reads 0
                     self.metrics.routes.labels(cls.name).set(counts.get(cls, 0))
+        if not self._dirty_apply:
+            return  # nothing new to apply (a skipped calculation, no learned change)
         started = self.clock()
         self._next_apply_at = started + MIN_APPLY_INTERVAL
         result = dataplane.apply()

@@ -19,12 +19,12 @@ desired (puts them together), vtep (VTEP MACs), prefixes (prefix lookup), config
 """
 
 from .config import CalcConfig
-from .desired import Calculation, calculate, desired_dataplane
+from .desired import Calculation, calculate, desired_dataplane, unchanged_by
 from .learned import LearnedContext, LearnedRoutes
-from .state import ClusterState, Facet
+from .state import ClusterState, Facet, StateChanges
 from .vtep import derived_vtep_mac
 
 __all__ = [
     "CalcConfig", "Calculation", "ClusterState", "Facet", "LearnedContext", "LearnedRoutes",
-    "calculate", "derived_vtep_mac", "desired_dataplane",
+    "StateChanges", "calculate", "derived_vtep_mac", "desired_dataplane", "unchanged_by",
 ]

@@ -5,11 +5,19 @@ the agent calls it after every batch of syncer updates and hands the result
 to the dataplane managers, which apply only differences. Because it is pure,
 "a change recomputes exactly what depends on it" holds by construction and is
 tested by diffing the results before and after a change.
+
+`unchanged_by` says when a batch cannot change the result, so the agent need not
+calculate at all: on a cluster of N nodes every pod change reaches every node, and
+on all but one of them it is usually a remote endpoint inside its own node's block,
+which no route, chain or set here depends on (no policy selects endpoints). It
+answers True only for changes it can prove invisible; tests/unit/test_calc_properties.py
+checks, over random clusters and changes, that calculate() then returns the previous
+result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policy.render import LocalEndpoint
 
@@ -17,9 +25,9 @@ from ..types import DesiredDataplane
 from .config import CalcConfig
 from .learned import LearnedContext
 from .policy import plan_policy
-from .routes import plan_routes
+from .routes import AddressRouting, plan_routes
 from .rules import input_chain, plan_rules
-from .state import ClusterState
+from .state import BlockInfo, ClusterState, Facet, StateChanges
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,11 @@ class Calculation:
     problems: tuple[str, ...]
     # What BGP-learned routes depend on (agent/calc/learned.py), for LearnedRoutes.
     learned_context: LearnedContext
+    # What unchanged_by needs: the config calculated with, which remote addresses get
+    # their own routes, and whether any IP set's members come from endpoints' labels.
+    config: CalcConfig
+    addresses: AddressRouting = field(compare=False)  # what it says, not how it is indexed
+    endpoint_sets: bool = False
 
 
 def calculate(state: ClusterState, local_node: str, config: CalcConfig) -> Calculation:
@@ -56,7 +69,53 @@ def calculate(state: ClusterState, local_node: str, config: CalcConfig) -> Calcu
     problems = sorted(set(routing.problems) | set(state.problems))
     learned = LearnedContext.of(state.nodes.get(local_node), routing.local_blocks,
                                 routing.pools, config)
-    return Calculation(dataplane=dataplane, problems=tuple(problems), learned_context=learned)
+    return Calculation(dataplane=dataplane, problems=tuple(problems), learned_context=learned,
+                       config=config, addresses=routing.addresses,
+                       endpoint_sets=bool(policy.ipsets))
+
+
+def unchanged_by(previous: Calculation, changes: StateChanges, state: ClusterState,
+                 local_node: str, config: CalcConfig) -> bool:
+    """Whether calculate(state, local_node, config) would return `previous` again after
+    `changes` (ClusterState.take_changes() since `previous` was calculated). True only
+    when the config is the same, no problem came or went, and the changes are:
+      * workload endpoints of other nodes (or of none) whose addresses need no route of
+        their own here (AddressRouting.needs_route: inside their node's block, or in a
+        pool BGP routes), while no IP set is built from endpoints (policy);
+      * blocks whose CIDR, named node and allocations of nodes other than their owner
+        and this node are the same: a block's own node allocating in it changes no
+        route anywhere but on that node."""
+    if changes.overflow or changes.problems or config != previous.config:
+        return False
+    if not changes.facets <= {Facet.WORKLOADS, Facet.BLOCKS}:
+        return False
+    for pair in changes.workloads.values():
+        for workload in pair:
+            if workload is None:
+                continue
+            if workload.node == local_node or previous.endpoint_sets:
+                return False
+            if workload.node is not None and any(
+                    previous.addresses.needs_route(address, workload.node)
+                    for address in workload.ipv4):
+                return False
+    for old, new in changes.blocks.values():
+        if old is None or new is None or \
+                (old.cidr, old.affinity_node) != (new.cidr, new.affinity_node):
+            return False
+        # The owner is the one `previous` saw: affinities have not changed (a facet).
+        owner = state.owner_of(new)
+        if _routed_allocations(old, owner, local_node) != \
+                _routed_allocations(new, owner, local_node):
+            return False
+    return True
+
+
+def _routed_allocations(block: BlockInfo, owner: str | None, local_node: str
+                        ) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The allocations of `block` that routes.py turns into /32s (the others' node is the
+    block's owner, whose block route covers them, or this node)."""
+    return tuple(item for item in block.allocations_by_node if item[0] not in (owner, local_node))
 
 
 def local_endpoints(state: ClusterState, local_node: str) -> list[LocalEndpoint]:

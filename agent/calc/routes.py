@@ -77,6 +77,7 @@ also record a problem.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..types import (
@@ -102,6 +103,42 @@ _DIRECT_CLASS = {
 
 
 @dataclass(frozen=True)
+class AddressRouting:
+    """Which addresses of other nodes' endpoints need a /32 of their own here: the plan's
+    pools, blocks and block owners, kept with it so that a later change to a remote
+    endpoint can be checked against them without a new plan (agent/calc/desired.py,
+    `unchanged_by`). Immutable once built."""
+
+    pool_index: PrefixIndex[PoolInfo]
+    block_index: PrefixIndex[tuple[str, int]]  # blocks of IPv4 pools: (CIDR, prefix length)
+    owners: Mapping[str, str]  # block CIDR -> owning node
+    datastore_cluster_routes: bool
+
+    def owner_of_address(self, address: int) -> tuple[int, str | None]:
+        """(prefix length of the block holding `address` or 0, the block's owner or None)."""
+        block = self.block_index.longest_match(address)
+        if block is None:
+            return 0, None
+        cidr, prefixlen = block
+        return prefixlen, self.owners.get(cidr)
+
+    def borrowed_pool(self, address: int, node_name: str) -> PoolInfo | None:
+        """The pool of `address` when `node_name` holds it outside a block of its own (a
+        borrowed address, routed as a /32); None inside one (the block route reaches
+        it) or outside every pool (not routed)."""
+        if self.owner_of_address(address)[1] == node_name:
+            return None
+        return self.pool_index.longest_match(address)
+
+    def needs_route(self, address: int, node_name: str) -> bool:
+        """Whether an endpoint of `node_name` holding `address` adds anything to the plan:
+        a /32 or a problem (Who routes what: BGP carries the other pools' /32s)."""
+        pool = self.borrowed_pool(address, node_name)
+        return pool is not None and (pool.encapsulation is Encapsulation.VXLAN
+                                     or self.datastore_cluster_routes)
+
+
+@dataclass(frozen=True)
 class RoutingPlan:
     routes: frozenset[Route]
     neighbors: frozenset[Neighbor]
@@ -111,6 +148,7 @@ class RoutingPlan:
     workload_interfaces: frozenset[str]
     pools: tuple[PoolInfo, ...]  # the IPv4 pools, by name (for the rules)
     local_blocks: frozenset[str]  # CIDRs of the blocks this node owns
+    addresses: AddressRouting = field(compare=False)
     problems: tuple[str, ...] = ()
 
 
@@ -152,8 +190,7 @@ class _Context:
     pools: tuple[PoolInfo, ...] = ()
     pool_index: PrefixIndex[PoolInfo] = field(default_factory=lambda: PrefixIndex(()))
     owners: dict[str, str] = field(default_factory=dict)  # block CIDR -> owning node
-    # Blocks of IPv4 pools by address: (CIDR, prefix length).
-    block_index: PrefixIndex[tuple[str, int]] = field(default_factory=lambda: PrefixIndex(()))
+    addresses: AddressRouting | None = None  # made by _index() from the two above
     vxlan: VXLANDevice | None = None
     ipip: IPIPDevice | None = None
     problems: dict[str, None] = field(default_factory=dict)  # an ordered set
@@ -164,13 +201,10 @@ class _Context:
     def same_subnet(self, address: int) -> bool:
         return self.local is not None and self.local.in_subnet(address)
 
-    def owner_of_address(self, address: int) -> tuple[int, str | None]:
-        """(prefix length of the block holding `address` or 0, the block's owner or None)."""
-        block = self.block_index.longest_match(address)
-        if block is None:
-            return 0, None
-        cidr, prefixlen = block
-        return prefixlen, self.owners.get(cidr)
+    @property
+    def routing(self) -> AddressRouting:
+        assert self.addresses is not None, "_index() runs first"
+        return self.addresses
 
 
 def plan_routes(state: ClusterState, local_node: str, config: CalcConfig) -> RoutingPlan:
@@ -187,7 +221,7 @@ def plan_routes(state: ClusterState, local_node: str, config: CalcConfig) -> Rou
         routes=chooser.routes(), neighbors=neighbors, fdb=fdb, vxlan=ctx.vxlan, ipip=ctx.ipip,
         workload_interfaces=interfaces, pools=ctx.pools,
         local_blocks=frozenset(c for c, owner in ctx.owners.items() if owner == local_node),
-        problems=tuple(sorted(ctx.problems)),
+        addresses=ctx.routing, problems=tuple(sorted(ctx.problems)),
     )
 
 
@@ -218,8 +252,11 @@ def _index(ctx: _Context) -> None:
         if cidr not in state.blocks and ":" not in cidr:
             ctx.problem(f"block {cidr}: confirmed affinity of "
                         f"{', '.join(state.confirmed_holders(cidr))} but no block; ignored")
-    ctx.block_index = PrefixIndex((b.base, b.prefixlen, (b.cidr, b.prefixlen))
-                                  for b in sorted(v4_blocks, key=lambda b: b.cidr))
+    block_index = PrefixIndex((b.base, b.prefixlen, (b.cidr, b.prefixlen))
+                              for b in sorted(v4_blocks, key=lambda b: b.cidr))
+    # ctx.owners is complete here and no one writes it after: the plan may keep it.
+    ctx.addresses = AddressRouting(ctx.pool_index, block_index, ctx.owners,
+                                   ctx.config.datastore_cluster_routes)
 
 
 def _devices(ctx: _Context) -> None:
@@ -376,9 +413,7 @@ def _remote_workloads(ctx: _Context, chooser: _RouteChooser) -> None:
 
 def _offer_if_borrowed(ctx: _Context, chooser: _RouteChooser, address: int,
                        node_name: str) -> None:
-    if ctx.owner_of_address(address)[1] == node_name:
-        return  # the block route reaches it
-    pool = ctx.pool_index.longest_match(address)
+    pool = ctx.routing.borrowed_pool(address, node_name)
     if pool is None:
         return
     route = _route_to_named_node(ctx, f"{dotted(address)}/32", pool, node_name)
@@ -394,7 +429,7 @@ def _remote_tunnel_addresses(ctx: _Context, chooser: _RouteChooser) -> None:
         vtep = node.vxlan_tunnel_int
         if node_name == ctx.local_name or vtep is None or node.ip is None:
             continue
-        prefixlen, owner = ctx.owner_of_address(vtep)
+        prefixlen, owner = ctx.routing.owner_of_address(vtep)
         if owner == node_name and prefixlen < 32:
             continue
         chooser.offer(Route(f"{dotted(vtep)}/32", RouteClass.VXLAN_TUNNEL, dev=VXLAN_DEVICE,

@@ -192,6 +192,36 @@ class WorkloadInfo:
     endpoint: Endpoint | None = None
 
 
+# More changed workloads or blocks than this between two take_changes() are not listed
+# one by one (StateChanges.overflow): a caller that never takes them keeps no history.
+MAX_LISTED_CHANGES = 10_000
+
+
+@dataclass
+class StateChanges:
+    """What changed in a ClusterState since the last `take_changes()`: the facets, and for
+    workloads and blocks each one's value before the first change and after the last
+    (None: absent). agent/calc/desired.py's `unchanged_by` reads it."""
+
+    facets: set[Facet] = dataclasses.field(default_factory=set)
+    workloads: dict[tuple[str, str], tuple[WorkloadInfo | None, WorkloadInfo | None]] = \
+        dataclasses.field(default_factory=dict)
+    blocks: dict[str, tuple[BlockInfo | None, BlockInfo | None]] = \
+        dataclasses.field(default_factory=dict)
+    problems: bool = False  # the problem list is not what it was at the last take
+    overflow: bool = False  # too many workloads or blocks changed to list them
+
+    def note(self, table: dict[Any, tuple[Any, Any]], key: Any, old: Any, new: Any) -> None:
+        if self.overflow:
+            return
+        first = table[key][0] if key in table else old
+        table[key] = (first, new)
+        if len(table) > MAX_LISTED_CHANGES:
+            self.overflow = True
+            self.workloads.clear()
+            self.blocks.clear()
+
+
 class ClusterState:
     """The calculation's view of the cluster, updated from syncer Updates. Not thread-safe."""
 
@@ -218,6 +248,8 @@ class ClusterState:
         # What policy rendering keeps across calculations: ipset members per set and
         # local endpoints' plans (policy.render.RenderMemo).
         self.render_memo = RenderMemo()
+        self._changes = StateChanges()
+        self._problems_taken: dict[str, str] = {}
 
     # -- reading --------------------------------------------------------------------
 
@@ -279,6 +311,14 @@ class ClusterState:
             return None
         return block_owner(node, self.affinities.get((node, block.cidr)))
 
+    def take_changes(self) -> StateChanges:
+        """What changed since the last call (or since the state was made), and start anew."""
+        changes, self._changes = self._changes, StateChanges()
+        changes.problems = self._problems != self._problems_taken
+        if changes.problems:
+            self._problems_taken = dict(self._problems)
+        return changes
+
     # -- updating -------------------------------------------------------------------
 
     def apply(self, updates: Iterable[Update]) -> set[Facet]:
@@ -288,6 +328,7 @@ class ClusterState:
             facet = self._apply_one(update)
             if facet is not None:
                 changed.add(facet)
+        self._changes.facets |= changed
         if changed & POLICY_FACETS:
             self._policy_state = None
         if Facet.PROFILES in changed:
@@ -314,8 +355,13 @@ class ClusterState:
             if canonical is None:
                 self._problems[key] = "ignored: the key does not name a valid CIDR"
                 return None
-            return self._replace(self.blocks, canonical, update, Facet.BLOCKS,
-                                 lambda: _parse_block(key, update.value))
+            old = self.blocks.get(canonical)
+            facet = self._replace(self.blocks, canonical, update, Facet.BLOCKS,
+                                  lambda: _parse_block(key, update.value))
+            if facet is not None:
+                self._changes.note(self._changes.blocks, canonical, old,
+                                   self.blocks.get(canonical))
+            return facet
         affinity = parse_affinity_key(key)
         if affinity is not None:
             return self._apply_affinity(*affinity, update)
@@ -347,8 +393,10 @@ class ClusterState:
         old = self.workloads.get(ident)
         facet = self._replace(self.workloads, ident, update, Facet.WORKLOADS,
                               lambda: _parse_workload(namespace, name, update))
-        if facet is not None and self._changed_workloads is not None:
-            self._changed_workloads.add(ident)
+        if facet is not None:
+            self._changes.note(self._changes.workloads, ident, old, self.workloads.get(ident))
+            if self._changed_workloads is not None:
+                self._changed_workloads.add(ident)
         if old is not None:
             by_node = self.workloads_by_node[old.node]
             del by_node[ident]

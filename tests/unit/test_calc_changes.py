@@ -8,9 +8,10 @@ Topology: node1 (local) and node2 in 10.0.0.0/24, node3 in 10.0.1.0/24; pool A
 
 from __future__ import annotations
 
-from agent.calc import CalcConfig
+from agent.calc import CalcConfig, unchanged_by
 from agent.types import DesiredDataplane
 
+from .test_calc_properties import SELECTING_POLICY
 from .test_calc_state import (
     CONFIG,
     Cluster,
@@ -176,3 +177,60 @@ def test_nat_outgoing_toggled_on_one_pool():
     assert {s.name for s in d["ipsets"][1]} == {"cali40masq-ipam-pools", "cali40all-ipam-pools"}
     assert {ch.name for ch in d["chains"][0]} == {"cali-POSTROUTING"}
     assert {ch.name for ch in d["chains"][1]} == {"cali-nat-outgoing", "cali-POSTROUTING"}
+
+
+# -- when no calculation is needed (agent.calc.unchanged_by) ----------------------------------
+
+
+def skipped(c: Cluster, *updates, config: CalcConfig = CONFIG,
+            config_before: CalcConfig | None = None) -> bool:
+    """Whether the agent would skip the calculation after `updates`; checked against
+    calculating anyway when it would."""
+    previous = c.calc(config=config_before or config)
+    c.state.take_changes()
+    c.apply(*updates)
+    skip = unchanged_by(previous, c.state.take_changes(), c.state, "node1", config)
+    if skip:
+        assert c.calc(config=config) == previous
+    return skip
+
+
+def test_a_remote_pod_inside_its_nodes_block_needs_no_calculation():
+    c = cluster()
+    # node2's pod, in node2's block, and node2's block gaining its allocation.
+    assert skipped(c, wep("node2", "api", ["10.65.1.7/32"], "caliapi"),
+                   owned("node2", "10.65.1.0/26", {0: "node2", 7: "node2"})[0])
+    assert skipped(c, delete(wep_key("node2", "api")),
+                   owned("node2", "10.65.1.0/26", {0: "node2"})[0])
+
+
+def test_what_a_calculation_must_see_is_not_skipped():
+    c = cluster()
+    # A borrowed address in a VXLAN pool: node3's pod in node2's block gets a /32 here.
+    assert not skipped(c, wep("node3", "borrower", ["10.65.1.9/32"], "calib"))
+    # Node2's block allocating to node3: the same /32, from the block.
+    assert not skipped(c, owned("node2", "10.65.1.0/26", {0: "node2", 9: "node3"})[0])
+    # This node's pod: its route and chains.
+    assert not skipped(c, wep("node1", "local", ["10.65.0.9/32"], "calilocal"))
+    # A block changing hands, a node, a pool: other facets.
+    assert not skipped(c, owned("node3", "10.65.1.0/26")[0])
+    assert not skipped(c, node("node2", "10.0.0.16/24", vxlan_tunnel="10.65.1.0"))
+    # Another configuration (the parent interface's MTU changed).
+    assert not skipped(c, config=CalcConfig(host_mtu=9000, parent_interface="eth0"),
+                       config_before=CONFIG)
+    assert skipped(c)  # nothing at all
+
+
+def test_with_bgp_routing_a_no_encap_pool_a_borrowed_remote_address_needs_no_calculation():
+    """BGP carries other nodes' /32s in pools without VXLAN (routes.py, Who routes what)."""
+    c = cluster("Never", "Never")
+    bgp = CalcConfig(host_mtu=1500, parent_interface="eth0", datastore_cluster_routes=False)
+    assert skipped(c, wep("node3", "borrower", ["10.65.1.9/32"], "calib"), config=bgp)
+    assert not skipped(c, wep("node3", "borrower2", ["10.65.1.10/32"], "calic"))
+
+
+def test_endpoints_are_not_skipped_while_a_policy_builds_ip_sets_from_them():
+    c = cluster()
+    c.apply(SELECTING_POLICY)
+    assert c.calc().endpoint_sets
+    assert not skipped(c, wep("node2", "api", ["10.65.1.7/32"], "caliapi"))

@@ -13,10 +13,12 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.calc import CalcConfig, ClusterState, calculate
+from agent.calc import CalcConfig, ClusterState, calculate, unchanged_by
 from agent.types import RouteClass
+from datastore.resources import GlobalNetworkPolicy
+from datastore.syncer import Update
 
-from .test_calc_state import affinity, block, node, pool, wep
+from .test_calc_state import affinity, block, delete, node, pool, wep, wep_key
 
 NODE_NAMES = ["node1", "node2", "node3", "node4"]
 POOLS = [("a", "10.65.0.0/16", 26), ("b", "10.66.0.0/24", 28), ("c", "10.67.0.0/24", 32)]
@@ -100,3 +102,60 @@ def test_calculation_is_total_canonical_unique_and_order_independent(generated, 
     again = ClusterState()
     again.apply(shuffled)
     assert calculate(again, local, config) == result
+
+
+SKIP_CONFIGS = st.sampled_from([CalcConfig(host_mtu=1500, parent_interface="eth0"),
+                                CalcConfig(host_mtu=1500, parent_interface="eth0",
+                                           datastore_cluster_routes=False)])
+_POLICY = GlobalNetworkPolicy.model_validate({
+    "metadata": {"name": "default.select"},
+    "spec": {"selector": "all()", "ingress": [
+        {"action": "Allow", "source": {"selector": "app == 'web'"}}]}})
+# Rules that select endpoints by label: IP sets whose members come from endpoints.
+SELECTING_POLICY = Update("put", _POLICY.key(), _POLICY.to_stored(), 1)
+
+
+@st.composite
+def pod_changes(draw):
+    """What pod churn writes: endpoints put and deleted on any node, with addresses in and
+    out of their node's blocks, and blocks re-written with other allocations."""
+    changes = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["wep", "wep", "delete", "block"]))
+        holder = draw(st.sampled_from(NODE_NAMES))
+        pod = f"churn{draw(st.integers(0, 3))}"
+        if kind == "wep":
+            ips = draw(st.lists(st.sampled_from(ADDRESSES), unique=True, min_size=1, max_size=2))
+            iface = draw(st.none() | st.just(f"cali{pod}"))
+            changes.append(wep(holder, pod, ips, iface))
+        elif kind == "delete":
+            changes.append(delete(wep_key(holder, pod)))
+        else:
+            cidr = draw(st.sampled_from(BLOCK_CIDRS))
+            size = ipaddress.ip_network(cidr).num_addresses
+            allocations = draw(st.dictionaries(st.integers(0, size - 1),
+                                               st.none() | st.sampled_from(NODE_NAMES),
+                                               max_size=4))
+            changes.append(block(cidr, draw(st.none() | st.just(holder)), allocations))
+    return changes
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster_updates(), SKIP_CONFIGS, st.sampled_from(NODE_NAMES), st.booleans(),
+       st.lists(pod_changes(), min_size=1, max_size=6))
+def test_a_change_unchanged_by_says_is_invisible_leaves_the_calculation_as_it_was(
+        generated, config, local, with_policy, batches):
+    """agent.calc.unchanged_by is sound: whenever it lets the agent skip a calculation,
+    calculating anyway gives exactly the previous result (routes, devices, chains, sets,
+    problems, learned-route context)."""
+    state = ClusterState()
+    state.apply(generated + ([SELECTING_POLICY] if with_policy else []))
+    previous = calculate(state, local, config)
+    state.take_changes()
+    for batch in batches:
+        state.apply(batch)
+        changes = state.take_changes()
+        if unchanged_by(previous, changes, state, local, config):
+            assert calculate(state, local, config) == previous
+        else:
+            previous = calculate(state, local, config)
