@@ -18,7 +18,7 @@ churn within `--memory-bound` MiB. Exit status 1 if any of them fails.
 
 Memory and CPU: about 170 MiB RSS per node (agent, ExaBGP, CNI server), so ~9 GB
 at 50 nodes, and every core it can get: on two cores the 50-node run takes about 10
-minutes and reaches 4.15 of the 10 churn operations per second (docs/reliability.md,
+minutes and reaches 7.56 of the 10 churn operations per second (docs/reliability.md,
 Load, has the figures and what limits them). Other work on the machine shows in the
 timings, not in the request counts, CPU seconds or memory, which are the figures to
 compare.
