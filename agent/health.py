@@ -42,6 +42,10 @@ class Metrics:
             "tortie_dataplane_problems",
             "Things a writer leaves out until something changes (e.g. a learned route whose "
             "next hop has no route), by writer", ["writer"], registry=r)
+        self.calculations = Counter(
+            "tortie_calculations_total",
+            "Batches of datastore changes: calculated, or skipped as invisible to this node",
+            ["result"], registry=r)
         self.last_error = Gauge("tortie_last_error_timestamp_seconds",
                                 "Unix time of the last error", registry=r)
 

@@ -471,9 +471,11 @@ class Agent:
             if previous is not None and unchanged_by(previous, state_changes, self._state,
                                                      self.nodename, config):
                 self.stats.calculations_skipped += 1
+                self.metrics.calculations.labels("skipped").inc()
             else:
                 calc = self._calc = calculate(self._state, self.nodename, config)
                 self.stats.calculations += 1
+                self.metrics.calculations.labels("calculated").inc()
                 self._calc_problems = calc.problems
                 desired = calc.dataplane
                 dataplane.set_desired(desired)

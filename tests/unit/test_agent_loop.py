@@ -330,3 +330,28 @@ def test_a_burst_of_changes_is_applied_in_batches_at_least_the_minimum_interval_
     gaps = [b - a for a, b in zip(started, started[1:], strict=False)]
     assert min(gaps) >= MIN_APPLY_INTERVAL, f"applies {min(gaps):.3f} s apart"
     assert len(dp.applies) < 40  # batched, not one per event
+
+
+def test_a_change_the_calculation_cannot_see_is_neither_calculated_nor_applied(tmp_path) -> None:
+    """agent.calc.unchanged_by in the loop: another node's pod inside its node's block
+    (a VXLAN pool, no policy) changes nothing here; this node's pod does."""
+    dp = FakeDataplane(interfaces={"10.0.0.5": HostInterface("eth0", 1500)})
+    agent = make_agent(dp, tmp_path)
+    agent.on_updates([pool("pods", "10.65.0.0/16", vxlan="Always"),
+                      node("node1", "10.0.0.5/24", vxlan_tunnel="10.65.0.0"),
+                      node("node2", "10.0.0.6/24", vxlan_tunnel="10.65.1.0"),
+                      *owned("node1", "10.65.0.0/26"), *owned("node2", "10.65.1.0/26")])
+    agent.on_status(SyncStatus.IN_SYNC)
+    with running(agent):
+        wait_until(lambda: len(dp.applies) >= 1, timeout=10.0, what="the first apply")
+        calculated, applies = agent.stats.calculations, len(dp.applies)
+        agent.on_updates([wep("node2", "remote", ["10.65.1.7/32"], iface="cali0000000000a"),
+                          owned("node2", "10.65.1.0/26", {7: "node2"})[0]])
+        wait_until(lambda: agent.stats.calculations_skipped == 1, timeout=10.0,
+                   what="the skipped batch")
+        assert (agent.stats.calculations, len(dp.applies)) == (calculated, applies)
+        assert b'tortie_calculations_total{result="skipped"} 1.0' in agent.metrics.render()
+        agent.on_updates([wep("node1", "local", ["10.65.0.7/32"], iface="cali0000000000b")])
+        wait_until(lambda: len(dp.applies) > applies, timeout=10.0, what="the local pod's apply")
+    assert agent.stats.calculations == calculated + 1
+    assert "10.65.0.7/32" in {r.dst for r in dp.desired[-1].routes}
