@@ -2,8 +2,12 @@
 
     state = ClusterState()
     state.apply(updates)                 # syncer Updates, in order
-    calc = calculate(state, "node1", CalcConfig(host_mtu=1500, parent_interface="eth0"))
+    config = CalcConfig(host_mtu=1500, parent_interface="eth0")
+    calc = calculate(state, "node1", config)
     calc.dataplane                       # the desired dataplane, from the datastore
+    state.take_changes()                 # start listing changes from here
+    state.apply(more_updates)
+    unchanged_by(calc, state.take_changes(), state, "node1", config)  # True: calc still holds
 
     learned = LearnedRoutes()            # BGP best paths, as deltas
     learned.update({"192.168.50.0/24": ("10.0.0.254", "10.0.0.254")})
@@ -14,8 +18,8 @@ Modules: state (the index of the cluster), routes (routes, devices,
 neighbours, FDB), learned (BGP-learned routes, incrementally), rules
 (natOutgoing and encapsulation INPUT chains, hooks, ipsets), policy (the
 policy engine's filter chains and ipsets from policy.render, as iptables text),
-desired (puts them together), vtep (VTEP MACs), prefixes (prefix lookup), config
-(CalcConfig).
+desired (puts them together, and says when a change needs no calculation), vtep
+(VTEP MACs), prefixes (prefix lookup), config (CalcConfig).
 """
 
 from .config import CalcConfig

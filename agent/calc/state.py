@@ -17,7 +17,9 @@ Invariants:
     Blocks and affinities are read by datastore.ipam_documents, whose rule
     (`block_owner`) also decides which node owns a block.
   * `apply` reports which facets really changed (a re-put of an equal value
-    changes nothing), so a caller may skip recomputing.
+    changes nothing), and `take_changes()` lists what changed since its last call
+    (the facets; each changed workload's and block's value before and after), from
+    which agent.calc.unchanged_by decides whether a calculation is needed at all.
   * Keys the calculation does not read are ignored silently.
 """
 
