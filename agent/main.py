@@ -164,7 +164,6 @@ class Agent:
         self._learned = LearnedRoutes()
         self._dirty_calc = True
         self._dirty_learned = False
-        self._calc_problems: tuple[str, ...] = ()
         self._calc: Calculation | None = None  # the last calculation
         self._dataplane_problems: tuple[str, ...] = ()  # of the last apply (unresolved routes)
         # With the BGP sidecar: where the problems go for it (agent/route_problems.py), and
@@ -453,7 +452,8 @@ class Agent:
         )
 
     def _report_problems(self) -> None:
-        problems = tuple(sorted(set(self._calc_problems) | set(self._learned.problems)
+        calc_problems = self._calc.problems if self._calc else ()
+        problems = tuple(sorted(set(calc_problems) | set(self._learned.problems)
                                 | set(self._dataplane_problems)))
         if problems != self.stats.problems:
             for problem in sorted(set(problems) - set(self.stats.problems)):
@@ -476,7 +476,6 @@ class Agent:
                 calc = self._calc = calculate(self._state, self.nodename, config)
                 self.stats.calculations += 1
                 self.metrics.calculations.labels("calculated").inc()
-                self._calc_problems = calc.problems
                 desired = calc.dataplane
                 dataplane.set_desired(desired)
                 self.endpoint_status.expect(self._state, self.nodename, desired)

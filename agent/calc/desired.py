@@ -25,9 +25,9 @@ from ..types import DesiredDataplane
 from .config import CalcConfig
 from .learned import LearnedContext
 from .policy import plan_policy
-from .routes import AddressRouting, plan_routes
+from .routes import AddressRouting, plan_routes, routed_allocations
 from .rules import input_chain, plan_rules
-from .state import BlockInfo, ClusterState, Facet, StateChanges
+from .state import ClusterState, Facet, StateChanges
 
 
 @dataclass(frozen=True)
@@ -105,17 +105,10 @@ def unchanged_by(previous: Calculation, changes: StateChanges, state: ClusterSta
             return False
         # The owner is the one `previous` saw: affinities have not changed (a facet).
         owner = state.owner_of(new)
-        if _routed_allocations(old, owner, local_node) != \
-                _routed_allocations(new, owner, local_node):
+        if routed_allocations(old, owner, local_node) != \
+                routed_allocations(new, owner, local_node):
             return False
     return True
-
-
-def _routed_allocations(block: BlockInfo, owner: str | None, local_node: str
-                        ) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """The allocations of `block` that routes.py turns into /32s (the others' node is the
-    block's owner, whose block route covers them, or this node)."""
-    return tuple(item for item in block.allocations_by_node if item[0] not in (owner, local_node))
 
 
 def local_endpoints(state: ClusterState, local_node: str) -> list[LocalEndpoint]:

@@ -134,8 +134,20 @@ class AddressRouting:
         """Whether an endpoint of `node_name` holding `address` adds anything to the plan:
         a /32 or a problem (Who routes what: BGP carries the other pools' /32s)."""
         pool = self.borrowed_pool(address, node_name)
-        return pool is not None and (pool.encapsulation is Encapsulation.VXLAN
-                                     or self.datastore_cluster_routes)
+        return pool is not None and routed_from_datastore(pool, self.datastore_cluster_routes)
+
+
+def routed_from_datastore(pool: PoolInfo, datastore_cluster_routes: bool) -> bool:
+    """Whether other nodes' addresses in `pool` are routed from the datastore here, rather
+    than by BGP (Who routes what)."""
+    return pool.encapsulation is Encapsulation.VXLAN or datastore_cluster_routes
+
+
+def routed_allocations(block: BlockInfo, owner: str | None, local_node: str
+                       ) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The allocations of `block` routed as /32s to their node: not those of the block's
+    owner (its block route covers them) or of this node (its workload routes do)."""
+    return tuple(item for item in block.allocations_by_node if item[0] not in (owner, local_node))
 
 
 @dataclass(frozen=True)
@@ -333,8 +345,8 @@ def route_via_node(dst: str, encap: Encapsulation, node_ip: int, *, direct: bool
 
 
 def _route_to_named_node(ctx: _Context, dst: str, pool: PoolInfo, node_name: str) -> Route | None:
-    if pool.encapsulation is not Encapsulation.VXLAN and not ctx.config.datastore_cluster_routes:
-        return None  # BGP carries these (see Who routes what)
+    if not routed_from_datastore(pool, ctx.config.datastore_cluster_routes):
+        return None  # BGP carries these
     node = ctx.state.nodes.get(node_name)
     if node is None or node.ip_int is None:
         why = "is not in the datastore" if node is None else "has no IPv4 address"
@@ -380,9 +392,7 @@ def _blocks(ctx: _Context, chooser: _RouteChooser) -> None:
                     chooser.offer(route)
         if pool is None:
             continue
-        for node_name, addresses in block.allocations_by_node:
-            if node_name == owner or node_name == local:
-                continue
+        for node_name, addresses in routed_allocations(block, owner, local):
             for address in addresses:
                 route = _route_to_named_node(ctx, f"{dotted(address)}/32", pool, node_name)
                 if route is not None:
